@@ -1,0 +1,60 @@
+# trackware developer commands. Everything installs itself: a fresh machine needs only python3.
+PYTHON ?= python3
+VENV := .venv
+CORE_VENV := .venv-core
+BENCH_VENV := .venv-bench
+PY := $(VENV)/bin/python
+CORE_PY := $(CORE_VENV)/bin/python
+BENCH_PY := $(BENCH_VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: test lint typecheck test-core test-integrations demo bench clean
+
+# Full environment: every extra plus the dev tools.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $@
+
+# Core environment: no framework installed, so tests/ proves `import trackware`
+# never needs flask or asgiref.
+$(CORE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_PY) -m pip install --quiet --upgrade pip
+	$(CORE_PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --upgrade pip
+	$(BENCH_PY) -m pip install --quiet -e '.[all]' -r bench/requirements.txt
+	touch $@
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+test-core: $(CORE_VENV)/.installed
+	$(CORE_PY) -m pytest tests $(PYTEST_ARGS)
+
+# pytest exits 5 when it collects nothing; that is only acceptable while the
+# integrations folder holds no suite yet, and it says so.
+test-integrations: $(VENV)/.installed
+	$(PY) -m pytest integrations $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ] && [ -z "$$(find integrations -name 'test_*.py')" ]; then \
+		echo "integrations: no suites yet"; exit 0; fi; exit $$rc
+
+test: lint typecheck test-core test-integrations
+
+demo: $(VENV)/.installed
+	$(PY) example_apps/demo.py
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) $(CORE_VENV) $(BENCH_VENV) build dist *.egg-info

@@ -1,0 +1,205 @@
+"""trackware benchmarks (not tests): ``make bench``.
+
+Each section measures trackware and its reference points in the same run, on
+this machine, and prints a table. Numbers are medians of single calls (timer
+overhead subtracted) or throughputs over a fixed workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import queue
+import statistics
+import sys
+import threading
+import time
+import typing as t
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _sink import RemoteSink
+
+import trackware
+from trackware.exporters import BaseExporter, ExportResult, HTTPExporter
+
+PROPS = {"offer_id": "o-1", "amount": 3, "channel": "OLB"}
+pc = time.perf_counter_ns
+
+
+def median_ns(fn: t.Callable[[], object], n: int) -> float:
+    """Median of ``n`` single-call timings, minus the timer's own cost."""
+    samples = []
+    for _ in range(n):
+        t0 = pc()
+        fn()
+        samples.append(pc() - t0)
+    empty = []
+    for _ in range(n):
+        t0 = pc()
+        empty.append(pc() - t0)
+    return statistics.median(samples) - statistics.median(empty)
+
+
+class NullExporter(BaseExporter):
+    default_name = "null"
+
+    def export(self, events: t.Sequence[trackware.Event], /) -> ExportResult:
+        return ExportResult.success(events)
+
+
+def bench_track(n: int) -> list[tuple[str, float]]:
+    rows: list[tuple[str, float]] = []
+    sq: queue.SimpleQueue[object] = queue.SimpleQueue()
+    rows.append(("queue.SimpleQueue.put", median_ns(lambda: sq.put(PROPS), n)))
+    rows.append(("uuid.uuid4()", median_ns(uuid.uuid4, n)))
+
+    sink = RemoteSink()
+    tracker = trackware.Tracker(
+        [HTTPExporter(sink.url + "/events")],
+        max_queue_size=n + 10,
+        max_queue_bytes=1 << 31,
+        dead_letter=None,
+    )
+    rows.append(
+        (
+            "trackware track() -> HTTPExporter",
+            median_ns(lambda: tracker.track("offer.activated", PROPS), n),
+        )
+    )
+    tracker.flush(60)
+    tracker.shutdown()
+
+    null = trackware.Tracker([NullExporter()], dead_letter=None)
+    rows.append(
+        (
+            "trackware track() -> null exporter",
+            median_ns(lambda: null.track("offer.activated", PROPS), n),
+        )
+    )
+    null.shutdown()
+
+    try:
+        from segment.analytics.client import Client
+    except ImportError:
+        print("segment-analytics-python not installed; skipping Segment")
+    else:
+        logging.getLogger("segment").setLevel(logging.CRITICAL)
+        client = Client(
+            "bench-write-key", host=sink.url, max_queue_size=n + 10, sync_mode=False
+        )
+        rows.append(
+            (
+                "Segment Client.track()",
+                median_ns(
+                    lambda: client.track(
+                        user_id="c-42", event="offer.activated", properties=PROPS
+                    ),
+                    n,
+                ),
+            )
+        )
+        client.flush()
+        client.shutdown()
+    sink.stop()
+    return rows
+
+
+def bench_delivery(n: int) -> list[tuple[str, float, int]]:
+    rows: list[tuple[str, float, int]] = []
+    sink = RemoteSink()
+    tracker = trackware.Tracker(
+        [HTTPExporter(sink.url + "/events")],
+        max_queue_size=n + 10,
+        max_queue_bytes=1 << 31,
+        dead_letter=None,
+    )
+    t0 = time.perf_counter()
+    for i in range(n):
+        tracker.track("offer.activated", {"i": i, **PROPS})
+    tracker.flush(300)
+    elapsed = time.perf_counter() - t0
+    rows.append(("trackware end to end (track + 1 worker)", n / elapsed, sink.count))
+    tracker_stats = tracker.stats()["destinations"]["http"]
+    assert tracker_stats["sent"] == n, tracker_stats
+    tracker.shutdown()
+
+    # Worker drain rate: the first export waits at a gate while the backlog
+    # builds, then one worker delivers it; timed from the gate opening.
+    gate = threading.Event()
+
+    class GatedHTTPExporter(HTTPExporter):
+        def export(
+            self, events: t.Sequence[trackware.Event], /
+        ) -> trackware.ExportResult:
+            gate.wait()
+            return super().export(events)
+
+    before = sink.count
+    tracker = trackware.Tracker(
+        [GatedHTTPExporter(sink.url + "/events")],
+        max_queue_size=n + 10,
+        max_queue_bytes=1 << 31,
+        dead_letter=None,
+    )
+    for i in range(n):
+        tracker.track("offer.activated", {"i": i, **PROPS})
+    t0 = time.perf_counter()
+    gate.set()
+    tracker.flush(300)
+    elapsed = time.perf_counter() - t0
+    rows.append(
+        ("trackware worker draining a backlog", n / elapsed, sink.count - before)
+    )
+    tracker.shutdown()
+
+    try:
+        from segment.analytics.client import Client
+    except ImportError:
+        sink.stop()
+        return rows
+    before = sink.count
+    client = Client(
+        "bench-write-key", host=sink.url, max_queue_size=n + 10, sync_mode=False
+    )
+    t0 = time.perf_counter()
+    for i in range(n):
+        client.track(user_id="c-42", event="offer.activated", properties={"i": i})
+    client.flush()
+    elapsed = time.perf_counter() - t0
+    sink.wait_for(before + n, 30)
+    rows.append(
+        ("Segment end to end (track + 1 consumer)", n / elapsed, sink.count - before)
+    )
+    client.shutdown()
+    sink.stop()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    gc.collect()
+    print(f"Python {sys.version.split()[0]} on {os.cpu_count()} cores\n")
+    print(f"## Cost on the caller's thread (median of {args.calls:,} calls)")
+    rows = bench_track(args.calls)
+    for name, ns in rows:
+        print(f"  {name:<40} {ns / 1000:8.2f} µs")
+    by_name = dict(rows)
+    seg = by_name.get("Segment Client.track()")
+    ours = by_name["trackware track() -> HTTPExporter"]
+    if seg:
+        print(f"  Segment / trackware: {seg / ours:.1f}x")
+    print(f"\n## Delivery throughput to a loopback sink ({args.events:,} events)")
+    for name, rate, received in bench_delivery(args.events):
+        print(f"  {name:<40} {rate:10,.0f} events/s  (sink received {received:,})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

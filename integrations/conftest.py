@@ -1,0 +1,1 @@
+"""Framework test suites; they need the flask and asgi extras (make test)."""

@@ -1,0 +1,136 @@
+"""Test support: a real HTTP sink on 127.0.0.1 that can be scripted to fail."""
+
+from __future__ import annotations
+
+import collections
+import http.server
+import json
+import socket
+import threading
+import time
+import typing as t
+
+
+class Sink:
+    """A real HTTP server that records event ids and can be scripted to fail.
+
+    ``script`` is a deque of answers consumed one per request: an int status,
+    a ``(status, headers)`` tuple, ``"drop"`` (close the connection without
+    answering), ``"partial"`` (send headers and half the body, then close), or
+    ``("sleep", seconds)`` (answer 200 after a delay).
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        self.ids: list[str] = []
+        self.requests = 0
+        self.script: collections.deque[t.Any] = collections.deque()
+        self.default_status = 200
+        self.cond = threading.Condition()
+        self.bodies: list[t.Any] = []
+        self.times: list[float] = []
+        self.headers: list[dict[str, str]] = []
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: t.Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                with sink.cond:
+                    sink.requests += 1
+                    sink.times.append(time.monotonic())
+                    sink.headers.append(dict(self.headers))
+                    action = (
+                        sink.script.popleft() if sink.script else sink.default_status
+                    )
+                    sink.cond.notify_all()
+                if action == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if action == "partial":
+                    self.close_connection = True
+                    self.wfile.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b'Content-Length: 100\r\n\r\n{"ok":'
+                    )
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                headers: dict[str, str] = {}
+                if isinstance(action, tuple) and action[0] == "echo":
+                    # Answer with the request's headers and URL in the body, as a
+                    # careless vendor error page might.
+                    out = json.dumps(
+                        {"path": self.path, "headers": dict(self.headers)}
+                    ).encode()
+                    self.send_response(int(action[1]))
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                    return
+                if isinstance(action, tuple) and action[0] == "sleep":
+                    time.sleep(action[1])
+                    action = 200
+                if isinstance(action, tuple):
+                    action, headers = action
+                status = int(action)
+                if 200 <= status < 300:
+                    payload = json.loads(body)
+                    events = payload["events"] if isinstance(payload, dict) else payload
+                    with sink.cond:
+                        sink.bodies.append(payload)
+                        sink.ids.extend(e["event_id"] for e in events)
+                        sink.cond.notify_all()
+                    out = b'{"ok":true}'
+                else:
+                    out = json.dumps({"error": f"scripted {status}"}).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/events"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.ids) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.cond.wait(remaining)
+        return True
+
+    def wait_requests(self, count: int, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.requests < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.cond.wait(remaining)
+        return True
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,169 @@
+"""Identity and request context, carried by ``contextvars``.
+
+A :class:`Scope` holds who the current visitor is and facts about the current
+request. Integrations open one scope per request (:func:`request_scope`);
+``track()`` reads it; :func:`identify` updates it. Because it lives in a
+``ContextVar``, asyncio tasks and threads started with
+``contextvars.copy_context()`` see the scope of the code that started them.
+
+The scope object itself is shared by reference within a request, so an
+``identify()`` inside a view (or a FastAPI dependency running in a thread pool
+on a copied context) is visible to the middleware that tracks the page event
+when the request ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import typing as t
+
+if t.TYPE_CHECKING:
+    from ._tracker import Tracker
+
+__all__ = ["Scope", "current_scope", "identify", "request_scope"]
+
+
+class Scope:
+    """Who is acting and in which request. Mutable, one per request/context."""
+
+    __slots__ = (
+        "anonymous_id",
+        "context",
+        "email",
+        "phone",
+        "tracker",
+        "traits",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        traits: t.Mapping[str, t.Any] | None = None,
+        context: t.Mapping[str, t.Any] | None = None,
+        tracker: Tracker | None = None,
+    ) -> None:
+        self.user_id = user_id
+        self.anonymous_id = anonymous_id
+        self.email = email
+        self.phone = phone
+        self.traits: dict[str, t.Any] = dict(traits) if traits else {}
+        # Replaced, never mutated: events keep a reference to the dict that was
+        # current when they were tracked.
+        self.context: dict[str, t.Any] = dict(context) if context else {}
+        self.tracker = tracker
+
+    def bind(self, **context: t.Any) -> None:
+        """Add request/session facts that every later event in this scope carries."""
+        merged = dict(self.context)
+        merged.update(context)
+        self.context = merged
+
+    def copy(self) -> Scope:
+        return Scope(
+            user_id=self.user_id,
+            anonymous_id=self.anonymous_id,
+            email=self.email,
+            phone=self.phone,
+            traits=self.traits,
+            context=self.context,
+            tracker=self.tracker,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Scope(user_id={self.user_id!r}, anonymous_id={self.anonymous_id!r}, "
+            f"context_keys={sorted(self.context)!r})"
+        )
+
+
+_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+    "trackware_scope", default=None
+)
+#: Set while trackware's own exporters run, so that instrumentation never
+#: tracks trackware's own traffic.
+suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "trackware_suppressed", default=False
+)
+
+
+def current_scope() -> Scope | None:
+    """The scope bound to the current context, if any."""
+    return _scope.get()
+
+
+def identify(
+    user_id: str | None = None,
+    *,
+    traits: t.Mapping[str, t.Any] | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+    anonymous_id: str | None = None,
+) -> None:
+    """Bind an identity to the current request (or context) for later events.
+
+    Inside a request handled by a trackware integration this updates that
+    request's scope, so the page event and every event tracked later in the
+    request carry the identity. Outside a request it binds a new scope to the
+    current context. Never raises.
+
+    Args:
+        user_id: your stable customer id.
+        traits: attributes of the customer, merged into earlier traits.
+        email: the customer's email address.
+        phone: the customer's phone number.
+        anonymous_id: the visitor id, when you manage it yourself.
+    """
+    scope = _scope.get()
+    if scope is None:
+        scope = Scope()
+        _scope.set(scope)
+    if user_id is not None:
+        scope.user_id = str(user_id)
+    if email is not None:
+        scope.email = email
+    if phone is not None:
+        scope.phone = phone
+    if anonymous_id is not None:
+        scope.anonymous_id = anonymous_id
+    if traits:
+        merged = dict(scope.traits)
+        merged.update(traits)
+        scope.traits = merged
+
+
+@contextlib.contextmanager
+def request_scope(
+    *,
+    flush: bool = False,
+    flush_timeout: float = 5.0,
+    tracker: Tracker | None = None,
+    **identity: t.Any,
+) -> t.Iterator[Scope]:
+    """Bind a fresh scope for a block of work (a request, a job, a function).
+
+    Args:
+        flush: flush the tracker when the block ends: use it in serverless
+            handlers and short-lived jobs whose process may be frozen after
+            they return.
+        flush_timeout: how long that flush may take.
+        tracker: the tracker events in this block go to (default: the
+            process default).
+        identity: ``user_id``, ``anonymous_id``, ``email``, ``phone``,
+            ``traits``, ``context`` for the new scope.
+    """
+    scope = Scope(tracker=tracker, **identity)
+    token = _scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _scope.reset(token)
+        if flush:
+            from ._tracker import get_tracker
+
+            (tracker or get_tracker()).flush(timeout=flush_timeout)

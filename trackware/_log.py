@@ -1,0 +1,125 @@
+"""Logging for trackware: one ``trackware`` logger, rate-limited, scrubbed of secrets.
+
+Credentials handed to exporters, and tokens they obtain at run time, are
+registered here. Every record that passes through the ``trackware`` logger has
+those values replaced by ``***`` before any handler sees it, so a secret cannot
+reach a log line even when it appears in an exception message or a URL.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+logger = logging.getLogger("trackware")
+
+_MIN_SECRET_LEN = 4
+_MAX_SECRETS = 4096
+_secrets: collections.OrderedDict[str, None] = collections.OrderedDict()
+_secrets_lock = threading.Lock()
+_secrets_version = 0
+
+
+def register_secret(value: str | bytes | None) -> None:
+    """Remember ``value`` so that it is scrubbed from every log line and dead letter.
+
+    Short values (under 4 characters) are ignored: scrubbing them would mangle
+    ordinary text. The registry is bounded; the oldest entries go first, which
+    only ever affects rotated-out tokens.
+    """
+    global _secrets_version
+    if value is None:
+        return
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if len(value) < _MIN_SECRET_LEN:
+        return
+    with _secrets_lock:
+        if value in _secrets:
+            return
+        _secrets[value] = None
+        while len(_secrets) > _MAX_SECRETS:
+            _secrets.popitem(last=False)
+        _secrets_version += 1
+
+
+def scrub(text: str) -> str:
+    """Return ``text`` with every registered secret replaced by ``***``."""
+    if not _secrets:
+        return text
+    with _secrets_lock:
+        # Longest first, so a secret that contains another is replaced whole.
+        values = sorted(_secrets, key=len, reverse=True)
+    for value in values:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+class _ScrubFilter(logging.Filter):
+    """Formats each record once and removes registered secrets from it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            message = scrub(record.getMessage())
+            record.msg = message
+            record.args = None
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                text = scrub(f"{type(exc).__name__}: {exc}")
+                record.exc_info = None
+                record.exc_text = None
+                record.msg = f"{message} ({text})"
+        return True
+
+
+logger.addFilter(_ScrubFilter())
+
+
+class _Throttle:
+    """Allows one message per key per interval; counts what it held back."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._suppressed: collections.Counter[str] = collections.Counter()
+
+    def allow(self, key: str) -> tuple[bool, int]:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                self._suppressed[key] += 1
+                return False, 0
+            if len(self._last) > 1024:
+                self._last.clear()
+            self._last[key] = now
+            return True, self._suppressed.pop(key, 0)
+
+
+_throttle = _Throttle()
+
+
+def log_throttled(
+    level: int, key: str, msg: str, *args: object, exc_info: bool = False
+) -> None:
+    """Log ``msg`` at most once per 30 s for ``key``, noting suppressed repeats."""
+    if not logger.isEnabledFor(level):
+        return
+    ok, suppressed = _throttle.allow(key)
+    if not ok:
+        return
+    if suppressed:
+        msg = f"{msg} ({suppressed} similar messages suppressed)"
+    logger.log(level, msg, *args, exc_info=exc_info)
+
+
+def warn(key: str, msg: str, *args: object) -> None:
+    log_throttled(logging.WARNING, key, msg, *args)
+
+
+def error(key: str, msg: str, *args: object, exc_info: bool = False) -> None:
+    log_throttled(logging.ERROR, key, msg, *args, exc_info=exc_info)

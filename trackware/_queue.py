@@ -1,0 +1,237 @@
+"""Queues between the application's threads and a destination's worker.
+
+:class:`EventQueue` is the interface; :class:`MemoryQueue` the default
+implementation. Durable implementations (a SQLite spool, Redis Streams) plug in
+behind the same interface without changes to the worker or the exporters.
+
+Every accepted event gets a sequence number. An event is *pending* from
+``put`` until the worker reports it settled with ``done`` (sent, rejected,
+dead-lettered or dropped). ``flush()`` works on these numbers: it waits until
+``pending_floor()`` has passed the last number handed out when it was called,
+which is exactly "everything queued before the call is settled".
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import typing as t
+
+from ._event import Event
+from .exceptions import ConfigurationError
+
+__all__ = ["EventQueue", "MemoryQueue", "QueuedEvent", "QUEUE_FULL_POLICIES"]
+
+QUEUE_FULL_POLICIES = ("drop_oldest", "drop_newest", "block")
+
+
+QueuedEvent = tuple[int, Event]
+"""``(sequence number, event)``: a plain tuple, the cheapest thing to allocate."""
+
+
+@t.runtime_checkable
+class EventQueue(t.Protocol):
+    """**Protocol:** a bounded queue of events for one destination.
+
+    ``put`` is called from application threads and must not do slow I/O while
+    holding locks that ``take`` needs. All other methods are called by the
+    destination's worker (or by ``flush``/``shutdown`` on the caller's thread).
+    """
+
+    #: Events offered to the queue so far, kept or dropped (monotonic).
+    enqueued: int
+    #: Events the full-queue policy dropped (monotonic).
+    dropped_full: int
+
+    def put(self, event: Event, /) -> list[Event] | None:
+        """Queue ``event``; return the events the full-queue policy dropped."""
+        ...
+
+    def take(self, max_events: int, max_bytes: int, /) -> list[QueuedEvent]:
+        """Remove up to ``max_events``/``max_bytes`` from the head (now in flight)."""
+        ...
+
+    def done(self, items: t.Sequence[QueuedEvent], /) -> None:
+        """Mark in-flight items settled."""
+        ...
+
+    def depth(self) -> int: ...
+
+    def oldest_time(self) -> float | None:
+        """Wall-clock time of the oldest queued event (for interval batching)."""
+        ...
+
+    def nbytes(self) -> int: ...
+
+    def in_flight(self) -> int: ...
+
+    def last_seq(self) -> int:
+        """The sequence number of the most recently accepted event (0: none)."""
+        ...
+
+    def pending_floor(self) -> int:
+        """The lowest sequence number not yet settled (``last_seq()+1`` if none)."""
+        ...
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's events and recreate locks."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MemoryQueue:
+    """A bounded in-memory FIFO (by event count and by approximate bytes).
+
+    Args:
+        max_events: most events held.
+        max_bytes: most approximate bytes held.
+        policy: what ``put`` does when full: ``drop_oldest`` (default; the
+            newest events usually matter most), ``drop_newest``, or ``block``
+            (wait up to ``block_timeout`` seconds for space, then drop the new
+            event).
+        block_timeout: the longest ``put`` waits under ``block``.
+    """
+
+    def __init__(
+        self,
+        max_events: int = 10_000,
+        max_bytes: int = 8 * 1024 * 1024,
+        *,
+        policy: str = "drop_oldest",
+        block_timeout: float = 0.1,
+    ) -> None:
+        if policy not in QUEUE_FULL_POLICIES:
+            raise ConfigurationError(
+                f"queue_full_policy must be one of {QUEUE_FULL_POLICIES}, "
+                f"not {policy!r}"
+            )
+        if max_events < 1 or max_bytes < 1:
+            raise ConfigurationError("max_queue_size and max_queue_bytes must be >= 1")
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.policy = policy
+        self.block_timeout = block_timeout
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._items: collections.deque[QueuedEvent] = collections.deque()
+        self._inflight: dict[int, int] = {}  # seq -> size
+        self._bytes = 0
+        self._seq = 0
+        self.enqueued = 0
+        self.dropped_full = 0
+
+    def put(self, event: Event, /) -> list[Event] | None:
+        size: int = event[10]  # Event.size, without the property call
+        with self._lock:
+            # Counted on every offer, kept or not, so that
+            # enqueued == settled + dropped + queued + in flight.
+            self.enqueued += 1
+            items = self._items
+            if len(items) >= self.max_events or self._bytes + size > self.max_bytes:
+                dropped = self._make_room(event, size)
+                if dropped is not None and dropped and dropped[-1] is event:
+                    return dropped
+            else:
+                dropped = None
+            self._seq += 1
+            items.append((self._seq, event))
+            self._bytes += size
+            return dropped
+
+    def _make_room(self, event: Event, size: int) -> list[Event]:
+        """Called with the lock held and the queue full. Returns dropped events."""
+        items = self._items
+        if self.policy == "drop_oldest":
+            dropped: list[Event] = []
+            while items and (
+                len(items) >= self.max_events or self._bytes + size > self.max_bytes
+            ):
+                _, old = items.popleft()
+                self._bytes -= old.size
+                dropped.append(old)
+            self.dropped_full += len(dropped)
+            if self._bytes + size > self.max_bytes:  # larger than the whole queue
+                self.dropped_full += 1
+                dropped.append(event)
+            return dropped
+        if self.policy == "block":
+            self._space.wait_for(
+                lambda: (
+                    len(items) < self.max_events
+                    and self._bytes + size <= self.max_bytes
+                ),
+                timeout=self.block_timeout,
+            )
+            if len(items) < self.max_events and self._bytes + size <= self.max_bytes:
+                return []
+        self.dropped_full += 1
+        return [event]
+
+    def take(self, max_events: int, max_bytes: int, /) -> list[QueuedEvent]:
+        out: list[QueuedEvent] = []
+        with self._lock:
+            items = self._items
+            total = 0
+            while items and len(out) < max_events:
+                size = items[0][1].size
+                if out and total + size > max_bytes:
+                    break
+                item = items.popleft()
+                total += size
+                out.append(item)
+                self._inflight[item[0]] = size
+            self._bytes -= total
+            if out and self.policy == "block":
+                self._space.notify_all()
+        return out
+
+    def done(self, items: t.Sequence[QueuedEvent], /) -> None:
+        with self._lock:
+            for item in items:
+                self._inflight.pop(item[0], None)
+
+    def depth(self) -> int:
+        return len(self._items)
+
+    def oldest_time(self) -> float | None:
+        items = self._items
+        try:
+            return items[0][1].unix_time
+        except IndexError:
+            return None
+
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    def last_seq(self) -> int:
+        return self._seq
+
+    def pending_floor(self) -> int:
+        with self._lock:
+            floor = self._seq + 1
+            if self._items:
+                floor = self._items[0][0]
+            if self._inflight:
+                floor = min(floor, min(self._inflight))
+            return floor
+
+    def reset_after_fork(self) -> None:
+        # The parent still owns (and will deliver) what was queued before the
+        # fork; the child starts empty so nothing is sent twice.
+        self._init_state()
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return (
+            f"<MemoryQueue depth={len(self._items)} in_flight={len(self._inflight)} "
+            f"policy={self.policy}>"
+        )

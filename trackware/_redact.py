@@ -1,0 +1,100 @@
+"""Key-name redaction applied to properties and traits before events are queued.
+
+A key is redacted when one of its words is on the denylist. Words come from
+splitting the key at underscores, dashes, dots, spaces and camelCase humps, so
+``password``, ``userPassword``, ``card_number``, ``X-Api-Key`` and
+``access_token`` are caught while ``discard`` or ``cardlytics_offer`` are not.
+Redaction happens on the caller's thread, before an event reaches any queue,
+log or dead letter.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+__all__ = ["DEFAULT_REDACT_ALLOW", "DEFAULT_REDACT_WORDS", "REDACTED", "Redactor"]
+
+REDACTED = "[redacted]"
+
+#: Words whose presence in a key name redacts its value.
+DEFAULT_REDACT_WORDS: frozenset[str] = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "secret",
+        "token",
+        "tokens",
+        "authorization",
+        "auth",
+        "apikey",
+        "card",
+        "pan",
+        "cvv",
+        "cvc",
+        "cvv2",
+        "ssn",
+        "iban",
+        "pin",
+        "cookie",
+        "cookies",
+    }
+)
+#: Word pairs that redact when adjacent (``api_key``, ``private-key``...).
+_PAIRS = frozenset({("api", "key"), ("private", "key"), ("session", "key")})
+
+#: Keys that look sensitive by the rule but are not credentials: Cardlytics'
+#: ``serveToken`` identifies an ad serve, and the exporter needs it.
+DEFAULT_REDACT_ALLOW: frozenset[str] = frozenset({"serveToken", "serve_token"})
+
+_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+_CACHE_MAX = 10_000
+
+
+class Redactor:
+    """Decides, with a cache, whether a key's value must be redacted."""
+
+    def __init__(
+        self,
+        words: t.Iterable[str] | None = None,
+        *,
+        allow: t.Iterable[str] = DEFAULT_REDACT_ALLOW,
+        extra: t.Iterable[str] = (),
+    ) -> None:
+        base = DEFAULT_REDACT_WORDS if words is None else frozenset(words)
+        self.words = frozenset(w.lower() for w in base) | frozenset(
+            w.lower() for w in extra
+        )
+        self.allow = frozenset(allow)
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, key: str) -> bool:
+        verdict = self._cache.get(key)
+        if verdict is None:
+            verdict = self._decide(key)
+            if len(self._cache) < _CACHE_MAX:
+                self._cache[key] = verdict
+        return verdict
+
+    def _decide(self, key: str) -> bool:
+        if key in self.allow or not self.words:
+            return False
+        parts = [p.lower() for p in _SPLIT.split(key) if p]
+        if any(p in self.words for p in parts):
+            return True
+        if "".join(parts) in self.words:
+            return True
+        return any((a, b) in _PAIRS for a, b in zip(parts, parts[1:], strict=False))
+
+    def clean(self, value: t.Any) -> t.Any:
+        """A deep copy of ``value`` with denylisted keys' values redacted."""
+        if isinstance(value, dict):
+            return {
+                k: (REDACTED if isinstance(k, str) and self(k) else self.clean(v))
+                for k, v in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            return [self.clean(v) for v in value]
+        return value

@@ -1,0 +1,724 @@
+"""The Tracker: builds events on the caller's thread and hands them to destinations."""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import os
+import pathlib
+import random
+import sys
+import threading
+import time
+import typing as t
+import weakref
+
+import blinker
+
+from . import _log, signals
+from ._context import Scope, _scope
+from ._deadletter import DeadLetter, JSONLinesDeadLetter
+from ._event import Event, _fast_bits, _Invalid, check_properties
+from ._queue import EventQueue, MemoryQueue
+from ._redact import Redactor
+from ._retry import RetryPolicy
+from ._worker import Destination
+from .exceptions import ConfigurationError, InvalidEventError
+from .exporters._base import Exporter
+
+__all__ = [
+    "Bridge",
+    "Tracker",
+    "bridge",
+    "flush",
+    "get_tracker",
+    "set_tracker",
+    "shutdown",
+    "stats",
+    "track",
+]
+
+EventHook = t.Callable[[Event], "Event | None"]
+QueueFactory = t.Callable[[Exporter], EventQueue]
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_DEFAULT = object()
+_live: weakref.WeakSet[Tracker] = weakref.WeakSet()
+_tracked_signal = signals.event_tracked
+_new_tuple = tuple.__new__
+_now = time.time
+_getpid = os.getpid
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    """The next value an ``itertools.count`` would return, without consuming it."""
+    # repr is "count(N)"; reading it is the one way that is neither deprecated
+    # nor racy (next() on a count is atomic in CPython, which is why we use it).
+    return int(repr(counter)[6:-1])
+
+
+class Bridge:
+    """A connection from a blinker signal to a tracker; ``disconnect()`` undoes it."""
+
+    def __init__(self, signal: blinker.Signal, receiver: t.Callable[..., None]) -> None:
+        self.signal = signal
+        self.receiver = receiver
+
+    def disconnect(self) -> None:
+        self.signal.disconnect(self.receiver)
+
+
+class Tracker:
+    """Collects events and delivers them to its exporters in the background.
+
+    Each exporter becomes a *destination* with its own bounded queue, worker
+    thread, retry policy and circuit breaker, so one slow or failing vendor
+    never delays another. ``track()`` only builds the event and puts it on the
+    queues; mapping, encoding and I/O happen on the workers.
+
+    Args:
+        exporters: where events go.
+        max_queue_size: events each destination's queue holds at most.
+        max_queue_bytes: approximate bytes each destination's queue holds at most.
+        max_batch_size: events per export call (default: each exporter's own
+            batch size; an exporter's cap always wins if lower).
+        max_batch_bytes: approximate bytes per export call.
+        flush_interval: the longest an event waits for its batch to fill, seconds.
+        queue_full_policy: ``"drop_oldest"`` (default), ``"drop_newest"`` or
+            ``"block"`` (wait up to ``block_timeout`` for space). Drops are
+            counted in ``stats()`` and announced on ``signals.event_dropped``.
+        block_timeout: the longest ``track()`` blocks under ``"block"``.
+        retry: the default :class:`RetryPolicy` (an exporter may bring its own).
+        dead_letter: where refused and given-up events are kept: a
+            :class:`DeadLetter`, a file path, ``None`` to keep none (they are
+            still counted), or by default the JSON-lines file at
+            ``$TRACKWARE_DEAD_LETTER_PATH`` or
+            ``~/.local/state/trackware/dead-letter.jsonl``.
+        before_send: hooks run on every event in order; each returns the
+            (possibly replaced) event, or ``None`` to drop it.
+        redact_keys: the key words whose values are replaced by
+            ``"[redacted]"`` (default: password, token, secret, authorization,
+            card, cvv, ssn and friends; see ``trackware.DEFAULT_REDACT_WORDS``).
+        redact_allow: exact keys never redacted (default: ``serveToken``).
+        filters: per-destination predicates, by destination name.
+        sample_rates: per event name, the fraction of events kept (0..1).
+        strict: raise :class:`InvalidEventError` from ``track()`` for invalid
+            events instead of dropping them (for development and tests).
+        enabled: ``False`` turns ``track()`` into a counted no-op (also
+            ``TRACKWARE_DISABLED=1``).
+        shutdown_timeout: the budget of ``shutdown()`` and of the at-exit flush.
+        register_atexit: deliver what is queued when the interpreter exits.
+        queue_factory: builds each destination's queue (default: in memory).
+    """
+
+    def __init__(
+        self,
+        exporters: Exporter | t.Iterable[Exporter] = (),
+        *,
+        max_queue_size: int = 10_000,
+        max_queue_bytes: int = 8 * 1024 * 1024,
+        max_batch_size: int | None = None,
+        max_batch_bytes: int = 1024 * 1024,
+        flush_interval: float = 1.0,
+        queue_full_policy: str = "drop_oldest",
+        block_timeout: float = 0.1,
+        retry: RetryPolicy | None = None,
+        dead_letter: t.Any = _DEFAULT,
+        before_send: EventHook | t.Iterable[EventHook] = (),
+        redact_keys: t.Iterable[str] | None = None,
+        redact_allow: t.Iterable[str] | None = None,
+        filters: t.Mapping[str, t.Callable[[Event], bool]] | None = None,
+        sample_rates: t.Mapping[str, float] | None = None,
+        strict: bool = False,
+        enabled: bool = True,
+        shutdown_timeout: float = 5.0,
+        register_atexit: bool = True,
+        queue_factory: QueueFactory | None = None,
+    ) -> None:
+        if isinstance(exporters, Exporter):
+            exporters = [exporters]
+        exporters = list(exporters)
+        if (max_batch_size is not None and max_batch_size < 1) or max_batch_bytes < 1:
+            raise ConfigurationError("max_batch_size and max_batch_bytes must be >= 1")
+        if flush_interval < 0 or shutdown_timeout < 0:
+            raise ConfigurationError("flush_interval and shutdown_timeout must be >= 0")
+        for rate_name, rate in (sample_rates or {}).items():
+            if not 0.0 <= rate <= 1.0:
+                raise ConfigurationError(
+                    f"sample_rates[{rate_name!r}] must be between 0 and 1, not {rate}"
+                )
+        names: set[str] = set()
+        for exporter in exporters:
+            if not isinstance(exporter, Exporter):
+                raise ConfigurationError(
+                    f"{exporter!r} is not an exporter: it needs name, "
+                    "max_batch_size, applies(), export() and close()"
+                )
+            if exporter.name in names:
+                raise ConfigurationError(
+                    f"two exporters are named {exporter.name!r}: pass name=... to "
+                    "one of them so stats and dead letters can tell them apart"
+                )
+            names.add(exporter.name)
+        unknown = set(filters or ()) - names
+        if unknown:
+            raise ConfigurationError(
+                f"filters name unknown destination(s) {sorted(unknown)}; "
+                f"destinations are {sorted(names)}"
+            )
+        self.strict = strict
+        self.enabled = enabled and os.environ.get("TRACKWARE_DISABLED", "") not in (
+            "1",
+            "true",
+            "yes",
+        )
+        self.shutdown_timeout = shutdown_timeout
+        self.dead_letter = self._make_dead_letter(dead_letter)
+        self._hooks: tuple[EventHook, ...] = (
+            (before_send,) if callable(before_send) else tuple(before_send)
+        )
+        self._redact = Redactor(
+            redact_keys,
+            allow=redact_allow if redact_allow is not None else Redactor().allow,
+        )
+        self._sample = dict(sample_rates or {})
+        self._queue_factory: QueueFactory = queue_factory or (
+            lambda _exp: MemoryQueue(
+                max_queue_size,
+                max_queue_bytes,
+                policy=queue_full_policy,
+                block_timeout=block_timeout,
+            )
+        )
+        retry = retry or RetryPolicy()
+        self.destinations: tuple[Destination, ...] = tuple(
+            Destination(
+                self,
+                exporter,
+                self._queue_factory(exporter),
+                max_batch_size=max_batch_size or exporter.max_batch_size,
+                max_batch_bytes=max_batch_bytes,
+                flush_interval=flush_interval,
+                retry=retry,
+                dead_letter=self.dead_letter,
+                event_filter=(filters or {}).get(exporter.name),
+            )
+            for exporter in exporters
+        )
+        # Bound methods looked up once: the hot path calls them per event.
+        self._routes = tuple(
+            (d.exporter.applies, d.event_filter, d.offer, d) for d in self.destinations
+        )
+        self._lock = threading.Lock()
+        self._tracked = itertools.count()
+        self._unrouted = itertools.count()
+        self._dropped: collections.Counter[str] = collections.Counter()
+        self._pid = os.getpid()
+        self._shut = False
+        self._accepting = self.enabled
+        self._shutdown_lock = threading.Lock()
+        self._bridges: list[Bridge] = []
+        if register_atexit:
+            _live.add(self)
+
+    @staticmethod
+    def _make_dead_letter(value: t.Any) -> DeadLetter | None:
+        if value is _DEFAULT:
+            return JSONLinesDeadLetter()
+        if value is None:
+            return None
+        if isinstance(value, (str, pathlib.PurePath)):
+            return JSONLinesDeadLetter(value)
+        if isinstance(value, DeadLetter):
+            return value
+        raise ConfigurationError(
+            "dead_letter must be a path, a DeadLetter (e.g. "
+            "trackware.JSONLinesDeadLetter(path)), or None"
+        )
+
+    # --- the hot path ----------------------------------------------------------------
+    def track(
+        self,
+        name: str,
+        properties: t.Mapping[str, t.Any] | None = None,
+        /,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        traits: t.Mapping[str, t.Any] | None = None,
+        context: t.Mapping[str, t.Any] | None = None,
+        timestamp: float | None = None,
+        event_id: str | None = None,
+    ) -> Event | None:
+        """Record that something happened; returns the event, or ``None`` if dropped.
+
+        Identity and context not given here come from the current scope
+        (the request being handled, or :func:`trackware.identify`). Never
+        raises, except :class:`InvalidEventError` when the tracker is strict.
+        Never blocks on I/O.
+        """
+        try:
+            if self._pid != _getpid():
+                self._after_fork()
+            if not self._accepting:
+                self._drop(None, "shutdown" if self._shut else "disabled")
+                return None
+            if type(name) is not str or not name:
+                raise _Invalid(f"event name must be a non-empty string, not {name!r}")
+            if self._sample:
+                rate = self._sample.get(name)
+                if rate is not None and random.random() >= rate:
+                    self._drop(None, "sampled")
+                    return None
+            redact = self._redact
+            size = 96 + len(name)
+            if properties:
+                # One pass: size the flat values, and fall back to the full
+                # (recursive) check and redaction only when something needs it.
+                props: dict[str, t.Any] = dict(properties)
+                for key, value in props.items():
+                    if type(key) is not str:
+                        raise _Invalid(f"property keys must be strings, got {key!r}")
+                    tv = type(value)
+                    if tv is str:
+                        size += len(key) + len(value) + 6
+                    elif tv in _SCALARS and not redact(key):
+                        size += len(key) + 12
+                    else:
+                        size = 96 + len(name) + check_properties(props)
+                        props = redact.clean(props)
+                        break
+                    if redact(key):
+                        props = redact.clean(props)
+                        break
+            else:
+                props = {}
+            scope: Scope | None = _scope.get()
+            if scope is not None:
+                if user_id is None:
+                    user_id = scope.user_id
+                if anonymous_id is None:
+                    anonymous_id = scope.anonymous_id
+                if email is None:
+                    email = scope.email
+                if phone is None:
+                    phone = scope.phone
+                scope_traits = scope.traits
+                if traits:
+                    check_properties(traits)
+                    merged = dict(scope_traits)
+                    merged.update(redact.clean(dict(traits)))
+                    event_traits = merged
+                else:
+                    event_traits = scope_traits
+                if context:
+                    ctx = dict(scope.context)
+                    ctx.update(context)
+                else:
+                    ctx = scope.context
+            else:
+                if traits:
+                    check_properties(traits)
+                    event_traits = redact.clean(dict(traits))
+                else:
+                    event_traits = {}
+                ctx = dict(context) if context else {}
+            event: Event = _new_tuple(
+                Event,
+                (
+                    event_id if event_id is not None else _fast_bits(128),
+                    name,
+                    props,
+                    user_id,
+                    anonymous_id,
+                    email,
+                    phone,
+                    event_traits,
+                    ctx,
+                    _now() if timestamp is None else float(timestamp),
+                    size,
+                ),
+            )
+            for hook in self._hooks:
+                try:
+                    result = hook(event)
+                except Exception:
+                    _log.error(
+                        f"hook:{getattr(hook, '__qualname__', hook)}",
+                        "trackware: before_send hook %r raised; event %r dropped",
+                        getattr(hook, "__qualname__", hook),
+                        name,
+                        exc_info=True,
+                    )
+                    self._drop(event, "hook_error")
+                    return None
+                if result is None:
+                    self._drop(event, "before_send")
+                    return None
+                event = result
+            routed = False
+            for applies, flt, offer, dest in self._routes:
+                if not applies(event):
+                    continue
+                if flt is not None and not flt(event):
+                    with self._lock:
+                        dest.filtered += 1
+                    continue
+                offer(event)
+                routed = True
+            next(self._tracked)  # itertools.count: atomic without a lock
+            if not routed:
+                next(self._unrouted)
+            if _tracked_signal.receivers:
+                signals.event_tracked.send(self, event=event)
+            return event
+        except _Invalid as exc:
+            self._invalid(str(exc))
+            return None
+        except InvalidEventError:
+            raise
+        except Exception as exc:
+            _log.error(
+                "track-internal",
+                "trackware: track(%r) failed internally: %s",
+                name,
+                type(exc).__name__,
+                exc_info=True,
+            )
+            self._drop(None, "internal_error")
+            return None
+
+    def _invalid(self, reason: str) -> None:
+        if self.strict:
+            raise InvalidEventError(reason)
+        _log.warn(f"invalid:{reason[:80]}", "trackware: event dropped: %s", reason)
+        self._drop(None, "invalid", reason)
+
+    def _drop(
+        self, event: Event | None, reason: str, detail: str | None = None
+    ) -> None:
+        with self._lock:
+            self._dropped[reason] += 1
+        if signals.event_dropped.receivers:
+            signals.event_dropped.send(
+                self, event=event, reason=reason, destination=None, detail=detail
+            )
+
+    # --- bus -------------------------------------------------------------------------
+    def bridge(
+        self,
+        signal: blinker.Signal,
+        name: str,
+        *,
+        properties: t.Mapping[str, t.Any] | t.Callable[..., t.Any] | None = None,
+        sender: t.Any = blinker.ANY,
+        **track_kwargs: t.Any,
+    ) -> Bridge:
+        """Track an event named ``name`` every time ``signal`` is sent.
+
+        ``properties`` is a dict, or a callable receiving the signal's
+        ``(sender, **kwargs)`` and returning the properties (or ``None`` to
+        skip that occurrence). The connection is strong: the bridge lives until
+        :meth:`Bridge.disconnect`. A failing callable is logged and counted,
+        never raised into the code that sent the signal.
+        """
+        return _connect_bridge(self, signal, name, properties, sender, track_kwargs)
+
+    # --- delivery control ------------------------------------------------------------
+    def flush(
+        self,
+        timeout: float | None = 10.0,
+        *,
+        destinations: t.Iterable[str] | None = None,
+    ) -> bool:
+        """Wait until every event tracked before this call is settled.
+
+        Settled means sent, rejected, or kept in the dead letter. Returns
+        ``True`` if that happened within ``timeout`` seconds, else ``False``
+        (delivery goes on in the background). Safe to call from any thread;
+        on a trackware worker thread it returns ``False`` at once.
+
+        Args:
+            timeout: seconds to wait at most (``None``: no limit).
+            destinations: only wait for these destinations (by name).
+        """
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        wanted = None if destinations is None else set(destinations)
+        if wanted is not None and not wanted <= {d.name for d in self.destinations}:
+            raise ConfigurationError(f"flush(): unknown destination(s) in {wanted}")
+        ok = True
+        for dest in self.destinations:
+            if wanted is not None and dest.name not in wanted:
+                continue
+            if not dest.flush(deadline):
+                ok = False
+        return ok
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Deliver what is queued within ``timeout`` seconds, then stop. Idempotent.
+
+        Destinations drain in parallel within the one budget. Events still
+        queued when it runs out are written to the dead letter (reason
+        ``shutdown``) and counted, never silently lost. Later ``track()``
+        calls are counted as dropped (``shutdown``). Returns ``True`` if
+        everything was delivered.
+        """
+        with self._shutdown_lock:
+            if self._shut:
+                return True
+            self._shut = True
+            self._accepting = False
+        budget = self.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        for dest in self.destinations:
+            dest.request_stop(deadline)
+        ok = True
+        for dest in self.destinations:
+            if not dest.shutdown(deadline):
+                ok = False
+        for dest in self.destinations:
+            try:
+                dest.exporter.close()
+            except Exception:
+                _log.error(
+                    f"close:{dest.name}",
+                    "trackware: closing %s failed",
+                    dest.name,
+                    exc_info=True,
+                )
+        for b in self._bridges:
+            b.disconnect()
+        _live.discard(self)
+        if not ok:
+            left = {d.name: d.queue.in_flight() for d in self.destinations}
+            _log.warn(
+                "shutdown-incomplete",
+                "trackware: shutdown budget of %.1fs ran out; undelivered events are "
+                "in the dead letter (in flight: %s)",
+                budget,
+                left,
+            )
+        return ok
+
+    def stats(self) -> dict[str, t.Any]:
+        """Counters for the tracker and each destination.
+
+        ``tracked`` counts events built and routed; ``dropped`` counts, by
+        reason, events that never reached a destination. Per destination:
+        ``enqueued`` (offered to its queue) always equals ``sent + rejected +
+        failed + sum(dropped) + queue_depth + in_flight`` once nothing is
+        moving; ``dead_lettered`` counts what was written to the dead letter.
+        """
+        with self._lock:
+            top: dict[str, t.Any] = {
+                "tracked": _count_value(self._tracked),
+                "unrouted": _count_value(self._unrouted),
+                "dropped": dict(self._dropped),
+            }
+        top["destinations"] = {d.name: d.stats() for d in self.destinations}
+        return top
+
+    # --- process lifecycle -----------------------------------------------------------
+    def _after_fork(self) -> None:
+        """In a forked child: fresh queues, threads, locks and counters."""
+        self._lock = threading.Lock()
+        self._shutdown_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._tracked = itertools.count()
+        self._unrouted = itertools.count()
+        self._dropped = collections.Counter()
+        for dest in self.destinations:
+            dest.after_fork_in_child()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        names = ", ".join(d.name for d in self.destinations)
+        return f"<Tracker destinations=[{names}]>"
+
+
+# --- bridges ------------------------------------------------------------------------
+
+
+def _connect_bridge(
+    tracker: Tracker | None,
+    signal: blinker.Signal,
+    name: str,
+    properties: t.Mapping[str, t.Any] | t.Callable[..., t.Any] | None,
+    sender: t.Any,
+    track_kwargs: dict[str, t.Any],
+) -> Bridge:
+    if not isinstance(signal, blinker.Signal):
+        raise ConfigurationError(f"bridge() needs a blinker signal, not {signal!r}")
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError("bridge() needs a non-empty event name")
+
+    def receiver(sent_by: t.Any, /, **kwargs: t.Any) -> None:
+        target = tracker or get_tracker()
+        try:
+            if callable(properties):
+                props = properties(sent_by, **kwargs)
+                if props is None:
+                    return
+            else:
+                props = properties
+        except Exception:
+            _log.error(
+                f"bridge:{name}",
+                "trackware: properties callable of bridge %r raised; event dropped",
+                name,
+                exc_info=True,
+            )
+            target._drop(None, "hook_error")
+            return
+        target.track(name, props, **track_kwargs)
+
+    signal.connect(receiver, sender=sender, weak=False)
+    handle = Bridge(signal, receiver)
+    if tracker is not None:
+        tracker._bridges.append(handle)
+    return handle
+
+
+# --- the process default tracker ----------------------------------------------------
+
+_default: Tracker | None = None
+_default_lock = threading.Lock()
+
+
+def set_tracker(tracker: Tracker) -> None:
+    """Make ``tracker`` the process default used by :func:`track` and friends."""
+    global _default
+    if not isinstance(tracker, Tracker):
+        raise ConfigurationError(f"set_tracker() needs a Tracker, not {tracker!r}")
+    _default = tracker
+
+
+def get_tracker() -> Tracker:
+    """The tracker for the current context: the request's, else the process default.
+
+    With none configured, a tracker without destinations is created: its events
+    are counted as ``unrouted`` (and a warning is logged once) rather than
+    vanishing.
+    """
+    scope = _scope.get()
+    if scope is not None and scope.tracker is not None:
+        return scope.tracker
+    tracker = _default
+    if tracker is None:
+        tracker = _make_fallback()
+    return tracker
+
+
+def _make_fallback() -> Tracker:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _log.warn(
+                "no-tracker",
+                "trackware: no tracker configured; call "
+                "trackware.set_tracker(trackware.Tracker(exporters=[...])). "
+                "Events are counted as unrouted until then.",
+            )
+            _default = Tracker(dead_letter=None, register_atexit=False)
+        return _default
+
+
+def track(
+    name: str, properties: t.Mapping[str, t.Any] | None = None, /, **kwargs: t.Any
+) -> Event | None:
+    """Track an event with the current tracker. See :meth:`Tracker.track`."""
+    return get_tracker().track(name, properties, **kwargs)
+
+
+def flush(timeout: float | None = 10.0) -> bool:
+    """Flush the current tracker. See :meth:`Tracker.flush`."""
+    return get_tracker().flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Shut the current tracker down. See :meth:`Tracker.shutdown`."""
+    return get_tracker().shutdown(timeout)
+
+
+def stats() -> dict[str, t.Any]:
+    """The current tracker's counters. See :meth:`Tracker.stats`."""
+    return get_tracker().stats()
+
+
+def bridge(
+    signal: blinker.Signal,
+    name: str,
+    *,
+    properties: t.Mapping[str, t.Any] | t.Callable[..., t.Any] | None = None,
+    sender: t.Any = blinker.ANY,
+    **track_kwargs: t.Any,
+) -> Bridge:
+    """Like :meth:`Tracker.bridge`, delivering to whichever tracker is current
+    when the signal is sent."""
+    return _connect_bridge(None, signal, name, properties, sender, track_kwargs)
+
+
+def _on_action(sender: t.Any, /, **kwargs: t.Any) -> None:
+    name = kwargs.pop("name", None)
+    properties = kwargs.pop("properties", None)
+    target = kwargs.pop("tracker", None) or get_tracker()
+    if isinstance(sender, str) and sender:
+        ctx = dict(kwargs.pop("context", None) or {})
+        ctx.setdefault("sender", sender)
+        kwargs["context"] = ctx
+    target.track(t.cast(str, name), properties, **kwargs)
+
+
+signals.action.connect(_on_action, weak=False)
+
+
+def _shutdown_all_at_exit() -> None:
+    trackers = list(_live)
+    for tr in trackers:
+        for dest in tr.destinations:
+            dest.request_stop(time.monotonic() + tr.shutdown_timeout)
+    for tr in trackers:
+        try:
+            tr.shutdown()
+        except Exception:  # pragma: no cover - never let exit fail
+            _log.error("atexit", "trackware: at-exit shutdown failed", exc_info=True)
+
+
+def _after_fork_all() -> None:
+    for tr in list(_live):
+        tr._after_fork()
+    if _default is not None and _default not in _live:
+        _default._after_fork()
+    # multiprocessing's fork children leave through os._exit(), which skips
+    # atexit; its own exit finalizers do run, so deliver from there too.
+    # Its bootstrap clears finalizers registered before it runs, then calls
+    # the "after forkers": register the finalizer from there.
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.register_after_fork(_mp_hook, _register_mp_finalizer)
+
+
+class _MPHook:
+    """A weak-referenceable key for multiprocessing's after-fork registry."""
+
+
+_mp_hook = _MPHook()
+
+
+def _register_mp_finalizer(_: object) -> None:
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.Finalize(None, _shutdown_all_at_exit, exitpriority=100)
+
+
+atexit.register(_shutdown_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_all)

@@ -1,0 +1,214 @@
+"""The exporter interface and per-event export outcomes."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from .._event import Event
+
+if t.TYPE_CHECKING:
+    from .._retry import RetryPolicy
+
+__all__ = ["BaseExporter", "ExportResult", "Exporter", "Rejection"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    """One event a destination will not take, and why.
+
+    Attributes:
+        event: the rejected event.
+        reason: the rule it broke or the vendor's answer, human-readable.
+        status: the vendor's HTTP status, or ``None`` when the exporter itself
+            rejected the event against the vendor contract before sending.
+        body: the vendor's response body (secrets scrubbed, truncated).
+    """
+
+    event: Event
+    reason: str
+    status: int | None = None
+    body: str | None = None
+
+
+class ExportResult:
+    """What happened to each event of a batch.
+
+    Every event handed to :meth:`Exporter.export` must end in exactly one of
+    ``sent``, ``retry``, ``rejected`` or ``skipped``.
+
+    Attributes:
+        sent: delivered.
+        retry: not delivered, worth trying again (transport error, 408, 429, 5xx).
+        rejected: refused for good (a 4xx, or a vendor-contract violation found
+            before sending); these go to the dead letter.
+        skipped: the destination does not take this kind of event (counted as
+            ``not_applicable``, not an error).
+        retry_after: the longest wait the vendor asked for, seconds.
+        error: a short description of the last retryable failure.
+        status: the last retryable failure's HTTP status, if any.
+        body: the last retryable failure's response body, if any.
+    """
+
+    __slots__ = (
+        "body",
+        "error",
+        "rejected",
+        "retry",
+        "retry_after",
+        "sent",
+        "skipped",
+        "status",
+    )
+
+    def __init__(self) -> None:
+        self.sent: list[Event] = []
+        self.retry: list[Event] = []
+        self.rejected: list[Rejection] = []
+        self.skipped: list[Event] = []
+        self.retry_after: float | None = None
+        self.error: str | None = None
+        self.status: int | None = None
+        self.body: str | None = None
+
+    @classmethod
+    def success(cls, events: t.Iterable[Event]) -> ExportResult:
+        result = cls()
+        result.sent.extend(events)
+        return result
+
+    @classmethod
+    def failure(
+        cls,
+        events: t.Iterable[Event],
+        error: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        body: str | None = None,
+    ) -> ExportResult:
+        result = cls()
+        result.add_retry(
+            events, error, retry_after=retry_after, status=status, body=body
+        )
+        return result
+
+    def add_retry(
+        self,
+        events: t.Iterable[Event],
+        error: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.retry.extend(events)
+        self.error = error
+        self.status = status
+        self.body = body
+        if retry_after is not None:
+            self.retry_after = max(self.retry_after or 0.0, retry_after)
+
+    def reject(
+        self,
+        event: Event,
+        reason: str,
+        *,
+        status: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.rejected.append(Rejection(event, reason, status, body))
+
+    def merge(self, other: ExportResult) -> None:
+        self.sent.extend(other.sent)
+        self.rejected.extend(other.rejected)
+        self.skipped.extend(other.skipped)
+        if other.retry:
+            self.add_retry(
+                other.retry,
+                other.error or "retryable failure",
+                retry_after=other.retry_after,
+                status=other.status,
+                body=other.body,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"ExportResult(sent={len(self.sent)}, retry={len(self.retry)}, "
+            f"rejected={len(self.rejected)}, skipped={len(self.skipped)})"
+        )
+
+
+@t.runtime_checkable
+class Exporter(t.Protocol):
+    """**Protocol:** delivers batches of events to one destination.
+
+    ``applies`` runs on the application's thread for every event and must be
+    cheap (a set lookup). ``export`` runs on the destination's worker thread and
+    may block on I/O; it must not raise (the worker treats an exception as a
+    retryable failure of the whole batch, but exporters should report outcomes
+    per event).
+    """
+
+    #: The destination's name in ``stats()``, logs and dead letters.
+    name: str
+    #: The most events one ``export`` call may receive.
+    max_batch_size: int
+
+    def applies(self, event: Event, /) -> bool: ...
+
+    def export(self, events: t.Sequence[Event], /) -> ExportResult: ...
+
+    def close(self) -> None: ...
+
+
+class BaseExporter:
+    """Convenient base for exporters: a name, a batch cap, and no-op hooks.
+
+    Args:
+        name: destination name (defaults to the class's ``default_name``).
+        max_batch_size: upper bound of events per ``export`` call.
+        events: when given, only events with these names are exported; others
+            are ``not_applicable`` for this destination.
+        retry: a :class:`~trackware.RetryPolicy` for this destination
+            (default: the tracker's).
+    """
+
+    default_name: t.ClassVar[str] = "exporter"
+    #: Payload bytes one export call should not exceed (None: no bound).
+    max_batch_bytes: int | None = None
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        max_batch_size: int = 100,
+        events: t.Iterable[str] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        from ..exceptions import ConfigurationError
+
+        if max_batch_size < 1:
+            raise ConfigurationError(f"{type(self).__name__}: max_batch_size >= 1")
+        self.name = name or self.default_name
+        self.max_batch_size = max_batch_size
+        self.retry_policy = retry
+        self._only: frozenset[str] | None = (
+            frozenset(events) if events is not None else None
+        )
+
+    def applies(self, event: Event, /) -> bool:
+        only = self._only
+        return only is None or event.name in only
+
+    def export(self, events: t.Sequence[Event], /) -> ExportResult:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (connections, files). Called once at shutdown."""
+
+    def after_fork(self) -> None:
+        """Forget resources inherited from the parent process (sockets, files)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"

@@ -1,0 +1,428 @@
+"""The shared HTTP delivery machinery every vendor exporter builds on."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import ssl
+import threading
+import time
+import typing as t
+
+import httpx
+
+from .. import _log
+from .._auth import AuthError
+from .._event import Event, dumps
+from .._retry import RETRYABLE_STATUSES, RetryPolicy, retry_floor
+from ..exceptions import ConfigurationError
+from ._base import BaseExporter, ExportResult
+
+__all__ = ["BaseHTTPExporter", "HTTPExporter", "HTTPRequest"]
+
+_BODY_LIMIT = 4096
+_USER_AGENT = "trackware/0.1 (+python-httpx)"
+_SENSITIVE_HEADER_WORDS = (
+    "authorization",
+    "token",
+    "key",
+    "secret",
+    "cookie",
+    "signature",
+)
+
+
+@dataclasses.dataclass
+class HTTPRequest:
+    """One HTTP call an exporter wants to make for some events.
+
+    Attributes:
+        events: the events whose fate this call decides.
+        method, url: the call (``url`` absolute, or relative to ``base_url``).
+        json: the body, encoded with trackware's JSON encoder (or ``content``).
+        headers: extra headers (auth headers come from ``auth_headers``).
+        auth_key: passed to ``auth_headers``: which credential/session to use.
+        params: query parameters.
+    """
+
+    events: list[Event]
+    method: str
+    url: str
+    json: t.Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    auth_key: t.Any = None
+    params: dict[str, str] | None = None
+
+
+def response_text(response: httpx.Response) -> str:
+    try:
+        text = response.text
+    except Exception:
+        text = repr(response.content[:_BODY_LIMIT])
+    return _log.scrub(text[:_BODY_LIMIT])
+
+
+class BaseHTTPExporter(BaseExporter):
+    """Sends events over HTTP with pooling, auth refresh and outcome classification.
+
+    Subclasses implement :meth:`build_requests` (and usually
+    :meth:`auth_headers`); :meth:`classify` turns a response into per-event
+    outcomes: 2xx sent; 408, 425, 429 and 5xx retried (``Retry-After`` /
+    ``RateLimit-Reset`` honoured as a floor); other statuses rejected with the
+    vendor's body. A 401 (or a status in ``reauth_statuses``) makes the
+    exporter drop its token, fetch a new one and resend once.
+
+    After a retryable failure the rest of the batch is not attempted in this
+    round (it is retried with it), so a struggling vendor is not hammered.
+
+    Args:
+        base_url: scheme and host (and optional path prefix) of the API.
+        timeout: read/write/pool timeout per request, seconds.
+        connect_timeout: connect timeout, seconds.
+        verify: TLS verification: ``True`` or a CA bundle path or an
+            ``ssl.SSLContext``. ``False`` is refused: trackware keeps
+            verification on.
+        cert: client certificate for mutual TLS: a path, or ``(cert, key)``.
+        transport: an httpx transport (advanced: proxies, custom networking).
+    """
+
+    reauth_statuses: t.ClassVar[frozenset[int]] = frozenset({401})
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        name: str | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        verify: bool | str | ssl.SSLContext = True,
+        cert: str | tuple[str, str] | None = None,
+        max_batch_size: int = 100,
+        events: t.Iterable[str] | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            name=name, max_batch_size=max_batch_size, events=events, retry=retry
+        )
+        if verify is False:
+            raise ConfigurationError(
+                f"{type(self).__name__}: verify=False is not allowed; pass the path "
+                "of a CA bundle (verify='/path/ca.pem') for private certificates"
+            )
+        if not isinstance(base_url, str) or not base_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigurationError(
+                f"{type(self).__name__}: base_url must start with https:// "
+                f"(or http:// for local testing), got {base_url!r}"
+            )
+        if cert is not None:
+            paths = (cert,) if isinstance(cert, str) else cert
+            for path in paths:
+                if not os.path.exists(path):
+                    raise ConfigurationError(
+                        f"{type(self).__name__}: client certificate file {path!r} "
+                        "does not exist"
+                    )
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._verify = verify
+        self._cert = cert
+        self._transport = transport
+        self._client: httpx.Client | None = None
+        self._client_pid = 0
+        self._client_lock = threading.Lock()
+        self._closed = False
+        self.requests_sent = 0
+        #: ``(status, body)`` of the most recent response (for ``send-test``).
+        self.last_response: tuple[int, str] | None = None
+
+    # --- connection management -------------------------------------------------------
+    @property
+    def client(self) -> httpx.Client:
+        client = self._client
+        if client is None or self._client_pid != os.getpid():
+            with self._client_lock:
+                if self._client is None or self._client_pid != os.getpid():
+                    self._client = self._make_client()
+                    self._client_pid = os.getpid()
+                client = self._client
+        return client
+
+    def _make_client(self) -> httpx.Client:
+        verify: t.Any = self._verify
+        if self._cert is not None:
+            ctx = (
+                verify
+                if isinstance(verify, ssl.SSLContext)
+                else ssl.create_default_context(
+                    cafile=verify if isinstance(verify, str) else None
+                )
+            )
+            if isinstance(self._cert, str):
+                ctx.load_cert_chain(self._cert)
+            else:
+                ctx.load_cert_chain(self._cert[0], self._cert[1])
+            verify = ctx
+        return httpx.Client(
+            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+            verify=verify,
+            transport=self._transport,
+            headers={"User-Agent": _USER_AGENT},
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+        )
+
+    def after_fork(self) -> None:
+        # The parent's sockets must not be used (or closed) by the child: drop
+        # the reference and build a new client lazily.
+        self._client = None
+        self._client_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._closed = True
+        client = self._client
+        self._client = None
+        if client is not None and self._client_pid == os.getpid():
+            client.close()
+
+    # --- vendor hooks ----------------------------------------------------------------
+    def build_requests(
+        self, events: t.Sequence[Event]
+    ) -> tuple[list[HTTPRequest], ExportResult]:
+        """Map events to HTTP calls. Return the calls and the events already
+        decided (rejected against the vendor contract, or skipped)."""
+        raise NotImplementedError
+
+    def auth_headers(
+        self, request: HTTPRequest, *, refresh: bool = False
+    ) -> dict[str, str]:
+        """Headers that authenticate ``request``; ``refresh`` after a 401.
+
+        Raise :class:`trackware.AuthError` when no credential can be had.
+        """
+        return {}
+
+    def classify(self, request: HTTPRequest, response: httpx.Response) -> ExportResult:
+        """Per-event outcomes from the vendor's answer (see the class docstring)."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return ExportResult.success(request.events)
+        body = response_text(response)
+        if status in RETRYABLE_STATUSES:
+            return ExportResult.failure(
+                request.events,
+                f"HTTP {status}",
+                retry_after=retry_floor(response.headers),
+                status=status,
+                body=body,
+            )
+        result = ExportResult()
+        for event in request.events:
+            result.reject(
+                event, f"HTTP {status}: {body[:500]}", status=status, body=body
+            )
+        return result
+
+    def before_request(self, request: HTTPRequest) -> float | None:
+        """Called before each call; may return seconds to wait first (rate limits)."""
+        return None
+
+    def after_response(self, request: HTTPRequest, response: httpx.Response) -> None:
+        """Called after each response (rate-limit bookkeeping)."""
+
+    # --- the export loop -------------------------------------------------------------
+    def export(self, events: t.Sequence[Event], /) -> ExportResult:
+        try:
+            requests, result = self.build_requests(events)
+        except Exception as exc:
+            # A mapping bug would fail the same way on every retry: dead-letter.
+            _log.error(
+                f"build:{self.name}",
+                "trackware: %s could not map %d event(s)",
+                self.name,
+                len(events),
+                exc_info=True,
+            )
+            result = ExportResult()
+            for event in events:
+                result.reject(event, f"mapping error: {type(exc).__name__}: {exc}")
+            return result
+        for index, request in enumerate(requests):
+            outcome = self.send(request)
+            result.merge(outcome)
+            if outcome.retry:
+                for later in requests[index + 1 :]:
+                    result.add_retry(
+                        later.events,
+                        outcome.error or "retryable failure",
+                        retry_after=outcome.retry_after,
+                        status=outcome.status,
+                        body=outcome.body,
+                    )
+                break
+        return result
+
+    def send(self, request: HTTPRequest) -> ExportResult:
+        """Make one call (with one re-authentication on 401) and classify it."""
+        wait = self.before_request(request)
+        if wait:
+            time.sleep(wait)
+        try:
+            headers = dict(request.headers)
+            headers.update(self.auth_headers(request))
+            response = self._call(request, headers)
+            if response.status_code in self.reauth_statuses:
+                stale = response
+                headers = dict(request.headers)
+                headers.update(self.auth_headers(request, refresh=True))
+                response = self._call(request, headers)
+                if response.status_code in self.reauth_statuses:
+                    _log.warn(
+                        f"reauth:{self.name}",
+                        "trackware: %s answered %d even with a fresh token",
+                        self.name,
+                        stale.status_code,
+                    )
+        except AuthError as exc:
+            if exc.retryable:
+                return ExportResult.failure(
+                    request.events,
+                    f"authentication failed: {exc}",
+                    retry_after=exc.retry_after,
+                    status=exc.status,
+                    body=exc.body,
+                )
+            result = ExportResult()
+            for event in request.events:
+                result.reject(
+                    event,
+                    f"authentication refused: {exc}",
+                    status=exc.status,
+                    body=exc.body,
+                )
+            return result
+        except httpx.TimeoutException as exc:
+            return ExportResult.failure(
+                request.events, f"timeout ({type(exc).__name__})"
+            )
+        except httpx.HTTPError as exc:
+            detail = _log.scrub(str(exc))[:200]
+            return ExportResult.failure(
+                request.events, f"connection error ({type(exc).__name__}: {detail})"
+            )
+        self.last_response = (response.status_code, response_text(response))
+        self.after_response(request, response)
+        return self.classify(request, response)
+
+    def _call(self, request: HTTPRequest, headers: dict[str, str]) -> httpx.Response:
+        url = request.url if "://" in request.url else self.base_url + request.url
+        content = request.content
+        if content is None and request.json is not None:
+            content = dumps(request.json).encode("utf-8")
+            headers.setdefault("Content-Type", "application/json")
+        self.requests_sent += 1
+        return self.client.request(
+            request.method, url, content=content, headers=headers, params=request.params
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} base_url={self.base_url!r}>"
+
+
+class HTTPExporter(BaseHTTPExporter):
+    """Delivers events as JSON to any HTTP endpoint of your own (a webhook).
+
+    Args:
+        url: the endpoint.
+        headers: static headers; values of credential-like headers
+            (Authorization, ``*-Key``, ``*-Token``...) are scrubbed from logs.
+        auth: a callable returning headers per request (e.g. a fresh signature).
+        body: ``"batch"`` (default: ``{"events": [...], "sent_at": ...}``),
+            ``"array"`` (a JSON array of events), ``"single"`` (one event per
+            request, with an ``Idempotency-Key`` header = the event id), or a
+            callable taking the list of events and returning the JSON body.
+        method: HTTP method (default ``POST``).
+        max_batch_size: events per request (default 500).
+    """
+
+    default_name = "http"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        headers: t.Mapping[str, str] | None = None,
+        auth: t.Callable[[], t.Mapping[str, str]] | None = None,
+        body: str | t.Callable[[list[Event]], t.Any] = "batch",
+        method: str = "POST",
+        max_batch_size: int = 500,
+        **options: t.Any,
+    ) -> None:
+        super().__init__(
+            base_url=url, name=name, max_batch_size=max_batch_size, **options
+        )
+        if not callable(body) and body not in ("batch", "array", "single"):
+            raise ConfigurationError(
+                "HTTPExporter body must be 'batch', 'array', 'single' or a callable"
+            )
+        self.url = url
+        self.method = method.upper()
+        self.body = body
+        self.headers = dict(headers or {})
+        for key, value in self.headers.items():
+            if any(word in key.lower() for word in _SENSITIVE_HEADER_WORDS):
+                _log.register_secret(value)
+                if value.lower().startswith(("bearer ", "basic ")):
+                    _log.register_secret(value.split(" ", 1)[1])
+        self.auth = auth
+
+    def build_requests(
+        self, events: t.Sequence[Event]
+    ) -> tuple[list[HTTPRequest], ExportResult]:
+        batch = list(events)
+        if callable(self.body):
+            bodies = [(batch, self.body(batch))]
+        elif self.body == "single":
+            bodies = [([e], e.to_dict()) for e in batch]
+        elif self.body == "array":
+            bodies = [(batch, [e.to_dict() for e in batch])]
+        else:
+            bodies = [
+                (
+                    batch,
+                    {
+                        "events": [e.to_dict() for e in batch],
+                        "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    },
+                )
+            ]
+        requests = []
+        for evs, payload in bodies:
+            headers = dict(self.headers)
+            if self.body == "single":
+                headers["Idempotency-Key"] = evs[0].event_id
+            requests.append(
+                HTTPRequest(evs, self.method, self.url, json=payload, headers=headers)
+            )
+        return requests, ExportResult()
+
+    def auth_headers(
+        self, request: HTTPRequest, *, refresh: bool = False
+    ) -> dict[str, str]:
+        if self.auth is None:
+            return {}
+        try:
+            headers = dict(self.auth())
+        except Exception as exc:
+            raise AuthError(
+                f"auth callable raised {type(exc).__name__}", retryable=True
+            ) from None
+        for key, value in headers.items():
+            if any(word in key.lower() for word in _SENSITIVE_HEADER_WORDS):
+                _log.register_secret(value)
+        return headers

@@ -1,0 +1,5 @@
+"""Framework integrations: ``trackware.integrations.flask`` and ``.asgi``.
+
+Importing this package imports no framework; each integration module needs
+its extra (``pip install 'trackware[flask]'`` or ``'trackware[asgi]'``).
+"""

@@ -1,0 +1,581 @@
+"""Framework-agnostic request tracking shared by the Flask and ASGI integrations.
+
+No framework imports and no I/O here: the integrations translate their
+request/response objects into plain values and call :class:`RequestTracker`.
+
+Per request:
+
+1. :meth:`RequestTracker.begin` decides whether the request is tracked at all
+   (method, path, bot user agents), reads the visitor, session and MXO ``tid``
+   cookies (validating them; a tampered or malformed value is replaced, never
+   trusted or echoed), opens a :class:`~trackware.Scope` bound to the request
+   and, when the previous session has expired, tracks ``session_end`` (at the
+   session's real last-seen time) and ``session_start``.
+2. The app runs; ``track()``, ``@tracked`` and ``identify()`` see the scope.
+3. :meth:`RequestTracker.response_cookies` gives the ``Set-Cookie`` values to
+   add when the response starts.
+4. :meth:`RequestTracker.finish` tracks the page event when the response is
+   complete (after a streamed body closes), then closes the scope.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import dataclasses
+import hashlib
+import hmac
+import re
+import time
+import typing as t
+import uuid
+
+from .. import _log
+from .._context import Scope, _scope
+from ..exceptions import ConfigurationError
+
+if t.TYPE_CHECKING:
+    from .._tracker import Tracker
+
+__all__ = [
+    "DEFAULT_BOT_AGENTS",
+    "DEFAULT_EXCLUDED_PATHS",
+    "Identity",
+    "RequestState",
+    "RequestTracker",
+    "TrackingOptions",
+]
+
+#: Paths never tracked by default: health/readiness probes, static files,
+#: favicon and robots.txt, metrics endpoints.
+DEFAULT_EXCLUDED_PATHS: tuple[str, ...] = (
+    r"^/health",
+    r"^/healthz",
+    r"^/ready",
+    r"^/readyz",
+    r"^/livez?",
+    r"^/ping$",
+    r"^/metrics$",
+    r"^/static/",
+    r"^/favicon\.ico$",
+    r"^/robots\.txt$",
+    r"^/apple-touch-icon",
+)
+
+#: Substrings (lower-case) of user agents that are crawlers, uptime checkers or
+#: load-balancer health checks, not customers.
+DEFAULT_BOT_AGENTS: tuple[str, ...] = (
+    "bot",
+    "crawler",
+    "spider",
+    "slurp",
+    "kube-probe",
+    "elb-healthchecker",
+    "googlehc",
+    "health-check",
+    "healthcheck",
+    "uptimerobot",
+    "pingdom",
+    "statuscake",
+    "site24x7",
+    "datadog synthetics",
+    "newrelicpinger",
+    "headlesschrome",
+    "lighthouse",
+    "python-requests",
+    "curl/",
+    "wget/",
+)
+
+#: What an identity callable may return: a user id, a mapping with any of
+#: ``user_id``, ``email``, ``phone``, ``traits``, or ``None`` (anonymous).
+Identity: t.TypeAlias = "str | int | t.Mapping[str, t.Any] | None"
+
+_VISITOR_RE = re.compile(r"^[0-9a-f]{32}$")
+_SESSION_RE = re.compile(
+    r"^([0-9a-f]{32})\.([0-9a-f]{1,12})\.([0-9a-f]{1,12})\.([A-Za-z0-9_-]{1,43})$"
+)
+_TID_RE = re.compile(r"^[0-9A-Za-z-]{8,64}$")
+
+
+@dataclasses.dataclass
+class TrackingOptions:
+    """What the Flask and ASGI integrations track, and how.
+
+    Every option can also be given in Flask's ``app.config`` as
+    ``TRACKWARE_<NAME>`` (upper-case).
+
+    Args:
+        tracker: where events go (default: the process default at request time).
+        page_event: name of the per-request event; ``None`` turns it off.
+        sessions: track ``session_start``/``session_end`` with a session cookie.
+        session_timeout: inactivity that ends a session, seconds (30 min).
+        session_start_event, session_end_event: their event names.
+        visitor_cookie, session_cookie, tid_cookie: cookie names.
+        cookie_domain, cookie_path: cookie scope.
+        visitor_max_age: lifetime of the visitor cookie, seconds (1 year).
+        cookie_secure: ``None`` (default) sets ``Secure`` on HTTPS requests;
+            ``True``/``False`` force it.
+        cookie_secret: signs the session cookie so that it cannot be forged;
+            the Flask integration uses ``app.secret_key`` when this is unset.
+            Without a secret cookie values are still strictly validated.
+        exclude_methods: never tracked (default HEAD and OPTIONS).
+        exclude_paths: regular expressions matched against the path (default
+            health probes, static files, favicon, robots.txt).
+        exclude_routes: route templates never tracked, e.g. ``"/admin/<path:p>"``.
+        exclude_endpoints: endpoint names never tracked (Flask, Starlette names).
+        exclude_bots: skip known bot and health-check user agents.
+        bot_agents: the substrings that identify them.
+        query_allow: query-string keys kept in the page event (all others,
+            and the query string itself, are dropped).
+        capture_ip: add the client address to the event context.
+        capture_user_agent: add the full user agent to the event context.
+        identity: a callable returning the current user (see :data:`Identity`);
+            called when the request starts and again when it ends.
+        tid_source: a callable ``(anonymous_id) -> tid | None`` consulted when
+            the request carries no MXO tid (e.g. ``InteractionExporter.tid_for``).
+    """
+
+    tracker: Tracker | None = None
+    page_event: str | None = "page"
+    sessions: bool = True
+    session_timeout: float = 1800.0
+    session_start_event: str = "session_start"
+    session_end_event: str = "session_end"
+    visitor_cookie: str = "tw_vid"
+    session_cookie: str = "tw_sid"
+    tid_cookie: str = "tw_tid"
+    cookie_domain: str | None = None
+    cookie_path: str = "/"
+    visitor_max_age: int = 365 * 24 * 3600
+    cookie_secure: bool | None = None
+    cookie_secret: str | bytes | None = None
+    exclude_methods: t.Collection[str] = ("HEAD", "OPTIONS")
+    exclude_paths: t.Collection[str | re.Pattern[str]] = DEFAULT_EXCLUDED_PATHS
+    exclude_routes: t.Collection[str] = ()
+    exclude_endpoints: t.Collection[str] = ()
+    exclude_bots: bool = True
+    bot_agents: t.Collection[str] = DEFAULT_BOT_AGENTS
+    query_allow: t.Collection[str] = ()
+    capture_ip: bool = False
+    capture_user_agent: bool = False
+    identity: t.Callable[[], Identity] | None = None
+    tid_source: t.Callable[[str], str | None] | None = None
+
+    def validate(self) -> None:
+        if self.session_timeout <= 0:
+            raise ConfigurationError("session_timeout must be > 0 seconds")
+        for name in ("visitor_cookie", "session_cookie", "tid_cookie"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not re.fullmatch(
+                r"[A-Za-z0-9_.-]+", value
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a cookie name of letters, digits, '_', '.', '-'"
+                )
+        for pattern in self.exclude_paths:
+            if isinstance(pattern, str):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ConfigurationError(
+                        f"exclude_paths: {pattern!r} is not a valid regex: {exc}"
+                    ) from None
+        if self.identity is not None and not callable(self.identity):
+            raise ConfigurationError("identity must be a callable returning the user")
+
+
+class RequestState:
+    """Per-request bookkeeping (one object per tracked request)."""
+
+    __slots__ = (
+        "anonymous_id",
+        "blueprint",
+        "deferred",
+        "endpoint",
+        "incoming_tid",
+        "method",
+        "new_visitor",
+        "path",
+        "query",
+        "referrer",
+        "route",
+        "scope",
+        "secure",
+        "session",
+        "session_dirty",
+        "start",
+        "start_wall",
+        "status",
+        "token",
+        "tracker",
+    )
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: t.Mapping[str, str] | None,
+        referrer: str | None,
+        secure: bool,
+        tracker: Tracker | None,
+    ) -> None:
+        self.start = time.perf_counter()
+        self.start_wall = time.time()
+        self.method = method
+        self.path = path
+        self.query = query
+        self.referrer = referrer
+        self.secure = secure
+        self.tracker = tracker
+        self.anonymous_id = ""
+        self.scope: Scope = _NO_SCOPE
+        self.token: contextvars.Token[Scope | None] | None = None
+        self.session: tuple[str, int, int] | None = None
+        self.session_dirty = False
+        self.new_visitor = False
+        self.incoming_tid: str | None = None
+        self.status: int | None = None
+        self.deferred = False
+        self.route: str | None = None
+        self.endpoint: str | None = None
+        self.blueprint: str | None = None
+
+
+_NO_SCOPE = Scope()
+
+
+def _split_cookies(header: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if not header:
+        return out
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name not in out:
+            out[name] = value.strip().strip('"')
+    return out
+
+
+class RequestTracker:
+    """The shared engine behind the Flask extension and the ASGI middleware."""
+
+    def __init__(self, options: TrackingOptions) -> None:
+        options.validate()
+        self.options = options
+        self._methods = frozenset(m.upper() for m in options.exclude_methods)
+        patterns = [
+            p if isinstance(p, re.Pattern) else re.compile(p)
+            for p in options.exclude_paths
+        ]
+        self._path_re: re.Pattern[str] | None = (
+            re.compile("|".join(f"(?:{p.pattern})" for p in patterns))
+            if patterns
+            else None
+        )
+        self._path_cache: dict[str, bool] = {}
+        self._routes = frozenset(options.exclude_routes)
+        self._endpoints = frozenset(options.exclude_endpoints)
+        self._bots = tuple(b.lower() for b in options.bot_agents)
+        self._query_allow = frozenset(options.query_allow)
+        secret = options.cookie_secret
+        self._key: bytes | None = (
+            secret.encode() if isinstance(secret, str) else secret
+        ) or None
+        if self._key is not None:
+            _log.register_secret(self._key)
+            # BLAKE2b keys are at most 64 bytes; longer secrets are hashed down.
+            if len(self._key) > 64:
+                self._key = hashlib.sha256(self._key).digest()
+        self._timeout = int(options.session_timeout)
+
+    # --- decisions ----------------------------------------------------------------
+    def path_excluded(self, path: str) -> bool:
+        verdict = self._path_cache.get(path)
+        if verdict is None:
+            verdict = bool(self._path_re and self._path_re.search(path))
+            if len(self._path_cache) < 4096:
+                self._path_cache[path] = verdict
+        return verdict
+
+    def wants(self, method: str, path: str, user_agent: str | None) -> bool:
+        """Is this request tracked at all? (Before routing.)"""
+        if method in self._methods or self.path_excluded(path):
+            return False
+        if self.options.exclude_bots and user_agent:
+            ua = user_agent.lower()
+            for bot in self._bots:
+                if bot in ua:
+                    return False
+        return True
+
+    def route_excluded(self, route: str | None, endpoint: str | None) -> bool:
+        return (route is not None and route in self._routes) or (
+            endpoint is not None and endpoint in self._endpoints
+        )
+
+    # --- cookies --------------------------------------------------------------------
+    def _sign(self, payload: str) -> str:
+        if self._key is None:
+            return "u"
+        # Keyed BLAKE2b is a MAC by design (RFC 7693) and one C call, several
+        # times cheaper than hmac-sha256 on the request path.
+        digest = hashlib.blake2b(
+            payload.encode(), key=self._key, digest_size=18
+        ).digest()
+        return base64.urlsafe_b64encode(digest).decode()
+
+    def _parse_session(
+        self, value: str | None, now: int
+    ) -> tuple[str, int, int] | None:
+        if not value or len(value) > 120:
+            return None
+        m = _SESSION_RE.match(value)
+        if m is None:
+            return None
+        sid, start_hex, last_hex, sig = m.groups()
+        payload = f"{sid}.{start_hex}.{last_hex}"
+        if not hmac.compare_digest(sig, self._sign(payload)):
+            return None
+        start, last = int(start_hex, 16), int(last_hex, 16)
+        if not start <= last <= now + 300:
+            return None
+        return sid, start, last
+
+    def _session_value(self, session: tuple[str, int, int]) -> str:
+        sid, start, last = session
+        payload = f"{sid}.{start:x}.{last:x}"
+        return f"{payload}.{self._sign(payload)}"
+
+    # --- per request ------------------------------------------------------------------
+    def begin(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: t.Mapping[str, str] | None,
+        cookie_header: str | None,
+        secure: bool,
+        referrer: str | None = None,
+        user_agent: str | None = None,
+        client_ip: str | None = None,
+        tracker: Tracker | None = None,
+        scope_var: contextvars.ContextVar[Scope | None] = _scope,
+    ) -> RequestState:
+        """Open the request's scope and handle the session cookie."""
+        opts = self.options
+        state = RequestState(
+            method=method,
+            path=path,
+            query=query,
+            referrer=referrer,
+            secure=secure if opts.cookie_secure is None else opts.cookie_secure,
+            tracker=tracker or opts.tracker,
+        )
+        now = state.start_wall
+        cookies = _split_cookies(cookie_header)
+        visitor = cookies.get(opts.visitor_cookie)
+        if visitor is None or not _VISITOR_RE.match(visitor):
+            visitor = uuid.uuid4().hex
+            state.new_visitor = True
+        state.anonymous_id = visitor
+        context: dict[str, t.Any] = {"path": path}
+        if opts.capture_ip and client_ip:
+            context["ip"] = client_ip
+        if opts.capture_user_agent and user_agent:
+            context["user_agent"] = user_agent
+        tid = cookies.get(opts.tid_cookie)
+        if tid is not None and _TID_RE.match(tid):
+            state.incoming_tid = tid
+            context["mxo_tid"] = tid
+        elif opts.tid_source is not None:
+            try:
+                remembered = opts.tid_source(visitor)
+            except Exception:
+                remembered = None
+            if remembered:
+                context["mxo_tid"] = remembered
+        scope = Scope(anonymous_id=visitor, context=context, tracker=state.tracker)
+        state.scope = scope
+        state.token = scope_var.set(scope)
+        if opts.sessions:
+            self._session(state, cookies.get(opts.session_cookie), int(now))
+        if opts.identity is not None:
+            self.apply_identity(scope)
+        return state
+
+    def _session(self, state: RequestState, raw: str | None, now: int) -> None:
+        opts = self.options
+        session = self._parse_session(raw, now)
+        scope = state.scope
+        tracker = state.tracker or _get_tracker()
+        if session is not None and now - session[2] <= self._timeout:
+            sid, start, last = session
+            state.session = (sid, start, now)
+            state.session_dirty = now != last
+            scope.context["session_id"] = sid
+            return
+        if session is not None:
+            sid, start, last = session
+            tracker.track(
+                opts.session_end_event,
+                {
+                    "session_id": sid,
+                    "duration": float(last - start),
+                    "reason": "timeout",
+                },
+                timestamp=float(last),
+                context={"session_id": sid},
+            )
+        sid = uuid.uuid4().hex
+        state.session = (sid, now, now)
+        state.session_dirty = True
+        scope.context["session_id"] = sid
+        tracker.track(
+            opts.session_start_event,
+            {"session_id": sid, "landing_path": state.path},
+        )
+
+    def apply_identity(self, scope: Scope) -> None:
+        """Call the identity callable and bind what it returns to ``scope``."""
+        callback = self.options.identity
+        if callback is None:
+            return
+        try:
+            who = callback()
+        except Exception:
+            _log.error(
+                "identity-callable",
+                "trackware: the identity callable raised; the request is tracked "
+                "anonymously",
+                exc_info=True,
+            )
+            return
+        if who is None:
+            return
+        if isinstance(who, (str, int)):
+            scope.user_id = str(who)
+            return
+        if isinstance(who, t.Mapping):
+            if who.get("user_id") is not None:
+                scope.user_id = str(who["user_id"])
+            if who.get("email"):
+                scope.email = str(who["email"])
+            if who.get("phone"):
+                scope.phone = str(who["phone"])
+            traits = who.get("traits")
+            if traits:
+                merged = dict(scope.traits)
+                merged.update(traits)
+                scope.traits = merged
+
+    def response_cookies(self, state: RequestState) -> list[str]:
+        """``Set-Cookie`` header values to add to the response."""
+        opts = self.options
+        out: list[str] = []
+        attrs = f"; Path={opts.cookie_path}; HttpOnly; SameSite=Lax"
+        if opts.cookie_domain:
+            attrs += f"; Domain={opts.cookie_domain}"
+        if state.secure:
+            attrs += "; Secure"
+        if state.new_visitor:
+            value = state.anonymous_id
+            out.append(
+                f"{opts.visitor_cookie}={value}; Max-Age={opts.visitor_max_age}" + attrs
+            )
+        if state.session is not None and state.session_dirty:
+            out.append(
+                f"{opts.session_cookie}={self._session_value(state.session)}; "
+                f"Max-Age={self._timeout}" + attrs
+            )
+            state.session_dirty = False
+        tid = state.scope.context.get("mxo_tid")
+        if tid and tid != state.incoming_tid and _TID_RE.match(str(tid)):
+            out.append(
+                f"{opts.tid_cookie}={tid}; Max-Age={opts.visitor_max_age}" + attrs
+            )
+            state.incoming_tid = str(tid)
+        return out
+
+    def finish(
+        self,
+        state: RequestState,
+        *,
+        status: int | None,
+        route: str | None = None,
+        endpoint: str | None = None,
+        extra: t.Mapping[str, t.Any] | None = None,
+        error: BaseException | None = None,
+        scope_var: contextvars.ContextVar[Scope | None] = _scope,
+        reset: bool = True,
+    ) -> None:
+        """Track the page event (unless excluded) and close the request's scope."""
+        try:
+            opts = self.options
+            if opts.page_event and not self.route_excluded(route, endpoint):
+                if opts.identity is not None:
+                    self.apply_identity(state.scope)
+                props: dict[str, t.Any] = {
+                    "method": state.method,
+                    "path": state.path,
+                    "route": route,
+                    "endpoint": endpoint,
+                    "status": status if status is not None else 500,
+                    "duration": time.perf_counter() - state.start,
+                }
+                if state.referrer:
+                    props["referrer"] = state.referrer.split("?", 1)[0]
+                if self._query_allow and state.query:
+                    kept = {
+                        k: v for k, v in state.query.items() if k in self._query_allow
+                    }
+                    if kept:
+                        props["query"] = kept
+                if error is not None:
+                    props["error"] = type(error).__name__
+                if extra:
+                    props.update(extra)
+                scope = state.scope
+                tracker = state.tracker or _get_tracker()
+                if scope_var.get() is scope:
+                    tracker.track(opts.page_event, props, timestamp=state.start_wall)
+                else:  # e.g. a streamed body closed outside the request's context
+                    tracker.track(
+                        opts.page_event,
+                        props,
+                        user_id=scope.user_id,
+                        anonymous_id=scope.anonymous_id,
+                        email=scope.email,
+                        phone=scope.phone,
+                        traits=scope.traits or None,
+                        context=scope.context,
+                        timestamp=state.start_wall,
+                    )
+        except Exception:
+            _log.error(
+                "finish", "trackware: could not track the page event", exc_info=True
+            )
+        finally:
+            if reset:
+                self.close(state, scope_var)
+
+    def close(
+        self,
+        state: RequestState,
+        scope_var: contextvars.ContextVar[Scope | None] = _scope,
+    ) -> None:
+        token = state.token
+        if token is not None:
+            state.token = None
+            try:
+                scope_var.reset(token)
+            except ValueError:
+                # Finished in another context (a streamed body closed on a
+                # different thread): nothing of ours is bound there.
+                pass
+
+
+def _get_tracker() -> Tracker:
+    from .._tracker import get_tracker
+
+    return get_tracker()
