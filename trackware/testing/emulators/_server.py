@@ -1,0 +1,455 @@
+"""The HTTP machinery shared by the vendor emulators.
+
+A :class:`VendorAPI` declares routes (method, path pattern, handler). The
+:class:`EmulatorServer` is a real threaded HTTP/1.1 server on 127.0.0.1 that
+hosts several APIs at once, records every request with the answer it got, and
+applies scripted faults (:class:`Fault`) before a request reaches its handler.
+
+Handlers answer by returning a :class:`Reply` or by raising :class:`HTTPError`
+(the vendor's documented status and error body).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import json
+import re
+import socket
+import threading
+import time
+import typing as t
+import urllib.parse
+
+__all__ = [
+    "EmulatorServer",
+    "Fault",
+    "HTTPError",
+    "RecordedRequest",
+    "Reply",
+    "Request",
+    "Route",
+    "VendorAPI",
+]
+
+
+class Headers:
+    """Case-insensitive, read-only view of request headers."""
+
+    def __init__(self, items: t.Iterable[tuple[str, str]]) -> None:
+        self._items = list(items)
+        self._map: dict[str, str] = {}
+        for key, value in self._items:
+            self._map.setdefault(key.lower(), value)
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self._map.get(key.lower(), default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._map
+
+    def __getitem__(self, key: str) -> str:
+        return self._map[key.lower()]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self._items)
+
+
+@dataclasses.dataclass
+class Request:
+    """One request as a handler sees it.
+
+    ``params`` holds the path parameters captured by the route pattern's named
+    groups; ``query`` maps each query parameter to its first value.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Headers
+    body: bytes
+    params: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def json(self) -> t.Any:
+        """The body as JSON, or :class:`HTTPError` 400 (``malformed JSON``)."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, {"error": f"malformed JSON: {exc}"}) from None
+
+    @property
+    def content_type(self) -> str:
+        """The media type without parameters, lowercased (``""`` when absent)."""
+        value = self.headers.get("Content-Type") or ""
+        return value.split(";", 1)[0].strip().lower()
+
+
+@dataclasses.dataclass
+class Reply:
+    """An answer: ``body`` is JSON-encoded unless it is ``bytes`` or ``None``."""
+
+    status: int = 200
+    body: t.Any = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class HTTPError(Exception):
+    """Raised by a handler to answer with an error status and body."""
+
+    def __init__(
+        self, status: int, body: t.Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"HTTP {status}: {body!r}")
+        self.reply = Reply(status, body, dict(headers or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """``methods`` a ``pattern`` (a regex matched against the whole path) accepts.
+
+    A path that matches the pattern with another method is answered 405.
+    """
+
+    name: str
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    handler: t.Callable[[Request], Reply]
+
+
+class VendorAPI:
+    """Base of one vendor's emulated API: its routes and its recorded state.
+
+    Subclasses fill ``routes`` in ``__init__`` with :meth:`route`. ``vendor`` is
+    the short name used in faults and recorded requests.
+    """
+
+    vendor: t.ClassVar[str] = "vendor"
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self.lock = threading.RLock()
+
+    def route(
+        self,
+        name: str,
+        methods: str | t.Iterable[str],
+        pattern: str,
+        handler: t.Callable[[Request], Reply],
+    ) -> None:
+        if isinstance(methods, str):
+            methods = [methods]
+        self.routes.append(
+            Route(
+                name,
+                frozenset(m.upper() for m in methods),
+                re.compile(pattern),
+                handler,
+            )
+        )
+
+    def reset(self) -> None:
+        """Forget recorded events and issued tokens (configuration stays)."""
+
+
+@dataclasses.dataclass
+class Fault:
+    """A scripted misbehaviour for requests whose route name matches ``route``.
+
+    ``route`` is a route name (``"cardlytics.clientEvent"``) or a vendor name
+    (``"cardlytics"``), or ``"*"`` for every route. ``times`` faults are served
+    (``None``: until removed). Kinds:
+
+    * ``status`` set: answer with it, ``headers`` and ``body`` without calling
+      the handler;
+    * ``delay`` set (and no status): sleep, then handle normally;
+    * ``drop``: close the connection without answering;
+    * ``partial``: send headers and part of a body, then close.
+    """
+
+    route: str
+    status: int | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    body: t.Any = None
+    delay: float = 0.0
+    drop: bool = False
+    partial: bool = False
+    times: int | None = 1
+
+    def matches(self, route_name: str) -> bool:
+        return self.route in ("*", route_name) or route_name.startswith(
+            self.route + "."
+        )
+
+
+@dataclasses.dataclass
+class RecordedRequest:
+    """A request the emulator received and what it answered."""
+
+    route: str | None
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    reply: t.Any
+    at: float
+
+    def json(self) -> t.Any:
+        return json.loads(self.body)
+
+
+_Action: t.TypeAlias = "Reply | Fault | None"
+
+
+class EmulatorServer:
+    """A real HTTP server on 127.0.0.1 hosting several :class:`VendorAPI` s.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    ``port=0`` picks a free port; :attr:`url` is the base URL.
+    """
+
+    def __init__(
+        self, apis: t.Iterable[VendorAPI], *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.apis = list(apis)
+        self._routes = [route for api in self.apis for route in api.routes]
+        self._faults: list[Fault] = []
+        self._lock = threading.Condition()
+        self.requests: list[RecordedRequest] = []
+        self._host = host
+        self._port = port
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------
+    def start(self) -> EmulatorServer:
+        if self._server is not None:
+            return self
+        server = http.server.ThreadingHTTPServer(
+            (self._host, self._port), _make_handler(self)
+        )
+        server.daemon_threads = True
+        self._server = server
+        self._port = int(server.server_address[1])
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="trackware-emulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    # --- faults and records --------------------------------------------------------
+    def fault(self, route: str, **kwargs: t.Any) -> Fault:
+        """Script a :class:`Fault` (see its fields); returns it for removal."""
+        fault = Fault(route, **kwargs)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def recorded(self, route: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests, optionally only those of a route or vendor."""
+        with self._lock:
+            items = list(self.requests)
+        if route is None:
+            return items
+        return [
+            r
+            for r in items
+            if r.route is not None
+            and (r.route == route or r.route.startswith(route + "."))
+        ]
+
+    def wait_for(self, predicate: t.Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Wait until ``predicate()`` is true; re-checked after every request."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(min(remaining, 0.2))
+        return True
+
+    def reset(self) -> None:
+        """Forget requests, faults and every API's recorded state."""
+        with self._lock:
+            self.requests.clear()
+            self._faults.clear()
+        for api in self.apis:
+            api.reset()
+
+    # --- dispatch --------------------------------------------------------------------
+    def _take_fault(self, route_name: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(route_name):
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            self._faults.remove(fault)
+                    return fault
+        return None
+
+    def dispatch(self, request: Request) -> tuple[str | None, _Action]:
+        """Find the route, apply faults, call the handler."""
+        allowed: set[str] = set()
+        for route in self._routes:
+            match = route.pattern.fullmatch(request.path)
+            if match is None:
+                continue
+            if request.method not in route.methods:
+                allowed |= route.methods
+                continue
+            fault = self._take_fault(route.name)
+            if fault is not None:
+                if fault.drop or fault.partial or fault.status is not None:
+                    return route.name, fault
+                if fault.delay:
+                    time.sleep(fault.delay)
+            request.params = {k: v for k, v in match.groupdict().items() if v}
+            try:
+                return route.name, route.handler(request)
+            except HTTPError as exc:
+                return route.name, exc.reply
+        if allowed:
+            return None, Reply(
+                405,
+                {"error": "method not allowed"},
+                {"Allow": ", ".join(sorted(allowed))},
+            )
+        return None, Reply(404, {"error": f"no such endpoint: {request.path}"})
+
+    def _record(
+        self, route: str | None, request: Request, status: int, reply: t.Any
+    ) -> None:
+        with self._lock:
+            self.requests.append(
+                RecordedRequest(
+                    route,
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    request.headers.to_dict(),
+                    request.body,
+                    status,
+                    reply,
+                    time.time(),
+                )
+            )
+            self._lock.notify_all()
+
+
+def _encode(body: t.Any) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    return json.dumps(body).encode("utf-8")
+
+
+def _make_handler(emulator: EmulatorServer) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+        server_version = "trackware-emulator"
+
+        def log_message(self, format: str, *args: t.Any) -> None:
+            pass
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            parsed = urllib.parse.urlsplit(self.path)
+            query = {
+                k: v[0]
+                for k, v in urllib.parse.parse_qs(
+                    parsed.query, keep_blank_values=True
+                ).items()
+            }
+            request = Request(
+                self.command,
+                parsed.path,
+                query,
+                Headers(self.headers.items()),
+                body,
+            )
+            route, action = emulator.dispatch(request)
+            if isinstance(action, Fault):
+                self._fault(route, request, action)
+                return
+            reply = action if action is not None else Reply(204)
+            emulator._record(route, request, reply.status, reply.body)
+            payload = _encode(reply.body)
+            self.send_response(reply.status)
+            headers = dict(reply.headers)
+            if payload and not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _fault(self, route: str | None, request: Request, fault: Fault) -> None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.drop:
+                emulator._record(route, request, 0, "dropped")
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if fault.partial:
+                emulator._record(route, request, 0, "partial")
+                self.close_connection = True
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 100\r\n\r\n{"statusCode":'
+                )
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            status = int(fault.status or 500)
+            body = fault.body if fault.body is not None else {"error": "injected"}
+            emulator._record(route, request, status, body)
+            payload = _encode(body)
+            self.send_response(status)
+            for key, value in fault.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+    return Handler
