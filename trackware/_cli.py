@@ -1,15 +1,110 @@
-"""The ``trackware`` command line."""
+"""The ``trackware`` command line.
+
+* ``trackware emulate [--port N]``: run the local vendor emulators.
+* ``trackware send-test DESTINATION``: send one test event with the
+  credentials from the environment and print the vendor's answer.
+* ``trackware dead-letter [--last N]``: print the dead-letter file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
 import typing as t
 
+#: destination -> (module, class, default test event name, default properties)
+DESTINATIONS: dict[str, tuple[str, str, str, dict[str, t.Any]]] = {
+    "cardlytics": (
+        "trackware.exporters.cardlytics",
+        "ClientEventExporter",
+        "session_start",
+        {},
+    ),
+    "mxo": (
+        "trackware.exporters.mxo",
+        "InteractionExporter",
+        "trackware.test",
+        {"source": "send-test"},
+    ),
+    "mxo-lightweight": (
+        "trackware.exporters.mxo",
+        "LightweightExporter",
+        "trackware.test",
+        {"source": "send-test"},
+    ),
+    "synerise": (
+        "trackware.exporters.synerise",
+        "SyneriseExporter",
+        "trackware.test",
+        {"source": "send-test"},
+    ),
+    "yotpo": (
+        "trackware.exporters.yotpo",
+        "CustomEventExporter",
+        "trackware.test",
+        {"source": "send-test"},
+    ),
+}
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from .testing.emulators import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def _send_test(args: argparse.Namespace) -> int:
+    from ._event import Event
+    from .exceptions import ConfigurationError
+
+    module_name, class_name, default_event, default_props = DESTINATIONS[
+        args.destination
+    ]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        exporter = cls.from_env()
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    properties = dict(default_props)
+    if args.properties:
+        properties.update(json.loads(args.properties))
+    event = Event(
+        args.event or default_event,
+        properties,
+        user_id=args.user_id,
+        email=args.email,
+        phone=args.phone,
+        anonymous_id=args.anonymous_id,
+    )
+    try:
+        if not exporter.applies(event):
+            print(
+                f"{args.destination}: the mapping does not cover event "
+                f"{event.name!r}; pass --event with a mapped name",
+                file=sys.stderr,
+            )
+            return 2
+        result = exporter.export([event])
+    finally:
+        exporter.close()
+    answer = getattr(exporter, "last_response", None)
+    if answer is not None:
+        print(f"vendor answered HTTP {answer[0]}: {answer[1]}")
+    if result.sent:
+        print(f"{args.destination}: event {event.event_id} accepted")
+        return 0
+    for rejection in result.rejected:
+        print(f"{args.destination}: rejected: {rejection.reason}")
+    if result.retry:
+        print(f"{args.destination}: failed (would be retried): {result.error}")
+    return 1
+
 
 def _dead_letter(args: argparse.Namespace) -> int:
-    import json
-
     from ._deadletter import JSONLinesDeadLetter
 
     dl = JSONLinesDeadLetter(args.path) if args.path else JSONLinesDeadLetter()
@@ -21,8 +116,30 @@ def _dead_letter(args: argparse.Namespace) -> int:
 
 
 def main(argv: t.Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="trackware", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="trackware", description="trackware command line"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    emulate = sub.add_parser(
+        "emulate", help="run the local vendor API emulators (for tests and demos)"
+    )
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=8900)
+    emulate.set_defaults(func=_emulate)
+
+    send = sub.add_parser(
+        "send-test",
+        help="send one test event with credentials from TRACKWARE_* variables",
+    )
+    send.add_argument("destination", choices=sorted(DESTINATIONS))
+    send.add_argument("--event", default=None, help="event name (a mapped one)")
+    send.add_argument("--properties", default=None, help="JSON object")
+    send.add_argument("--user-id", default="trackware-test-user")
+    send.add_argument("--email", default=None)
+    send.add_argument("--phone", default=None)
+    send.add_argument("--anonymous-id", default=None)
+    send.set_defaults(func=_send_test)
 
     dead = sub.add_parser("dead-letter", help="print the dead-letter file's records")
     dead.add_argument(

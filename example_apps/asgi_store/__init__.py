@@ -1,0 +1,1 @@
+"""The trackware ASGI example store (see app.py)."""

@@ -1,0 +1,1 @@
+"""The trackware Flask example shop (see app.py)."""
