@@ -407,3 +407,67 @@ def test_tls_verification_cannot_be_disabled() -> None:
     """verify=False is refused with a ConfigurationError naming the fix."""
     with pytest.raises(trackware.ConfigurationError, match="CA bundle"):
         HTTPExporter("https://example.com/x", verify=False)
+
+
+@pytest.mark.parametrize("failure", ["503", "refused"])
+def test_failing_destination_does_not_hold_back_a_healthy_one(
+    sink: Sink, dead: MemoryDeadLetter, failure: str
+) -> None:
+    """One vendor failing (5xx or refusing connections) while the other delivers."""
+    down = Sink() if failure == "503" else None
+    if down is not None:
+        down.default_status = 503
+        down_url = down.url
+    else:
+        down_url = f"http://127.0.0.1:{free_port()}/events"
+    policy = RetryPolicy(base_delay=0.05, max_delay=0.2, max_attempts=None)
+    try:
+        tracker = trackware.Tracker(
+            [
+                HTTPExporter(down_url, name="down", timeout=5.0),
+                HTTPExporter(sink.url, name="up"),
+            ],
+            dead_letter=dead,
+            retry=policy,
+            flush_interval=0.05,
+        )
+        events = [tracker.track("e", {"i": i}) for i in range(20)]
+        assert tracker.flush(10, destinations=["up"])
+        assert sorted(sink.ids) == sorted(e.event_id for e in events if e)
+        stats = tracker.stats()["destinations"]
+        assert stats["up"]["sent"] == 20 and stats["up"]["retried"] == 0
+        assert stats["down"]["sent"] == 0
+        assert stats["down"]["queue_depth"] + stats["down"]["in_flight"] == 20
+        assert settled(stats["down"]) == 20
+        assert tracker.flush(0.2, destinations=["down"]) is False
+        assert tracker.stats()["destinations"]["down"]["retried"] > 0
+        tracker.shutdown(timeout=0.1)
+        final = tracker.stats()["destinations"]["down"]
+        assert final["dropped"] == {"shutdown": 20} and len(dead.records) == 20
+    finally:
+        if down is not None:
+            down.stop()
+
+
+def test_event_ids_are_stable_across_retries_and_dead_letters(
+    sink: Sink, dead: MemoryDeadLetter
+) -> None:
+    """Every attempt and the dead letter carry the event_id track() returned."""
+    attempts: list[list[str]] = []
+
+    def on_failed(sender: t.Any, /, **kw: t.Any) -> None:
+        attempts.append([e.event_id for e in kw["events"]])
+
+    sink.script.extend([503, 502, 400])
+    tracker = make(sink.url, dead)
+    trackware.signals.export_failed.connect(on_failed, sender=tracker)
+    try:
+        events = [tracker.track("e", {"i": i}) for i in range(3)]
+        ids = [e.event_id for e in events if e]
+        assert tracker.flush(10)
+    finally:
+        trackware.signals.export_failed.disconnect(on_failed)
+    assert attempts == [ids, ids, ids]
+    assert [r["event"]["event_id"] for r in dead.read()] == ids
+    assert [r.event.event_id for r in dead.records] == ids
+    tracker.shutdown()

@@ -18,6 +18,9 @@ import contextlib
 import contextvars
 import typing as t
 
+from . import _log
+from ._event import valid_subset
+
 if t.TYPE_CHECKING:
     from ._tracker import Tracker
 
@@ -28,6 +31,7 @@ class Scope:
     """Who is acting and in which request. Mutable, one per request/context."""
 
     __slots__ = (
+        "_clean_traits",
         "anonymous_id",
         "context",
         "email",
@@ -52,16 +56,22 @@ class Scope:
         self.anonymous_id = anonymous_id
         self.email = email
         self.phone = phone
-        self.traits: dict[str, t.Any] = dict(traits) if traits else {}
-        # Replaced, never mutated: events keep a reference to the dict that was
-        # current when they were tracked.
-        self.context: dict[str, t.Any] = dict(context) if context else {}
+        # Both dicts are replaced, never mutated: events keep a reference to
+        # the dict that was current when they were tracked, and trackers cache
+        # the redacted traits per dict.
+        self.traits: dict[str, t.Any] = _sendable(traits, "traits")
+        self.context: dict[str, t.Any] = _sendable(context, "context")
         self.tracker = tracker
+        self._clean_traits: tuple[t.Any, t.Any, dict[str, t.Any]] | None = None
 
     def bind(self, **context: t.Any) -> None:
-        """Add request/session facts that every later event in this scope carries."""
+        """Add request/session facts that every later event in this scope carries.
+
+        Values must be what event properties accept; others are left out
+        (with a logged warning), never raised.
+        """
         merged = dict(self.context)
-        merged.update(context)
+        merged.update(_sendable(context, "context"))
         self.context = merged
 
     def copy(self) -> Scope:
@@ -80,6 +90,18 @@ class Scope:
             f"Scope(user_id={self.user_id!r}, anonymous_id={self.anonymous_id!r}, "
             f"context_keys={sorted(self.context)!r})"
         )
+
+
+def _sendable(values: t.Mapping[str, t.Any] | None, what: str) -> dict[str, t.Any]:
+    """The entries of ``values`` an event can carry; the others are logged."""
+    if not values:
+        return {}
+    kept, reasons = valid_subset(values)
+    for reason in reasons:
+        _log.warn(
+            f"scope-{what}:{reason[:80]}", "trackware: %s left out: %s", what, reason
+        )
+    return kept
 
 
 _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
@@ -133,7 +155,7 @@ def identify(
         scope.anonymous_id = anonymous_id
     if traits:
         merged = dict(scope.traits)
-        merged.update(traits)
+        merged.update(_sendable(traits, "traits"))
         scope.traits = merged
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import time
 import typing as t
-import weakref
 
 import wrapt
 
@@ -18,29 +17,47 @@ __all__ = ["tracked"]
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
-#: Attribute set on an undecorated function, holding a weak reference to its
-#: @tracked wrapper: the Flask integration uses it when @tracked was applied
-#: *above* @app.route (Flask then registered the undecorated function).
+#: Attribute set on an undecorated function, holding its @tracked wrapper: the
+#: Flask integration uses it when @tracked was applied *above* @app.route
+#: (Flask then registered the undecorated function). The reference is strong:
+#: in an application factory the wrapper is a local that would otherwise be
+#: collected while Flask still serves the function.
 WRAPPER_ATTR = "__trackware_wrapper__"
 
 
 def tracked_wrapper_of(func: t.Any) -> t.Any | None:
-    """The live @tracked wrapper of an undecorated function, if any."""
-    ref = getattr(func, WRAPPER_ATTR, None)
-    return ref() if ref is not None else None
+    """The @tracked wrapper of an undecorated function, if any."""
+    wrapper = getattr(func, WRAPPER_ATTR, None)
+    return wrapper if isinstance(wrapper, wrapt.FunctionWrapper) else None
 
 
 Properties: t.TypeAlias = "t.Mapping[str, t.Any] | t.Callable[..., t.Any] | None"
 
 
+@t.overload
+def tracked(name: F, /) -> F: ...
+
+
+@t.overload
 def tracked(
     name: str | None = None,
     *,
     properties: Properties = None,
     tracker: Tracker | None = None,
     enabled: bool | t.Callable[[], bool] = True,
-) -> t.Callable[[F], F]:
+) -> t.Callable[[F], F]: ...
+
+
+def tracked(
+    name: t.Any = None,
+    *,
+    properties: Properties = None,
+    tracker: Tracker | None = None,
+    enabled: bool | t.Callable[[], bool] = True,
+) -> t.Any:
     """Track an event each time the decorated callable finishes.
+
+    Use it as ``@tracked``, ``@tracked()`` or ``@tracked("event.name", ...)``.
 
     Works on functions, coroutine functions, generators, async generators,
     methods, classmethods and staticmethods (apply it below ``@classmethod`` /
@@ -61,6 +78,10 @@ def tracked(
         enabled: ``False`` (or a callable returning ``False``) turns tracking
             off; with a literal ``False`` the function is returned unwrapped.
     """
+
+    if name is not None and not isinstance(name, str):
+        # Bare @tracked: ``name`` is the callable being decorated.
+        return tracked()(name)
 
     def decorate(func: F) -> F:
         target = getattr(func, "__func__", func)  # classmethod / staticmethod
@@ -150,7 +171,7 @@ def tracked(
         wrapped = wrapt.decorator(enabled=enabled)(wrapper)(func)
         if wrapped is not func:
             try:
-                setattr(func, WRAPPER_ATTR, weakref.ref(wrapped))
+                setattr(func, WRAPPER_ATTR, wrapped)
             except (AttributeError, TypeError):  # builtins, slotted callables
                 pass
         return t.cast(F, wrapped)

@@ -36,7 +36,7 @@ _UUID4_BITS = 0x00000000000040008000000000000000
 
 
 def _format_id(bits: int) -> str:
-    h = "%032x" % ((bits & _UUID4_MASK) | _UUID4_BITS)
+    h = ((bits & _UUID4_MASK) | _UUID4_BITS).to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -241,26 +241,35 @@ class Event(tuple):  # type: ignore[type-arg]
         return (Event.from_dict, (self.to_dict(),))
 
 
-_iso_cache: tuple[int, str] = (-1, "")
+_sec_cache: tuple[int, str] = (-1, "")
+_ms_cache: tuple[int, str] = (-1, "")
 
 
 def iso_time(unix: float) -> str:
     """Format epoch seconds as ISO-8601 UTC with millisecond precision and ``Z``."""
-    global _iso_cache
-    sec = math.floor(unix)
-    cached_sec, prefix = _iso_cache
+    global _sec_cache, _ms_cache
+    # Events arrive in bursts: the text is cached per millisecond and its date
+    # part per second (benign races: every thread computes the same text for
+    # the same key, and the caches are swapped as whole tuples).
+    key = math.floor(unix * 1000)
+    cached = _ms_cache
+    if cached[0] == key:
+        return cached[1]
+    sec, ms = divmod(key, 1000)
+    cached_sec, prefix = _sec_cache
     if sec != cached_sec:
-        # Events arrive in bursts within the same second: format the date part
-        # once per second (a benign race: both threads compute the same text).
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _iso_cache = (sec, prefix)
-    ms = min(int((unix - sec) * 1000), 999)
-    return f"{prefix}.{ms:03d}Z"
+        _sec_cache = (sec, prefix)
+    text = f"{prefix}.{ms:03d}Z"
+    _ms_cache = (key, text)
+    return text
 
 
 # --- property validation ------------------------------------------------------------
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+#: Scalars that need no further check (floats must also be finite).
+_PLAIN = frozenset({str, int, bool, type(None)})
 _RICH = (_dt.datetime, _dt.date, decimal.Decimal, uuid.UUID, enum.Enum)
 
 
@@ -276,12 +285,23 @@ def _describe(path: str, value: object) -> str:
     )
 
 
+def _not_finite(path: str, value: object) -> _Invalid:
+    return _Invalid(
+        f"property {path!r} is {value!r}: JSON has no NaN or infinity; "
+        "send None or a string instead"
+    )
+
+
 def _check(value: object, path: str, depth: int) -> int:
     """Validate a nested value; return its approximate encoded size."""
     tp = type(value)
     if tp is str:
         return len(value) + 2  # type: ignore[arg-type]
-    if tp in _SCALARS:
+    if tp in _PLAIN:
+        return 8
+    if tp is float:
+        if value - value != 0.0:  # type: ignore[operator]  # NaN or +-inf
+            raise _not_finite(path, value)
         return 8
     if tp is dict or isinstance(value, dict):
         if depth > 32:
@@ -300,10 +320,16 @@ def _check(value: object, path: str, depth: int) -> int:
             size += 1 + _check(v, f"{path}[{i}]", depth + 1)
         return size
     if isinstance(value, _RICH):
-        if isinstance(value, float):  # float-valued Enum
-            return 8
+        if isinstance(value, decimal.Decimal) and not value.is_finite():
+            raise _not_finite(path, value)
+        if isinstance(value, enum.Enum):
+            return _check(value.value, path, depth)
         return 40
-    if isinstance(value, (int, float, str)):  # subclasses (IntEnum handled above)
+    if isinstance(value, float):  # subclasses (e.g. numpy.float64)
+        if not math.isfinite(value):
+            raise _not_finite(path, value)
+        return 16
+    if isinstance(value, (int, str)):  # subclasses (IntEnum handled above)
         return 16
     raise _Invalid(_describe(path, value))
 
@@ -317,11 +343,43 @@ def check_properties(props: t.Mapping[str, t.Any]) -> int:
         tv = type(v)
         if tv is str:
             size += len(k) + len(v) + 6
-        elif tv in _SCALARS:
+        elif tv in _PLAIN:
             size += len(k) + 12
         else:
             size += len(k) + 4 + _check(v, k, 1)
     return size
+
+
+def invalid_reason(props: t.Mapping[str, t.Any]) -> str | None:
+    """Why ``props`` cannot be sent, or ``None`` if it can."""
+    try:
+        check_properties(props)
+    except _Invalid as exc:
+        return str(exc)
+    return None
+
+
+def valid_subset(
+    props: t.Mapping[str, t.Any] | None,
+) -> tuple[dict[str, t.Any], list[str]]:
+    """The entries of ``props`` that can be sent, and why the others cannot."""
+    if not props:
+        return {}, []
+    try:
+        check_properties(props)
+        return dict(props), []
+    except _Invalid:
+        pass
+    kept: dict[str, t.Any] = {}
+    reasons: list[str] = []
+    for k, v in props.items():
+        try:
+            check_properties({k: v})
+        except _Invalid as exc:
+            reasons.append(str(exc))
+        else:
+            kept[k] = v
+    return kept, reasons
 
 
 # --- JSON encoding (worker side) ----------------------------------------------------

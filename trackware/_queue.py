@@ -118,7 +118,7 @@ class MemoryQueue:
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._items: collections.deque[QueuedEvent] = collections.deque()
-        self._inflight: dict[int, int] = {}  # seq -> size
+        self._inflight: set[int] = set()  # sequence numbers taken, not yet done
         self._bytes = 0
         self._seq = 0
         self.enqueued = 0
@@ -151,7 +151,7 @@ class MemoryQueue:
                 len(items) >= self.max_events or self._bytes + size > self.max_bytes
             ):
                 _, old = items.popleft()
-                self._bytes -= old.size
+                self._bytes -= old[10]
                 dropped.append(old)
             self.dropped_full += len(dropped)
             if self._bytes + size > self.max_bytes:  # larger than the whole queue
@@ -175,15 +175,25 @@ class MemoryQueue:
         out: list[QueuedEvent] = []
         with self._lock:
             items = self._items
-            total = 0
-            while items and len(out) < max_events:
-                size = items[0][1].size
-                if out and total + size > max_bytes:
-                    break
-                item = items.popleft()
-                total += size
-                out.append(item)
-                self._inflight[item[0]] = size
+            n = min(max_events, len(items))
+            if n == len(items) and self._bytes <= max_bytes:
+                # The whole queue fits in one batch: take it in one step.
+                out = list(items)
+                items.clear()
+                total = self._bytes
+            else:
+                append = out.append
+                popleft = items.popleft
+                total = 0
+                for _ in range(n):
+                    item = items[0]
+                    size: int = item[1][10]  # Event.size, without the property
+                    if out and total + size > max_bytes:
+                        break
+                    popleft()
+                    total += size
+                    append(item)
+            self._inflight.update([item[0] for item in out])
             self._bytes -= total
             if out and self.policy == "block":
                 self._space.notify_all()
@@ -191,8 +201,7 @@ class MemoryQueue:
 
     def done(self, items: t.Sequence[QueuedEvent], /) -> None:
         with self._lock:
-            for item in items:
-                self._inflight.pop(item[0], None)
+            self._inflight.difference_update([item[0] for item in items])
 
     def depth(self) -> int:
         return len(self._items)

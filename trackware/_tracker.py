@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import datetime as _dt
 import itertools
 import os
 import pathlib
@@ -13,6 +14,7 @@ import threading
 import time
 import typing as t
 import weakref
+from collections.abc import Mapping
 
 import blinker
 
@@ -42,13 +44,29 @@ __all__ = [
 EventHook = t.Callable[[Event], "Event | None"]
 QueueFactory = t.Callable[[Exporter], EventQueue]
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+_FLAT = frozenset({int, bool, type(None)})
 _DEFAULT = object()
 _live: weakref.WeakSet[Tracker] = weakref.WeakSet()
 _tracked_signal = signals.event_tracked
 _new_tuple = tuple.__new__
 _now = time.time
 _getpid = os.getpid
+
+
+def _unix_time(value: t.Any) -> float:
+    """Epoch seconds from a number or an aware ``datetime``."""
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise _Invalid(
+                "timestamp must be timezone-aware (e.g. datetime.now(timezone.utc))"
+            )
+        return value.timestamp()
+    if type(value) is bool or not isinstance(value, (int, float)):
+        raise _Invalid(f"timestamp must be epoch seconds or a datetime, not {value!r}")
+    result = float(value)
+    if result - result != 0.0:
+        raise _Invalid(f"timestamp must be finite, not {value!r}")
+    return result
 
 
 def _count_value(counter: itertools.count[int]) -> int:
@@ -250,7 +268,7 @@ class Tracker:
         phone: str | None = None,
         traits: t.Mapping[str, t.Any] | None = None,
         context: t.Mapping[str, t.Any] | None = None,
-        timestamp: float | None = None,
+        timestamp: float | _dt.datetime | None = None,
         event_id: str | None = None,
     ) -> Event | None:
         """Record that something happened; returns the event, or ``None`` if dropped.
@@ -276,26 +294,38 @@ class Tracker:
             redact = self._redact
             size = 96 + len(name)
             if properties:
-                # One pass: size the flat values, and fall back to the full
-                # (recursive) check and redaction only when something needs it.
+                if type(properties) is not dict and not isinstance(properties, Mapping):
+                    raise _Invalid(
+                        f"properties must be a dict, not {type(properties).__name__}"
+                    )
+                # One pass over flat values; anything else (nested or rich
+                # values, a key to redact, a bad key) takes the full path:
+                # redact (a deep copy), then validate and size recursively.
                 props: dict[str, t.Any] = dict(properties)
                 for key, value in props.items():
-                    if type(key) is not str:
-                        raise _Invalid(f"property keys must be strings, got {key!r}")
-                    tv = type(value)
-                    if tv is str:
-                        size += len(key) + len(value) + 6
-                    elif tv in _SCALARS and not redact(key):
-                        size += len(key) + 12
-                    else:
-                        size = 96 + len(name) + check_properties(props)
-                        props = redact.clean(props)
-                        break
-                    if redact(key):
-                        props = redact.clean(props)
-                        break
+                    if type(key) is str and not redact(key):
+                        tv = type(value)
+                        if tv is str:
+                            size += len(key) + len(value) + 6
+                            continue
+                        if tv in _FLAT or (tv is float and value - value == 0.0):
+                            size += len(key) + 12
+                            continue
+                    props = redact.clean(props)
+                    size = 96 + len(name) + check_properties(props)
+                    break
             else:
                 props = {}
+            if user_id is not None and type(user_id) is not str:
+                user_id = str(user_id)
+            if anonymous_id is not None and type(anonymous_id) is not str:
+                anonymous_id = str(anonymous_id)
+            if traits:
+                traits = redact.clean(dict(traits))
+                size += check_properties(traits)
+            if context:
+                context = redact.clean(dict(context))
+                size += check_properties(context)
             scope: Scope | None = _scope.get()
             if scope is not None:
                 if user_id is None:
@@ -307,11 +337,22 @@ class Tracker:
                 if phone is None:
                     phone = scope.phone
                 scope_traits = scope.traits
+                if scope_traits:
+                    # identify() validated them; redact with this tracker's
+                    # policy once per traits dict (scopes replace it, never
+                    # mutate it).
+                    cached = scope._clean_traits
+                    if (
+                        cached is None
+                        or cached[0] is not scope_traits
+                        or cached[1] is not redact
+                    ):
+                        cached = (scope_traits, redact, redact.clean(scope_traits))
+                        scope._clean_traits = cached
+                    scope_traits = cached[2]
                 if traits:
-                    check_properties(traits)
-                    merged = dict(scope_traits)
-                    merged.update(redact.clean(dict(traits)))
-                    event_traits = merged
+                    event_traits = dict(scope_traits)
+                    event_traits.update(traits)
                 else:
                     event_traits = scope_traits
                 if context:
@@ -320,11 +361,7 @@ class Tracker:
                 else:
                     ctx = scope.context
             else:
-                if traits:
-                    check_properties(traits)
-                    event_traits = redact.clean(dict(traits))
-                else:
-                    event_traits = {}
+                event_traits = dict(traits) if traits else {}
                 ctx = dict(context) if context else {}
             event: Event = _new_tuple(
                 Event,
@@ -338,7 +375,7 @@ class Tracker:
                     phone,
                     event_traits,
                     ctx,
-                    _now() if timestamp is None else float(timestamp),
+                    _now() if timestamp is None else _unix_time(timestamp),
                     size,
                 ),
             )
@@ -358,6 +395,19 @@ class Tracker:
                 if result is None:
                     self._drop(event, "before_send")
                     return None
+                if result is not event:
+                    if type(result) is not Event:
+                        _log.error(
+                            f"hook-type:{getattr(hook, '__qualname__', hook)}",
+                            "trackware: before_send hook %r returned %s, not an "
+                            "Event or None; event %r dropped",
+                            getattr(hook, "__qualname__", hook),
+                            type(result).__name__,
+                            name,
+                        )
+                        self._drop(event, "hook_error")
+                        return None
+                    result = self._recheck(result)
                 event = result
             routed = False
             for applies, flt, offer, dest in self._routes:
@@ -390,6 +440,25 @@ class Tracker:
             )
             self._drop(None, "internal_error")
             return None
+
+    def _recheck(self, event: Event) -> Event:
+        """Redact, validate and size an event a ``before_send`` hook replaced."""
+        redact = self._redact
+        props = redact.clean(event.properties)
+        traits = redact.clean(event.traits)
+        ctx = event.context
+        size = (
+            96
+            + len(event.name)
+            + check_properties(props)
+            + check_properties(traits)
+            + check_properties(ctx)
+        )
+        fields = tuple(event)
+        result: Event = _new_tuple(
+            Event, (*fields[:2], props, *fields[3:7], traits, ctx, fields[9], size)
+        )
+        return result
 
     def _invalid(self, reason: str) -> None:
         if self.strict:
@@ -666,10 +735,31 @@ def bridge(
     return _connect_bridge(None, signal, name, properties, sender, track_kwargs)
 
 
+_TRACK_KEYWORDS = frozenset(
+    {
+        "user_id",
+        "anonymous_id",
+        "email",
+        "phone",
+        "traits",
+        "context",
+        "timestamp",
+        "event_id",
+    }
+)
+
+
 def _on_action(sender: t.Any, /, **kwargs: t.Any) -> None:
+    target = kwargs.pop("tracker", None) or get_tracker()
     name = kwargs.pop("name", None)
     properties = kwargs.pop("properties", None)
-    target = kwargs.pop("tracker", None) or get_tracker()
+    unknown = set(kwargs) - _TRACK_KEYWORDS
+    if unknown:
+        target._invalid(
+            f"signals.action.send() got unknown keyword(s) {sorted(unknown)}; "
+            f"it takes name, properties, tracker and {sorted(_TRACK_KEYWORDS)}"
+        )
+        return
     if isinstance(sender, str) and sender:
         ctx = dict(kwargs.pop("context", None) or {})
         ctx.setdefault("sender", sender)

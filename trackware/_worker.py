@@ -9,6 +9,7 @@ own events.
 from __future__ import annotations
 
 import collections
+import operator
 import threading
 import time
 import typing as t
@@ -142,7 +143,11 @@ class Destination:
         if signals.event_dropped.receivers:
             for ev in dropped:
                 signals.event_dropped.send(
-                    self.tracker, event=ev, reason="queue_full", destination=self.name
+                    self.tracker,
+                    event=ev,
+                    reason="queue_full",
+                    destination=self.name,
+                    detail=None,
                 )
 
     def _start(self) -> None:
@@ -186,10 +191,10 @@ class Destination:
         now = time.monotonic()
         retry = self._retry
         if retry is not None:
-            if self._stopping and not self._deadline_allows(retry.next_at):
+            due = max(retry.next_at, self._breaker_due())
+            if self._stopping and not self._deadline_allows(due):
                 self._give_up(retry, "shutdown", "shutdown before retry was due")
                 return True
-            due = max(retry.next_at, self._breaker_due())
             if now >= due and self.breaker.allow(now):
                 self._attempt(retry)
                 return True
@@ -263,6 +268,32 @@ class Destination:
         self._settle(batch, result)
 
     def _settle(self, batch: _RetryBatch, result: ExportResult) -> None:
+        items = batch.items
+        if (
+            len(result.sent) == len(items)
+            and not result.retry
+            and not result.rejected
+            and not result.skipped
+            and all(map(operator.is_, result.sent, [i[1] for i in items]))
+        ):
+            # The common case: the whole batch was delivered, in order.
+            self._delivered(batch, items)
+            return
+        self._settle_mixed(batch, result)
+
+    def _delivered(self, batch: _RetryBatch, items: list[QueuedEvent]) -> None:
+        self.sent += len(items)
+        self.batches += 1
+        self.last_success = time.time()
+        self._retry = None
+        self.breaker.record_success()
+        if signals.batch_exported.receivers:
+            signals.batch_exported.send(
+                self.tracker, destination=self.name, events=[i[1] for i in items]
+            )
+        self._settled(items)
+
+    def _settle_mixed(self, batch: _RetryBatch, result: ExportResult) -> None:
         now = time.monotonic()
         by_id = {id(item[1]): item for item in batch.items}
         settled: list[QueuedEvent] = []

@@ -80,7 +80,9 @@ event_tracked = _signals.signal("event-tracked")
 #: Sent when an event is dropped. Sender: the tracker. Keyword arguments:
 #: ``event`` (may be ``None`` when no event could be built), ``reason``
 #: (e.g. ``"queue_full"``, ``"invalid"``, ``"sampled"``, ``"before_send"``,
-#: ``"shutdown"``), ``destination`` (a name, or ``None`` for all).
+#: ``"hook_error"``, ``"disabled"``, ``"shutdown"``), ``destination`` (a name,
+#: or ``None`` for all), ``detail`` (a human-readable explanation, e.g. why an
+#: event was invalid, or ``None``). May run on the application's thread.
 event_dropped = _signals.signal("event-dropped")
 
 #: Sent by a destination's worker after a batch was delivered. Sender: the

@@ -216,4 +216,6 @@ def create_app(tracker: trackware.Tracker, **options: t.Any) -> t.Any:
             return
         await websocket.close(code=1000)
 
-    return TrackwareMiddleware(api, tracker=tracker, identity=current_identity, **options)
+    return TrackwareMiddleware(
+        api, tracker=tracker, identity=current_identity, **options
+    )

@@ -361,8 +361,13 @@ class RequestTracker:
         client_ip: str | None = None,
         tracker: Tracker | None = None,
         scope_var: contextvars.ContextVar[Scope | None] = _scope,
+        identity: Identity = None,
     ) -> RequestState:
-        """Open the request's scope and handle the session cookie."""
+        """Open the request's scope and handle the session cookie.
+
+        ``identity``: the user, already resolved by the caller (the ASGI
+        middleware awaits its identity callable before calling this).
+        """
         opts = self.options
         state = RequestState(
             method=method,
@@ -398,10 +403,13 @@ class RequestTracker:
         scope = Scope(anonymous_id=visitor, context=context, tracker=state.tracker)
         state.scope = scope
         state.token = scope_var.set(scope)
-        if opts.sessions:
-            self._session(state, cookies.get(opts.session_cookie), int(now))
+        # Identity first, so that session_start/session_end carry the user too.
         if opts.identity is not None:
             self.apply_identity(scope)
+        if identity is not None:
+            self.bind_identity(scope, identity)
+        if opts.sessions:
+            self._session(state, cookies.get(opts.session_cookie), int(now))
         return state
 
     def _session(self, state: RequestState, raw: str | None, now: int) -> None:
@@ -451,6 +459,12 @@ class RequestTracker:
                 exc_info=True,
             )
             return
+        self.bind_identity(scope, who)
+
+    @staticmethod
+    def bind_identity(scope: Scope, who: Identity) -> None:
+        """Bind what an identity callable returned to ``scope`` (used by ASGI,
+        whose identity callables take the ASGI scope and may be async)."""
         if who is None:
             return
         if isinstance(who, (str, int)):

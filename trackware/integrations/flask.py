@@ -11,6 +11,21 @@ Usage::
 Options are the fields of :class:`~trackware.integrations._common.TrackingOptions`,
 given as keyword arguments or as ``TRACKWARE_<NAME>`` keys in ``app.config``
 (keyword arguments win). ``TRACKWARE_ENABLED = False`` turns the extension off.
+
+How a request is tracked:
+
+1. The wrapper around ``app.wsgi_app`` drops the requests that are never
+   tracked (HEAD/OPTIONS, health probes, static files, bots) before Flask
+   does any work for them.
+2. Flask's ``request_started`` signal (the request context is pushed and the
+   URL matched) applies route and endpoint exclusions, reads the cookies,
+   calls the ``identity`` callable and opens the request's
+   :class:`~trackware.Scope`, so everything the view tracks carries the
+   visitor, session and user.
+3. ``request_finished`` notes whether the response is streamed and asks the
+   ``identity`` callable again (a login or logout view changed it).
+4. The page event is tracked when ``wsgi_app`` returns, or, for a streamed
+   response, when the server closes the body.
 """
 
 from __future__ import annotations
@@ -28,9 +43,10 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
     ) from None
 
 from .. import _log
+from .._context import Scope, _scope
 from .._decorators import tracked_wrapper_of
 from ..exceptions import ConfigurationError
-from ._common import RequestState, RequestTracker, TrackingOptions
+from ._common import Identity, RequestState, RequestTracker, TrackingOptions
 
 if t.TYPE_CHECKING:
     from .._tracker import Tracker
@@ -38,13 +54,37 @@ if t.TYPE_CHECKING:
 __all__ = ["Trackware", "flask_login_identity"]
 
 _EXTENSION_KEY = "trackware"
-_ENVIRON_KEY = "trackware.request"
+#: environ keys (namespaced, like OpenTelemetry's): the app that accepted the
+#: request, its RequestState once begun, and facts noted along the way.
+_APP_KEY = "trackware.app"
+_STATE_KEY = "trackware.request"
+_STREAMED_KEY = "trackware.streamed"
+_ERROR_KEY = "trackware.error"
+_BARE_KEY = "trackware.bare_scope"
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrackingOptions)}
+# Options that hold several strings; a plain string is split on commas (a
+# single regular expression, for exclude_paths), never iterated per character.
+_COLLECTIONS = frozenset(
+    {
+        "exclude_methods",
+        "exclude_paths",
+        "exclude_routes",
+        "exclude_endpoints",
+        "bot_agents",
+        "query_allow",
+    }
+)
+_NUMBERS = {"session_timeout": float, "visitor_max_age": int}
+_FLAGS = frozenset(
+    {"sessions", "exclude_bots", "capture_ip", "capture_user_agent", "cookie_secure"}
+)
 
 
 def flask_login_identity() -> str | None:
     """Identity callable for Flask-Login: the logged-in user's id, else ``None``."""
     try:
-        from flask_login import current_user  # type: ignore[import-not-found]
+        from flask_login import current_user  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:  # pragma: no cover
         return None
     if getattr(current_user, "is_authenticated", False):
@@ -53,29 +93,44 @@ def flask_login_identity() -> str | None:
 
 
 class _AppState:
-    __slots__ = ("app", "engine", "identity", "seen_views", "wsgi")
+    """What the extension keeps per app (the app itself only weakly)."""
 
-    def __init__(self, app: flask.Flask, engine: RequestTracker) -> None:
+    __slots__ = ("app", "engine", "identity", "seen_views")
+
+    def __init__(
+        self,
+        app: flask.Flask,
+        engine: RequestTracker,
+        identity: t.Callable[[], Identity] | None,
+    ) -> None:
         self.app = weakref.ref(app)
         self.engine = engine
-        self.identity = engine.options.identity is not None
+        self.identity = identity
         self.seen_views = -1
-        self.wsgi: _TrackwareWSGI | None = None
 
 
 class Trackware:
     """The Flask extension. One instance may serve several apps.
 
-    It wraps ``app.wsgi_app`` (so it sees the whole response, streamed bodies
-    included, and costs no Flask hook per request) and, when an ``identity``
-    callable is configured, listens to Flask's ``request_started`` and
-    ``request_tearing_down`` signals to call it inside the request context.
+    It follows the Flask extension contract: ``Trackware(app)`` or
+    ``Trackware().init_app(app)`` in an application factory; the instance is
+    registered as ``app.extensions["trackware"]`` and keeps no reference to
+    any app, so it can serve several apps in one process, each with its own
+    ``app.config``.
 
     Args:
         app: the app to register with now (or call :meth:`init_app` later).
-        tracker: where events go (default: the process default tracker).
+        tracker: where events go (default: the process default tracker, looked
+            up per request). Sampling per event name is the tracker's
+            ``sample_rates`` (e.g. ``{"page": 0.1}``).
         options: any :class:`TrackingOptions` field (``page_event``,
-            ``session_timeout``, ``identity``, ``exclude_paths``...).
+            ``session_timeout``, ``identity``, ``exclude_routes``,
+            ``tid_source``...). ``TRACKWARE_<FIELD>`` keys in ``app.config``
+            fill in what is not given here.
+
+    Raises:
+        ConfigurationError: for an unknown option or an invalid value (at
+            construction or :meth:`init_app`, never while serving requests).
     """
 
     def __init__(
@@ -85,145 +140,166 @@ class Trackware:
         tracker: Tracker | None = None,
         **options: t.Any,
     ) -> None:
-        names = {f.name for f in dataclasses.fields(TrackingOptions)}
-        unknown = set(options) - names
+        unknown = set(options) - set(_FIELDS)
         if unknown:
             raise ConfigurationError(
                 f"Trackware() got unknown option(s) {sorted(unknown)}; "
-                f"valid options: {sorted(names)}"
+                f"valid options: {sorted(_FIELDS)}"
             )
         self._tracker = tracker
         self._options = options
+        self._apps: weakref.WeakKeyDictionary[flask.Flask, _AppState] = (
+            weakref.WeakKeyDictionary()
+        )
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
-        """Register with ``app`` (``app.extensions["trackware"]``)."""
+        """Register with ``app`` (as ``app.extensions["trackware"]``).
+
+        Raises:
+            ConfigurationError: trackware is already registered on ``app``, or
+                an option is invalid.
+        """
         if _EXTENSION_KEY in app.extensions:
             raise ConfigurationError(
-                "trackware is already registered on this Flask app: create one "
-                "Trackware(...) per app and call init_app once (reuse the "
-                "existing app.extensions['trackware'])."
+                "trackware is already registered on this Flask app: call "
+                "Trackware(app) or init_app(app) once per app, and reuse "
+                "app.extensions['trackware'] elsewhere."
             )
-        if not app.config.get("TRACKWARE_ENABLED", True):
+        if not _flag("TRACKWARE_ENABLED", app.config.get("TRACKWARE_ENABLED", True)):
             return
+        options = self._resolve(app)
+        identity = options.identity
+        if identity is not None:
+            if not callable(identity):
+                raise ConfigurationError(
+                    "identity must be a callable returning the current user, "
+                    "e.g. trackware.integrations.flask.flask_login_identity"
+                )
+            # The engine calls it when the request starts (inside the request
+            # context) and the extension again on request_finished; outside a
+            # request context (a streamed body closing) it is not called.
+            options.identity = _in_request_context(identity)
+        engine = RequestTracker(options)
+        state = _AppState(app, engine, identity)
+        self._apps[app] = state
+        app.extensions[_EXTENSION_KEY] = self
+        app.wsgi_app = _TrackwareWSGI(app.wsgi_app, state)  # type: ignore[method-assign]
+        flask.request_started.connect(_on_request_started, app, weak=False)
+        flask.request_finished.connect(_on_request_finished, app, weak=False)
+        flask.got_request_exception.connect(_on_exception, app, weak=False)
+        if identity is not None:
+            _connect_login_signals(app)
+
+    def _resolve(self, app: flask.Flask) -> TrackingOptions:
         values: dict[str, t.Any] = {}
-        for field in dataclasses.fields(TrackingOptions):
-            key = f"TRACKWARE_{field.name.upper()}"
-            if key in app.config:
-                values[field.name] = app.config[key]
+        known = {f"TRACKWARE_{name.upper()}": name for name in _FIELDS}
+        for key, value in app.config.items():
+            if not key.startswith("TRACKWARE_"):
+                continue
+            name = known.get(key)
+            if name is not None:
+                values[name] = value
+            elif key != "TRACKWARE_ENABLED":
+                _log.warn(
+                    f"flask-config:{key}",
+                    "trackware: app.config[%r] is not a trackware option and is "
+                    "ignored; options are TRACKWARE_ + one of %s",
+                    key,
+                    ", ".join(n.upper() for n in sorted(_FIELDS)),
+                )
         values.update(self._options)
         if self._tracker is not None:
             values["tracker"] = self._tracker
+        for name, value in list(values.items()):
+            values[name] = _coerce(name, value)
         if not values.get("cookie_secret") and app.secret_key:
             values["cookie_secret"] = app.secret_key
         values.setdefault("exclude_endpoints", ("static",))
-        engine = RequestTracker(TrackingOptions(**values))
-        state = _AppState(app, engine)
-        app.extensions[_EXTENSION_KEY] = state
-        state.wsgi = _TrackwareWSGI(app.wsgi_app, state)
-        app.wsgi_app = state.wsgi  # type: ignore[method-assign]
-        if state.identity:
-            flask.request_started.connect(_on_request_started, app, weak=False)
-            flask.request_tearing_down.connect(_on_tearing_down, app, weak=False)
+        return TrackingOptions(**values)
 
-    @staticmethod
-    def engine(app: flask.Flask) -> RequestTracker:
-        """The request tracker registered on ``app`` (for advanced use and tests)."""
-        try:
-            return t.cast(_AppState, app.extensions[_EXTENSION_KEY]).engine
-        except KeyError:
+    def engine(self, app: flask.Flask | None = None) -> RequestTracker:
+        """The request tracker serving ``app`` (default: ``current_app``)."""
+        target = app if app is not None else flask.current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self._apps.get(target)
+        if state is None:
             raise ConfigurationError(
-                "this Flask app has no trackware extension: call "
-                "Trackware(app) or Trackware().init_app(app)"
+                "this Flask app is not registered with this Trackware instance: "
+                "call Trackware(app) or trackware_ext.init_app(app) first"
+            )
+        return state.engine
+
+
+def _flag(name: str, value: t.Any) -> bool:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigurationError(f"{name} must be true or false, not {value!r}")
+    return bool(value)
+
+
+def _coerce(name: str, value: t.Any) -> t.Any:
+    """Config values often arrive as strings (environment variables)."""
+    if name in _COLLECTIONS and isinstance(value, str):
+        if name == "exclude_paths":
+            return (value,)
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if name in _NUMBERS:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigurationError(f"{name} must be a number, not {value!r}")
+        try:
+            return _NUMBERS[name](value)
+        except ValueError:
+            raise ConfigurationError(
+                f"{name} must be a number, not {value!r}"
             ) from None
+    if name in _FLAGS and isinstance(value, str):
+        return _flag(name, value)
+    return value
+
+
+def _in_request_context(
+    identity: t.Callable[[], Identity],
+) -> t.Callable[[], Identity]:
+    has_request_context = flask.has_request_context
+
+    def identity_in_request() -> Identity:
+        return identity() if has_request_context() else None
+
+    return identity_in_request
+
+
+# --- signal receivers (run inside Flask; they must never raise) --------------------
 
 
 def _on_request_started(sender: flask.Flask, **_: t.Any) -> None:
-    state: RequestState | None = flask.request.environ.get(_ENVIRON_KEY)
-    if state is not None:
-        sender.extensions[_EXTENSION_KEY].engine.apply_identity(state.scope)
-
-
-def _on_tearing_down(sender: flask.Flask, **_: t.Any) -> None:
-    state: RequestState | None = flask.request.environ.get(_ENVIRON_KEY)
-    if state is not None:
-        sender.extensions[_EXTENSION_KEY].engine.apply_identity(state.scope)
-
-
-class _TrackwareWSGI:
-    """Wraps ``app.wsgi_app``: per-request state lives in locals and the environ."""
-
-    def __init__(self, wsgi_app: t.Any, app_state: _AppState) -> None:
-        self.wsgi_app = wsgi_app
-        self.app_state = app_state
-        self.engine = app_state.engine
-        options = app_state.engine.options
-        # Route and endpoint exclusions must be known before the session
-        # cookie is touched, which needs an early URL match: only paid for
-        # when such exclusions are configured.
-        self.match_early = bool(options.exclude_routes) or bool(
-            set(options.exclude_endpoints) - {"static"}
-        )
-
-    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
-        engine = self.engine
-        try:
-            state = self._begin(environ)
-        except Exception:
-            _log.error(
-                "flask-begin", "trackware: could not start tracking", exc_info=True
-            )
-            state = None
-        if state is None:
-            return self.wsgi_app(environ, start_response)
-
-        def tracking_start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
-        ) -> t.Any:
-            try:
-                state.status = int(status[:3])
-                for cookie in engine.response_cookies(state):
-                    headers.append(("Set-Cookie", cookie))
-            except Exception:
-                _log.error(
-                    "flask-cookies", "trackware: could not set cookies", exc_info=True
-                )
-            return start_response(status, headers, exc_info)
-
-        try:
-            body = self.wsgi_app(environ, tracking_start_response)
-        except BaseException as exc:
-            self._finish(state, environ, exc)
-            raise
-        return _ClosingBody(body, lambda: self._finish(state, environ, None))
-
-    def _begin(self, environ: dict[str, t.Any]) -> RequestState | None:
-        engine = self.engine
-        method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO") or "/"
-        if not engine.wants(method, path, environ.get("HTTP_USER_AGENT")):
-            return None
+    try:
+        request = flask.request._get_current_object()  # type: ignore[attr-defined]
+        environ = request.environ
+        app_state: _AppState | None = environ.get(_APP_KEY)
+        if app_state is None or app_state.app() is not sender:
+            return
+        engine = app_state.engine
+        rule = request.url_rule
         route = endpoint = None
-        app_state = self.app_state
-        app = app_state.app()
-        if app is not None and len(app.view_functions) != app_state.seen_views:
-            _use_tracked_wrappers(app, app_state)
-        if self.match_early and app is not None:
-            try:
-                rule, _ = app.url_map.bind_to_environ(environ).match(return_rule=True)
-                route, endpoint = rule.rule, rule.endpoint
-            except Exception:  # 404/405/redirects: Flask will answer
-                pass
-            if engine.route_excluded(route, endpoint):
-                return None
+        if rule is not None:
+            route, endpoint = rule.rule, rule.endpoint
+            if endpoint.endswith(".static") or engine.route_excluded(route, endpoint):
+                tracker = engine.options.tracker
+                if tracker is not None:
+                    environ[_BARE_KEY] = _scope.set(Scope(tracker=tracker))
+                return
         options = engine.options
         query = None
         if options.query_allow and environ.get("QUERY_STRING"):
             query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
         state = engine.begin(
-            method=method,
-            path=path,
+            method=environ.get("REQUEST_METHOD", "GET"),
+            path=environ.get("PATH_INFO") or "/",
             query=query,
             cookie_header=environ.get("HTTP_COOKIE"),
             secure=environ.get("wsgi.url_scheme") == "https",
@@ -231,8 +307,138 @@ class _TrackwareWSGI:
             user_agent=environ.get("HTTP_USER_AGENT"),
             client_ip=environ.get("REMOTE_ADDR") if options.capture_ip else None,
         )
-        environ[_ENVIRON_KEY] = state
-        return state
+        state.route = route
+        state.endpoint = endpoint
+        state.blueprint = request.blueprint
+        environ[_STATE_KEY] = state
+    except Exception:
+        _log.error("flask-begin", "trackware: could not start tracking", exc_info=True)
+
+
+def _on_request_finished(
+    sender: flask.Flask, response: flask.Response | None = None, **_: t.Any
+) -> None:
+    try:
+        environ = flask.request.environ
+        state: RequestState | None = environ.get(_STATE_KEY)
+        if state is None:
+            return
+        if (
+            response is not None
+            and response.is_streamed
+            and not response.direct_passthrough  # files: nothing of the app runs
+        ):
+            environ[_STREAMED_KEY] = True
+        app_state: _AppState = environ[_APP_KEY]
+        if app_state.identity is not None:
+            app_state.engine.apply_identity(state.scope)
+    except Exception:
+        _log.error("flask-finished", "trackware: request_finished", exc_info=True)
+
+
+def _on_login(sender: flask.Flask, **_: t.Any) -> None:
+    """Flask-Login's user_logged_in: events after login_user() carry the user."""
+    try:
+        environ = flask.request.environ
+        state: RequestState | None = environ.get(_STATE_KEY)
+        if state is not None:
+            environ[_APP_KEY].engine.apply_identity(state.scope)
+    except Exception:
+        _log.error("flask-login", "trackware: user_logged_in", exc_info=True)
+
+
+def _connect_login_signals(app: flask.Flask) -> None:
+    try:
+        from flask_login import signals as login_signals  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return
+    login_signals.user_logged_in.connect(_on_login, app, weak=False)
+
+
+def _on_exception(sender: flask.Flask, exception: BaseException, **_: t.Any) -> None:
+    try:
+        environ = flask.request.environ
+        if _STATE_KEY in environ:
+            environ[_ERROR_KEY] = exception
+    except Exception:  # pragma: no cover - defensive
+        pass
+
+
+# --- the WSGI wrapper ---------------------------------------------------------------
+
+
+class _TrackwareWSGI:
+    """Wraps ``app.wsgi_app``; per-request state lives in the environ."""
+
+    def __init__(self, wsgi_app: t.Any, app_state: _AppState) -> None:
+        self.wsgi_app = wsgi_app
+        self.app_state = app_state
+        self.engine = app_state.engine
+
+    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        try:
+            app_state = self.app_state
+            app = app_state.app()
+            if app is not None and len(app.view_functions) != app_state.seen_views:
+                _use_tracked_wrappers(app, app_state)
+            wanted = self.engine.wants(
+                environ.get("REQUEST_METHOD", "GET"),
+                environ.get("PATH_INFO") or "/",
+                environ.get("HTTP_USER_AGENT"),
+            )
+        except Exception:
+            _log.error("flask-wants", "trackware: request filter failed", exc_info=True)
+            wanted = False
+        if not wanted:
+            tracker = self.engine.options.tracker
+            if tracker is None:
+                return self.wsgi_app(environ, start_response)
+            # Not tracked, but what the view tracks still goes to our tracker.
+            token = _scope.set(Scope(tracker=tracker))
+            try:
+                return self.wsgi_app(environ, start_response)
+            finally:
+                _scope.reset(token)
+        environ[_APP_KEY] = app_state
+        engine = self.engine
+
+        def tracking_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
+        ) -> t.Any:
+            state: RequestState | None = environ.get(_STATE_KEY)
+            if state is not None:
+                try:
+                    state.status = int(status[:3])
+                    if engine.options.cookie_secure is None:
+                        # Read now: a ProxyFix inside ours has run by now.
+                        state.secure = environ.get("wsgi.url_scheme") == "https"
+                    for cookie in engine.response_cookies(state):
+                        headers.append(("Set-Cookie", cookie))
+                except Exception:
+                    _log.error(
+                        "flask-cookies",
+                        "trackware: could not set cookies",
+                        exc_info=True,
+                    )
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.wsgi_app(environ, tracking_start_response)
+        except BaseException as exc:
+            state = environ.get(_STATE_KEY)
+            if state is not None:
+                self._finish(state, environ, exc)
+            else:
+                _reset_bare(environ)
+            raise
+        state = environ.get(_STATE_KEY)
+        if state is None:
+            _reset_bare(environ)
+            return body
+        if environ.get(_STREAMED_KEY):
+            return _ClosingBody(body, lambda: self._finish(state, environ, None))
+        self._finish(state, environ, None)
+        return body
 
     def _finish(
         self,
@@ -243,23 +449,29 @@ class _TrackwareWSGI:
         if state.deferred:  # finished already (close() called twice)
             return
         state.deferred = True
-        route = endpoint = blueprint = None
-        request = environ.get("werkzeug.request")
-        rule = getattr(request, "url_rule", None)
-        if rule is not None:
-            route, endpoint = rule.rule, rule.endpoint
-            blueprint = getattr(request, "blueprint", None)
         status = state.status
-        if error is not None and status is None:
+        if error is None:
+            error = environ.get(_ERROR_KEY)
+        elif status is None:
             status = 500
+        blueprint = state.blueprint
         self.engine.finish(
             state,
             status=status,
-            route=route,
-            endpoint=endpoint,
+            route=state.route,
+            endpoint=state.endpoint,
             extra={"blueprint": blueprint} if blueprint else None,
             error=error,
         )
+
+
+def _reset_bare(environ: dict[str, t.Any]) -> None:
+    token = environ.pop(_BARE_KEY, None)
+    if token is not None:
+        try:
+            _scope.reset(token)
+        except ValueError:  # pragma: no cover - set in another context
+            pass
 
 
 class _ClosingBody:
@@ -287,6 +499,6 @@ def _use_tracked_wrappers(app: flask.Flask, app_state: _AppState) -> None:
     """Serve @tracked wrappers for views decorated with @tracked above @app.route."""
     for endpoint, view in list(app.view_functions.items()):
         wrapper = tracked_wrapper_of(view)
-        if wrapper is not None:
+        if wrapper is not None and wrapper is not view:
             app.view_functions[endpoint] = wrapper
     app_state.seen_views = len(app.view_functions)

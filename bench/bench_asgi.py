@@ -1,0 +1,186 @@
+"""ASGI middleware overhead per request (not a test): ``python bench/bench_asgi.py``.
+
+A minimal Starlette app is called directly (no server, no sockets) inside one
+asyncio loop, plain and wrapped, in the same run:
+
+* plain: the app alone;
+* trackware, returning visitor: ``TrackwareMiddleware`` with the visitor and
+  session cookies a browser sends back (one page event per request);
+* trackware, new visitor: no cookies (new ids, a ``session_start`` event and
+  two ``Set-Cookie`` headers per request);
+* OpenTelemetry: ``opentelemetry-instrumentation-asgi``'s middleware (skipped
+  when not installed).
+
+The tracker delivers to a null exporter on its worker thread. Each round times
+``--requests`` single requests per variant (variants interleaved); the table
+shows the median over ``--rounds`` rounds of each round's median, in µs, and
+the added cost against the plain app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import sys
+import time
+import typing as t
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+import trackware
+from trackware.exporters import BaseExporter, ExportResult
+from trackware.integrations.asgi import TrackwareMiddleware
+
+pc = time.perf_counter_ns
+
+BASE_SCOPE: dict[str, t.Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0", "spec_version": "2.4"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/items/42",
+    "raw_path": b"/items/42",
+    "query_string": b"",
+    "root_path": "",
+    "client": ("127.0.0.1", 50000),
+    "server": ("127.0.0.1", 8000),
+}
+HEADERS = [
+    (b"host", b"shop.example"),
+    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0"),
+    (b"accept", b"text/html"),
+    (b"accept-encoding", b"gzip, deflate"),
+    (b"referer", b"https://shop.example/"),
+]
+
+
+class NullExporter(BaseExporter):
+    default_name = "null"
+
+    def export(self, events: t.Sequence[trackware.Event], /) -> ExportResult:
+        return ExportResult.success(events)
+
+
+def make_app() -> Starlette:
+    async def item(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/items/{item_id}", item)])
+
+
+async def receive() -> dict[str, t.Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def send(message: t.Any) -> None:
+    return None
+
+
+async def call(app: t.Any, headers: list[tuple[bytes, bytes]]) -> list[t.Any]:
+    """One request; returns the Set-Cookie values sent."""
+    cookies: list[t.Any] = []
+
+    async def keep(message: t.Any) -> None:
+        if message["type"] == "http.response.start":
+            cookies.extend(v for k, v in message["headers"] if k == b"set-cookie")
+
+    scope = dict(BASE_SCOPE)
+    scope["headers"] = headers
+    await app(scope, receive, keep)
+    return cookies
+
+
+async def time_requests(app: t.Any, headers: list[t.Any], n: int) -> float:
+    """Median ns of ``n`` single requests, minus the timer's own cost."""
+    samples = []
+    base = BASE_SCOPE
+    for _ in range(n):
+        scope = dict(base)
+        scope["headers"] = headers
+        t0 = pc()
+        await app(scope, receive, send)
+        samples.append(pc() - t0)
+    empty = []
+    for _ in range(n):
+        t0 = pc()
+        empty.append(pc() - t0)
+    return statistics.median(samples) - statistics.median(empty)
+
+
+async def run(rounds: int, requests: int) -> list[tuple[str, float]]:
+    tracker = trackware.Tracker(
+        [NullExporter()], dead_letter=None, max_queue_size=1_000_000
+    )
+    trackware.set_tracker(tracker)
+    plain = make_app()
+    tracked = TrackwareMiddleware(make_app(), tracker=tracker)
+    # The cookies a browser would send back after its first visit.
+    set_cookies = await call(tracked, HEADERS)
+    jar = b"; ".join(c.split(b";", 1)[0] for c in set_cookies)
+    returning = [*HEADERS, (b"cookie", b"theme=dark; " + jar)]
+    variants: list[tuple[str, t.Any, list[t.Any]]] = [
+        ("plain Starlette app", plain, HEADERS),
+        ("trackware, returning visitor", tracked, returning),
+        ("trackware, new visitor", tracked, HEADERS),
+    ]
+    try:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    except ImportError:
+        print("opentelemetry-instrumentation-asgi not installed; skipping it")
+    else:
+        variants.append(
+            (
+                "OpenTelemetry ASGI middleware",
+                OpenTelemetryMiddleware(make_app()),
+                HEADERS,
+            )
+        )
+    for _, app, headers in variants:  # warm up every code path
+        await time_requests(app, headers, min(requests, 500))
+    per_round: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    for _ in range(rounds):
+        for name, app, headers in variants:
+            gc.collect()
+            per_round[name].append(await time_requests(app, headers, requests))
+        tracker.flush(60)
+    tracker.flush(60)
+    stats = tracker.stats()
+    tracker.shutdown()
+    sent = stats["destinations"]["null"]["sent"]
+    dropped = sum(stats["destinations"]["null"]["dropped"].values())
+    print(f"  (tracker: {sent:,} events sent to the null exporter, {dropped} dropped)")
+    return [(name, statistics.median(v)) for name, v in per_round.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=2_000)
+    args = parser.parse_args(argv)
+    print(f"Python {sys.version.split()[0]} on {os.cpu_count()} cores\n")
+    print(
+        f"## ASGI middleware cost per request (median of {args.rounds} rounds "
+        f"x {args.requests:,} requests, Starlette app called directly)"
+    )
+    rows = asyncio.run(run(args.rounds, args.requests))
+    plain = rows[0][1]
+    for name, ns in rows:
+        added = ns - plain
+        extra = (
+            ""
+            if name == rows[0][0]
+            else f"  +{added / 1000:7.2f} µs  ({ns / plain:4.2f}x)"
+        )
+        print(f"  {name:<34} {ns / 1000:8.2f} µs{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

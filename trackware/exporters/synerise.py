@@ -1,0 +1,812 @@
+"""Synerise: v4 events, transactions and the AI (recommendation) events API.
+
+See :class:`SyneriseExporter`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+import typing as t
+
+import httpx
+
+from .. import _log
+from .._auth import AuthError, TokenCache
+from .._event import Event, dumps, iso_time
+from .._retry import RETRYABLE_STATUSES, retry_floor
+from ..exceptions import ConfigurationError
+from ._base import ExportResult
+from ._http import BaseHTTPExporter, HTTPRequest, response_text
+
+__all__ = ["AI_EVENT_TYPES", "SyneriseExporter"]
+
+#: Events routed to the AI events API instead of ``/v4/events``.
+AI_EVENT_TYPES = frozenset(
+    {"recommendation.view", "recommendation.click", "item.search.click"}
+)
+TRANSACTION_ACTION = "transaction.charge"
+DEFAULT_BASE_URL = "https://api.synerise.com"
+API_VERSION = "4.4"
+AI_ENDPOINTS = ("events/v1", "ai-compat")
+LOGIN_PATH = "/uauth/v2/auth/login/profile"
+
+_ACTION_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")
+_KEBAB_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_CLAMP_MEMORY = 10_000
+
+
+def _scrub_httpx_log() -> None:
+    """Run trackware's secret scrubber on the ``httpx`` logger too.
+
+    httpx logs every request URL at INFO, and the AI events API takes the
+    tracker key in the query string; without this an app that turns on INFO
+    logging would write the key to its logs.
+    """
+    target = logging.getLogger("httpx")
+    if not any(isinstance(f, _log._ScrubFilter) for f in target.filters):
+        target.addFilter(_log._ScrubFilter())
+
+
+class _Reject(Exception):
+    """An event breaks the Synerise contract; the message names the rule."""
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _first(props: t.Mapping[str, t.Any], *keys: str) -> t.Any:
+    for key in keys:
+        if key in props and props[key] is not None:
+            return props[key]
+    return None
+
+
+def jwt_lifetime(token: str) -> float | None:
+    """Seconds a JWT is valid for, from its ``exp`` (and ``iat``) claims.
+
+    ``exp - iat`` when both are present (immune to clock skew between us and
+    Synerise), else ``exp - now``; ``None`` when the token carries no
+    readable ``exp``.
+    """
+    try:
+        payload = token.split(".")[1]
+        payload += "=" * (-len(payload) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+    except (IndexError, ValueError, binascii.Error, UnicodeError):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    exp = claims.get("exp")
+    if not _is_number(exp):
+        return None
+    iat = claims.get("iat")
+    if _is_number(iat):
+        return float(t.cast(float, exp)) - float(t.cast(float, iat))
+    return float(t.cast(float, exp)) - time.time()
+
+
+class SyneriseExporter(BaseHTTPExporter):
+    """Delivers events to Synerise.
+
+    Routing, per event (after ``actions`` renames it):
+
+    * ``recommendation.view``, ``recommendation.click``, ``item.search.click``
+      go to the AI events API: ``POST /events/v1/single/{type}``, or
+      ``POST /events/v1/batch`` (body ``{eventType, items}``) for several of
+      the same type; with ``ai_endpoint="ai-compat"``, one
+      ``POST /v4/events/ai-compat/{type}`` each (``ai_path_prefix="/ai"`` for
+      a custom tracking domain). Body: ``correlationId`` (property
+      ``correlationId``/``correlation_id``), ``clientUUID`` (property
+      ``clientUUID``/``client_uuid``, else a UUID ``anonymous_id``), ``items``
+      (property ``items``, as strings; ``[]`` if absent), ``eventTimestamp``
+      (integer epoch ms), ``campaignId`` (property ``campaignId`` /
+      ``campaign_id``). Authorised by ``?token=<tracker_key>`` when a tracker
+      key is configured, else by the workspace JWT.
+    * ``transaction.charge`` goes to ``POST /v4/transactions`` (or
+      ``/v4/transactions/batch`` for several). Body from properties:
+      ``orderId`` (``order_id``/``orderId``, required), ``revenue`` (a number
+      with ``currency``, or ``{amount, currency}``; required), ``value``
+      (default: ``revenue``), ``discountAmount`` (``discount``), ``products``
+      (each: ``sku``, ``name``, ``quantity``, ``finalUnitPrice`` or ``price``
+      with ``currency``; other product keys pass through), ``paymentInfo``
+      (or ``payment_method``), ``source`` (default ``transaction_source``),
+      ``metadata`` (default: the remaining properties); plus ``client``,
+      ``recordedAt`` and ``eventSalt`` as below.
+    * events named in ``dedicated`` are sent with ``type: <dedicated type>``
+      and no ``action``;
+    * everything else is a custom event: ``type: custom``, ``action`` = the
+      mapped name (default: the event name).
+
+    v4 events go in batches through ``POST /v4/events/batch`` (one request per
+    ``max_batch_size`` events; ``batch_endpoint=False`` sends each to
+    ``/v4/events/custom`` or ``/v4/events/<type>`` instead). Every v4 event
+    has ``client`` (``customId`` = ``user_id``, ``email``, ``uuid`` =
+    ``anonymous_id`` when it is a UUID (lowercased), ``id`` = the integer
+    trait named by ``client_id_trait``; at least one is required, else the
+    event is rejected for this destination), a non-empty ``label`` (from
+    ``labels``, else the ``label_property`` property, else the action),
+    ``params`` (the properties, only when there are any), an explicit
+    ``time`` (ISO-8601, ms, ``Z``) and ``eventSalt`` = the event id, so that
+    a retry overwrites the first copy instead of duplicating it. A time in the
+    future is clamped to now (logged, throttled) before the body is built, and
+    the clamped time is remembered per event id so that retries send the same
+    time and salt.
+
+    Authentication: a workspace JWT from ``POST /uauth/v2/auth/login/profile``
+    with the API key, cached until ``token_refresh_margin`` seconds before its
+    ``exp`` (``token_ttl`` when it has none) and refreshed after a 401 or 403.
+    With ``workspace_guid``, v4 calls use ``Basic base64(GUID:apiKey)``
+    instead (it must be enabled for the key in Synerise). Every v4 call
+    carries ``Api-Version: 4.4``.
+
+    Args:
+        api_key: the workspace API key.
+        base_url: the region's API host (``https://api.synerise.com``,
+            ``https://api.azu.synerise.com``, ``https://api.geb.synerise.com``).
+        tracker_key: tracker key for the AI events API (``?token=``).
+        workspace_guid: use Basic auth for v4 calls.
+        actions: event name -> Synerise action.
+        dedicated: event name -> dedicated event type (kebab-case, e.g.
+            ``hit-timer``).
+        labels: event name -> label.
+        label_property: a property whose string value becomes the label (and
+            is left out of ``params``).
+        send_unmapped: send events not named in ``actions``/``dedicated`` as
+            custom events (default); ``False`` sends only mapped events and
+            the AI/transaction events.
+        client_id_trait: the trait holding the numeric Synerise profile id.
+        strict: check actions against the strict rule (dot-separated
+            lowercase, like ``dog.bark``) before sending.
+        batch_endpoint: batch v4 events through ``/v4/events/batch``.
+        transactions_batch: batch transactions through
+            ``/v4/transactions/batch``.
+        ai_endpoint: ``"events/v1"`` (default) or ``"ai-compat"``.
+        ai_path_prefix: prefix of the AI paths (``"/ai"`` for a custom
+            tracking domain).
+        transaction_source: default ``source`` of transactions
+            (e.g. ``"WEB_DESKTOP"``).
+        token_ttl: JWT lifetime assumed when the token has no ``exp``.
+        token_refresh_margin: refresh the JWT this many seconds early.
+        max_batch_size: events per export call and per batch request.
+
+    Other keyword arguments go to :class:`BaseHTTPExporter` (``name``,
+    ``timeout``, ``retry``, ``events``, ``verify``, ``transport``...).
+
+    Environment variables read by :meth:`from_env`:
+    ``TRACKWARE_SYNERISE_API_KEY`` (required), ``TRACKWARE_SYNERISE_BASE_URL``,
+    ``TRACKWARE_SYNERISE_TRACKER_KEY``, ``TRACKWARE_SYNERISE_WORKSPACE_GUID``,
+    ``TRACKWARE_SYNERISE_CLIENT_ID_TRAIT``, ``TRACKWARE_SYNERISE_AI_ENDPOINT``,
+    ``TRACKWARE_SYNERISE_AI_PATH_PREFIX``, ``TRACKWARE_SYNERISE_MAX_BATCH_SIZE``.
+    """
+
+    default_name = "synerise"
+    # Synerise answers an expired or invalid JWT with 401 or 403.
+    reauth_statuses = frozenset({401, 403})
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        tracker_key: str | None = None,
+        workspace_guid: str | None = None,
+        actions: t.Mapping[str, str] | None = None,
+        dedicated: t.Mapping[str, str] | None = None,
+        labels: t.Mapping[str, str] | None = None,
+        label_property: str | None = None,
+        send_unmapped: bool = True,
+        client_id_trait: str | None = None,
+        strict: bool = True,
+        batch_endpoint: bool = True,
+        transactions_batch: bool = True,
+        ai_endpoint: str = "events/v1",
+        ai_path_prefix: str = "",
+        transaction_source: str | None = None,
+        token_ttl: float = 3550.0,
+        token_refresh_margin: float = 60.0,
+        max_batch_size: int = 100,
+        **options: t.Any,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise ConfigurationError(
+                "SyneriseExporter: api_key is required: pass the workspace API key "
+                "(or set TRACKWARE_SYNERISE_API_KEY and use from_env())"
+            )
+        _log.register_secret(api_key)
+        if tracker_key is not None:
+            if not isinstance(tracker_key, str) or not tracker_key:
+                raise ConfigurationError(
+                    "SyneriseExporter: tracker_key must be a non-empty string or None"
+                )
+            _log.register_secret(tracker_key)
+            _scrub_httpx_log()
+        super().__init__(base_url=base_url, max_batch_size=max_batch_size, **options)
+        self._api_key = api_key
+        self._tracker_key = tracker_key
+        self._basic: str | None = None
+        if workspace_guid is not None:
+            if not isinstance(workspace_guid, str) or not workspace_guid:
+                raise ConfigurationError(
+                    "SyneriseExporter: workspace_guid must be the workspace GUID "
+                    "(or None to use a JWT)"
+                )
+            encoded = base64.b64encode(f"{workspace_guid}:{api_key}".encode()).decode()
+            _log.register_secret(encoded)
+            self._basic = f"Basic {encoded}"
+        if ai_endpoint not in AI_ENDPOINTS:
+            raise ConfigurationError(
+                f"SyneriseExporter: ai_endpoint must be one of {AI_ENDPOINTS}, "
+                f"got {ai_endpoint!r}"
+            )
+        if ai_path_prefix and (
+            not ai_path_prefix.startswith("/") or ai_path_prefix.endswith("/")
+        ):
+            raise ConfigurationError(
+                "SyneriseExporter: ai_path_prefix must start with '/' and not end "
+                f"with one (like '/ai'), got {ai_path_prefix!r}"
+            )
+        if token_ttl <= 0 or token_refresh_margin < 0:
+            raise ConfigurationError(
+                "SyneriseExporter: token_ttl must be > 0 and token_refresh_margin "
+                ">= 0 seconds"
+            )
+        self.strict = strict
+        self.actions: dict[str, str] = dict(actions or {})
+        self.dedicated: dict[str, str] = dict(dedicated or {})
+        self.labels: dict[str, str] = dict(labels or {})
+        for name, action in self.actions.items():
+            if not isinstance(action, str) or not action:
+                raise ConfigurationError(
+                    f"SyneriseExporter: actions[{name!r}] must be a non-empty string"
+                )
+            routed = action in AI_EVENT_TYPES or action == TRANSACTION_ACTION
+            if strict and not routed and not _ACTION_RE.match(action):
+                raise ConfigurationError(
+                    f"SyneriseExporter: actions[{name!r}] = {action!r} is not "
+                    "dot-separated lowercase (like 'dog.bark'); rename it or pass "
+                    "strict=False"
+                )
+        for name, etype in self.dedicated.items():
+            if not isinstance(etype, str) or not _KEBAB_RE.match(etype):
+                raise ConfigurationError(
+                    f"SyneriseExporter: dedicated[{name!r}] must be the kebab-case "
+                    f"name of a dedicated endpoint (like 'hit-timer'), got {etype!r}"
+                )
+            if etype == "custom":
+                raise ConfigurationError(
+                    f"SyneriseExporter: dedicated[{name!r}] = 'custom' is not a "
+                    "dedicated type; map the event in actions= instead"
+                )
+        for name, label in self.labels.items():
+            if not isinstance(label, str) or not label:
+                raise ConfigurationError(
+                    f"SyneriseExporter: labels[{name!r}] must be a non-empty string"
+                )
+        self.label_property = label_property
+        self.send_unmapped = send_unmapped
+        self.client_id_trait = client_id_trait
+        self.batch_endpoint = batch_endpoint
+        self.transactions_batch = transactions_batch
+        self.ai_endpoint = ai_endpoint
+        self.ai_path_prefix = ai_path_prefix
+        self.transaction_source = transaction_source
+        self.token_ttl = float(token_ttl)
+        self.token_refresh_margin = float(token_refresh_margin)
+        self._mapped = (
+            frozenset(self.actions)
+            | frozenset(self.dedicated)
+            | AI_EVENT_TYPES
+            | {TRANSACTION_ACTION}
+        )
+        # The margin is applied in _login (TokenCache would cap it at ttl/4).
+        self._tokens: TokenCache[str] = TokenCache(
+            self._login, refresh_margin=0.0, default_ttl=self.token_ttl
+        )
+        self._clamped: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._clamp_lock = threading.Lock()
+        self.logins = 0
+
+    # --- construction from the environment --------------------------------------------
+    @classmethod
+    def from_env(
+        cls, environ: t.Mapping[str, str] | None = None, **overrides: t.Any
+    ) -> SyneriseExporter:
+        """Build from ``TRACKWARE_SYNERISE_*`` variables (see the class docstring);
+        keyword arguments override them."""
+        env = os.environ if environ is None else environ
+        prefix = "TRACKWARE_SYNERISE_"
+        options: dict[str, t.Any] = {}
+        for var, key in (
+            ("BASE_URL", "base_url"),
+            ("TRACKER_KEY", "tracker_key"),
+            ("WORKSPACE_GUID", "workspace_guid"),
+            ("CLIENT_ID_TRAIT", "client_id_trait"),
+            ("AI_ENDPOINT", "ai_endpoint"),
+            ("AI_PATH_PREFIX", "ai_path_prefix"),
+        ):
+            value = env.get(prefix + var)
+            if value:
+                options[key] = value
+        size = env.get(prefix + "MAX_BATCH_SIZE")
+        if size:
+            try:
+                options["max_batch_size"] = int(size)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{prefix}MAX_BATCH_SIZE must be an integer, got {size!r}"
+                ) from None
+        api_key = env.get(prefix + "API_KEY")
+        if api_key:
+            options["api_key"] = api_key
+        options.update(overrides)
+        if not options.get("api_key"):
+            raise ConfigurationError(
+                f"SyneriseExporter.from_env: set {prefix}API_KEY (the workspace API "
+                "key) or pass api_key="
+            )
+        return cls(**options)
+
+    # --- routing ----------------------------------------------------------------------
+    def applies(self, event: Event, /) -> bool:
+        only = self._only
+        name = event.name
+        if only is not None and name not in only:
+            return False
+        return self.send_unmapped or name in self._mapped
+
+    # --- auth -------------------------------------------------------------------------
+    def _login(self, key: str) -> tuple[str, float | None]:
+        """Fetch a workspace JWT; returns it with the seconds to cache it."""
+        try:
+            response = self.client.post(
+                self.base_url + LOGIN_PATH,
+                content=dumps({"apiKey": self._api_key}).encode("utf-8"),
+                headers={
+                    "Accept": "application/json",
+                    "Api-Version": API_VERSION,
+                    "Content-Type": "application/json",
+                },
+            )
+        except httpx.HTTPError as exc:
+            detail = _log.scrub(str(exc))[:200]
+            raise AuthError(
+                f"Synerise login failed: {type(exc).__name__}: {detail}",
+                retryable=True,
+            ) from None
+        status = response.status_code
+        if status != 200:
+            body = response_text(response)
+            raise AuthError(
+                f"Synerise login answered HTTP {status}: {body[:300]}",
+                retryable=status in RETRYABLE_STATUSES,
+                status=status,
+                body=body,
+                retry_after=retry_floor(response.headers),
+            )
+        try:
+            token = response.json()["token"]
+        except (ValueError, KeyError, TypeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise AuthError(
+                "Synerise login answered 200 without a token",
+                retryable=True,
+                status=status,
+                body=response_text(response),
+            )
+        _log.register_secret(token)
+        self.logins += 1
+        lifetime = jwt_lifetime(token)
+        if lifetime is None:
+            return token, self.token_ttl
+        return token, max(0.0, lifetime - self.token_refresh_margin)
+
+    def auth_headers(
+        self, request: HTTPRequest, *, refresh: bool = False
+    ) -> dict[str, str]:
+        if request.auth_key == "ai" and self._tracker_key is not None:
+            return {}
+        if request.auth_key == "v4" and self._basic is not None:
+            return {"Authorization": self._basic}
+        token = self._tokens.get("jwt", refresh=refresh)
+        return {"Authorization": f"Bearer {token}"}
+
+    # --- mapping ----------------------------------------------------------------------
+    def _time(self, event: Event, now: float) -> float:
+        """The event's time, clamped to ``now`` when in the future.
+
+        The clamped value is remembered per event id (bounded), so a retry
+        sends the same ``time`` and the vendor overwrites instead of adding.
+        """
+        with self._clamp_lock:
+            remembered = self._clamped.get(event.event_id)
+            if remembered is not None:
+                return remembered
+            when = event.unix_time
+            if when <= now:
+                return when
+            self._clamped[event.event_id] = now
+            while len(self._clamped) > _CLAMP_MEMORY:
+                self._clamped.popitem(last=False)
+        _log.warn(
+            f"future-time:{self.name}",
+            "trackware: %s: event %r has a time in the future; sending the "
+            "current time instead (Synerise would replace it and break "
+            "eventSalt overwrites)",
+            self.name,
+            event.name,
+        )
+        return now
+
+    def _profile(self, event: Event) -> dict[str, t.Any]:
+        client: dict[str, t.Any] = {}
+        if self.client_id_trait is not None:
+            raw = event.traits.get(self.client_id_trait)
+            if raw is not None:
+                if isinstance(raw, int) and not isinstance(raw, bool):
+                    client["id"] = raw
+                elif isinstance(raw, str) and raw.isdigit():
+                    client["id"] = int(raw)
+                else:
+                    raise _Reject(
+                        f"client.id: trait {self.client_id_trait!r} must be an "
+                        f"integer, got {type(raw).__name__}"
+                    )
+        if event.user_id:
+            client["customId"] = str(event.user_id)
+        anonymous = event.anonymous_id
+        if anonymous and _UUID_RE.match(anonymous):
+            client["uuid"] = anonymous.lower()
+        if event.email:
+            client["email"] = event.email
+        if not client:
+            trait = f", trait {self.client_id_trait!r}" if self.client_id_trait else ""
+            raise _Reject(
+                "client: at least one of id, customId, uuid, email is required "
+                f"(the event has no user_id, email, UUID anonymous_id{trait})"
+            )
+        return client
+
+    def _label(self, event: Event, default: str) -> str:
+        label = self.labels.get(event.name)
+        if label:
+            return label
+        if self.label_property is not None:
+            value = event.properties.get(self.label_property)
+            if isinstance(value, str) and value:
+                return value
+        return default
+
+    def _v4_event(self, event: Event, now: float, action: str) -> dict[str, t.Any]:
+        etype = self.dedicated.get(event.name)
+        if etype is None and self.strict and not _ACTION_RE.match(action):
+            raise _Reject(
+                f"action: {action[:100]!r} is not dot-separated lowercase (like "
+                "'dog.bark'); map the event name with actions= or pass strict=False"
+            )
+        body: dict[str, t.Any] = {"type": etype or "custom"}
+        if etype is None:
+            body["action"] = action
+        body["label"] = self._label(event, action if etype is None else event.name)
+        body["client"] = self._profile(event)
+        body["time"] = iso_time(self._time(event, now))
+        params = dict(event.properties)
+        if self.label_property is not None:
+            params.pop(self.label_property, None)
+        if params:
+            body["params"] = params
+        body["eventSalt"] = event.event_id
+        return body
+
+    def _ai_event(self, event: Event) -> dict[str, t.Any]:
+        props = event.properties
+        correlation = _first(props, "correlationId", "correlation_id")
+        if not isinstance(correlation, str) or not correlation:
+            raise _Reject("correlationId: required, a non-empty string property")
+        client_uuid = _first(props, "clientUUID", "client_uuid")
+        if client_uuid is None and event.anonymous_id:
+            client_uuid = event.anonymous_id
+        if not isinstance(client_uuid, str) or not _UUID_RE.match(client_uuid):
+            raise _Reject(
+                "clientUUID: required, a UUID (property clientUUID, or a UUID "
+                "anonymous_id)"
+            )
+        raw_items = props.get("items", [])
+        if not isinstance(raw_items, (list, tuple)) or not all(
+            isinstance(i, str) or (isinstance(i, int) and not isinstance(i, bool))
+            for i in raw_items
+        ):
+            raise _Reject("items: must be a list of item IDs (strings)")
+        body: dict[str, t.Any] = {
+            "correlationId": correlation,
+            "clientUUID": client_uuid.lower(),
+            "items": [str(i) for i in raw_items],
+            "eventTimestamp": int(round(event.unix_time * 1000)),
+        }
+        campaign = _first(props, "campaignId", "campaign_id")
+        if campaign is not None:
+            if not isinstance(campaign, (str, int)) or isinstance(campaign, bool):
+                raise _Reject("campaignId: must be a string")
+            body["campaignId"] = str(campaign)
+        return body
+
+    @staticmethod
+    def _money(value: object, currency: object, field: str) -> dict[str, t.Any]:
+        if isinstance(value, dict):
+            amount, currency = value.get("amount"), value.get("currency", currency)
+        else:
+            amount = value
+        if not _is_number(amount):
+            raise _Reject(f"{field}.amount: required, a number")
+        if not isinstance(currency, str) or not _CURRENCY_RE.match(currency):
+            raise _Reject(f"{field}.currency: required, a 3-letter currency code")
+        return {"amount": amount, "currency": currency}
+
+    def _transaction(self, event: Event, now: float) -> dict[str, t.Any]:
+        props = dict(event.properties)
+        used = {
+            "order_id",
+            "orderId",
+            "currency",
+            "revenue",
+            "value",
+            "discount",
+            "discountAmount",
+            "products",
+            "paymentInfo",
+            "payment_method",
+            "source",
+            "metadata",
+        }
+        currency = props.get("currency")
+        order_id = _first(props, "orderId", "order_id")
+        if isinstance(order_id, int) and not isinstance(order_id, bool):
+            order_id = str(order_id)
+        if not isinstance(order_id, str) or not order_id:
+            raise _Reject("orderId: required, a non-empty string (property order_id)")
+        if props.get("revenue") is None:
+            raise _Reject("revenue: required (property revenue with currency)")
+        revenue = self._money(props["revenue"], currency, "revenue")
+        value = (
+            self._money(props["value"], currency, "value")
+            if props.get("value") is not None
+            else dict(revenue)
+        )
+        body: dict[str, t.Any] = {
+            "client": self._profile(event),
+            "orderId": order_id,
+            "recordedAt": iso_time(self._time(event, now)),
+            "revenue": revenue,
+            "value": value,
+        }
+        discount = _first(props, "discountAmount", "discount")
+        if discount is not None:
+            body["discountAmount"] = self._money(discount, currency, "discountAmount")
+        products = props.get("products", [])
+        if not isinstance(products, (list, tuple)):
+            raise _Reject("products: must be a list of products")
+        body["products"] = [
+            self._product(p, currency, i) for i, p in enumerate(products)
+        ]
+        payment = _first(props, "paymentInfo", "payment_method")
+        if isinstance(payment, str) and payment:
+            body["paymentInfo"] = {"method": payment}
+        elif isinstance(payment, dict) and isinstance(payment.get("method"), str):
+            body["paymentInfo"] = dict(payment)
+        elif payment is not None:
+            raise _Reject("paymentInfo: must be {method: str} (or payment_method)")
+        source = props.get("source", self.transaction_source)
+        if source is not None:
+            if not isinstance(source, str):
+                raise _Reject("source: must be a string")
+            body["source"] = source
+        metadata = props.get("metadata")
+        if metadata is None:
+            metadata = {k: v for k, v in props.items() if k not in used}
+        if not isinstance(metadata, dict):
+            raise _Reject("metadata: must be an object")
+        if metadata:
+            body["metadata"] = metadata
+        body["eventSalt"] = event.event_id
+        return body
+
+    def _product(self, raw: object, currency: object, index: int) -> dict[str, t.Any]:
+        where = f"products[{index}]"
+        if not isinstance(raw, dict):
+            raise _Reject(f"{where}: must be an object")
+        product = dict(raw)
+        sku = product.pop("sku", None) or product.pop("product_id", None)
+        if isinstance(sku, int) and not isinstance(sku, bool):
+            sku = str(sku)
+        if not isinstance(sku, str) or not sku:
+            raise _Reject(f"{where}.sku: required, a non-empty string")
+        name = product.pop("name", None)
+        if not isinstance(name, str) or not name:
+            raise _Reject(f"{where}.name: required, a non-empty string")
+        out: dict[str, t.Any] = {"sku": sku, "name": name}
+        quantity = product.pop("quantity", None)
+        if quantity is not None:
+            if not _is_number(quantity) or quantity <= 0:
+                raise _Reject(f"{where}.quantity: must be a number > 0")
+            out["quantity"] = quantity
+        price = product.pop("finalUnitPrice", None)
+        if price is None:
+            price = product.pop("price", None)
+        if price is None:
+            raise _Reject(f"{where}.finalUnitPrice: required (or price)")
+        out["finalUnitPrice"] = self._money(
+            price, product.pop("currency", currency), f"{where}.finalUnitPrice"
+        )
+        for key in ("regularPrice", "discountPrice", "netUnitPrice"):
+            if product.get(key) is not None:
+                out[key] = self._money(product.pop(key), currency, f"{where}.{key}")
+        out.update(product)
+        return out
+
+    # --- requests ---------------------------------------------------------------------
+    def _request(
+        self,
+        events: list[Event],
+        path: str,
+        encoded: list[str],
+        *,
+        array: bool,
+        auth: str,
+        wrap: str | None = None,
+    ) -> HTTPRequest:
+        text = ",".join(encoded)
+        if array:
+            text = f"[{text}]"
+        if wrap is not None:
+            text = f'{{"eventType":{json.dumps(wrap)},"items":[{text}]}}'
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        params: dict[str, str] | None = None
+        if auth == "v4" or path.startswith(self.ai_path_prefix + "/v4/"):
+            headers["Api-Version"] = API_VERSION
+        if auth == "ai" and self._tracker_key is not None:
+            params = {"token": self._tracker_key}
+        return HTTPRequest(
+            events,
+            "POST",
+            path,
+            content=text.encode("utf-8"),
+            headers=headers,
+            auth_key=auth,
+            params=params,
+        )
+
+    def _chunks(
+        self, items: list[tuple[Event, str]]
+    ) -> t.Iterator[list[tuple[Event, str]]]:
+        size = self.max_batch_size
+        for start in range(0, len(items), size):
+            yield items[start : start + size]
+
+    def build_requests(
+        self, events: t.Sequence[Event]
+    ) -> tuple[list[HTTPRequest], ExportResult]:
+        result = ExportResult()
+        now = time.time()
+        v4: list[tuple[Event, str, str]] = []  # (event, encoded, type)
+        transactions: list[tuple[Event, str]] = []
+        ai: dict[str, list[tuple[Event, str]]] = {}
+        for event in events:
+            action = self.actions.get(event.name, event.name)
+            try:
+                if action in AI_EVENT_TYPES:
+                    ai.setdefault(action, []).append(
+                        (event, dumps(self._ai_event(event)))
+                    )
+                elif action == TRANSACTION_ACTION:
+                    transactions.append((event, dumps(self._transaction(event, now))))
+                else:
+                    body = self._v4_event(event, now, action)
+                    etype = body["type"]
+                    if not self.batch_endpoint:
+                        del body["type"]
+                    v4.append((event, dumps(body), etype))
+            except _Reject as exc:
+                result.reject(event, f"synerise contract: {exc}")
+            except (TypeError, ValueError) as exc:
+                result.reject(event, f"synerise contract: not JSON-encodable: {exc}")
+        requests: list[HTTPRequest] = []
+        if self.batch_endpoint:
+            for chunk in self._chunks([(e, s) for e, s, _ in v4]):
+                requests.append(
+                    self._request(
+                        [e for e, _ in chunk],
+                        "/v4/events/batch",
+                        [s for _, s in chunk],
+                        array=True,
+                        auth="v4",
+                    )
+                )
+        else:
+            for event, text, etype in v4:
+                requests.append(
+                    self._request(
+                        [event], f"/v4/events/{etype}", [text], array=False, auth="v4"
+                    )
+                )
+        for chunk in self._chunks(transactions):
+            batch = self.transactions_batch and len(chunk) > 1
+            if batch:
+                requests.append(
+                    self._request(
+                        [e for e, _ in chunk],
+                        "/v4/transactions/batch",
+                        [s for _, s in chunk],
+                        array=True,
+                        auth="v4",
+                    )
+                )
+            else:
+                for event, text in chunk:
+                    requests.append(
+                        self._request(
+                            [event], "/v4/transactions", [text], array=False, auth="v4"
+                        )
+                    )
+        prefix = self.ai_path_prefix
+        for etype, items in ai.items():
+            if self.ai_endpoint == "ai-compat":
+                for event, text in items:
+                    requests.append(
+                        self._request(
+                            [event],
+                            f"{prefix}/v4/events/ai-compat/{etype}",
+                            [text],
+                            array=False,
+                            auth="ai",
+                        )
+                    )
+                continue
+            for chunk in self._chunks(items):
+                if len(chunk) == 1:
+                    event, text = chunk[0]
+                    requests.append(
+                        self._request(
+                            [event],
+                            f"{prefix}/events/v1/single/{etype}",
+                            [text],
+                            array=False,
+                            auth="ai",
+                        )
+                    )
+                else:
+                    requests.append(
+                        self._request(
+                            [e for e, _ in chunk],
+                            f"{prefix}/events/v1/batch",
+                            [s for _, s in chunk],
+                            array=False,
+                            auth="ai",
+                            wrap=etype,
+                        )
+                    )
+        return requests, result
+
+    def __repr__(self) -> str:
+        auth = "basic" if self._basic is not None else "jwt"
+        return (
+            f"<SyneriseExporter name={self.name!r} base_url={self.base_url!r} "
+            f"auth={auth}>"
+        )

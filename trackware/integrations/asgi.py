@@ -1,0 +1,695 @@
+"""ASGI integration: page, session, identity and websocket tracking.
+
+Usage (Starlette, FastAPI, Django, Quart, or any ASGI 2/3 app)::
+
+    from trackware.integrations.asgi import TrackwareMiddleware
+
+    app = TrackwareMiddleware(app, tracker=tracker)
+    # or, in Starlette/FastAPI: app.add_middleware(TrackwareMiddleware, tracker=tracker)
+
+Options are the fields of :class:`~trackware.integrations._common.TrackingOptions`
+(``page_event``, ``session_timeout``, ``exclude_paths``, ``query_allow``...),
+with the same defaults as the Flask extension, plus:
+
+* ``identity``: a callable taking the ASGI scope, sync or ``async``, returning
+  the current user (a user id, a mapping with ``user_id``/``email``/``phone``/
+  ``traits``, or ``None``). It is called when the request starts and again when
+  the response is complete; ``trackware.identify()`` inside endpoints,
+  dependencies (also sync ones FastAPI runs in a thread pool) and background
+  tasks works too.
+* ``websocket_connect_event`` / ``websocket_disconnect_event``: event names
+  (``None`` turns one off).
+* ``flush_on_shutdown``: flush the tracker, within its ``shutdown_timeout``, in
+  a thread when the server sends ``lifespan.shutdown`` (default ``True``).
+
+The middleware is pure ASGI: it imports no framework and never buffers a
+body. Per request it reads the headers once, binds a
+:class:`~trackware.Scope`, adds ``Set-Cookie`` headers to
+``http.response.start`` and tracks the page event when the last body chunk is
+sent (streamed responses and server-sent events included), with the route
+template when the framework exposes it (Starlette/FastAPI ``scope["route"]``,
+Django's URL resolver, Quart's URL map). Exceptions from the app are recorded
+(status 500) and re-raised untouched. Wrapping an app twice tracks once.
+
+Route and endpoint exclusions (``exclude_routes``/``exclude_endpoints``) are
+known only after routing: they suppress the page and websocket events, while
+the session cookie of such a request is still maintained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import inspect
+import sys
+import threading
+import time
+import typing as t
+import urllib.parse
+
+try:
+    from asgiref.compatibility import guarantee_single_callable
+except ImportError:  # pragma: no cover - exercised by the import-gate test
+    raise ImportError(
+        "trackware.integrations.asgi needs asgiref: pip install 'trackware[asgi]'"
+    ) from None
+
+from .. import _log
+from .._context import _scope
+from ..exceptions import ConfigurationError
+from ._common import Identity, RequestState, RequestTracker, TrackingOptions
+
+if t.TYPE_CHECKING:
+    from asgiref.typing import (
+        ASGI3Application,
+        ASGIApplication,
+        ASGIReceiveCallable,
+        ASGIReceiveEvent,
+        ASGISendCallable,
+        ASGISendEvent,
+        Scope,
+    )
+
+    from .._tracker import Tracker
+
+__all__ = ["TrackwareMiddleware"]
+
+#: Key in the ASGI scope marking a connection an outer TrackwareMiddleware
+#: handles (its value: the request's state, or ``None`` when not tracked).
+SCOPE_KEY = "trackware"
+
+#: Set while a TrackwareMiddleware handles a connection in this context: the
+#: guard against double tracking when something between two wrappers rebuilt
+#: the scope without our marker.
+_active: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "trackware_asgi_active", default=False
+)
+
+#: What the identity callable of the middleware may be.
+IdentityCallable: t.TypeAlias = (
+    "t.Callable[[t.Mapping[str, t.Any]], Identity | t.Awaitable[Identity]]"
+)
+
+_Message: t.TypeAlias = "dict[str, t.Any]"
+_RouteFinder: t.TypeAlias = (
+    "t.Callable[[dict[str, t.Any], str, str, str], tuple[str | None, str | None]]"
+)
+
+_EXTRA_OPTIONS = frozenset(
+    {
+        "identity",
+        "websocket_connect_event",
+        "websocket_disconnect_event",
+        "flush_on_shutdown",
+    }
+)
+
+
+class TrackwareMiddleware:
+    """Track pages, sessions, identity and websockets of an ASGI app.
+
+    Args:
+        app: the ASGI application (ASGI 3, or ASGI 2 double-callable).
+        tracker: where events go (default: the process default tracker).
+        identity: a sync or async callable ``(scope) -> Identity``.
+        websocket_connect_event: name of the event tracked when a websocket
+            is accepted (``None``: not tracked).
+        websocket_disconnect_event: name of the event tracked when it closes,
+            with ``code``, ``duration`` and who closed it (``None``: not tracked).
+        flush_on_shutdown: flush the tracker on ``lifespan.shutdown``.
+        options: any :class:`~trackware.integrations._common.TrackingOptions`
+            field.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApplication | t.Any,
+        *,
+        tracker: Tracker | None = None,
+        identity: IdentityCallable | None = None,
+        websocket_connect_event: str | None = "websocket_connect",
+        websocket_disconnect_event: str | None = "websocket_disconnect",
+        flush_on_shutdown: bool = True,
+        **options: t.Any,
+    ) -> None:
+        names = {f.name for f in dataclasses.fields(TrackingOptions)} - {
+            "tracker",
+            "identity",
+        }
+        unknown = set(options) - names
+        if unknown:
+            raise ConfigurationError(
+                f"TrackwareMiddleware() got unknown option(s) {sorted(unknown)}; "
+                f"valid options: {sorted(names | _EXTRA_OPTIONS | {'tracker'})}"
+            )
+        if identity is not None and not callable(identity):
+            raise ConfigurationError(
+                "identity must be a callable taking the ASGI scope and returning "
+                "the user (it may be async)"
+            )
+        if app is None or not callable(app):
+            raise ConfigurationError(
+                "TrackwareMiddleware needs the ASGI app to wrap: "
+                "TrackwareMiddleware(app, tracker=...)"
+            )
+        self.app: ASGI3Application = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
+        self.engine = RequestTracker(TrackingOptions(tracker=tracker, **options))
+        self.identity = identity
+        self.websocket_connect_event = websocket_connect_event
+        self.websocket_disconnect_event = websocket_disconnect_event
+        self.flush_on_shutdown = flush_on_shutdown
+        self._query = bool(self.engine.options.query_allow)
+        self._capture_ip = self.engine.options.capture_ip
+        self._find_route = _route_finder(app)
+
+    # --- dispatch ----------------------------------------------------------------
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        kind = scope["type"]
+        if SCOPE_KEY in scope or (_active.get() and kind != "lifespan"):
+            # An outer TrackwareMiddleware handles this connection already.
+            await self.app(scope, receive, send)
+            return
+        if kind == "http":
+            await self._http(t.cast("dict[str, t.Any]", scope), receive, send)
+        elif kind == "websocket":
+            await self._websocket(t.cast("dict[str, t.Any]", scope), receive, send)
+        elif kind == "lifespan" and self.flush_on_shutdown:
+            await self._lifespan(t.cast("dict[str, t.Any]", scope), receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    # --- http --------------------------------------------------------------------
+    def _begin(self, scope: dict[str, t.Any], method: str) -> RequestState | None:
+        cookie = user_agent = referrer = None
+        for name, value in scope.get("headers") or ():
+            if name == b"cookie":
+                text = value.decode("latin-1")
+                cookie = text if cookie is None else f"{cookie}; {text}"
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+            elif name == b"referer":
+                referrer = value.decode("latin-1")
+        engine = self.engine
+        path: str = scope.get("path") or "/"
+        if not engine.wants(method, path, user_agent):
+            return None
+        query = None
+        if self._query:
+            raw = scope.get("query_string")
+            if raw:
+                query = dict(urllib.parse.parse_qsl(raw.decode("latin-1")))
+        client_ip = None
+        if self._capture_ip:
+            client = scope.get("client")
+            client_ip = client[0] if client else None
+        return engine.begin(
+            method=method,
+            path=path,
+            query=query,
+            cookie_header=cookie,
+            secure=scope.get("scheme") in ("https", "wss"),
+            referrer=referrer,
+            user_agent=user_agent,
+            client_ip=client_ip,
+        )
+
+    async def _http(
+        self,
+        scope: dict[str, t.Any],
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+    ) -> None:
+        try:
+            state = self._begin(scope, scope.get("method") or "GET")
+        except Exception:
+            _log.error(
+                "asgi-begin", "trackware: could not start tracking", exc_info=True
+            )
+            state = None
+        inner = dict(scope)
+        inner[SCOPE_KEY] = state
+        guard = _active.set(True)
+        if state is None:
+            try:
+                await self.app(t.cast("Scope", inner), receive, send)
+            finally:
+                _active.reset(guard)
+            return
+
+        engine = self.engine
+        root_path: str = scope.get("root_path") or ""
+        # [complete, finished, disconnected, trailers]: per-request flags, in a
+        # local list the two closures share.
+        flags = [False, False, False, False]
+        if self.identity is not None:
+            await self._identify(inner, state)
+
+        async def tracking_receive() -> ASGIReceiveEvent:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not flags[0]:
+                flags[2] = True
+            return message
+
+        async def tracking_send(message: ASGISendEvent) -> None:
+            msg = t.cast("dict[str, t.Any]", message)
+            kind = msg["type"]
+            if kind == "http.response.start":
+                state.status = msg["status"]
+                flags[3] = bool(msg.get("trailers"))
+                try:
+                    cookies = engine.response_cookies(state)
+                except Exception:
+                    _log.error(
+                        "asgi-cookies",
+                        "trackware: could not set cookies",
+                        exc_info=True,
+                    )
+                    cookies = []
+                if cookies:
+                    headers = list(msg.get("headers") or ())
+                    for value in cookies:
+                        headers.append((b"set-cookie", value.encode("latin-1")))
+                    message = t.cast("ASGISendEvent", {**msg, "headers": headers})
+                await send(message)
+                return
+            await send(message)
+            if flags[0]:
+                return
+            if kind == "http.response.body":
+                if msg.get("more_body", False) or flags[3]:
+                    return
+            elif kind == "http.response.trailers":
+                if msg.get("more_trailers", False):
+                    return
+            elif kind != "http.response.pathsend":
+                return
+            flags[0] = True
+            if self.identity is not None:
+                await self._identify(inner, state)
+            flags[1] = True
+            self._finish_http(state, inner, root_path, None, False)
+
+        error: BaseException | None = None
+        try:
+            await self.app(t.cast("Scope", inner), tracking_receive, tracking_send)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                if not flags[1]:
+                    flags[1] = True
+                    self._finish_http(state, inner, root_path, error, flags[2])
+            finally:
+                engine.close(state)
+                _active.reset(guard)
+
+    def _finish_http(
+        self,
+        state: RequestState,
+        inner: dict[str, t.Any],
+        root_path: str,
+        error: BaseException | None,
+        disconnected: bool,
+    ) -> None:
+        try:
+            route, endpoint = self._find_route(
+                inner, root_path, state.method, state.path
+            )
+        except Exception:
+            route = endpoint = None
+        status = state.status
+        if disconnected:
+            state.scope.bind(client_disconnected=True)
+            if status is None:
+                status = 499  # client closed the request before a response
+        elif error is not None:
+            status = 500
+        self.engine.finish(
+            state,
+            status=status,
+            route=route,
+            endpoint=endpoint,
+            error=error,
+            reset=False,
+        )
+
+    async def _identify(self, inner: dict[str, t.Any], state: RequestState) -> None:
+        callback = self.identity
+        if callback is None:
+            return
+        try:
+            who = callback(inner)
+            if inspect.isawaitable(who):
+                who = await who
+        except Exception:
+            _log.error(
+                "identity-callable",
+                "trackware: the identity callable raised; the request is tracked "
+                "anonymously",
+                exc_info=True,
+            )
+            return
+        RequestTracker.bind_identity(state.scope, who)
+
+    # --- websocket ---------------------------------------------------------------
+    async def _websocket(
+        self,
+        scope: dict[str, t.Any],
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+    ) -> None:
+        try:
+            state = self._begin(scope, "GET")
+        except Exception:
+            _log.error(
+                "asgi-begin", "trackware: could not start tracking", exc_info=True
+            )
+            state = None
+        inner = dict(scope)
+        inner[SCOPE_KEY] = state
+        guard = _active.set(True)
+        if state is None:
+            try:
+                await self.app(t.cast("Scope", inner), receive, send)
+            finally:
+                _active.reset(guard)
+            return
+
+        engine = self.engine
+        root_path: str = scope.get("root_path") or ""
+        # [accepted, ended]
+        flags = [False, False]
+        if self.identity is not None:
+            await self._identify(inner, state)
+
+        def ended(code: int, initiator: str, error: BaseException | None) -> None:
+            flags[1] = True
+            name = self.websocket_disconnect_event
+            if name is None:
+                return
+            props: dict[str, t.Any] = {
+                "code": code,
+                "initiator": initiator,
+                "accepted": flags[0],
+                "duration": time.perf_counter() - state.start,
+            }
+            if error is not None:
+                props["error"] = type(error).__name__
+            self._track_ws(state, inner, root_path, name, props)
+
+        async def tracking_receive() -> ASGIReceiveEvent:
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and not flags[1]:
+                code = t.cast("dict[str, t.Any]", message).get("code", 1005)
+                ended(int(code), "client", None)
+            return message
+
+        async def tracking_send(message: ASGISendEvent) -> None:
+            msg = t.cast("dict[str, t.Any]", message)
+            kind = msg["type"]
+            if kind == "websocket.accept" and not flags[0]:
+                try:
+                    cookies = engine.response_cookies(state)
+                except Exception:
+                    _log.error(
+                        "asgi-cookies",
+                        "trackware: could not set cookies",
+                        exc_info=True,
+                    )
+                    cookies = []
+                if cookies:
+                    headers = list(msg.get("headers") or ())
+                    for value in cookies:
+                        headers.append((b"set-cookie", value.encode("latin-1")))
+                    message = t.cast("ASGISendEvent", {**msg, "headers": headers})
+                await send(message)
+                flags[0] = True
+                name = self.websocket_connect_event
+                if name is not None:
+                    props: dict[str, t.Any] = {}
+                    if msg.get("subprotocol"):
+                        props["subprotocol"] = msg["subprotocol"]
+                    self._track_ws(state, inner, root_path, name, props)
+                return
+            await send(message)
+            if flags[1]:
+                return
+            if kind == "websocket.close":
+                ended(int(msg.get("code") or 1000), "server", None)
+            elif kind == "websocket.http.response.start":
+                state.status = msg.get("status")
+                ended(1008, "server", None)
+
+        error: BaseException | None = None
+        try:
+            await self.app(t.cast("Scope", inner), tracking_receive, tracking_send)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                if not flags[1]:
+                    ended(1011 if error is not None else 1000, "server", error)
+            except Exception:
+                _log.error(
+                    "asgi-websocket",
+                    "trackware: could not track the websocket event",
+                    exc_info=True,
+                )
+            finally:
+                engine.close(state)
+                _active.reset(guard)
+
+    def _track_ws(
+        self,
+        state: RequestState,
+        inner: dict[str, t.Any],
+        root_path: str,
+        name: str,
+        props: dict[str, t.Any],
+    ) -> None:
+        try:
+            route, endpoint = self._find_route(inner, root_path, "GET", state.path)
+        except Exception:
+            route = endpoint = None
+        if self.engine.route_excluded(route, endpoint):
+            return
+        props = {"path": state.path, "route": route, "endpoint": endpoint, **props}
+        if state.status is not None:
+            props["status"] = state.status
+        scope = state.scope
+        tracker = state.tracker or _get_tracker()
+        try:
+            if _scope.get() is scope:
+                tracker.track(name, props)
+            else:
+                tracker.track(
+                    name,
+                    props,
+                    user_id=scope.user_id,
+                    anonymous_id=scope.anonymous_id,
+                    email=scope.email,
+                    phone=scope.phone,
+                    traits=scope.traits or None,
+                    context=scope.context,
+                )
+        except Exception:
+            _log.error(
+                "asgi-websocket",
+                "trackware: could not track the websocket event",
+                exc_info=True,
+            )
+
+    # --- lifespan ----------------------------------------------------------------
+    async def _lifespan(
+        self,
+        scope: dict[str, t.Any],
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+    ) -> None:
+        used = [False]
+
+        async def lifespan_receive() -> ASGIReceiveEvent:
+            used[0] = True
+            return await receive()
+
+        async def lifespan_send(message: ASGISendEvent) -> None:
+            used[0] = True
+            if message["type"] in (
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+            ):
+                await self._flush()
+            await send(message)
+
+        try:
+            await self.app(t.cast("Scope", scope), lifespan_receive, lifespan_send)
+        except Exception:
+            if used[0]:
+                raise
+            # The app does not speak lifespan (Django's ASGIHandler raises):
+            # answer it ourselves so that the tracker is flushed on shutdown.
+        else:
+            if used[0]:
+                return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._flush()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _flush(self) -> None:
+        """Flush the tracker within its budget on a thread; never blocks the loop."""
+        tracker = self.engine.options.tracker
+        if tracker is None:
+            from .. import _tracker
+
+            tracker = _tracker._default
+        if tracker is None:
+            return
+        try:
+            await _in_thread(tracker.flush, tracker.shutdown_timeout)
+        except Exception:
+            _log.error(
+                "asgi-lifespan-flush",
+                "trackware: flushing on lifespan shutdown failed",
+                exc_info=True,
+            )
+
+
+async def _in_thread(fn: t.Callable[[float], bool], timeout: float) -> bool:
+    """Run ``fn(timeout)`` on a new daemon thread and await its result."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio (e.g. hypercorn -k trio)
+        trio = sys.modules.get("trio")
+        if trio is None:
+            return False
+        return t.cast(bool, await trio.to_thread.run_sync(fn, timeout))
+    future: asyncio.Future[bool] = loop.create_future()
+
+    def settle(result: bool | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(bool(result))
+
+    def run() -> None:
+        try:
+            result = fn(timeout)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="trackware-lifespan-flush", daemon=True).start()
+    return await future
+
+
+# --- route templates ------------------------------------------------------------
+
+
+def _scope_route(
+    inner: dict[str, t.Any], root_path: str, method: str, path: str
+) -> tuple[str | None, str | None]:
+    """Starlette/FastAPI: the router leaves the matched route in ``scope["route"]``."""
+    route = inner.get("route")
+    if route is None:
+        return None, None
+    template = getattr(route, "path", None)
+    name = getattr(route, "name", None)
+    endpoint = name if isinstance(name, str) else None
+    if not isinstance(template, str):
+        return None, endpoint
+    mounted = inner.get("root_path") or ""
+    if hasattr(route, "routes"):
+        # A Mount answering itself (static files, a plain ASGI sub-app).
+        return template.rstrip("/") + "/{path:path}", endpoint
+    if len(mounted) > len(root_path) and mounted.startswith(root_path):
+        # Inside a mounted sub-app: the mount's part of the path comes first.
+        template = mounted[len(root_path) :].rstrip("/") + template
+    return template, endpoint
+
+
+def _route_finder(app: t.Any) -> _RouteFinder:
+    """Pick how route templates are found for ``app`` (duck-typed, no imports)."""
+    target = getattr(app, "__self__", app)  # a bound method like quart_app.asgi_app
+    module = type(target).__module__ or ""
+    if module.startswith("django."):
+        return _with_fallback(_django_route)
+    url_map = getattr(target, "url_map", None)
+    if url_map is not None and callable(getattr(url_map, "bind", None)):
+        return _with_fallback(_werkzeug_route(url_map))
+    return _scope_route
+
+
+def _with_fallback(finder: _RouteFinder) -> _RouteFinder:
+    def find(
+        inner: dict[str, t.Any], root_path: str, method: str, path: str
+    ) -> tuple[str | None, str | None]:
+        if "route" in inner:
+            return _scope_route(inner, root_path, method, path)
+        return finder(inner, root_path, method, path)
+
+    return find
+
+
+def _relative(path: str, root_path: str) -> str:
+    if root_path and path.startswith(root_path):
+        return path[len(root_path) :] or "/"
+    return path
+
+
+def _django_route(
+    inner: dict[str, t.Any], root_path: str, method: str, path: str
+) -> tuple[str | None, str | None]:
+    """Django: resolve the path with the URLconf Django itself uses."""
+    urls = sys.modules.get("django.urls")
+    if urls is None:
+        return None, None
+    try:
+        match = urls.resolve(_relative(path, root_path))
+    except Exception:  # Resolver404 and friends: no route
+        return None, None
+    route = getattr(match, "route", None)
+    view_name = getattr(match, "view_name", None)
+    return (
+        "/" + route.lstrip("^/") if isinstance(route, str) else None,
+        view_name if isinstance(view_name, str) else None,
+    )
+
+
+def _werkzeug_route(url_map: t.Any) -> _RouteFinder:
+    """Quart (and other werkzeug-routed ASGI apps): match against ``url_map``."""
+
+    def find(
+        inner: dict[str, t.Any], root_path: str, method: str, path: str
+    ) -> tuple[str | None, str | None]:
+        try:
+            adapter = url_map.bind("localhost")
+            rule, _ = adapter.match(
+                _relative(path, root_path),
+                method=method,
+                return_rule=True,
+                websocket=inner.get("type") == "websocket",
+            )
+        except Exception:  # 404, 405, redirects: no route
+            return None, None
+        return str(rule.rule), str(rule.endpoint)
+
+    return find
+
+
+def _get_tracker() -> Tracker:
+    from .._tracker import get_tracker
+
+    return get_tracker()

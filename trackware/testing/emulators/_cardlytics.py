@@ -1,0 +1,638 @@
+"""A strict emulator of the Cardlytics Publisher API v2 session and clientEvent calls.
+
+Routes (vendor ``"cardlytics"``):
+
+* ``cardlytics.startSession``: ``POST /v2/session/startSession``
+* ``cardlytics.clientEvent``: ``POST /v2/events/clientEvent``
+
+Every rule of the two Cardlytics rows of the vendor contract table is checked
+and a violation is answered with Cardlytics' v2 error envelope
+``{"type", "title", "status", "validationErrors", "requestId"}`` whose
+``validationErrors`` name the rule that failed. ``X-CDLX-Request-Id`` is echoed
+as ``requestId`` on every answer (a random UUID when absent).
+
+Choices made where the vendor's documents disagree (each is repeated where
+the rule is applied):
+
+* Bad ``clientId``/``secret`` on startSession is answered **500**
+  ``InternalServerError``, not 401: that is what Cardlytics documents.
+* startSession accepts both documented bodies: ``{clientId, secret}`` (newer
+  docs) and ``{sourceCustomerId, scopes?}`` (the OpenAPI file).
+* Session lifetime: ``token_ttl`` seconds, default 900 (the "15 minutes"
+  page); set it to 3600 for the "one hour" page.
+* ``clientEventType``/``clientEvent`` pairing follows the reference table;
+  the seed's (``SessionAction``, ``RewardSummaryLinkClicked``) is accepted as a
+  known documentation variant and ``ExpandRedemption`` (seed only) as a
+  ``CustomerProfileAction``.
+* ``serveToken`` is optional in the vendor's table but required in strict
+  mode; in strict mode non-Ad events must send ``clientEventMetadata: null``
+  (lenient: ``null`` or absent) and unknown keys are refused.
+* A request is all-or-nothing: one invalid event rejects the whole request
+  with every violation listed (Cardlytics does not document partial success).
+* Whether Cardlytics de-duplicates ``clientEventId`` is not documented: the
+  emulator rejects a repeat *within* one request, accepts repeats across
+  requests, keeps the first in :attr:`CardlyticsAPI.events` and records each
+  repeat in :attr:`CardlyticsAPI.duplicates`.
+* A 401 carries no hint of *why* (expired and unknown tokens look the same),
+  as Cardlytics documents.
+* The maximum of events per request is undocumented: ``max_events`` (default
+  100) makes the client's chunking testable.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+import typing as t
+import uuid
+
+from ._server import HTTPError, Reply, Request, VendorAPI
+
+__all__ = ["AD_EVENT_TYPES", "CHANNELS", "CLIENT_EVENTS", "SECTIONS", "CardlyticsAPI"]
+
+#: ``clientEvent`` -> the ``clientEventType`` it belongs to (reference table,
+#: plus the seed-only ``ExpandRedemption``).
+CLIENT_EVENTS: dict[str, str] = {
+    "DisplayElementExpanded": "AdInteraction",
+    "DisplayElementCollapsed": "AdInteraction",
+    "UrlLinkClicked": "AdInteraction",
+    "UrlLinkContinue": "AdInteraction",
+    "ActivateOffer": "AdInteraction",
+    "ParkOffer": "AdInteraction",
+    "UnParkOffer": "AdInteraction",
+    "UnParkAllOffers": "SessionAction",
+    "AdViewableImpression": "AdImpression",
+    "LogEnrollment": "SessionAction",
+    "RewardSummaryLinkClicked": "CustomerProfileAction",
+    "LearnMoreLinkClicked": "CustomerProfileAction",
+    "FaqLinkClicked": "CustomerProfileAction",
+    "ExpiredOffersLinkClicked": "AdInteraction",
+    "ExpandRedemption": "CustomerProfileAction",
+}
+#: (type, event) pairs the seed uses although the reference table disagrees.
+DOCUMENTED_VARIANTS: frozenset[tuple[str, str]] = frozenset(
+    {("SessionAction", "RewardSummaryLinkClicked")}
+)
+CLIENT_EVENT_TYPES = frozenset(
+    {"AdImpression", "AdInteraction", "SessionAction", "CustomerProfileAction"}
+)
+#: Types whose events must carry a ``clientEventMetadata`` object.
+AD_EVENT_TYPES = frozenset({"AdImpression", "AdInteraction"})
+CHANNELS = frozenset(
+    {"Email", "SMS", "MMS", "OLB", "MobileWeb", "MobileApp", "MobileWallet"}
+)
+SECTIONS = frozenset(
+    {
+        "Email",
+        "SMS",
+        "MMS",
+        "Transaction",
+        "Summary",
+        "Dashboard",
+        "Landing",
+        "OnboardingPage",
+        "LatestOffers",
+        "ExpiringSoon",
+        "RewardSummaryListView",
+        "FeaturedOffers",
+        "EntertainmentCategory",
+        "FoodCategory",
+        "RetailCategory",
+        "ServicesCategory",
+        "TravelCategory",
+    }
+)
+SCOPES = frozenset({"api:customer", "api:institution"})
+NO_USER = "no-user-available"
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?"
+    r"([Zz]|[+-]\d{2}:\d{2})"
+)
+_ITEM_KEYS = frozenset(
+    {
+        "clientEventId",
+        "clientEventType",
+        "clientEvent",
+        "clientEventTimestamp",
+        "clientEventMetadata",
+    }
+)
+_METADATA_KEYS = frozenset(
+    {
+        "serveToken",
+        "section",
+        "channel",
+        "imageSlots",
+        "categoryId",
+        "curationId",
+        "displayPosition",
+        "price",
+    }
+)
+_NOT_ENROLLED = "User is not enrolled in the program and should not receive events."
+_NO_ACCOUNTS = "User has no accounts"
+
+
+class _Session(t.NamedTuple):
+    customer: str
+    session_id: str
+    expires: float
+    scopes: tuple[str, ...]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _valid_timestamp(value: object) -> bool:
+    """RFC 3339 date-time with a time-zone designator (``Z`` or an offset)."""
+    if not isinstance(value, str):
+        return False
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return False
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    try:
+        _dt.datetime(year, month, day, hour, minute, min(second, 59))
+    except ValueError:
+        return False
+    return hour < 24 and minute < 60 and second <= 60
+
+
+class CardlyticsAPI(VendorAPI):
+    """The emulated Cardlytics API: configuration, issued sessions, accepted events.
+
+    Args:
+        credentials: accepted ``clientId`` -> ``secret`` pairs.
+        strict: enforce the rules marked *strict* in the contract table
+            (``serveToken`` required, ``clientEventMetadata: null`` present for
+            non-Ad events, no unknown keys, ``x-source-customer-id`` must match
+            the session's customer, OpenAPI ``sourceCustomerId`` must match
+            the header).
+        token_ttl: session lifetime, seconds (default 900; 3600 per the other page).
+        max_events: most ``clientEvents`` per request.
+        auth_header: which session header clientEvent accepts: ``"either"``
+            (default), ``"bearer"`` (``Authorization: Bearer``) or
+            ``"session-token"`` (``X-CDLX-Session-Token``).
+        no_accounts: customer ids whose startSession is answered 400
+            "User has no accounts".
+        not_enrolled: customer ids whose startSession is answered 400 "User is
+            not enrolled in the program...".
+        organization_id: put in the session JWT.
+
+    Attributes:
+        events: accepted ``clientEvents`` items (dicts), in order, first
+            occurrence of each ``clientEventId`` only.
+        duplicates: items whose ``clientEventId`` an earlier request already
+            delivered (accepted, recorded here, not added to ``events``).
+        batches: one dict per accepted request: ``customer``, ``requestId``,
+            ``clientEvents``.
+        sessions: one dict per issued session: ``customer``, ``token``,
+            ``expires`` (epoch seconds), ``scopes``.
+    """
+
+    vendor = "cardlytics"
+
+    def __init__(
+        self,
+        *,
+        credentials: t.Mapping[str, str] | None = None,
+        strict: bool = True,
+        token_ttl: float = 900.0,
+        max_events: int = 100,
+        auth_header: str = "either",
+        no_accounts: t.Iterable[str] = (),
+        not_enrolled: t.Iterable[str] = (),
+        organization_id: str = "org-trackware-test",
+    ) -> None:
+        super().__init__()
+        self.credentials: dict[str, str] = dict(
+            credentials
+            if credentials is not None
+            else {"trackware-test-client": "trackware-test-secret"}
+        )
+        self.strict = strict
+        self.token_ttl = token_ttl
+        self.max_events = max_events
+        self.auth_header = auth_header
+        self.no_accounts: set[str] = set(no_accounts)
+        self.not_enrolled: set[str] = set(not_enrolled)
+        self.organization_id = organization_id
+        self.events: list[dict[str, t.Any]] = []
+        self.duplicates: list[dict[str, t.Any]] = []
+        self.batches: list[dict[str, t.Any]] = []
+        self.sessions: list[dict[str, t.Any]] = []
+        self._tokens: dict[str, _Session] = {}
+        self._seen: set[str] = set()
+        self._signing_key = os.urandom(32)
+        self.route(
+            "cardlytics.startSession",
+            _METHODS,
+            r"/v2/session/startSession",
+            self._start_session,
+        )
+        self.route(
+            "cardlytics.clientEvent",
+            _METHODS,
+            r"/v2/events/clientEvent",
+            self._client_event,
+        )
+
+    def reset(self) -> None:
+        with self.lock:
+            self.events.clear()
+            self.duplicates.clear()
+            self.batches.clear()
+            self.sessions.clear()
+            self._tokens.clear()
+            self._seen.clear()
+
+    # --- helpers for tests -----------------------------------------------------------
+    def expire_sessions(self) -> None:
+        """Make every issued session token invalid (the next use gets 401)."""
+        with self.lock:
+            self._tokens.clear()
+
+    def claims(self, token: str) -> dict[str, t.Any]:
+        """The JWT payload of an issued token."""
+        payload = token.split(".")[1]
+        decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        return t.cast("dict[str, t.Any]", json.loads(decoded))
+
+    # --- shared checks ---------------------------------------------------------------
+    @staticmethod
+    def _request_id(request: Request) -> str:
+        return request.headers.get("X-CDLX-Request-Id") or str(uuid.uuid4())
+
+    @staticmethod
+    def _error(
+        status: int,
+        kind: str,
+        title: str,
+        errors: list[str],
+        request_id: str,
+        headers: dict[str, str] | None = None,
+    ) -> HTTPError:
+        return HTTPError(
+            status,
+            {
+                "type": kind,
+                "title": title,
+                "status": status,
+                "validationErrors": errors,
+                "requestId": request_id,
+            },
+            headers,
+        )
+
+    def _preamble(self, request: Request, request_id: str) -> None:
+        """Method (405) and content type (415) checks."""
+        if request.method != "POST":
+            raise self._error(
+                405,
+                "HttpRequestMethodNotSupported",
+                "Method Not Allowed",
+                [f"method {request.method} not allowed: use POST"],
+                request_id,
+                {"Allow": "POST"},
+            )
+        if request.content_type != "application/json":
+            raise self._error(
+                415,
+                "HttpMediaTypeNotSupported",
+                "Unsupported Media Type",
+                [
+                    "Content-Type must be application/json, got "
+                    f"{request.content_type or 'none'!r}"
+                ],
+                request_id,
+            )
+
+    def _body(self, request: Request, request_id: str) -> t.Any:
+        """The JSON object body, or 400 ``HttpMessageNotReadable``."""
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self._error(
+                400,
+                "HttpMessageNotReadable",
+                "Bad Request",
+                [f"body: malformed JSON ({exc})"],
+                request_id,
+            ) from None
+        if not isinstance(body, dict):
+            raise self._error(
+                400,
+                "HttpMessageNotReadable",
+                "Bad Request",
+                ["body: must be a JSON object"],
+                request_id,
+            )
+        return body
+
+    def _customer_header(self, request: Request, request_id: str) -> str:
+        customer = (request.headers.get("x-source-customer-id") or "").strip()
+        if not customer:
+            raise self._error(
+                400,
+                "ValidationException",
+                "Bad Request",
+                [
+                    "x-source-customer-id header is required (a pseudonymised "
+                    f"customer id, or {NO_USER!r})"
+                ],
+                request_id,
+            )
+        return customer
+
+    # --- POST /v2/session/startSession -----------------------------------------------
+    def _start_session(self, request: Request) -> Reply:
+        request_id = self._request_id(request)
+        self._preamble(request, request_id)
+        customer = self._customer_header(request, request_id)
+        body = self._body(request, request_id)
+        scopes: tuple[str, ...] = ("api:customer",)
+        if "clientId" in body or "secret" in body:
+            client_id = body.get("clientId")
+            secret = body.get("secret")
+            known = isinstance(client_id, str) and self.credentials.get(client_id)
+            if not (
+                known and isinstance(secret, str) and hmac.compare_digest(known, secret)
+            ):
+                # Documented quirk: invalid credentials are answered 500, not 401.
+                raise self._error(
+                    500,
+                    "InternalServerError",
+                    "Internal Server Error",
+                    ["clientId/secret: invalid credentials"],
+                    request_id,
+                )
+        elif "sourceCustomerId" in body:
+            # The OpenAPI file's body: the client certificate authenticates.
+            errors = []
+            source = body.get("sourceCustomerId")
+            if not isinstance(source, str) or not source:
+                errors.append("sourceCustomerId: must be a non-empty string")
+            elif self.strict and source != customer:
+                errors.append(
+                    "sourceCustomerId: must equal the x-source-customer-id header"
+                )
+            raw_scopes = body.get("scopes", ["api:customer"])
+            if (
+                not isinstance(raw_scopes, list)
+                or not raw_scopes
+                or not all(isinstance(s, str) and s in SCOPES for s in raw_scopes)
+            ):
+                errors.append(
+                    "scopes: must be a non-empty array of 'api:customer' / "
+                    "'api:institution'"
+                )
+            else:
+                scopes = tuple(raw_scopes)
+            if errors:
+                raise self._error(
+                    400, "ValidationException", "Bad Request", errors, request_id
+                )
+        else:
+            raise self._error(
+                400,
+                "ValidationException",
+                "Bad Request",
+                ["body: must carry clientId and secret (or sourceCustomerId)"],
+                request_id,
+            )
+        if customer in self.not_enrolled:
+            raise self._error(
+                400, "ValidationException", _NOT_ENROLLED, [_NOT_ENROLLED], request_id
+            )
+        if customer in self.no_accounts:
+            raise self._error(
+                400, "ValidationException", _NO_ACCOUNTS, [_NO_ACCOUNTS], request_id
+            )
+        now = time.time()
+        expires = now + self.token_ttl
+        session_id = str(uuid.uuid4())
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        claims = {
+            "customerId": customer,
+            "sessionId": session_id,
+            "organizationId": self.organization_id,
+            "scopes": list(scopes),
+            "iat": int(now),
+            "exp": round(expires, 3),
+            "sessionExpirationTimestamp": _dt.datetime.fromtimestamp(
+                expires, _dt.timezone.utc
+            )
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+        }
+        payload = _b64(json.dumps(claims).encode())
+        signature = _b64(
+            hmac.new(
+                self._signing_key, f"{header}.{payload}".encode(), hashlib.sha256
+            ).digest()
+        )
+        token = f"{header}.{payload}.{signature}"
+        with self.lock:
+            self._tokens[token] = _Session(customer, session_id, expires, scopes)
+            self.sessions.append(
+                {
+                    "customer": customer,
+                    "token": token,
+                    "expires": expires,
+                    "scopes": list(scopes),
+                }
+            )
+        return Reply(200, {"sessionToken": token})
+
+    # --- POST /v2/events/clientEvent -------------------------------------------------
+    def _session(self, request: Request, request_id: str) -> _Session:
+        bearer = request.headers.get("Authorization") or ""
+        token: str | None = None
+        if self.auth_header in ("either", "bearer") and bearer[:7].lower() == "bearer ":
+            token = bearer[7:].strip()
+        if token is None and self.auth_header in ("either", "session-token"):
+            token = request.headers.get("X-CDLX-Session-Token")
+        if not token:
+            accepted = {
+                "either": "Authorization: Bearer <token> or X-CDLX-Session-Token",
+                "bearer": "Authorization: Bearer <token>",
+                "session-token": "X-CDLX-Session-Token",
+            }.get(self.auth_header, self.auth_header)
+            raise self._error(
+                401,
+                "SessionValidationException",
+                "Unauthorized",
+                [f"session token required ({accepted})"],
+                request_id,
+            )
+        with self.lock:
+            session = self._tokens.get(token)
+        # Cardlytics gives "no special indication that the session has
+        # expired": unknown and expired tokens get the same answer.
+        if session is None or time.time() >= session.expires:
+            raise self._error(
+                401,
+                "SessionValidationException",
+                "Unauthorized",
+                ["session token: unknown or expired"],
+                request_id,
+            )
+        return session
+
+    def _client_event(self, request: Request) -> Reply:
+        request_id = self._request_id(request)
+        self._preamble(request, request_id)
+        session = self._session(request, request_id)
+        customer = self._customer_header(request, request_id)
+        if self.strict and customer != session.customer:
+            raise self._error(
+                401,
+                "SessionValidationException",
+                "Unauthorized",
+                ["x-source-customer-id: does not match the session's customer"],
+                request_id,
+            )
+        if "api:customer" not in session.scopes:
+            raise self._error(
+                403,
+                "SessionValidationException",
+                "Forbidden",
+                ["session scope: creating customer events needs 'api:customer'"],
+                request_id,
+            )
+        body = self._body(request, request_id)
+        errors = self.validate(body)
+        if errors:
+            raise self._error(
+                400, "ValidationException", "Bad Request", errors, request_id
+            )
+        items: list[dict[str, t.Any]] = body["clientEvents"]
+        with self.lock:
+            self.batches.append(
+                {"customer": customer, "requestId": request_id, "clientEvents": items}
+            )
+            for item in items:
+                if item["clientEventId"] in self._seen:
+                    self.duplicates.append(item)
+                else:
+                    self._seen.add(item["clientEventId"])
+                    self.events.append(item)
+        return Reply(200, {"requestId": request_id})
+
+    # --- body validation -------------------------------------------------------------
+    def validate(self, body: t.Mapping[str, t.Any]) -> list[str]:
+        """Every violation of the clientEvent body rules (empty when valid)."""
+        events = body.get("clientEvents")
+        if not isinstance(events, list):
+            return ["clientEvents: required array of ClientEventMessage"]
+        if not events:
+            return ["clientEvents: must not be empty"]
+        if len(events) > self.max_events:
+            return [
+                f"clientEvents: at most {self.max_events} events per request, "
+                f"got {len(events)}"
+            ]
+        errors: list[str] = []
+        ids: set[str] = set()
+        for index, item in enumerate(events):
+            where = f"clientEvents[{index}]"
+            if not isinstance(item, dict):
+                errors.append(f"{where}: must be an object")
+                continue
+            event_id = item.get("clientEventId")
+            if not isinstance(event_id, str) or not _UUID.fullmatch(event_id):
+                errors.append(f"{where}.clientEventId: must be a UUID string")
+            elif event_id.lower() in ids:
+                errors.append(
+                    f"{where}.clientEventId: duplicate {event_id} within the request"
+                )
+            else:
+                ids.add(event_id.lower())
+            kind = item.get("clientEventType")
+            name = item.get("clientEvent")
+            kind_ok = isinstance(kind, str) and kind in CLIENT_EVENT_TYPES
+            if not kind_ok:
+                errors.append(
+                    f"{where}.clientEventType: must be one of "
+                    f"{sorted(CLIENT_EVENT_TYPES)}, got {kind!r}"
+                )
+            if not isinstance(name, str) or name not in CLIENT_EVENTS:
+                errors.append(f"{where}.clientEvent: not a ClientEvent value: {name!r}")
+            elif kind_ok:
+                expected = CLIENT_EVENTS[name]
+                if kind != expected and (kind, name) not in DOCUMENTED_VARIANTS:
+                    errors.append(
+                        f"{where}.clientEventType: {name} belongs to {expected}, "
+                        f"not {kind}"
+                    )
+            if not _valid_timestamp(item.get("clientEventTimestamp")):
+                errors.append(
+                    f"{where}.clientEventTimestamp: must be an RFC 3339 date-time "
+                    "with a time zone (e.g. 2023-03-11T08:00:00Z)"
+                )
+            if self.strict:
+                unknown = sorted(set(item) - _ITEM_KEYS)
+                if unknown:
+                    errors.append(f"{where}: unknown keys {unknown}")
+            if kind_ok:
+                errors.extend(self._validate_metadata(where, str(kind), item))
+        return errors
+
+    def _validate_metadata(
+        self, where: str, kind: str, item: t.Mapping[str, t.Any]
+    ) -> list[str]:
+        where = f"{where}.clientEventMetadata"
+        present = "clientEventMetadata" in item
+        metadata = item.get("clientEventMetadata")
+        if kind not in AD_EVENT_TYPES:
+            if metadata is not None:
+                return [f"{where}: must be null for {kind} events"]
+            if self.strict and not present:
+                return [f"{where}: required (null for {kind} events)"]
+            return []
+        if not isinstance(metadata, dict):
+            return [f"{where}: required object for {kind} events"]
+        errors: list[str] = []
+        section = metadata.get("section")
+        if section not in SECTIONS:
+            errors.append(f"{where}.section: required Section value, got {section!r}")
+        channel = metadata.get("channel")
+        if channel not in CHANNELS:
+            errors.append(f"{where}.channel: required Channel value, got {channel!r}")
+        token = metadata.get("serveToken")
+        if token is None:
+            if self.strict:
+                errors.append(f"{where}.serveToken: required (strict)")
+        elif not isinstance(token, str) or not token:
+            errors.append(f"{where}.serveToken: must be a non-empty string")
+        slots = metadata.get("imageSlots")
+        if slots is not None and (
+            not isinstance(slots, list) or not all(isinstance(s, str) for s in slots)
+        ):
+            errors.append(f"{where}.imageSlots: must be an array of strings")
+        for key in ("categoryId", "curationId"):
+            value = metadata.get(key)
+            if value is not None and not isinstance(value, str):
+                errors.append(f"{where}.{key}: must be a string")
+        position = metadata.get("displayPosition")
+        if position is not None and (type(position) is not int or position < 0):
+            errors.append(f"{where}.displayPosition: must be an integer >= 0")
+        if metadata.get("price") is not None:
+            errors.append(f"{where}.price: must be null (undocumented field)")
+        if self.strict:
+            unknown = sorted(set(metadata) - _METADATA_KEYS)
+            if unknown:
+                errors.append(f"{where}: unknown keys {unknown}")
+        return errors
