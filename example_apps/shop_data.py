@@ -5,9 +5,9 @@ from __future__ import annotations
 import typing as t
 
 PRODUCTS: dict[str, dict[str, t.Any]] = {
-    "p-100": {"id": "p-100", "name": "Espresso beans 1 kg", "price": "24.90"},
-    "p-200": {"id": "p-200", "name": "Milk frother", "price": "39.00"},
-    "p-300": {"id": "p-300", "name": "Ceramic cup set", "price": "18.50"},
+    "p-100": {"id": "p-100", "name": "Espresso beans 1 kg", "price": 24.90},
+    "p-200": {"id": "p-200", "name": "Milk frother", "price": 39.00},
+    "p-300": {"id": "p-300", "name": "Ceramic cup set", "price": 18.50},
 }
 
 OFFERS: dict[str, dict[str, t.Any]] = {

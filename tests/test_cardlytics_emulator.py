@@ -13,8 +13,8 @@ import pytest
 from trackware.testing.emulators import EmulatorServer
 from trackware.testing.emulators._cardlytics import CardlyticsAPI
 
-CLIENT = "trackware-test-client"
-SECRET = "trackware-test-secret"
+CLIENT = "cardlytics-test-client"
+SECRET = "cardlytics-test-secret"
 CUSTOMER = "c0ffee00c0ffee00c0ffee00c0ffee00"
 SESSION = "/v2/session/startSession"
 EVENTS = "/v2/events/clientEvent"

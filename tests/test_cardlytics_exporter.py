@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.server
 import logging
+import shutil
+import ssl
+import subprocess
+import threading
 import time
 import typing as t
 import uuid
@@ -17,9 +22,10 @@ from trackware.exporters.cardlytics import ClientEventExporter
 from trackware.testing import InMemoryExporter
 from trackware.testing.emulators import EmulatorServer
 from trackware.testing.emulators._cardlytics import CardlyticsAPI
+from trackware.testing.emulators._server import _make_handler
 
-CLIENT_ID = "trackware-test-client"
-CLIENT_SECRET = "trackware-test-secret"
+CLIENT_ID = "cardlytics-test-client"
+CLIENT_SECRET = "cardlytics-test-secret"
 KEY = "hmac-key-5d1c0a9e7f3b"
 USER = "customer-42"
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05, max_attempts=5)
@@ -591,6 +597,19 @@ def test_openapi_session_body_needs_no_client_secret(
     }
 
 
+def test_session_body_can_be_a_callable(
+    server: EmulatorServer, api: CardlyticsAPI
+) -> None:
+    exporter = make(server, session_body=lambda cid: {"sourceCustomerId": cid})
+    assert len(exporter.export([Event("session_start", user_id=USER)]).sent) == 1
+
+    def broken(cid: str) -> dict[str, t.Any]:
+        raise RuntimeError("boom")
+
+    result = make(server, session_body=broken).export([Event("faq.clicked")])
+    assert "could not build the startSession body" in result.rejected[0].reason
+
+
 def test_session_token_header_style(server: EmulatorServer, api: CardlyticsAPI) -> None:
     api.auth_header = "session-token"
     exporter = make(server, header_style="session-token")
@@ -839,6 +858,7 @@ def test_200_with_an_error_body_is_a_failure(
         ({"base_url": "ftp://example.com"}, "base_url must start with https://"),
         ({"verify": False}, "verify=False is not allowed"),
         ({"mapping": {"": "FaqLinkClicked"}}, "non-empty event names"),
+        ({"mapping": {"offer.viewed": ["ParkOffer"]}}, "is not a Cardlytics"),
         ({"max_batch_size": 0}, "max_batch_size"),
     ],
 )
@@ -880,6 +900,95 @@ def test_mutual_tls_certificates(tmp_path: t.Any) -> None:
     )
     proxied = ClientEventExporter(base_url=url, require_cert=False, **base)
     assert proxied._cert is None
+
+
+class TLSEmulator(EmulatorServer):
+    """The emulator behind TLS that requires a client certificate (mutual TLS)."""
+
+    def __init__(self, apis: list[CardlyticsAPI], context: ssl.SSLContext) -> None:
+        super().__init__(apis)
+        self.context = context
+
+    def start(self) -> TLSEmulator:
+        server = http.server.ThreadingHTTPServer((self._host, 0), _make_handler(self))
+        server.socket = self.context.wrap_socket(server.socket, server_side=True)
+        server.daemon_threads = True
+        self._server = server
+        self._port = int(server.server_address[1])
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self._port}"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    d = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True)
+
+    run(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=trackware test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    extensions = {
+        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "client": "extendedKeyUsage=clientAuth\n",
+    }
+    for who, ext in extensions.items():
+        (d / f"{who}.ext").write_text(ext + "authorityKeyIdentifier=keyid\n")
+        run(
+            "req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr",
+            "-subj", f"/CN={who}",
+        )  # fmt: skip
+        run(
+            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{who}.crt", "-days", "2",
+            "-extfile", f"{who}.ext",
+        )  # fmt: skip
+    names = ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+    return {name: str(d / name) for name in names}
+
+
+def test_mutual_tls_end_to_end(pki: dict[str, str], api: CardlyticsAPI) -> None:
+    """With cert= the exporter presents its client certificate; without it the
+    server refuses the handshake and the events stay retryable."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki["ca.crt"])
+    context.load_cert_chain(pki["server.crt"], pki["server.key"])
+    context.verify_mode = ssl.CERT_REQUIRED
+    with TLSEmulator([api], context) as server:
+        common = {
+            "base_url": server.url,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "customer_id_key": KEY,
+            "verify": pki["ca.crt"],
+        }
+        good = ClientEventExporter(
+            cert=(pki["client.crt"], pki["client.key"]), **common
+        )
+        _OPEN.append(good)
+        event = Event("session_start", user_id=USER)
+        assert good.export([event]).sent == [event]
+        assert [e["clientEventId"] for e in api.events] == [event.event_id]
+        anonymous = ClientEventExporter(require_cert=False, **common)
+        _OPEN.append(anonymous)
+        result = anonymous.export([Event("session_start", user_id=USER)])
+        assert len(result.retry) == 1 and "connection error" in (result.error or "")
+        assert len(api.events) == 1
 
 
 def test_from_env(tmp_path: t.Any) -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import json
 import logging
+import time
 import typing as t
 import uuid
 
@@ -514,7 +515,28 @@ def test_expired_token_is_refreshed_on_401(
     assert [e["event_name"] for e in api.events] == ["first", "second"]
 
 
-def test_short_emulator_ttl_expires_tokens_and_the_exporter_recovers(
+def test_token_expired_at_the_vendor_is_refreshed(
+    emu: EmulatorServer, api: YotpoAPI, store: str
+) -> None:
+    """With a short emulator TTL, a token that expired at Yotpo (but not in the
+    exporter's cache) is replaced after the 401 and the event goes through."""
+    api.token_ttl = 1.0
+    exporter = exporter_for(emu, store)
+    with tracking(exporter) as (tracker, dead):
+        tracker.track("a", user_id="u")
+        assert tracker.flush(20)
+        deadline = time.monotonic() + 20
+        while api.tokens_valid():  # wait for the emulator to expire the token
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        tracker.track("b", user_id="u")
+        assert tracker.flush(20)
+    assert dead.read() == []
+    assert statuses(emu) == [200, 401, 200]
+    assert api.tokens_issued == 2
+
+
+def test_tokens_that_are_stale_on_arrival_end_in_one_reauth(
     emu: EmulatorServer, api: YotpoAPI, store: str
 ) -> None:
     """With an emulator TTL of 0 every token is stale on use: the exporter
@@ -927,4 +949,27 @@ def test_after_fork_starts_with_fresh_limiter_and_tokens(
     assert exporter.export([Event("b", user_id="u")]).sent
     assert api.tokens_issued == 2
     assert len(api.events) == 2
+    exporter.close()
+
+
+def test_a_mapping_bug_costs_only_that_event(
+    emu: EmulatorServer, store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected exception while mapping one event rejects that event only."""
+
+    class Broken(CustomEventExporter):
+        def payload(self, event: Event) -> dict[str, t.Any]:
+            if event.name == "boom":
+                raise RuntimeError("mapping bug")
+            return super().payload(event)
+
+    exporter = Broken(store, SECRET, all_events=True, base_url=emu.url)
+    good = Event("fine", user_id="u")
+    boom = Event("boom", user_id="u")
+    requests, result = exporter.build_requests([boom, good])
+    assert [r.events for r in requests] == [[good]]
+    (rejection,) = result.rejected
+    assert rejection.event is boom
+    assert rejection.reason == "yotpo mapping error: RuntimeError: mapping bug"
+    assert "could not map event 'boom'" in caplog.text
     exporter.close()

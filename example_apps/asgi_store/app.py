@@ -57,7 +57,7 @@ def customer(request: Request) -> str:
     "transaction.charge",
     properties=lambda order, *args, **kwargs: {
         "order_id": order["id"],
-        "value": order["total"],
+        "revenue": order["total"],
         "currency": "EUR",
         "products": order["items"],
     },
@@ -66,10 +66,15 @@ async def place_order(user_id: str, cart: dict[str, int]) -> dict[str, t.Any]:
     if not cart:
         raise HTTPException(400, "empty cart")
     items = [
-        {"sku": sku, "quantity": qty, "price": PRODUCTS[sku]["price"]}
+        {
+            "sku": sku,
+            "name": PRODUCTS[sku]["name"],
+            "quantity": qty,
+            "price": PRODUCTS[sku]["price"],
+        }
         for sku, qty in sorted(cart.items())
     ]
-    total = sum(float(PRODUCTS[sku]["price"]) * qty for sku, qty in cart.items())
+    total = sum(PRODUCTS[sku]["price"] * qty for sku, qty in cart.items())
     order = {
         "id": f"ord-a{len(ORDERS) + 1:04d}",
         "user_id": user_id,

@@ -40,7 +40,7 @@ def current_identity() -> dict[str, t.Any] | None:
     "transaction.charge",
     properties=lambda order, *args, **kwargs: {
         "order_id": order["id"],
-        "value": order["total"],
+        "revenue": order["total"],
         "currency": "EUR",
         "products": order["items"],
     },
@@ -50,10 +50,15 @@ def place_order(user_id: str, cart: dict[str, int]) -> dict[str, t.Any]:
     if not cart:
         raise ValueError("empty cart")
     items = [
-        {"sku": sku, "quantity": qty, "price": PRODUCTS[sku]["price"]}
+        {
+            "sku": sku,
+            "name": PRODUCTS[sku]["name"],
+            "quantity": qty,
+            "price": PRODUCTS[sku]["price"],
+        }
         for sku, qty in sorted(cart.items())
     ]
-    total = sum(float(PRODUCTS[sku]["price"]) * qty for sku, qty in cart.items())
+    total = sum(PRODUCTS[sku]["price"] * qty for sku, qty in cart.items())
     order = {
         "id": f"ord-{len(ORDERS) + 1:04d}",
         "user_id": user_id,

@@ -263,3 +263,74 @@ def test_tracking_failures_never_reach_the_app(
     assert response.data == b"item 5"
     assert tracker.stats()["dropped"]["hook_error"] == 3
     tracker.shutdown()
+
+
+def test_hooks_async_views_and_error_handlers_see_the_request_scope(
+    new_app: NewApp, make_app: MakeApp, events: CapturedEvents
+) -> None:
+    app = new_app("shop")
+
+    @app.before_request
+    def before() -> None:
+        trackware.track("hook.before")
+
+    @app.teardown_request
+    def teardown(exc: BaseException | None) -> None:
+        trackware.track("hook.teardown")
+
+    @app.route("/async/<int:n>")
+    async def async_view(n: int) -> str:
+        trackware.identify("c-async")
+        trackware.track("async.viewed", {"n": n})
+        return "async"
+
+    @app.errorhandler(404)
+    def not_found(error: Exception) -> tuple[str, int]:
+        trackware.track("not_found")
+        return "nothing here", 404
+
+    _, client = make_app(app)
+    assert client.get("/async/3").data == b"async"
+    assert client.get("/missing").status_code == 404
+    first, second = events.named("page")
+    assert first.properties["route"] == "/async/<int:n>"
+    assert first.user_id == "c-async"  # identify() in the async view's thread
+    assert (
+        events.one("async.viewed").context["session_id"]
+        == (first.context["session_id"])
+    )
+    for event in events:
+        assert event.anonymous_id == first.anonymous_id
+        assert event.context["session_id"] == first.context["session_id"]
+    assert events.names() == [
+        "session_start",
+        "hook.before",
+        "async.viewed",
+        "hook.teardown",
+        "page",
+        "hook.before",
+        "not_found",
+        "hook.teardown",
+        "page",
+    ]
+    assert second.properties["status"] == 404
+
+
+def test_events_of_excluded_requests_still_go_to_the_extensions_tracker(
+    new_app: NewApp, make_app: MakeApp, events: CapturedEvents
+) -> None:
+    app = new_app("shop")
+
+    @app.route("/healthz")
+    def healthz() -> str:
+        trackware.track("probe.checked")
+        trackware.identify("should-not-stick")
+        return "ok"
+
+    _, client = make_app(app, exclude_routes=["/items/<int:item_id>"])
+    client.get("/healthz")
+    client.get("/items/1")
+    client.get("/")
+    assert events.names() == ["probe.checked", "item.viewed", "session_start", "page"]
+    assert events[0].anonymous_id is None and events[1].anonymous_id is None
+    assert events[-1].user_id is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import ssl
 import threading
@@ -19,6 +20,13 @@ from ..exceptions import ConfigurationError
 from ._base import BaseExporter, ExportResult
 
 __all__ = ["BaseHTTPExporter", "HTTPExporter", "HTTPRequest"]
+
+# httpx logs every request line (query string included) at INFO on its own
+# logger; credentials some vendors take as query parameters (Synerise's tracker
+# key) must not reach an app's logs through it.
+_httpx_logger = logging.getLogger("httpx")
+if not any(isinstance(f, _log._ScrubFilter) for f in _httpx_logger.filters):
+    _httpx_logger.addFilter(_log._ScrubFilter())
 
 _BODY_LIMIT = 4096
 _USER_AGENT = "trackware/0.1 (+python-httpx)"

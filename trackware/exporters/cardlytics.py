@@ -346,7 +346,10 @@ class ClientEventExporter(BaseHTTPExporter):
                     f"{cls}: mapping keys must be non-empty event names, "
                     f"got {event_name!r}"
                 )
-            if client_event not in CLIENT_EVENT_TYPES:
+            if (
+                not isinstance(client_event, str)
+                or client_event not in CLIENT_EVENT_TYPES
+            ):
                 raise ConfigurationError(
                     f"{cls}: mapping[{event_name!r}] = {client_event!r} is not a "
                     "Cardlytics clientEvent; use one of "
@@ -642,6 +645,13 @@ class ClientEventExporter(BaseHTTPExporter):
         """TokenCache fetch: ``POST /v2/session/startSession`` for ``customer``."""
         try:
             content = dumps(self._session_request_body(customer)).encode("utf-8")
+        except Exception as exc:
+            # A broken session_body callable fails the same way every time.
+            raise AuthError(
+                f"could not build the startSession body ({type(exc).__name__})",
+                retryable=False,
+            ) from None
+        try:
             response = self.client.post(
                 self.base_url + _SESSION_PATH,
                 content=content,

@@ -9,7 +9,6 @@ import base64
 import binascii
 import collections
 import json
-import logging
 import math
 import os
 import re
@@ -46,18 +45,6 @@ _UUID_RE = re.compile(
 )
 _CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
 _CLAMP_MEMORY = 10_000
-
-
-def _scrub_httpx_log() -> None:
-    """Run trackware's secret scrubber on the ``httpx`` logger too.
-
-    httpx logs every request URL at INFO, and the AI events API takes the
-    tracker key in the query string; without this an app that turns on INFO
-    logging would write the key to its logs.
-    """
-    target = logging.getLogger("httpx")
-    if not any(isinstance(f, _log._ScrubFilter) for f in target.filters):
-        target.addFilter(_log._ScrubFilter())
 
 
 class _Reject(Exception):
@@ -236,8 +223,8 @@ class SyneriseExporter(BaseHTTPExporter):
                 raise ConfigurationError(
                     "SyneriseExporter: tracker_key must be a non-empty string or None"
                 )
+            # (_http.py scrubs the httpx logger, which logs the query string.)
             _log.register_secret(tracker_key)
-            _scrub_httpx_log()
         super().__init__(base_url=base_url, max_batch_size=max_batch_size, **options)
         self._api_key = api_key
         self._tracker_key = tracker_key

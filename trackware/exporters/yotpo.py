@@ -462,7 +462,6 @@ class CustomEventExporter(BaseHTTPExporter):
         self._tokens: TokenCache[str] = TokenCache(
             self._fetch_token, refresh_margin=0.0, default_ttl=self.token_max_age
         )
-        self._path = field_map.event_path(store_id)
 
     # --- configuration helpers -------------------------------------------------------
     def _check_name(self, what: str, app_name: str | None, value: t.Any) -> str:
@@ -575,11 +574,24 @@ class CustomEventExporter(BaseHTTPExporter):
                     f"({type(exc).__name__})",
                 )
                 continue
+            except Exception as exc:
+                # A mapping bug must cost this event only, not the whole batch.
+                _log.error(
+                    f"build:{self.name}",
+                    "trackware: %s could not map event %r",
+                    self.name,
+                    event.name,
+                    exc_info=True,
+                )
+                result.reject(
+                    event, f"yotpo mapping error: {type(exc).__name__}: {exc}"
+                )
+                continue
             requests.append(
                 HTTPRequest(
                     [event],
                     self.field_map.method,
-                    self._path,
+                    self.field_map.event_path(self.store_id),
                     json=body,
                     content=content,
                     headers={

@@ -274,6 +274,11 @@ class RequestTracker:
             else None
         )
         self._path_cache: dict[str, bool] = {}
+        # Verdicts on user agents, and session cookies whose signature was
+        # verified: browsers repeat both on every request. Bounded; only
+        # verified session values are kept.
+        self._bot_cache: dict[str, bool] = {}
+        self._session_cache: dict[str, tuple[str, int, int]] = {}
         self._routes = frozenset(options.exclude_routes)
         self._endpoints = frozenset(options.exclude_endpoints)
         self._bots = tuple(b.lower() for b in options.bot_agents)
@@ -303,10 +308,13 @@ class RequestTracker:
         if method in self._methods or self.path_excluded(path):
             return False
         if self.options.exclude_bots and user_agent:
-            ua = user_agent.lower()
-            for bot in self._bots:
-                if bot in ua:
-                    return False
+            is_bot = self._bot_cache.get(user_agent)
+            if is_bot is None:
+                ua = user_agent.lower()
+                is_bot = any(bot in ua for bot in self._bots)
+                if len(self._bot_cache) < 4096:
+                    self._bot_cache[user_agent] = is_bot
+            return not is_bot
         return True
 
     def route_excluded(self, route: str | None, endpoint: str | None) -> bool:
@@ -330,17 +338,22 @@ class RequestTracker:
     ) -> tuple[str, int, int] | None:
         if not value or len(value) > 120:
             return None
-        m = _SESSION_RE.match(value)
-        if m is None:
+        session = self._session_cache.get(value)
+        if session is None:
+            m = _SESSION_RE.match(value)
+            if m is None:
+                return None
+            sid, start_hex, last_hex, sig = m.groups()
+            payload = f"{sid}.{start_hex}.{last_hex}"
+            if not hmac.compare_digest(sig, self._sign(payload)):
+                return None
+            session = (sid, int(start_hex, 16), int(last_hex, 16))
+            if len(self._session_cache) >= 4096:
+                self._session_cache.clear()
+            self._session_cache[value] = session
+        if not session[1] <= session[2] <= now + 300:
             return None
-        sid, start_hex, last_hex, sig = m.groups()
-        payload = f"{sid}.{start_hex}.{last_hex}"
-        if not hmac.compare_digest(sig, self._sign(payload)):
-            return None
-        start, last = int(start_hex, 16), int(last_hex, 16)
-        if not start <= last <= now + 300:
-            return None
-        return sid, start, last
+        return session
 
     def _session_value(self, session: tuple[str, int, int]) -> str:
         sid, start, last = session

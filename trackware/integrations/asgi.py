@@ -96,6 +96,8 @@ _RouteFinder: t.TypeAlias = (
     "t.Callable[[dict[str, t.Any], str, str, str], tuple[str | None, str | None]]"
 )
 
+_SECURE = frozenset({"https", "wss"})
+
 _EXTRA_OPTIONS = frozenset(
     {
         "identity",
@@ -168,21 +170,27 @@ class TrackwareMiddleware:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         kind = scope["type"]
-        if SCOPE_KEY in scope or (_active.get() and kind != "lifespan"):
-            # An outer TrackwareMiddleware handles this connection already.
-            await self.app(scope, receive, send)
-            return
         if kind == "http":
-            await self._http(t.cast("dict[str, t.Any]", scope), receive, send)
+            if SCOPE_KEY in scope or _active.get():
+                # An outer TrackwareMiddleware handles this request already.
+                await self.app(scope, receive, send)
+            else:
+                await self._http(scope, receive, send)
         elif kind == "websocket":
-            await self._websocket(t.cast("dict[str, t.Any]", scope), receive, send)
-        elif kind == "lifespan" and self.flush_on_shutdown:
-            await self._lifespan(t.cast("dict[str, t.Any]", scope), receive, send)
+            if SCOPE_KEY in scope or _active.get():
+                await self.app(scope, receive, send)
+            else:
+                await self._websocket(scope, receive, send)
+        elif kind == "lifespan" and self.flush_on_shutdown and SCOPE_KEY not in scope:
+            await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    # --- http --------------------------------------------------------------------
-    def _begin(self, scope: dict[str, t.Any], method: str) -> RequestState | None:
+    # --- per connection ------------------------------------------------------------
+    def _read(
+        self, scope: t.Any, method: str
+    ) -> tuple[str, str | None, str | None, str | None] | None:
+        """Path, cookie, user agent and referrer, or ``None`` when not tracked."""
         cookie = user_agent = referrer = None
         for name, value in scope.get("headers") or ():
             if name == b"cookie":
@@ -192,73 +200,116 @@ class TrackwareMiddleware:
                 user_agent = value.decode("latin-1")
             elif name == b"referer":
                 referrer = value.decode("latin-1")
-        engine = self.engine
         path: str = scope.get("path") or "/"
-        if not engine.wants(method, path, user_agent):
+        if not self.engine.wants(method, path, user_agent):
             return None
-        query = None
-        if self._query:
-            raw = scope.get("query_string")
-            if raw:
-                query = dict(urllib.parse.parse_qsl(raw.decode("latin-1")))
-        client_ip = None
-        if self._capture_ip:
-            client = scope.get("client")
-            client_ip = client[0] if client else None
-        return engine.begin(
-            method=method,
-            path=path,
-            query=query,
-            cookie_header=cookie,
-            secure=scope.get("scheme") in ("https", "wss"),
-            referrer=referrer,
-            user_agent=user_agent,
-            client_ip=client_ip,
-        )
+        return path, cookie, user_agent, referrer
 
-    async def _http(
+    def _start(
         self,
-        scope: dict[str, t.Any],
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-    ) -> None:
+        scope: t.Any,
+        read: tuple[str, str | None, str | None, str | None],
+        method: str,
+        who: Identity,
+    ) -> RequestState | None:
+        """Open the request's scope and handle its cookies (``None``: failed)."""
         try:
-            state = self._begin(scope, scope.get("method") or "GET")
+            path, cookie, user_agent, referrer = read
+            query = None
+            if self._query:
+                raw = scope.get("query_string")
+                if raw:
+                    query = dict(urllib.parse.parse_qsl(raw.decode("latin-1")))
+            client_ip = None
+            if self._capture_ip:
+                client = scope.get("client")
+                client_ip = client[0] if client else None
+            return self.engine.begin(
+                method=method,
+                path=path,
+                query=query,
+                cookie_header=cookie,
+                secure=scope.get("scheme") in _SECURE,
+                referrer=referrer,
+                user_agent=user_agent,
+                client_ip=client_ip,
+                identity=who,
+            )
         except Exception:
             _log.error(
                 "asgi-begin", "trackware: could not start tracking", exc_info=True
             )
-            state = None
-        inner = dict(scope)
-        inner[SCOPE_KEY] = state
+            return None
+
+    async def _open(
+        self, scope: t.Any, inner: t.Any, method: str
+    ) -> RequestState | None:
+        """Decide whether the connection is tracked and start tracking it."""
+        try:
+            read = self._read(scope, method)
+        except Exception:
+            _log.error(
+                "asgi-begin", "trackware: could not start tracking", exc_info=True
+            )
+            return None
+        if read is None:
+            return None
+        who = await self._identity_of(inner) if self.identity is not None else None
+        return self._start(scope, read, method, who)
+
+    async def _http(
+        self, scope: t.Any, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         guard = _active.set(True)
+        inner: t.Any = dict(scope)
+        inner[SCOPE_KEY] = None
+        method = scope.get("method") or "GET"
+        try:
+            if self.identity is None:
+                try:
+                    read = self._read(scope, method)
+                except Exception:
+                    _log.error(
+                        "asgi-begin",
+                        "trackware: could not start tracking",
+                        exc_info=True,
+                    )
+                    read = None
+                state = None if read is None else self._start(scope, read, method, None)
+            else:
+                state = await self._open(scope, inner, method)
+        except BaseException:
+            _active.reset(guard)
+            raise
         if state is None:
             try:
-                await self.app(t.cast("Scope", inner), receive, send)
+                await self.app(inner, receive, send)
             finally:
                 _active.reset(guard)
             return
-
+        inner[SCOPE_KEY] = state
         engine = self.engine
         root_path: str = scope.get("root_path") or ""
-        # [complete, finished, disconnected, trailers]: per-request flags, in a
-        # local list the two closures share.
+        # [complete, finished, disconnected, trailers]: per-request flags in a
+        # local list the closures share.
         flags = [False, False, False, False]
-        if self.identity is not None:
-            await self._identify(inner, state)
 
-        async def tracking_receive() -> ASGIReceiveEvent:
+        async def tracking_receive() -> t.Any:
             message = await receive()
             if message["type"] == "http.disconnect" and not flags[0]:
                 flags[2] = True
             return message
 
-        async def tracking_send(message: ASGISendEvent) -> None:
-            msg = t.cast("dict[str, t.Any]", message)
-            kind = msg["type"]
-            if kind == "http.response.start":
-                state.status = msg["status"]
-                flags[3] = bool(msg.get("trailers"))
+        async def tracking_send(message: t.Any) -> None:
+            kind = message["type"]
+            if kind == "http.response.body":
+                await send(message)
+                if flags[0] or message.get("more_body") or flags[3]:
+                    return
+            elif kind == "http.response.start":
+                state.status = message["status"]
+                if message.get("trailers"):
+                    flags[3] = True
                 try:
                     cookies = engine.response_cookies(state)
                 except Exception:
@@ -269,23 +320,22 @@ class TrackwareMiddleware:
                     )
                     cookies = []
                 if cookies:
-                    headers = list(msg.get("headers") or ())
+                    headers = list(message.get("headers") or ())
                     for value in cookies:
                         headers.append((b"set-cookie", value.encode("latin-1")))
-                    message = t.cast("ASGISendEvent", {**msg, "headers": headers})
+                    message = {**message, "headers": headers}
                 await send(message)
                 return
-            await send(message)
-            if flags[0]:
-                return
-            if kind == "http.response.body":
-                if msg.get("more_body", False) or flags[3]:
+            else:
+                await send(message)
+                if flags[0]:
                     return
-            elif kind == "http.response.trailers":
-                if msg.get("more_trailers", False):
+                if kind == "http.response.trailers":
+                    if message.get("more_trailers"):
+                        return
+                elif kind != "http.response.pathsend":
                     return
-            elif kind != "http.response.pathsend":
-                return
+            # The response is complete.
             flags[0] = True
             if self.identity is not None:
                 await self._identify(inner, state)
@@ -294,7 +344,7 @@ class TrackwareMiddleware:
 
         error: BaseException | None = None
         try:
-            await self.app(t.cast("Scope", inner), tracking_receive, tracking_send)
+            await self.app(inner, tracking_receive, tracking_send)
         except BaseException as exc:
             error = exc
             raise
@@ -337,10 +387,11 @@ class TrackwareMiddleware:
             reset=False,
         )
 
-    async def _identify(self, inner: dict[str, t.Any], state: RequestState) -> None:
+    async def _identity_of(self, inner: t.Any) -> Identity:
+        """Call the identity callable (sync or async); ``None`` when it fails."""
         callback = self.identity
         if callback is None:
-            return
+            return None
         try:
             who = callback(inner)
             if inspect.isawaitable(who):
@@ -352,39 +403,38 @@ class TrackwareMiddleware:
                 "anonymously",
                 exc_info=True,
             )
-            return
-        RequestTracker.bind_identity(state.scope, who)
+            return None
+        return who
+
+    async def _identify(self, inner: t.Any, state: RequestState) -> None:
+        """Call the identity callable again (the request may have logged in)."""
+        who = await self._identity_of(inner)
+        if who is not None:
+            RequestTracker.bind_identity(state.scope, who)
 
     # --- websocket ---------------------------------------------------------------
     async def _websocket(
-        self,
-        scope: dict[str, t.Any],
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
+        self, scope: t.Any, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        try:
-            state = self._begin(scope, "GET")
-        except Exception:
-            _log.error(
-                "asgi-begin", "trackware: could not start tracking", exc_info=True
-            )
-            state = None
-        inner = dict(scope)
-        inner[SCOPE_KEY] = state
         guard = _active.set(True)
+        inner: t.Any = dict(scope)
+        inner[SCOPE_KEY] = None
+        try:
+            state = await self._open(scope, inner, "GET")
+        except BaseException:
+            _active.reset(guard)
+            raise
         if state is None:
             try:
-                await self.app(t.cast("Scope", inner), receive, send)
+                await self.app(inner, receive, send)
             finally:
                 _active.reset(guard)
             return
-
+        inner[SCOPE_KEY] = state
         engine = self.engine
         root_path: str = scope.get("root_path") or ""
         # [accepted, ended]
         flags = [False, False]
-        if self.identity is not None:
-            await self._identify(inner, state)
 
         def ended(code: int, initiator: str, error: BaseException | None) -> None:
             flags[1] = True
@@ -401,15 +451,14 @@ class TrackwareMiddleware:
                 props["error"] = type(error).__name__
             self._track_ws(state, inner, root_path, name, props)
 
-        async def tracking_receive() -> ASGIReceiveEvent:
+        async def tracking_receive() -> t.Any:
             message = await receive()
             if message["type"] == "websocket.disconnect" and not flags[1]:
-                code = t.cast("dict[str, t.Any]", message).get("code", 1005)
-                ended(int(code), "client", None)
+                ended(int(message.get("code", 1005)), "client", None)
             return message
 
-        async def tracking_send(message: ASGISendEvent) -> None:
-            msg = t.cast("dict[str, t.Any]", message)
+        async def tracking_send(message: t.Any) -> None:
+            msg = message
             kind = msg["type"]
             if kind == "websocket.accept" and not flags[0]:
                 try:
@@ -425,7 +474,7 @@ class TrackwareMiddleware:
                     headers = list(msg.get("headers") or ())
                     for value in cookies:
                         headers.append((b"set-cookie", value.encode("latin-1")))
-                    message = t.cast("ASGISendEvent", {**msg, "headers": headers})
+                    message = {**msg, "headers": headers}
                 await send(message)
                 flags[0] = True
                 name = self.websocket_connect_event
@@ -446,7 +495,7 @@ class TrackwareMiddleware:
 
         error: BaseException | None = None
         try:
-            await self.app(t.cast("Scope", inner), tracking_receive, tracking_send)
+            await self.app(inner, tracking_receive, tracking_send)
         except BaseException as exc:
             error = exc
             raise
@@ -507,7 +556,7 @@ class TrackwareMiddleware:
     # --- lifespan ----------------------------------------------------------------
     async def _lifespan(
         self,
-        scope: dict[str, t.Any],
+        scope: t.Any,
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
     ) -> None:
@@ -527,7 +576,7 @@ class TrackwareMiddleware:
             await send(message)
 
         try:
-            await self.app(t.cast("Scope", scope), lifespan_receive, lifespan_send)
+            await self.app(scope, lifespan_receive, lifespan_send)
         except Exception:
             if used[0]:
                 raise
@@ -598,6 +647,25 @@ async def _in_thread(fn: t.Callable[[float], bool], timeout: float) -> bool:
 # --- route templates ------------------------------------------------------------
 
 
+#: Route objects seen in ``scope["route"]``, by id: (route, template, name,
+#: is_mount). The route is kept so that its id cannot be reused.
+_route_info: dict[int, tuple[t.Any, str | None, str | None, bool]] = {}
+
+
+def _describe(route: t.Any) -> tuple[t.Any, str | None, str | None, bool]:
+    template = getattr(route, "path", None)
+    name = getattr(route, "name", None)
+    info = (
+        route,
+        template if isinstance(template, str) else None,
+        name if isinstance(name, str) else None,
+        hasattr(route, "routes"),  # a Mount (or Host)
+    )
+    if len(_route_info) < 4096:
+        _route_info[id(route)] = info
+    return info
+
+
 def _scope_route(
     inner: dict[str, t.Any], root_path: str, method: str, path: str
 ) -> tuple[str | None, str | None]:
@@ -605,16 +673,17 @@ def _scope_route(
     route = inner.get("route")
     if route is None:
         return None, None
-    template = getattr(route, "path", None)
-    name = getattr(route, "name", None)
-    endpoint = name if isinstance(name, str) else None
-    if not isinstance(template, str):
+    info = _route_info.get(id(route))
+    if info is None or info[0] is not route:
+        info = _describe(route)
+    _, template, endpoint, is_mount = info
+    if template is None:
         return None, endpoint
-    mounted = inner.get("root_path") or ""
-    if hasattr(route, "routes"):
+    if is_mount:
         # A Mount answering itself (static files, a plain ASGI sub-app).
         return template.rstrip("/") + "/{path:path}", endpoint
-    if len(mounted) > len(root_path) and mounted.startswith(root_path):
+    mounted = inner.get("root_path") or ""
+    if mounted != root_path and mounted.startswith(root_path):
         # Inside a mounted sub-app: the mount's part of the path comes first.
         template = mounted[len(root_path) :].rstrip("/") + template
     return template, endpoint

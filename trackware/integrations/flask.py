@@ -309,7 +309,8 @@ def _on_request_started(sender: flask.Flask, **_: t.Any) -> None:
         )
         state.route = route
         state.endpoint = endpoint
-        state.blueprint = request.blueprint
+        if endpoint is not None and "." in endpoint:  # as Request.blueprint
+            state.blueprint = endpoint.rpartition(".")[0]
         environ[_STATE_KEY] = state
     except Exception:
         _log.error("flask-begin", "trackware: could not start tracking", exc_info=True)

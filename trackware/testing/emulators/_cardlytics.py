@@ -220,7 +220,7 @@ class CardlyticsAPI(VendorAPI):
         self.credentials: dict[str, str] = dict(
             credentials
             if credentials is not None
-            else {"trackware-test-client": "trackware-test-secret"}
+            else {"cardlytics-test-client": "cardlytics-test-secret"}
         )
         self.strict = strict
         self.token_ttl = token_ttl

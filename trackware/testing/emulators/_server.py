@@ -229,9 +229,7 @@ class EmulatorServer:
     def start(self) -> EmulatorServer:
         if self._server is not None:
             return self
-        server = http.server.ThreadingHTTPServer(
-            (self._host, self._port), _make_handler(self)
-        )
+        server = _QuietServer((self._host, self._port), _make_handler(self))
         server.daemon_threads = True
         self._server = server
         self._port = int(server.server_address[1])
@@ -367,6 +365,19 @@ class EmulatorServer:
                 )
             )
             self._lock.notify_all()
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """Ignores clients that went away (a test's timeout during a delay fault)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: t.Any, client_address: t.Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def _encode(body: t.Any) -> bytes:
