@@ -8,7 +8,7 @@ CORE_PY := $(CORE_VENV)/bin/python
 BENCH_PY := $(BENCH_VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test lint typecheck test-core test-integrations demo bench clean
+.PHONY: test lint typecheck test-core test-integrations demo demo-serve bench clean
 
 # Full environment: every extra plus the dev tools.
 $(VENV)/.installed: pyproject.toml
@@ -52,6 +52,10 @@ test: lint typecheck test-core test-integrations
 
 demo: $(VENV)/.installed
 	$(PY) example_apps/demo.py
+
+# The demo, then the shop, the store and the emulators stay up to click through.
+demo-serve: $(VENV)/.installed
+	$(PY) example_apps/demo.py --serve
 
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_PY) bench/run.py

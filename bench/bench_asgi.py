@@ -4,6 +4,8 @@ A minimal Starlette app is called directly (no server, no sockets) inside one
 asyncio loop, plain and wrapped, in the same run:
 
 * plain: the app alone;
+* trackware, path excluded: the cost of the wrapper alone (headers read,
+  exclusion decided, app called);
 * trackware, returning visitor: ``TrackwareMiddleware`` with the visitor and
   session cookies a browser sends back (one page event per request);
 * trackware, new visitor: no cookies (new ids, a ``session_start`` event and
@@ -125,8 +127,12 @@ async def run(rounds: int, requests: int) -> list[tuple[str, float]]:
     set_cookies = await call(tracked, HEADERS)
     jar = b"; ".join(c.split(b";", 1)[0] for c in set_cookies)
     returning = [*HEADERS, (b"cookie", b"theme=dark; " + jar)]
+    floor = TrackwareMiddleware(
+        make_app(), tracker=tracker, exclude_paths=[r"^/items/"]
+    )
     variants: list[tuple[str, t.Any, list[t.Any]]] = [
         ("plain Starlette app", plain, HEADERS),
+        ("trackware, path excluded (floor)", floor, HEADERS),
         ("trackware, returning visitor", tracked, returning),
         ("trackware, new visitor", tracked, HEADERS),
     ]

@@ -1,117 +1,177 @@
-"""trackware demo: ``make demo``.
+"""trackware demo: ``make demo`` (and ``make demo-serve``).
 
-Runs on embedded defaults, with no external service: tracks a short customer
-journey through the decorator, the signal bus and ``track()``, delivers it to
-the console, a JSON-lines file and an HTTP endpoint served in this process
-(which fails once, to show a retry), then prints the per-destination
-statistics. Exits non-zero if any event is unaccounted for.
+Starts the local vendor emulators, the Flask example shop and the FastAPI
+example store in this process (real HTTP servers on 127.0.0.1, no external
+service), drives a scripted customer journey through each with real HTTP
+requests, and prints a table per destination: events the mapping sends there,
+events the emulator accepted, rejected, retried and dead-lettered. Two
+transient vendor faults are injected to show retries.
+
+Exits 0 only if every destination received exactly what its mapping says.
+``--serve`` keeps the shop, the store and the emulators running afterwards for
+a person to click through.
 """
 
 from __future__ import annotations
 
-import http.server
-import io
-import json
-import pathlib
+import argparse
 import sys
-import tempfile
 import threading
+import time
 import typing as t
+from pathlib import Path
 
-import trackware
-from trackware.exporters import ConsoleExporter, HTTPExporter, JSONLinesExporter
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+from asgi_store.app import create_app as create_store  # noqa: E402
+from destinations import DEMO_RETRY, accepted, build_exporters  # noqa: E402
+from flask_shop.app import create_app as create_shop  # noqa: E402
+from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
+
+import trackware  # noqa: E402
+from trackware.testing import capture_events  # noqa: E402
+from trackware.testing.emulators import VendorEmulator  # noqa: E402
+
+USER_AGENT = "Mozilla/5.0 (trackware demo customer)"
 
 
-class _Endpoint(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    received: t.ClassVar[list[dict[str, t.Any]]] = []
-    fail_next: t.ClassVar[bool] = True
+def journey(base_url: str, customer: str, password: str) -> list[int]:
+    """One customer's visit: browse, log in, offers, recommendations, buy."""
+    statuses: list[int] = []
+    with httpx.Client(
+        base_url=base_url, headers={"User-Agent": USER_AGENT}, timeout=10.0
+    ) as client:
 
-    def log_message(self, *args: t.Any) -> None:
+        def go(method: str, path: str, **kwargs: t.Any) -> httpx.Response:
+            response = client.request(method, path, **kwargs)
+            statuses.append(response.status_code)
+            return response
+
+        go("GET", "/")
+        go("GET", "/health")  # excluded from tracking by default
+        go("POST", "/login", json={"user_id": customer, "password": password})
+        go("GET", "/products/p-100")
+        go("GET", "/offers")
+        go("POST", "/offers/o-1/activate")
+        go("POST", "/offers/o-2/park")
+        go("GET", "/recommendations")
+        go("POST", "/recommendations/p-200/click")
+        go("POST", "/cart", json={"sku": "p-100", "quantity": 2})
+        go("POST", "/cart", json={"sku": "p-200"})
+        order = go("POST", "/checkout").json()
+        go("POST", f"/orders/{order['id']}/ship")
+    return statuses
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: t.Any, **kwargs: t.Any) -> None:
         pass
 
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if _Endpoint.fail_next:  # one transient outage: trackware retries
-            _Endpoint.fail_next = False
-            status, out = 503, b'{"error":"warming up"}'
-        else:
-            _Endpoint.received.extend(json.loads(body)["events"])
-            status, out = 200, b'{"ok":true}'
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        if status == 503:
-            self.send_header("Retry-After", "0.2")
-        self.end_headers()
-        self.wfile.write(out)
+
+class _Uvicorn:
+    """The ASGI store under a real uvicorn server, in a thread."""
+
+    def __init__(self, app: t.Any) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
-def main() -> int:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="trackware-demo-"))
-    console = io.StringIO()
+def main(argv: t.Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help="keep running")
+    args = parser.parse_args(argv)
+
+    emulator = VendorEmulator().start()
+    dead = trackware.MemoryDeadLetter()
     tracker = trackware.Tracker(
-        [
-            ConsoleExporter(console),
-            JSONLinesExporter(workdir / "events.jsonl"),
-            HTTPExporter(
-                f"http://127.0.0.1:{server.server_address[1]}/events",
-                headers={"Authorization": "Bearer demo-secret-token"},
-            ),
-        ],
-        dead_letter=workdir / "dead-letter.jsonl",
+        build_exporters(emulator.url),
+        dead_letter=dead,
         flush_interval=0.2,
+        retry=DEMO_RETRY,
     )
     trackware.set_tracker(tracker)
-
-    @trackware.tracked(
-        "order.placed", properties=lambda order, cart: {"total": order["total"]}
+    shop = make_server(
+        "127.0.0.1",
+        0,
+        create_shop(tracker),
+        threaded=True,
+        request_handler=_QuietHandler,
     )
-    def place_order(cart: list[float]) -> dict[str, float]:
-        return {"total": sum(cart)}
+    threading.Thread(target=shop.serve_forever, daemon=True).start()
+    shop_url = f"http://127.0.0.1:{shop.server_port}"
+    store = _Uvicorn(create_store(tracker))
+    store_url = store.start()
 
-    with trackware.request_scope(anonymous_id="v-1001", context={"path": "/offers"}):
-        trackware.track("page", {"title": "Offers"})
-        trackware.identify("c-42", traits={"tier": "gold"})
-        trackware.track("offer.viewed", {"offer_id": "o-1", "section": "LatestOffers"})
-        trackware.signals.action.send(
-            "offers", name="offer.activated", properties={"offer_id": "o-1"}
+    # Two transient vendor faults: trackware retries both.
+    emulator.fault("synerise.batch", status=503, headers={"Retry-After": "0.1"})
+    emulator.fault("cardlytics.clientEvent", status=429)
+
+    with capture_events(tracker) as events:
+        statuses = journey(shop_url, "c-42", "correct horse")
+        statuses += journey(store_url, "c-43", "battery staple")
+    delivered = tracker.flush(timeout=30.0)
+    failed_requests = [s for s in statuses if s >= 400]
+
+    stats = tracker.stats()["destinations"]
+    got = accepted(emulator)
+    ok = delivered and not failed_requests
+    print(f"\ntrackware demo: {len(events)} events tracked from 2 apps")
+    print(f"  Flask shop {shop_url}, FastAPI store {store_url}")
+    print(f"  vendor emulators {emulator.url}\n")
+    header = ("destination", "mapped", "accepted", "rejected", "retried", "dead")
+    print("{:<16} {:>7} {:>9} {:>9} {:>8} {:>5}".format(*header))
+    print("-" * 60)
+    for exporter in [d.exporter for d in tracker.destinations]:
+        name = exporter.name
+        expected = sum(1 for e in events if exporter.applies(e))
+        row = stats[name]
+        dead_count = row["dead_lettered"]
+        print(
+            f"{name:<16} {expected:>7} {got[name]:>9} {row['rejected']:>9} "
+            f"{row['retried']:>8} {dead_count:>5}"
         )
-        trackware.track("login", {"method": "password", "password": "hunter2"})
-        place_order([12.5, 7.5])
+        if got[name] != expected or row["rejected"] or dead_count:
+            ok = False
+    for record in dead.records:
+        print(f"  dead letter: {record.destination}: {record.reason}")
+    if failed_requests:
+        print(f"  HTTP errors from the apps: {failed_requests}")
+    print("\nevery destination received exactly its mapped events" if ok else "")
+    print("" if ok else "DEMO FAILED: see the table above")
 
-    delivered = tracker.flush(timeout=10)
-    stats = tracker.stats()
+    if args.serve:
+        print(f"serving; open {shop_url} or {store_url} (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    store.stop()
+    shop.shutdown()
     tracker.shutdown()
-    server.shutdown()
-
-    print("Events as the console exporter printed them:")
-    for line in console.getvalue().splitlines():
-        event = json.loads(line)
-        print(
-            f"  {event['name']:<16} user={event['user_id']!s:<5} "
-            f"properties={json.dumps(event['properties'])}"
-        )
-    print(f"\nJSON-lines file: {workdir / 'events.jsonl'}")
-    print(f"HTTP endpoint received {len(_Endpoint.received)} events (after one 503)\n")
-    print(
-        f"{'destination':<10} {'enqueued':>8} {'sent':>6} {'retried':>8} "
-        f"{'rejected':>8} {'dropped':>8} {'queued':>7}"
-    )
-    ok = delivered
-    for name, d in stats["destinations"].items():
-        dropped = sum(d["dropped"].values())
-        print(
-            f"{name:<10} {d['enqueued']:>8} {d['sent']:>6} {d['retried']:>8} "
-            f"{d['rejected']:>8} {dropped:>8} {d['queue_depth']:>7}"
-        )
-        ok = ok and d["sent"] == d["enqueued"] == stats["tracked"]
-    print(f"\ntracked={stats['tracked']} dropped={stats['dropped']}")
-    print("OK: every event accounted for" if ok else "FAILED: events unaccounted for")
+    emulator.stop()
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -290,6 +290,22 @@ def test_identity_and_params_mapping(server: EmulatorServer, api: SyneriseAPI) -
     exp.close()
 
 
+def test_integration_visitor_ids_become_dashed_uuids(server: EmulatorServer) -> None:
+    # The Flask/ASGI integrations' visitor ids are 32 hex digits.
+    exp = exporter(server)
+    hex_id = UUID.replace("-", "").upper()
+    page = Event("page.visit", anonymous_id=hex_id)
+    rec = Event(
+        "recommendation.view",
+        {"correlationId": "frame-1", "items": ["p-1"]},
+        anonymous_id=hex_id,
+    )
+    assert len(exp.export([page, rec]).sent) == 2
+    assert server.recorded("synerise.batch")[0].json()[0]["client"] == {"uuid": UUID}
+    assert server.recorded("synerise.ai_single")[0].json()["clientUUID"] == UUID
+    exp.close()
+
+
 # --- routing ------------------------------------------------------------------------
 
 

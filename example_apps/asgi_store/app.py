@@ -19,9 +19,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from shop_data import CUSTOMERS, OFFERS, PRODUCTS, RECOMMENDATION_FRAME
 from starlette.websockets import WebSocketDisconnect
-from trackware.integrations.asgi import TrackwareMiddleware
 
 import trackware
+from trackware.integrations.asgi import TrackwareMiddleware
 
 SESSION_COOKIE = "store_session"
 #: store session token -> customer id (an in-memory login, enough for a demo)

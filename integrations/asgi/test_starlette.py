@@ -331,6 +331,8 @@ def test_identity_from_async_callable(recorder: t.Any) -> None:
     asyncio.run(run())
     signed_in, anonymous = recorder.pages()
     assert signed_in.user_id == "c-7" and signed_in.email == "a@example.com"
+    # The identity is known before the session starts: session_start has it.
+    assert recorder.events("session_start")[0].user_id == "c-7"
     assert recorder.events("item.viewed")[0].user_id == "c-7"
     assert anonymous.user_id is None
 
@@ -501,3 +503,89 @@ def test_add_middleware_and_options_validation(recorder: t.Any) -> None:
         TrackwareMiddleware(make_app(), identity="user")
     with pytest.raises(ConfigurationError, match="session_timeout"):
         TrackwareMiddleware(make_app(), session_timeout=0)
+
+
+def test_disconnect_while_streaming_is_flagged_not_a_server_error(
+    recorder: t.Any,
+) -> None:
+    async def streams(scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(10):
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+
+    app = TrackwareMiddleware(streams, tracker=recorder.tracker)
+
+    async def call() -> None:
+        sent: list[t.Any] = []
+
+        async def send(message: t.Any) -> None:
+            if len(sent) == 3:
+                raise ConnectionResetError("client went away")
+            sent.append(message)
+
+        async def receive() -> dict[str, t.Any]:
+            return {"type": "http.request", "body": b""}
+
+        scope = {"type": "http", "method": "GET", "path": "/feed", "headers": []}
+        await app(scope, receive, send)
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(call())
+    [page] = recorder.pages()
+    assert page.properties["status"] == 200
+    assert page.properties["error"] == "ConnectionResetError"
+    assert page.context["client_disconnected"] is True
+
+
+def test_privacy_defaults_and_opt_ins(recorder: t.Any) -> None:
+    async def run(app: t.Any) -> httpx.Response:
+        transport = httpx.ASGITransport(app, client=("203.0.113.9", 4711))
+        async with httpx.AsyncClient(transport=transport, base_url="https://shop") as c:
+            return await c.get(
+                "/items/3?email=a@b.c&utm_source=mail",
+                headers={
+                    "User-Agent": "Mozilla/5.0 Firefox/130.0",
+                    "Referer": "https://mail.example/inbox?token=secret",
+                },
+            )
+
+    response = asyncio.run(
+        run(TrackwareMiddleware(make_app(), tracker=recorder.tracker))
+    )
+    # HTTPS request: the cookies are Secure.
+    assert all("Secure" in c for c in response.headers.get_list("set-cookie"))
+    [page] = recorder.pages()
+    assert "query" not in page.properties
+    assert page.properties["referrer"] == "https://mail.example/inbox"
+    assert "ip" not in page.context and "user_agent" not in page.context
+    recorder.clear()
+    asyncio.run(
+        run(
+            TrackwareMiddleware(
+                make_app(),
+                tracker=recorder.tracker,
+                capture_ip=True,
+                capture_user_agent=True,
+                query_allow=["utm_source"],
+            )
+        )
+    )
+    [page] = recorder.pages()
+    assert page.properties["query"] == {"utm_source": "mail"}
+    assert page.context["ip"] == "203.0.113.9"
+    assert page.context["user_agent"] == "Mozilla/5.0 Firefox/130.0"
+
+
+def test_sampling_follows_the_tracker(sink: t.Any) -> None:
+    from trackware.exporters import HTTPExporter
+
+    tracker = trackware.Tracker(
+        [HTTPExporter(sink.url)], dead_letter=None, sample_rates={"page": 0.0}
+    )
+    app = TrackwareMiddleware(make_app(), tracker=tracker)
+    get(app, "/", "/items/1")
+    assert tracker.flush(10)
+    names = [e["name"] for body in sink.bodies for e in body["events"]]
+    assert sorted(names) == ["item.viewed", "session_start"]
+    assert tracker.stats()["dropped"].get("sampled") == 2
+    tracker.shutdown()

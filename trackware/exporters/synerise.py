@@ -43,8 +43,25 @@ _KEBAB_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
+_HEX32_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 _CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
 _CLAMP_MEMORY = 10_000
+
+
+def _as_uuid(value: str | None) -> str | None:
+    """``value`` as a lowercase dashed UUID, if it is one (dashed or 32 hex digits).
+
+    The Flask and ASGI integrations' visitor ids are 32 hex digits; Synerise
+    wants the dashed form.
+    """
+    if not value:
+        return None
+    if _UUID_RE.match(value):
+        return value.lower()
+    if _HEX32_RE.match(value):
+        h = value.lower()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return None
 
 
 class _Reject(Exception):
@@ -459,9 +476,9 @@ class SyneriseExporter(BaseHTTPExporter):
                     )
         if event.user_id:
             client["customId"] = str(event.user_id)
-        anonymous = event.anonymous_id
-        if anonymous and _UUID_RE.match(anonymous):
-            client["uuid"] = anonymous.lower()
+        anonymous = _as_uuid(event.anonymous_id)
+        if anonymous is not None:
+            client["uuid"] = anonymous
         if event.email:
             client["email"] = event.email
         if not client:
@@ -509,8 +526,8 @@ class SyneriseExporter(BaseHTTPExporter):
         if not isinstance(correlation, str) or not correlation:
             raise _Reject("correlationId: required, a non-empty string property")
         client_uuid = _first(props, "clientUUID", "client_uuid")
-        if client_uuid is None and event.anonymous_id:
-            client_uuid = event.anonymous_id
+        if client_uuid is None:
+            client_uuid = _as_uuid(event.anonymous_id)
         if not isinstance(client_uuid, str) or not _UUID_RE.match(client_uuid):
             raise _Reject(
                 "clientUUID: required, a UUID (property clientUUID, or a UUID "

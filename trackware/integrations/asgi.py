@@ -303,7 +303,11 @@ class TrackwareMiddleware:
         async def tracking_send(message: t.Any) -> None:
             kind = message["type"]
             if kind == "http.response.body":
-                await send(message)
+                try:
+                    await send(message)
+                except OSError:  # e.g. uvicorn's ClientDisconnected
+                    flags[2] = True
+                    raise
                 if flags[0] or message.get("more_body") or flags[3]:
                     return
             elif kind == "http.response.start":
@@ -575,8 +579,10 @@ class TrackwareMiddleware:
                 await self._flush()
             await send(message)
 
+        inner = dict(scope)
+        inner[SCOPE_KEY] = None  # an inner TrackwareMiddleware leaves it to us
         try:
-            await self.app(scope, lifespan_receive, lifespan_send)
+            await self.app(inner, lifespan_receive, lifespan_send)
         except Exception:
             if used[0]:
                 raise

@@ -186,9 +186,9 @@ class Trackware:
         self._apps[app] = state
         app.extensions[_EXTENSION_KEY] = self
         app.wsgi_app = _TrackwareWSGI(app.wsgi_app, state)  # type: ignore[method-assign]
-        flask.request_started.connect(_on_request_started, app, weak=False)
-        flask.request_finished.connect(_on_request_finished, app, weak=False)
-        flask.got_request_exception.connect(_on_exception, app, weak=False)
+        app.full_dispatch_request = _wrap_dispatch(  # type: ignore[method-assign]
+            state, app.full_dispatch_request
+        )
         if identity is not None:
             _connect_login_signals(app)
 
@@ -273,68 +273,85 @@ def _in_request_context(
     return identity_in_request
 
 
-# --- signal receivers (run inside Flask; they must never raise) --------------------
+# --- inside Flask: the request context is pushed, the URL matched ---------------------
+
+_current_request = flask.request._get_current_object  # type: ignore[attr-defined]
 
 
-def _on_request_started(sender: flask.Flask, **_: t.Any) -> None:
-    try:
-        request = flask.request._get_current_object()  # type: ignore[attr-defined]
-        environ = request.environ
-        app_state: _AppState | None = environ.get(_APP_KEY)
-        if app_state is None or app_state.app() is not sender:
-            return
-        engine = app_state.engine
-        rule = request.url_rule
-        route = endpoint = None
-        if rule is not None:
-            route, endpoint = rule.rule, rule.endpoint
-            if endpoint.endswith(".static") or engine.route_excluded(route, endpoint):
-                tracker = engine.options.tracker
-                if tracker is not None:
-                    environ[_BARE_KEY] = _scope.set(Scope(tracker=tracker))
-                return
-        options = engine.options
-        query = None
-        if options.query_allow and environ.get("QUERY_STRING"):
-            query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
-        state = engine.begin(
-            method=environ.get("REQUEST_METHOD", "GET"),
-            path=environ.get("PATH_INFO") or "/",
-            query=query,
-            cookie_header=environ.get("HTTP_COOKIE"),
-            secure=environ.get("wsgi.url_scheme") == "https",
-            referrer=environ.get("HTTP_REFERER"),
-            user_agent=environ.get("HTTP_USER_AGENT"),
-            client_ip=environ.get("REMOTE_ADDR") if options.capture_ip else None,
-        )
-        state.route = route
-        state.endpoint = endpoint
-        if endpoint is not None and "." in endpoint:  # as Request.blueprint
-            state.blueprint = endpoint.rpartition(".")[0]
-        environ[_STATE_KEY] = state
-    except Exception:
-        _log.error("flask-begin", "trackware: could not start tracking", exc_info=True)
+def _wrap_dispatch(
+    app_state: _AppState, dispatch: t.Callable[[], flask.Response]
+) -> t.Callable[[], flask.Response]:
+    """Wrap ``app.full_dispatch_request``: the one call per request that runs
+    inside the request context, before ``request_started`` and every hook, and
+    that returns the final response (cheaper than two signal receivers)."""
+    engine = app_state.engine
+
+    def full_dispatch_request() -> flask.Response:
+        state = environ = None
+        try:
+            request = _current_request()
+            environ = request.environ
+            if environ.get(_APP_KEY) is app_state:
+                state = _begin(app_state, request, environ)
+        except Exception:
+            _log.error(
+                "flask-begin", "trackware: could not start tracking", exc_info=True
+            )
+        if state is None or environ is None:
+            return dispatch()
+        try:
+            response = dispatch()
+        except Exception as exc:  # unhandled: Flask answers 500 or re-raises
+            environ[_ERROR_KEY] = exc
+            raise
+        try:
+            if response.is_streamed and not response.direct_passthrough:
+                # A generator of the app's runs while the body is sent (files
+                # do not): the page event waits for the body to close.
+                environ[_STREAMED_KEY] = True
+            if app_state.identity is not None:  # a login or logout view ran
+                engine.apply_identity(state.scope)
+        except Exception:
+            _log.error("flask-response", "trackware: response hook", exc_info=True)
+        return response
+
+    return full_dispatch_request
 
 
-def _on_request_finished(
-    sender: flask.Flask, response: flask.Response | None = None, **_: t.Any
-) -> None:
-    try:
-        environ = flask.request.environ
-        state: RequestState | None = environ.get(_STATE_KEY)
-        if state is None:
-            return
-        if (
-            response is not None
-            and response.is_streamed
-            and not response.direct_passthrough  # files: nothing of the app runs
-        ):
-            environ[_STREAMED_KEY] = True
-        app_state: _AppState = environ[_APP_KEY]
-        if app_state.identity is not None:
-            app_state.engine.apply_identity(state.scope)
-    except Exception:
-        _log.error("flask-finished", "trackware: request_finished", exc_info=True)
+def _begin(
+    app_state: _AppState, request: flask.Request, environ: dict[str, t.Any]
+) -> RequestState | None:
+    engine = app_state.engine
+    rule = request.url_rule
+    route = endpoint = None
+    if rule is not None:
+        route, endpoint = rule.rule, rule.endpoint
+        if endpoint.endswith(".static") or engine.route_excluded(route, endpoint):
+            tracker = engine.options.tracker
+            if tracker is not None:
+                # Not tracked, but what the view tracks goes to our tracker.
+                environ[_BARE_KEY] = _scope.set(Scope(tracker=tracker))
+            return None
+    options = engine.options
+    query = None
+    if options.query_allow and environ.get("QUERY_STRING"):
+        query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
+    state = engine.begin(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        path=environ.get("PATH_INFO") or "/",
+        query=query,
+        cookie_header=environ.get("HTTP_COOKIE"),
+        secure=environ.get("wsgi.url_scheme") == "https",
+        referrer=environ.get("HTTP_REFERER"),
+        user_agent=environ.get("HTTP_USER_AGENT"),
+        client_ip=environ.get("REMOTE_ADDR") if options.capture_ip else None,
+    )
+    state.route = route
+    state.endpoint = endpoint
+    if endpoint is not None and "." in endpoint:  # as Request.blueprint
+        state.blueprint = endpoint.rpartition(".")[0]
+    environ[_STATE_KEY] = state
+    return state
 
 
 def _on_login(sender: flask.Flask, **_: t.Any) -> None:
@@ -354,15 +371,6 @@ def _connect_login_signals(app: flask.Flask) -> None:
     except ImportError:
         return
     login_signals.user_logged_in.connect(_on_login, app, weak=False)
-
-
-def _on_exception(sender: flask.Flask, exception: BaseException, **_: t.Any) -> None:
-    try:
-        environ = flask.request.environ
-        if _STATE_KEY in environ:
-            environ[_ERROR_KEY] = exception
-    except Exception:  # pragma: no cover - defensive
-        pass
 
 
 # --- the WSGI wrapper ---------------------------------------------------------------
@@ -452,7 +460,7 @@ class _TrackwareWSGI:
         state.deferred = True
         status = state.status
         if error is None:
-            error = environ.get(_ERROR_KEY)
+            error = environ.pop(_ERROR_KEY, None)
         elif status is None:
             status = 500
         blueprint = state.blueprint

@@ -174,7 +174,8 @@ class CardlyticsAPI(VendorAPI):
     """The emulated Cardlytics API: configuration, issued sessions, accepted events.
 
     Args:
-        credentials: accepted ``clientId`` -> ``secret`` pairs.
+        credentials: accepted ``clientId`` -> ``secret`` pairs (default:
+            ``cardlytics-test-client`` / ``cardlytics-test-secret``).
         strict: enforce the rules marked *strict* in the contract table
             (``serveToken`` required, ``clientEventMetadata: null`` present for
             non-Ad events, no unknown keys, ``x-source-customer-id`` must match
