@@ -141,8 +141,10 @@ def test_features_under_uvicorn(sink: Sink, tmp_path: pathlib.Path) -> None:
         async def client_side() -> list[int]:
             statuses = []
             async with httpx.AsyncClient(base_url=server.url) as c:
-                for path in ("/", "/items/5", "/stream", "/sse"):
+                for path in ("/", "/items/5", "/stream", "/sse", "/account"):
                     headers = {"X-User": "u-1"} if path == "/items/5" else {}
+                    if path == "/account":
+                        headers = {"X-Customer": "c-dep"}
                     r = await c.get(path, headers=headers)
                     statuses.append(r.status_code)
                 assert (await c.get("/stream")).text.count("chunk") == 5
@@ -167,7 +169,7 @@ def test_features_under_uvicorn(sink: Sink, tmp_path: pathlib.Path) -> None:
             return statuses
 
         statuses = asyncio.run(client_side())
-        assert statuses == [200, 200, 200, 200, 200, 500, 200]
+        assert statuses == [200, 200, 200, 200, 200, 405, 500, 200]  # HEAD: 405
         assert server.wait_log("boom under uvicorn", 1)
         server.terminate()
     events = received(sink)
@@ -175,14 +177,16 @@ def test_features_under_uvicorn(sink: Sink, tmp_path: pathlib.Path) -> None:
     got = [(p["properties"]["route"], p["properties"]["status"]) for p in pages]
     assert got == [
         ("/", 200),
-        ("/items/{item_id:int}", 200),
+        ("/items/{item_id}", 200),
         ("/stream", 200),
         ("/sse", 200),
+        ("/account", 200),
         ("/stream", 200),
         ("/boom", 500),
         ("/", 200),
     ]
     assert pages[1]["user_id"] == "u-1"
+    assert pages[4]["user_id"] == "c-dep"  # identify() in a sync dependency
     assert pages[0]["anonymous_id"] == pages[1]["anonymous_id"]
     assert pages[-1]["anonymous_id"] != pages[0]["anonymous_id"]
     assert [e["user_id"] for e in events if e["name"] == "item.viewed"] == ["u-1"]

@@ -579,7 +579,7 @@ class TrackwareMiddleware:
                 await self._flush()
             await send(message)
 
-        inner = dict(scope)
+        inner: t.Any = dict(scope)
         inner[SCOPE_KEY] = None  # an inner TrackwareMiddleware leaves it to us
         try:
             await self.app(inner, lifespan_receive, lifespan_send)

@@ -17,15 +17,21 @@ How a request is tracked:
 1. The wrapper around ``app.wsgi_app`` drops the requests that are never
    tracked (HEAD/OPTIONS, health probes, static files, bots) before Flask
    does any work for them.
-2. Flask's ``request_started`` signal (the request context is pushed and the
-   URL matched) applies route and endpoint exclusions, reads the cookies,
-   calls the ``identity`` callable and opens the request's
-   :class:`~trackware.Scope`, so everything the view tracks carries the
-   visitor, session and user.
-3. ``request_finished`` notes whether the response is streamed and asks the
-   ``identity`` callable again (a login or logout view changed it).
-4. The page event is tracked when ``wsgi_app`` returns, or, for a streamed
-   response, when the server closes the body.
+2. A wrapper around ``app.full_dispatch_request`` (the request context is
+   pushed and the URL matched; ``request_started``, ``before_request`` and the
+   view have not run yet) applies route and endpoint exclusions, reads the
+   cookies, calls the ``identity`` callable and opens the request's
+   :class:`~trackware.Scope`, so everything tracked during the request
+   carries the visitor, session and user. When the response is made it notes
+   whether it is streamed and asks the ``identity`` callable again (a login
+   or logout view changed it); Flask-Login's ``user_logged_in`` also updates
+   the scope at once.
+3. The page event is tracked when ``wsgi_app`` returns, or, for a streamed
+   response, when the server closes the body. The scope is closed then, so
+   nothing of one request leaks into the next.
+
+Both wrappers are plain function calls: no Flask signal or hook runs per
+request on trackware's behalf.
 """
 
 from __future__ import annotations
@@ -115,8 +121,9 @@ class Trackware:
     It follows the Flask extension contract: ``Trackware(app)`` or
     ``Trackware().init_app(app)`` in an application factory; the instance is
     registered as ``app.extensions["trackware"]`` and keeps no reference to
-    any app, so it can serve several apps in one process, each with its own
-    ``app.config``.
+    any app (only weak ones), so it can serve several apps in one process,
+    each with its own ``app.config``. It wraps ``app.wsgi_app`` and
+    ``app.full_dispatch_request`` of each app it is registered on.
 
     Args:
         app: the app to register with now (or call :meth:`init_app` later).
@@ -177,9 +184,9 @@ class Trackware:
                     "identity must be a callable returning the current user, "
                     "e.g. trackware.integrations.flask.flask_login_identity"
                 )
-            # The engine calls it when the request starts (inside the request
-            # context) and the extension again on request_finished; outside a
-            # request context (a streamed body closing) it is not called.
+            # Called when the request starts and when its response is made,
+            # both inside the request context; never outside one (a streamed
+            # body closing), where it could not work.
             options.identity = _in_request_context(identity)
         engine = RequestTracker(options)
         state = _AppState(app, engine, identity)

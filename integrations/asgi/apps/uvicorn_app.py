@@ -1,4 +1,4 @@
-"""A Starlette app wrapped in TrackwareMiddleware, served by a real uvicorn.
+"""A FastAPI app wrapped (twice) in TrackwareMiddleware, served by a real uvicorn.
 
 Configured from the environment (one tracker per worker process):
 ``TW_SINK_URL`` (required), ``TW_FLUSH_INTERVAL`` (seconds, default 0.2),
@@ -11,11 +11,8 @@ import asyncio
 import os
 import typing as t
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 import trackware
 from trackware.exporters import HTTPExporter
@@ -27,17 +24,34 @@ tracker = trackware.Tracker(
     shutdown_timeout=20.0,
 )
 
-
-async def home(request: Request) -> Response:
-    return PlainTextResponse(f"pid {os.getpid()}")
+api = FastAPI()
 
 
-async def item(request: Request) -> Response:
-    trackware.track("item.viewed", {"item_id": request.path_params["item_id"]})
-    return PlainTextResponse("item")
+def customer(request: Request) -> str:
+    """A sync dependency (FastAPI runs it in a thread pool) that identifies."""
+    user = request.headers.get("x-customer", "guest")
+    trackware.identify(user)
+    return user
 
 
-async def stream(request: Request) -> Response:
+@api.get("/", response_class=PlainTextResponse)
+async def home() -> str:
+    return f"pid {os.getpid()}"
+
+
+@api.get("/items/{item_id}", response_class=PlainTextResponse)
+async def item(item_id: int) -> str:
+    trackware.track("item.viewed", {"item_id": item_id})
+    return "item"
+
+
+@api.get("/account", response_class=PlainTextResponse)
+async def account(user: str = Depends(customer)) -> str:
+    return user
+
+
+@api.get("/stream")
+async def stream() -> StreamingResponse:
     async def chunks() -> t.AsyncIterator[bytes]:
         for i in range(5):
             yield f"chunk {i}\n".encode()
@@ -46,7 +60,8 @@ async def stream(request: Request) -> Response:
     return StreamingResponse(chunks())
 
 
-async def sse(request: Request) -> Response:
+@api.get("/sse")
+async def sse() -> StreamingResponse:
     async def events() -> t.AsyncIterator[str]:
         for i in range(3):
             yield f"data: {i}\n\n"
@@ -54,17 +69,12 @@ async def sse(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-async def boom(request: Request) -> Response:
+@api.get("/boom")
+async def boom() -> None:
     raise RuntimeError("boom under uvicorn")
 
 
-async def who(scope: t.Mapping[str, t.Any]) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-user":
-            return str(value.decode())
-    return None
-
-
+@api.websocket("/ws")
 async def echo(websocket: WebSocket) -> None:
     await websocket.accept()
     try:
@@ -78,17 +88,14 @@ async def echo(websocket: WebSocket) -> None:
         return
 
 
-app = TrackwareMiddleware(
-    Starlette(
-        routes=[
-            Route("/", home),
-            Route("/items/{item_id:int}", item),
-            Route("/stream", stream),
-            Route("/sse", sse),
-            Route("/boom", boom),
-            WebSocketRoute("/ws", echo),
-        ]
-    ),
-    tracker=tracker,
-    identity=who,
-)
+async def who(scope: t.Mapping[str, t.Any]) -> str | None:
+    """Async identity callable: the X-User header."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-user":
+            return str(value.decode())
+    return None
+
+
+# Wrapped twice on purpose: every request must still be tracked once.
+api.add_middleware(TrackwareMiddleware, tracker=tracker)
+app = TrackwareMiddleware(api, tracker=tracker, identity=who)
