@@ -216,6 +216,7 @@ def test_streaming_response_is_tracked_when_the_body_closes(
     response = client.get("/stream", buffered=False)
     assert response.status_code == 200
     assert pages(events) == []  # the body has not been sent yet
+    assert trackware.current_scope() is None  # bound only while chunks are made
     assert response.get_data() == b"ab"
     response.close()
     page = events.one("page")

@@ -452,7 +452,13 @@ class _TrackwareWSGI:
             _reset_bare(environ)
             return body
         if environ.get(_STREAMED_KEY):
-            return _ClosingBody(body, lambda: self._finish(state, environ, None))
+            # Unbind the scope now (a body that is never closed must not leak
+            # it into the thread's next request); the body binds it again
+            # while the app's generator produces each chunk.
+            engine.close(state)
+            return _ClosingBody(
+                body, state.scope, lambda: self._finish(state, environ, None)
+            )
         self._finish(state, environ, None)
         return body
 
@@ -491,22 +497,40 @@ def _reset_bare(environ: dict[str, t.Any]) -> None:
 
 
 class _ClosingBody:
-    """The app's response iterable, calling ``on_close`` once when it is closed."""
+    """A streamed response body: the request's scope is bound while each chunk
+    is produced, and ``on_close`` runs once when the server closes it."""
 
-    __slots__ = ("_body", "_on_close")
+    __slots__ = ("_body", "_iterator", "_on_close", "_scope")
 
-    def __init__(self, body: t.Any, on_close: t.Callable[[], None]) -> None:
+    def __init__(
+        self, body: t.Any, scope: Scope, on_close: t.Callable[[], None]
+    ) -> None:
         self._body = body
+        self._scope = scope
         self._on_close = on_close
+        self._iterator: t.Iterator[bytes] | None = None
 
-    def __iter__(self) -> t.Iterator[bytes]:
-        return iter(self._body)
+    def __iter__(self) -> _ClosingBody:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._iterator is None:
+            self._iterator = iter(self._body)
+        token = _scope.set(self._scope)
+        try:
+            return next(self._iterator)
+        finally:
+            _scope.reset(token)
 
     def close(self) -> None:
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
-                close()
+                token = _scope.set(self._scope)
+                try:
+                    close()
+                finally:
+                    _scope.reset(token)
         finally:
             self._on_close()
 
