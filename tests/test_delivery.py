@@ -5,13 +5,17 @@ from __future__ import annotations
 import threading
 import typing as t
 
+import _quick
 import pytest
+from _quick import stop_quickly
 from _support import Sink, free_port
 
 import trackware
 from trackware import MemoryDeadLetter, RetryPolicy
 from trackware.exporters import HTTPExporter
 from trackware.testing import InMemoryExporter
+
+sink = _quick.sink  # the Sink fixture, stopped without the 0.5 s poll wait
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05, max_attempts=5)
 
@@ -148,7 +152,8 @@ def test_connection_refused_is_retried_until_the_server_is_up(
     """Events wait through connection refusals and arrive once a server listens."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/events"
-    tracker = make(url, dead, retry=RetryPolicy(base_delay=0.01, max_delay=0.05))
+    policy = RetryPolicy(base_delay=0.01, max_delay=0.05, open_for=0.05)
+    tracker = make(url, dead, retry=policy)
     events = [tracker.track("e", {"i": i}) for i in range(5)]
     assert tracker.flush(0.5) is False
     dest = tracker.stats()["destinations"]["http"]
@@ -159,7 +164,7 @@ def test_connection_refused_is_retried_until_the_server_is_up(
         assert tracker.flush(10)
         assert sorted(server.ids) == sorted(e.event_id for e in events if e)
     finally:
-        server.stop()
+        stop_quickly(server)
         tracker.shutdown()
 
 
@@ -265,7 +270,7 @@ def test_failing_destination_does_not_delay_a_healthy_one(
         assert sorted(sink.ids) == sorted(e.event_id for e in events if e)
         tracker.shutdown(timeout=0.1)
     finally:
-        slow.stop()
+        stop_quickly(slow)
 
 
 def test_drop_oldest_keeps_the_newest(dead: MemoryDeadLetter) -> None:
@@ -442,11 +447,15 @@ def test_failing_destination_does_not_hold_back_a_healthy_one(
         assert tracker.flush(0.2, destinations=["down"]) is False
         assert tracker.stats()["destinations"]["down"]["retried"] > 0
         tracker.shutdown(timeout=0.1)
+        # A request still under way at the deadline settles right after it.
+        worker = tracker.destinations[0]._thread
+        assert worker is not None
+        worker.join(10)
         final = tracker.stats()["destinations"]["down"]
         assert final["dropped"] == {"shutdown": 20} and len(dead.records) == 20
     finally:
         if down is not None:
-            down.stop()
+            stop_quickly(down)
 
 
 def test_event_ids_are_stable_across_retries_and_dead_letters(

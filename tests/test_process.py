@@ -9,8 +9,11 @@ import sys
 import textwrap
 import typing as t
 
+import _quick
 import pytest
 from _support import Sink, free_port
+
+sink = _quick.sink  # the Sink fixture, stopped without the 0.5 s poll wait
 
 pytestmark = pytest.mark.slow
 

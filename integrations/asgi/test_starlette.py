@@ -589,3 +589,75 @@ def test_sampling_follows_the_tracker(sink: t.Any) -> None:
     assert sorted(names) == ["item.viewed", "session_start"]
     assert tracker.stats()["dropped"].get("sampled") == 2
     tracker.shutdown()
+
+
+def test_identity_is_asked_again_when_the_response_is_complete(
+    recorder: t.Any,
+) -> None:
+    logged_in: dict[str, str] = {}
+
+    def who(scope: t.Mapping[str, t.Any]) -> str | None:
+        return logged_in.get("user")
+
+    async def login(scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        logged_in["user"] = "c-late"  # the app's own session now knows the user
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = TrackwareMiddleware(login, tracker=recorder.tracker, identity=who)
+    get(app, "/login")
+    [start] = recorder.events("session_start")
+    [page] = recorder.pages()
+    assert start.user_id is None
+    assert page.user_id == "c-late"
+
+
+def test_rejected_websocket_and_excluded_endpoint(
+    recorder: t.Any, drivers: t.Any
+) -> None:
+    async def gate(scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.close", "code": 1008})
+
+    app = TrackwareMiddleware(gate, tracker=recorder.tracker)
+
+    async def run() -> None:
+        ws = drivers.WebSocketSession(app, "/ws/private")
+        closing = await ws.connect()
+        assert closing["type"] == "websocket.close"
+        await ws.finished()
+
+    asyncio.run(run())
+    assert recorder.events("websocket_connect") == []
+    [rejected] = recorder.events("websocket_disconnect")
+    assert rejected.properties["accepted"] is False
+    assert rejected.properties["code"] == 1008
+
+    recorder.clear()
+    app = TrackwareMiddleware(
+        make_app(), tracker=recorder.tracker, exclude_endpoints=["home"]
+    )
+    get(app, "/", "/items/1")
+    assert [p.properties["route"] for p in recorder.pages()] == ["/items/{item_id:int}"]
+
+
+def test_split_cookie_headers_are_joined(recorder: t.Any) -> None:
+    app = TrackwareMiddleware(make_app(), tracker=recorder.tracker)
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://s") as c:
+            first = await c.get("/")
+            vid, sid = first.cookies["tw_vid"], first.cookies["tw_sid"]
+            c.cookies.clear()
+            # HTTP/2 clients may send one cookie header per cookie.
+            await c.get(
+                "/items/1",
+                headers=[("cookie", f"tw_vid={vid}"), ("cookie", f"tw_sid={sid}")],
+            )
+
+    asyncio.run(run())
+    first, second = recorder.pages()
+    assert second.anonymous_id == first.anonymous_id
+    assert second.context["session_id"] == first.context["session_id"]
+    assert len(recorder.events("session_start")) == 1

@@ -60,6 +60,7 @@ class Uvicorn:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group: workers included
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -98,8 +99,8 @@ class Uvicorn:
         assert shut == self.workers, "\n".join(self.lines)
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc.poll() is None:  # a failed test: stop the server and workers
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
         self.reader.join(timeout=30)
         assert self.proc.stderr is not None

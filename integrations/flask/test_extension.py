@@ -91,6 +91,9 @@ def test_unknown_option_names_the_valid_ones() -> None:
         ("TRACKWARE_EXCLUDE_PATHS", "[unclosed", "not a valid regex"),
         ("TRACKWARE_IDENTITY", "flask_login", "callable"),
         ("TRACKWARE_ENABLED", "perhaps", "true or false"),
+        ("TRACKWARE_TRACKER", "http://example.test", "trackware.Tracker"),
+        ("TRACKWARE_TID_SOURCE", {"a": "b"}, "callable"),
+        ("TRACKWARE_EXCLUDE_BOTS", "sometimes", "true or false"),
     ],
 )
 def test_invalid_configuration_raises_at_init_app(
@@ -158,3 +161,14 @@ def test_default_tracker_is_looked_up_per_request(new_app: NewApp) -> None:
     assert tr.flush(10)
     assert memory.names() == ["session_start", "item.viewed", "page"]
     tr.shutdown()
+
+
+def test_misspelt_config_key_is_reported(
+    new_app: NewApp, tracker: trackware.Tracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = new_app("shop")
+    app.config["TRACKWARE_SESION_TIMEOUT"] = 60
+    with caplog.at_level("WARNING", logger="trackware"):
+        Trackware(app, tracker=tracker)
+    assert "TRACKWARE_SESION_TIMEOUT" in caplog.text
+    assert "SESSION_TIMEOUT" in caplog.text

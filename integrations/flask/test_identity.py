@@ -11,7 +11,7 @@ import flask_login
 import pytest
 
 import trackware
-from trackware.integrations.flask import flask_login_identity
+from trackware.integrations.flask import Trackware, flask_login_identity
 from trackware.testing import CapturedEvents
 
 MakeApp = t.Callable[..., tuple[flask.Flask, t.Any]]
@@ -258,3 +258,46 @@ def test_malformed_tid_cookie_is_ignored(
     response = client.get("/")
     assert "mxo_tid" not in events.one("page").context
     assert "tw_tid" not in set_cookies(response)
+
+
+def test_mxo_tid_round_trip_with_the_lightweight_exporter_and_emulator(
+    new_app: NewApp, set_cookies: SetCookies
+) -> None:
+    """End to end: MXO assigns a tid → the exporter remembers it → the next
+    response sets the cookie → later events send that tid, never a new one."""
+    mxo = pytest.importorskip("trackware.exporters.mxo")
+    emulators = pytest.importorskip("trackware.testing.emulators._mxo")
+    server_mod = pytest.importorskip("trackware.testing.emulators._server")
+    api = emulators.MXOAPI()
+    with server_mod.EmulatorServer([api]) as server:
+        exporter = mxo.LightweightExporter(
+            base_url=server.url,
+            site_key="ONE-ABCDEFGHIJ-1234",
+            default_touchpoint="https://shop.test/",
+        )
+        tracker = trackware.Tracker(
+            [exporter],
+            flush_interval=0.01,
+            dead_letter=trackware.MemoryDeadLetter(),
+            register_atexit=False,
+        )
+        app = new_app("shop")
+        Trackware(app, tracker=tracker, tid_source=exporter.tid_for)
+        client = app.test_client()
+
+        first = client.get("/items/1")
+        assert "tw_tid" not in set_cookies(first)
+        assert tracker.flush(10)
+        assigned = {e["tid"] for e in api.events}
+        assert len(assigned) == 1
+        tid = assigned.pop()
+
+        second = client.get("/items/2")
+        assert set_cookies(second)["tw_tid"].startswith(f"tw_tid={tid};")
+        third = client.get("/items/3")
+        assert "tw_tid" not in set_cookies(third)
+        assert tracker.flush(10)
+        assert {e["tid"] for e in api.events} == {tid}
+        assert api.unknown_tids == []
+        assert tracker.stats()["destinations"][exporter.name]["rejected"] == 0
+        tracker.shutdown()

@@ -60,8 +60,9 @@ def send_requests(port: int, total: int, clients: int = 4) -> set[int]:
 
     def browse(first: int) -> list[int]:
         pids = []
+        headers = {"User-Agent": BROWSER, "X-Test-User": f"user-{first}"}
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": BROWSER}
+            base_url=f"http://127.0.0.1:{port}", headers=headers
         ) as client:
             for i in range(first, total, clients):
                 response = client.get(f"/items/{i}", timeout=30)
@@ -100,8 +101,14 @@ def check_exactly_once(sink: Sink, total: int, output: str) -> None:
     assert paths == sorted(f"/items/{i}" for i in range(total)), output[-3000:]
     assert {e["properties"]["route"] for e in pages} == {"/items/<int:item_id>"}
     assert {e["properties"]["status"] for e in pages} == {200}
-    visitors = {e["anonymous_id"] for e in pages}
-    assert len(visitors) == 4  # one per browser, whichever worker served it
+    # One visitor per browser, whichever worker or thread served it, and each
+    # visitor's events carry that browser's user only.
+    users_of: dict[str, set[str]] = {}
+    for event in pages:
+        users_of.setdefault(event["anonymous_id"], set()).add(event["user_id"])
+    assert sorted(sorted(users) for users in users_of.values()) == [
+        [f"user-{i}"] for i in range(4)
+    ]
 
 
 def gunicorn(port: int, *options: str) -> list[str]:

@@ -29,7 +29,17 @@ body. Per request it reads the headers once, binds a
 sent (streamed responses and server-sent events included), with the route
 template when the framework exposes it (Starlette/FastAPI ``scope["route"]``,
 Django's URL resolver, Quart's URL map). Exceptions from the app are recorded
-(status 500) and re-raised untouched. Wrapping an app twice tracks once.
+(status 500) and re-raised untouched. A client that disconnects before the
+response is complete is recorded with the context flag ``client_disconnected``
+(status 499 when no response had started). Websockets get
+``websocket_connect`` (when accepted) and ``websocket_disconnect`` (``code``,
+``initiator``, ``accepted``, ``duration``) events instead of a page event.
+
+Wrapping an app twice tracks once: a marker in the scope plus a ContextVar
+guard (so an ASGI app called from inside a tracked request, e.g. through
+``httpx.ASGITransport``, is not tracked a second time either). On
+``lifespan.shutdown`` the tracker is flushed on a thread, never on the event
+loop; apps without lifespan support (Django) get it answered for them.
 
 Route and endpoint exclusions (``exclude_routes``/``exclude_endpoints``) are
 known only after routing: they suppress the page and websocket events, while
@@ -91,7 +101,6 @@ IdentityCallable: t.TypeAlias = (
     "t.Callable[[t.Mapping[str, t.Any]], Identity | t.Awaitable[Identity]]"
 )
 
-_Message: t.TypeAlias = "dict[str, t.Any]"
 _RouteFinder: t.TypeAlias = (
     "t.Callable[[dict[str, t.Any], str, str, str], tuple[str | None, str | None]]"
 )
@@ -369,27 +378,36 @@ class TrackwareMiddleware:
         error: BaseException | None,
         disconnected: bool,
     ) -> None:
+        """Track the page event. Never raises (it runs inside the app's send
+        and while the app's own exception propagates)."""
         try:
-            route, endpoint = self._find_route(
-                inner, root_path, state.method, state.path
+            try:
+                route, endpoint = self._find_route(
+                    inner, root_path, state.method, state.path
+                )
+            except Exception:
+                route = endpoint = None
+            status = state.status
+            if disconnected:
+                state.scope.bind(client_disconnected=True)
+                if status is None:
+                    status = 499  # the client left before a response started
+            elif error is not None:
+                status = 500
+            self.engine.finish(
+                state,
+                status=status,
+                route=route,
+                endpoint=endpoint,
+                error=error,
+                reset=False,
             )
         except Exception:
-            route = endpoint = None
-        status = state.status
-        if disconnected:
-            state.scope.bind(client_disconnected=True)
-            if status is None:
-                status = 499  # client closed the request before a response
-        elif error is not None:
-            status = 500
-        self.engine.finish(
-            state,
-            status=status,
-            route=route,
-            endpoint=endpoint,
-            error=error,
-            reset=False,
-        )
+            _log.error(
+                "asgi-finish",
+                "trackware: could not track the page event",
+                exc_info=True,
+            )
 
     async def _identity_of(self, inner: t.Any) -> Identity:
         """Call the identity callable (sync or async); ``None`` when it fails."""
@@ -458,11 +476,11 @@ class TrackwareMiddleware:
         async def tracking_receive() -> t.Any:
             message = await receive()
             if message["type"] == "websocket.disconnect" and not flags[1]:
-                ended(int(message.get("code", 1005)), "client", None)
+                ended(int(message.get("code") or 1005), "client", None)
             return message
 
-        async def tracking_send(message: t.Any) -> None:
-            msg = message
+        async def tracking_send(msg: t.Any) -> None:
+            message = msg
             kind = msg["type"]
             if kind == "websocket.accept" and not flags[0]:
                 try:
@@ -488,7 +506,12 @@ class TrackwareMiddleware:
                         props["subprotocol"] = msg["subprotocol"]
                     self._track_ws(state, inner, root_path, name, props)
                 return
-            await send(message)
+            try:
+                await send(message)
+            except OSError:  # the client is gone (1006: closed abnormally)
+                if not flags[1]:
+                    ended(1006, "client", None)
+                raise
             if flags[1]:
                 return
             if kind == "websocket.close":

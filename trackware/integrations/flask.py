@@ -221,6 +221,19 @@ class Trackware:
             values["tracker"] = self._tracker
         for name, value in list(values.items()):
             values[name] = _coerce(name, value)
+        from .._tracker import Tracker
+
+        tracker = values.get("tracker")
+        if tracker is not None and not isinstance(tracker, Tracker):
+            raise ConfigurationError(
+                f"tracker must be a trackware.Tracker, not {type(tracker).__name__}"
+            )
+        tid_source = values.get("tid_source")
+        if tid_source is not None and not callable(tid_source):
+            raise ConfigurationError(
+                "tid_source must be a callable (anonymous_id) -> tid or None, "
+                "e.g. InteractionExporter.tid_for"
+            )
         if not values.get("cookie_secret") and app.secret_key:
             values["cookie_secret"] = app.secret_key
         values.setdefault("exclude_endpoints", ("static",))

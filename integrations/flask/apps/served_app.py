@@ -26,7 +26,13 @@ trackware.set_tracker(tracker)
 
 app = flask.Flask(__name__)
 app.secret_key = "served-app-secret"
-Trackware(app, tracker=tracker)
+Trackware(
+    app,
+    tracker=tracker,
+    # Each test browser names its user; concurrent requests on worker threads
+    # must never see each other's identity.
+    identity=lambda: flask.request.headers.get("X-Test-User"),
+)
 
 
 @app.route("/items/<int:item_id>")
