@@ -335,3 +335,17 @@ def test_events_of_excluded_requests_still_go_to_the_extensions_tracker(
     assert events.names() == ["probe.checked", "item.viewed", "session_start", "page"]
     assert events[0].anonymous_id is None and events[1].anonymous_id is None
     assert events[-1].user_id is None
+
+
+def test_flasks_default_test_client_sees_page_events_without_closing(
+    make_app: MakeApp, events: CapturedEvents
+) -> None:
+    """Apps' own test suites use Flask's client as is (responses never closed)."""
+    from flask.testing import FlaskClient
+
+    app, _ = make_app()
+    client = FlaskClient(app, app.response_class, use_cookies=True)
+    client.get("/items/1", headers={"User-Agent": "Mozilla/5.0"})
+    client.get("/", headers={"User-Agent": "Mozilla/5.0"})
+    assert [e.properties["path"] for e in pages(events)] == ["/items/1", "/"]
+    assert trackware.current_scope() is None
