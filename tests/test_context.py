@@ -147,6 +147,18 @@ def test_traits_from_identify_are_redacted(tracker: trackware.Tracker) -> None:
     assert "hunter2" not in str(third.to_dict())
 
 
+def test_traits_set_directly_on_a_scope_are_validated(
+    tracker: trackware.Tracker,
+) -> None:
+    """Integrations may assign scope.traits; unsendable values are left out."""
+    with request_scope() as scope:
+        scope.traits = {"plan": "gold", "raw": object(), "token": "t-1"}
+        event = trackware.track("e")
+    assert event is not None
+    assert event.traits == {"plan": "gold", "token": trackware.REDACTED}
+    assert tracker.stats()["dropped"] == {}
+
+
 def test_request_scope_routes_to_its_tracker_and_can_flush() -> None:
     exporter = InMemoryExporter()
     own = trackware.Tracker([exporter], dead_letter=None, flush_interval=60)

@@ -31,6 +31,10 @@ def settled(dest: dict[str, t.Any]) -> int:
     )
 
 
+def quiet(request: t.Any, client_address: t.Any) -> None:
+    """A server error handler for sinks whose client hangs up on purpose."""
+
+
 @pytest.fixture
 def dead() -> MemoryDeadLetter:
     return MemoryDeadLetter()
@@ -249,6 +253,7 @@ def test_failing_destination_does_not_delay_a_healthy_one(
 ) -> None:
     """While one destination hangs on a slow vendor, the other delivers."""
     slow = Sink()
+    slow.server.handle_error = quiet  # type: ignore[method-assign]
     slow.script.extend([("sleep", 3.0)] * 3)
     try:
         tracker = trackware.Tracker(
@@ -289,7 +294,7 @@ def test_drop_oldest_keeps_the_newest(dead: MemoryDeadLetter) -> None:
     assert dest["queue_depth"] == 10
     kept = [e.event_id for e in events[-10:] if e]
     queue = tracker.destinations[0].queue
-    assert [ev.event_id for _, ev in list(queue._items)] == kept  # type: ignore[attr-defined]
+    assert [ev.event_id for ev in list(queue._items)] == kept  # type: ignore[attr-defined]
     assert settled(dest) == 25
     tracker.shutdown(timeout=0)
 
@@ -309,7 +314,7 @@ def test_drop_newest_refuses_new_events(dead: MemoryDeadLetter) -> None:
     assert dest["dropped"] == {"queue_full": 3} and dest["queue_depth"] == 5
     queue = tracker.destinations[0].queue
     firsts = [e.event_id for e in events[:5] if e]
-    assert [ev.event_id for _, ev in list(queue._items)] == firsts  # type: ignore[attr-defined]
+    assert [ev.event_id for ev in list(queue._items)] == firsts  # type: ignore[attr-defined]
     assert settled(dest) == 8
     tracker.shutdown(timeout=0)
 
@@ -350,6 +355,29 @@ def test_byte_bound_limits_the_queue(dead: MemoryDeadLetter) -> None:
     assert dest["queue_bytes"] <= 20_000
     assert dest["dropped"]["queue_full"] > 0
     assert settled(dest) == 100
+    tracker.shutdown(timeout=0)
+
+
+def test_an_event_larger_than_the_queue_drops_only_itself(
+    dead: MemoryDeadLetter,
+) -> None:
+    """An oversized event is refused; it does not evict the queue to make room."""
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        max_queue_bytes=5_000,
+        flush_interval=60,
+        dead_letter=dead,
+    )
+    tracker.destinations[0]._start = lambda: None  # type: ignore[method-assign]
+    small = [tracker.track("e", {"i": i}) for i in range(10)]
+    tracker.track("huge", {"blob": "x" * 10_000})
+    dest = tracker.stats()["destinations"]["memory"]
+    assert dest["dropped"] == {"queue_full": 1} and dest["queue_depth"] == 10
+    queue = tracker.destinations[0].queue
+    assert [ev.event_id for ev in list(queue._items)] == [  # type: ignore[attr-defined]
+        e.event_id for e in small if e
+    ]
+    assert settled(dest) == 11
     tracker.shutdown(timeout=0)
 
 
@@ -480,3 +508,31 @@ def test_event_ids_are_stable_across_retries_and_dead_letters(
     assert [r["event"]["event_id"] for r in dead.read()] == ids
     assert [r.event.event_id for r in dead.records] == ids
     tracker.shutdown()
+
+
+def test_shutdown_takes_over_a_hung_request(dead: MemoryDeadLetter) -> None:
+    """A batch stuck in a slow request at shutdown is dead-lettered and counted
+    once, even when the request completes afterwards."""
+    slow = Sink()
+    slow.server.handle_error = quiet  # type: ignore[method-assign]
+    slow.script.append(("sleep", 1.0))
+    try:
+        tracker = make(slow.url, dead, timeout=10.0)
+        events = [tracker.track("e", {"i": i}) for i in range(5)]
+        assert slow.wait_requests(1, timeout=10)
+        assert tracker.shutdown(timeout=0.2) is False
+        dest = tracker.stats()["destinations"]["http"]
+        assert dest["dropped"] == {"shutdown": 5} and dest["in_flight"] == 0
+        assert settled(dest) == 5
+        assert [r.event.event_id for r in dead.records] == [
+            e.event_id for e in events if e
+        ]
+        assert "in flight" in dead.records[0].reason
+        worker = tracker.destinations[0]._thread
+        assert worker is not None
+        worker.join(10)  # the request completed; nothing is counted twice
+        after = tracker.stats()["destinations"]["http"]
+        assert after["sent"] == 0 and after["dropped"] == {"shutdown": 5}
+        assert settled(after) == 5 and len(dead.records) == 5
+    finally:
+        stop_quickly(slow)

@@ -277,14 +277,40 @@ def test_stats_account_for_every_event() -> None:
     tracker.shutdown(timeout=0)
 
 
-def test_track_never_raises_on_internal_errors() -> None:
-    """An exporter whose applies() raises costs that event, not the caller."""
+def test_a_broken_filter_costs_only_its_destination() -> None:
+    """A filter or applies() that raises skips that destination, not the others."""
 
     class Broken(InMemoryExporter):
         def applies(self, event: Event, /) -> bool:
             raise RuntimeError("applies bug")
 
-    tracker = trackware.Tracker([Broken()], dead_letter=None)
+    healthy = InMemoryExporter(name="healthy")
+    tracker = trackware.Tracker(
+        [Broken(name="broken"), healthy, InMemoryExporter(name="filtered")],
+        dead_letter=None,
+        filters={"filtered": lambda e: e.properties["missing"]},
+    )
+    event = tracker.track("e")
+    assert event is not None
+    assert tracker.flush(5)
+    assert healthy.names() == ["e"]
+    stats = tracker.stats()
+    assert stats["tracked"] == 1 and stats["dropped"] == {}
+    assert stats["destinations"]["broken"]["filtered"] == 1
+    assert stats["destinations"]["filtered"]["filtered"] == 1
+    tracker.shutdown(timeout=1)
+
+
+def test_track_never_raises_on_internal_errors() -> None:
+    """A queue that raises costs that event (counted), never the caller."""
+
+    class BrokenQueue(trackware.MemoryQueue):
+        def put(self, event: Event, /) -> list[Event] | None:
+            raise RuntimeError("queue bug")
+
+    tracker = trackware.Tracker(
+        [InMemoryExporter()], dead_letter=None, queue_factory=lambda e: BrokenQueue()
+    )
     assert tracker.track("e") is None
     assert tracker.stats()["dropped"] == {"internal_error": 1}
     tracker.shutdown(timeout=1)
@@ -295,6 +321,7 @@ CORE_MODULES = [
     "trackware.signals",
     "trackware.exporters",
     "trackware.testing",
+    "trackware.testing.emulators",
     "trackware._auth",
     "trackware._context",
     "trackware._deadletter",

@@ -62,7 +62,9 @@ def tracked(
     Works on functions, coroutine functions, generators, async generators,
     methods, classmethods and staticmethods (apply it below ``@classmethod`` /
     ``@staticmethod`` or above, either works), and keeps the callable's name,
-    signature and ``inspect`` answers. With Flask, put it below ``@app.route``.
+    signature and ``inspect`` answers. With Flask, put it below ``@app.route``;
+    above it works too when the app uses trackware's Flask extension (which
+    serves the wrapper Flask did not see).
 
     The event's properties are ``properties`` (a dict, or a callable receiving
     ``(result, *args, **kwargs)`` — ``result`` is ``None`` when the call raised;

@@ -64,7 +64,11 @@ class Event(tuple):  # type: ignore[type-arg]
         timestamp: when it happened, an aware UTC ``datetime``.
 
     Build events with :meth:`trackware.Tracker.track`; use :meth:`replace` to
-    derive a changed copy (for example in a ``before_send`` hook).
+    derive a changed copy (for example in a ``before_send`` hook). Fields
+    cannot be reassigned. ``properties``, ``traits`` and ``context`` are the
+    event's own copies of what was tracked (later changes by the caller do not
+    reach them); treat them as read-only, as the same event may be in several
+    destinations' queues.
     """
 
     __slots__ = ()

@@ -117,7 +117,10 @@ class MemoryQueue:
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
-        self._items: collections.deque[QueuedEvent] = collections.deque()
+        # Events only, no (seq, event) pairs: items leave from the head only,
+        # so the head's sequence number is ``_seq - len(_items) + 1``. One
+        # object less per queued event for the allocator and the GC.
+        self._items: collections.deque[Event] = collections.deque()
         self._inflight: set[int] = set()  # sequence numbers taken, not yet done
         self._bytes = 0
         self._seq = 0
@@ -133,30 +136,31 @@ class MemoryQueue:
             items = self._items
             if len(items) >= self.max_events or self._bytes + size > self.max_bytes:
                 dropped = self._make_room(event, size)
-                if dropped is not None and dropped and dropped[-1] is event:
+                if dropped and dropped[-1] is event:
                     return dropped
             else:
                 dropped = None
             self._seq += 1
-            items.append((self._seq, event))
+            items.append(event)
             self._bytes += size
             return dropped
 
     def _make_room(self, event: Event, size: int) -> list[Event]:
         """Called with the lock held and the queue full. Returns dropped events."""
         items = self._items
+        if size > self.max_bytes:
+            # Larger than the whole queue: only this event can go.
+            self.dropped_full += 1
+            return [event]
         if self.policy == "drop_oldest":
             dropped: list[Event] = []
             while items and (
                 len(items) >= self.max_events or self._bytes + size > self.max_bytes
             ):
-                _, old = items.popleft()
+                old = items.popleft()
                 self._bytes -= old[10]
                 dropped.append(old)
             self.dropped_full += len(dropped)
-            if self._bytes + size > self.max_bytes:  # larger than the whole queue
-                self.dropped_full += 1
-                dropped.append(event)
             return dropped
         if self.policy == "block":
             self._space.wait_for(
@@ -172,32 +176,32 @@ class MemoryQueue:
         return [event]
 
     def take(self, max_events: int, max_bytes: int, /) -> list[QueuedEvent]:
-        out: list[QueuedEvent] = []
         with self._lock:
             items = self._items
+            first = self._seq - len(items) + 1
             n = min(max_events, len(items))
             if n == len(items) and self._bytes <= max_bytes:
                 # The whole queue fits in one batch: take it in one step.
-                out = list(items)
+                events = list(items)
                 items.clear()
                 total = self._bytes
             else:
-                append = out.append
+                events = []
+                append = events.append
                 popleft = items.popleft
                 total = 0
                 for _ in range(n):
-                    item = items[0]
-                    size: int = item[1][10]  # Event.size, without the property
-                    if out and total + size > max_bytes:
+                    size: int = items[0][10]  # Event.size, without the property
+                    if events and total + size > max_bytes:
                         break
-                    popleft()
+                    append(popleft())
                     total += size
-                    append(item)
-            self._inflight.update([item[0] for item in out])
+            seqs = range(first, first + len(events))
+            self._inflight.update(seqs)
             self._bytes -= total
-            if out and self.policy == "block":
+            if events and self.policy == "block":
                 self._space.notify_all()
-        return out
+        return list(zip(seqs, events, strict=True))
 
     def done(self, items: t.Sequence[QueuedEvent], /) -> None:
         with self._lock:
@@ -207,9 +211,8 @@ class MemoryQueue:
         return len(self._items)
 
     def oldest_time(self) -> float | None:
-        items = self._items
         try:
-            return items[0][1].unix_time
+            return t.cast(float, self._items[0][9])  # Event.unix_time
         except IndexError:
             return None
 
@@ -224,9 +227,7 @@ class MemoryQueue:
 
     def pending_floor(self) -> int:
         with self._lock:
-            floor = self._seq + 1
-            if self._items:
-                floor = self._items[0][0]
+            floor = self._seq - len(self._items) + 1
             if self._inflight:
                 floor = min(floor, min(self._inflight))
             return floor

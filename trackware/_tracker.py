@@ -21,7 +21,7 @@ import blinker
 from . import _log, signals
 from ._context import Scope, _scope
 from ._deadletter import DeadLetter, JSONLinesDeadLetter
-from ._event import Event, _fast_bits, _Invalid, check_properties
+from ._event import Event, _fast_bits, _Invalid, check_properties, valid_subset
 from ._queue import EventQueue, MemoryQueue
 from ._redact import Redactor
 from ._retry import RetryPolicy
@@ -338,16 +338,19 @@ class Tracker:
                     phone = scope.phone
                 scope_traits = scope.traits
                 if scope_traits:
-                    # identify() validated them; redact with this tracker's
-                    # policy once per traits dict (scopes replace it, never
-                    # mutate it).
+                    # Redact (and validate: integrations may set them directly)
+                    # once per traits dict: scopes replace it, never mutate it.
                     cached = scope._clean_traits
                     if (
                         cached is None
                         or cached[0] is not scope_traits
                         or cached[1] is not redact
                     ):
-                        cached = (scope_traits, redact, redact.clean(scope_traits))
+                        cached = (
+                            scope_traits,
+                            redact,
+                            self._sendable_traits(scope_traits),
+                        )
                         scope._clean_traits = cached
                     scope_traits = cached[2]
                 if traits:
@@ -411,11 +414,17 @@ class Tracker:
                 event = result
             routed = False
             for applies, flt, offer, dest in self._routes:
-                if not applies(event):
-                    continue
-                if flt is not None and not flt(event):
-                    with self._lock:
-                        dest.filtered += 1
+                try:
+                    if not applies(event):
+                        continue
+                    if flt is not None and not flt(event):
+                        with self._lock:
+                            dest.filtered += 1
+                        continue
+                except Exception:
+                    # A broken filter (or exporter check) costs this event
+                    # this destination only, never the others.
+                    self._route_failed(dest, event)
                     continue
                 offer(event)
                 routed = True
@@ -440,6 +449,24 @@ class Tracker:
             )
             self._drop(None, "internal_error")
             return None
+
+    def _sendable_traits(self, traits: dict[str, t.Any]) -> dict[str, t.Any]:
+        kept, reasons = valid_subset(self._redact.clean(traits))
+        for reason in reasons:
+            _log.warn(f"traits:{reason[:80]}", "trackware: trait left out: %s", reason)
+        return kept
+
+    def _route_failed(self, dest: Destination, event: Event) -> None:
+        _log.error(
+            f"route:{dest.name}",
+            "trackware: the filter or applies() of destination %r raised; event %r "
+            "not sent there (counted as filtered)",
+            dest.name,
+            event.name,
+            exc_info=True,
+        )
+        with self._lock:
+            dest.filtered += 1
 
     def _recheck(self, event: Event) -> Event:
         """Redact, validate and size an event a ``before_send`` hook replaced."""

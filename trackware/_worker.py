@@ -36,9 +36,10 @@ def in_worker_thread() -> bool:
 
 
 class _RetryBatch:
-    __slots__ = ("attempts", "first_attempt", "items", "next_at", "result")
+    __slots__ = ("abandoned", "attempts", "first_attempt", "items", "next_at", "result")
 
     def __init__(self, items: list[QueuedEvent], first_attempt: float) -> None:
+        self.abandoned = False  # given up by shutdown() while the worker had it
         self.items = items
         self.attempts = 0
         self.first_attempt = first_attempt
@@ -86,6 +87,8 @@ class Destination:
         self._stopped = False
         self._flush_requests = 0
         self._retry: _RetryBatch | None = None
+        self._current: _RetryBatch | None = None  # being exported right now
+        self._settle_lock = threading.Lock()
         self._shutdown_deadline: float | None = None
         self._shutdown_base = 0
         self.breaker = CircuitBreaker(self.retry_policy)
@@ -193,7 +196,7 @@ class Destination:
         if retry is not None:
             due = max(retry.next_at, self._breaker_due())
             if self._stopping and not self._deadline_allows(due):
-                self._give_up(retry, "shutdown", "shutdown before retry was due")
+                self._abandon(retry, "shutdown before retry was due")
                 return True
             if now >= due and self.breaker.allow(now):
                 self._attempt(retry)
@@ -252,6 +255,10 @@ class Destination:
         return deadline is None or when <= deadline
 
     def _attempt(self, batch: _RetryBatch) -> None:
+        with self._settle_lock:
+            if batch.abandoned:
+                return
+            self._current = batch
         events = [item[1] for item in batch.items]
         batch.attempts += 1
         try:
@@ -265,7 +272,12 @@ class Destination:
                 exc_info=True,
             )
             result = ExportResult.failure(events, f"{type(exc).__name__}: {exc}")
-        self._settle(batch, result)
+        with self._settle_lock:
+            self._current = None
+            if batch.abandoned:
+                # shutdown() already dead-lettered and counted this batch.
+                return
+            self._settle(batch, result)
 
     def _settle(self, batch: _RetryBatch, result: ExportResult) -> None:
         items = batch.items
@@ -389,6 +401,29 @@ class Destination:
             self._retry = None
             self.breaker.record_success()
         self._settled(settled)
+
+    def _abandon(self, batch: _RetryBatch, detail: str) -> None:
+        """Give ``batch`` up for shutdown, once, whichever thread gets there first."""
+        with self._settle_lock:
+            if batch.abandoned:
+                return
+            batch.abandoned = True
+            self._give_up(batch, "shutdown", detail)
+
+    def _abandon_pending(self) -> None:
+        """From shutdown(): give up the batch the worker holds, if any."""
+        with self._settle_lock:
+            batch = self._current or self._retry
+            if batch is None or batch.abandoned:
+                return
+            batch.abandoned = True
+            detail = (
+                "in flight when the shutdown budget ran out (it may have been "
+                "delivered)"
+                if batch is self._current
+                else "retry pending at shutdown"
+            )
+            self._give_up(batch, "shutdown", detail)
 
     def _give_up(self, batch: _RetryBatch, reason: str, detail: str | None) -> None:
         result = batch.result
@@ -554,12 +589,13 @@ class Destination:
             ok = self._drain_inline(deadline)
         self._stopped = True
         if not ok:
-            # The worker is stuck (e.g. in a slow request): take over what it has
-            # not started on, so nothing is left unaccounted for.
+            # The worker is stuck (e.g. in a slow request) or the budget ran
+            # out: take over its batch and what it has not started on, so
+            # nothing is left unaccounted for when the process exits.
+            self._abandon_pending()
             self._drain_to_dead_letter("shutdown")
         elif self.queue.depth() or self._retry is not None:
-            if self._retry is not None:
-                self._give_up(self._retry, "shutdown", "retry pending at shutdown")
+            self._abandon_pending()
             self._drain_to_dead_letter("shutdown")
         lost = self.dropped["shutdown"] - self._shutdown_base
         return ok and lost == 0 and self.queue.depth() == 0
