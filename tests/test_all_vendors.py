@@ -162,6 +162,8 @@ def test_ten_thousand_mixed_events_reach_exactly_their_destinations(
         sent = len(ids) + (len(ai_items) if name == "synerise" else 0)
         row = stats["destinations"][name]
         assert row["sent"] == sent, (name, row)
+        # Every other event was declined by this destination's mapping.
+        assert row["not_applicable"] == TOTAL - sent, (name, row)
         assert row["enqueued"] == row["sent"], (name, row)
         assert row["rejected"] == row["dead_lettered"] == 0, (name, row)
         assert row["queue_depth"] == row["in_flight"] == 0

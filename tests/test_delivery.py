@@ -5,17 +5,13 @@ from __future__ import annotations
 import threading
 import typing as t
 
-import _quick
 import pytest
-from _quick import stop_quickly
 from _support import Sink, free_port
 
 import trackware
 from trackware import MemoryDeadLetter, RetryPolicy
 from trackware.exporters import HTTPExporter
 from trackware.testing import InMemoryExporter
-
-sink = _quick.sink  # the Sink fixture, stopped without the 0.5 s poll wait
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05, max_attempts=5)
 
@@ -168,7 +164,7 @@ def test_connection_refused_is_retried_until_the_server_is_up(
         assert tracker.flush(10)
         assert sorted(server.ids) == sorted(e.event_id for e in events if e)
     finally:
-        stop_quickly(server)
+        server.stop()
         tracker.shutdown()
 
 
@@ -275,7 +271,7 @@ def test_failing_destination_does_not_delay_a_healthy_one(
         assert sorted(sink.ids) == sorted(e.event_id for e in events if e)
         tracker.shutdown(timeout=0.1)
     finally:
-        stop_quickly(slow)
+        slow.stop()
 
 
 def test_drop_oldest_keeps_the_newest(dead: MemoryDeadLetter) -> None:
@@ -483,7 +479,7 @@ def test_failing_destination_does_not_hold_back_a_healthy_one(
         assert final["dropped"] == {"shutdown": 20} and len(dead.records) == 20
     finally:
         if down is not None:
-            stop_quickly(down)
+            down.stop()
 
 
 def test_event_ids_are_stable_across_retries_and_dead_letters(
@@ -535,4 +531,4 @@ def test_shutdown_takes_over_a_hung_request(dead: MemoryDeadLetter) -> None:
         assert after["sent"] == 0 and after["dropped"] == {"shutdown": 5}
         assert settled(after) == 5 and len(dead.records) == 5
     finally:
-        stop_quickly(slow)
+        slow.stop()

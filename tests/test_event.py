@@ -11,7 +11,6 @@ import random
 import typing as t
 import uuid
 
-import _quick
 import pytest
 from _support import Sink
 
@@ -20,8 +19,6 @@ from trackware import Event, InvalidEventError, MemoryDeadLetter, RetryPolicy
 from trackware._event import dumps, iso_time
 from trackware.exporters import HTTPExporter
 from trackware.testing import InMemoryExporter
-
-sink = _quick.sink  # the Sink fixture, stopped without the 0.5 s poll wait
 
 
 class Color(enum.Enum):

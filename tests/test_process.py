@@ -9,11 +9,8 @@ import sys
 import textwrap
 import typing as t
 
-import _quick
 import pytest
 from _support import Sink, free_port
-
-sink = _quick.sink  # the Sink fixture, stopped without the 0.5 s poll wait
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +42,25 @@ def test_forked_child_delivers_its_own_events_and_parent_sends_once(
         from trackware.exporters import HTTPExporter
 
         tracker = trackware.Tracker(
-            [HTTPExporter(sys.argv[1])], flush_interval=0.05, dead_letter=None
+            [HTTPExporter(sys.argv[1], events=["parent", "child"])],
+            flush_interval=0.05,
+            dead_letter=None,
         )
         parent = [tracker.track("parent", {"i": i}).event_id for i in range(300)]
+        tracker.track("unmapped")
         pid = os.fork()
         if pid == 0:
             child = [tracker.track("child", {"i": i}).event_id for i in range(1000)]
+            tracker.track("unmapped")
+            tracker.track("unmapped")
+            # The child's counters start from zero and keep counting.
+            assert tracker.stats()["destinations"]["http"]["not_applicable"] == 2
             with open(sys.argv[2], "w") as f:
                 json.dump(child, f)
             sys.exit(0)  # a normal exit: atexit delivers the child's queue
         _, status = os.waitpid(pid, 0)
         assert tracker.flush(30)
+        assert tracker.stats()["destinations"]["http"]["not_applicable"] == 1
         print(json.dumps({"parent": parent, "status": status}))
         """,
         sink.url,

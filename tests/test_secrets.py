@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 import typing as t
 
-import _quick
 import pytest
 from _support import Sink
 
 import trackware
 from trackware import JSONLinesDeadLetter, RetryPolicy
 from trackware.exporters import HTTPExporter
-
-sink = _quick.sink  # the Sink fixture, stopped without the 0.5 s poll wait
 
 SECRET = "sk_live_9f8e7d6c5b4a39281706"
 SIGNATURE = "sig-77aa11bb22cc33dd"

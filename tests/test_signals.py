@@ -6,7 +6,6 @@ import gc
 import logging
 import typing as t
 
-import _quick
 import blinker
 import pytest
 from _support import Sink
@@ -15,8 +14,6 @@ import trackware
 from trackware import MemoryDeadLetter, RetryPolicy, signals
 from trackware.exporters import HTTPExporter
 from trackware.testing import InMemoryExporter
-
-sink = _quick.sink  # the Sink fixture, stopped without the 0.5 s poll wait
 
 SIGNALS = [
     "action",

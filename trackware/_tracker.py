@@ -25,7 +25,7 @@ from ._event import Event, _fast_bits, _Invalid, check_properties, valid_subset
 from ._queue import EventQueue, MemoryQueue
 from ._redact import Redactor
 from ._retry import RetryPolicy
-from ._worker import Destination
+from ._worker import Destination, _count_value
 from .exceptions import ConfigurationError, InvalidEventError
 from .exporters._base import Exporter
 
@@ -67,13 +67,6 @@ def _unix_time(value: t.Any) -> float:
     if result - result != 0.0:
         raise _Invalid(f"timestamp must be finite, not {value!r}")
     return result
-
-
-def _count_value(counter: itertools.count[int]) -> int:
-    """The next value an ``itertools.count`` would return, without consuming it."""
-    # repr is "count(N)"; reading it is the one way that is neither deprecated
-    # nor racy (next() on a count is atomic in CPython, which is why we use it).
-    return int(repr(counter)[6:-1])
 
 
 class Bridge:
@@ -224,10 +217,7 @@ class Tracker:
             )
             for exporter in exporters
         )
-        # Bound methods looked up once: the hot path calls them per event.
-        self._routes = tuple(
-            (d.exporter.applies, d.event_filter, d.offer, d) for d in self.destinations
-        )
+        self._routes = self._build_routes()
         self._lock = threading.Lock()
         self._tracked = itertools.count()
         self._unrouted = itertools.count()
@@ -413,9 +403,10 @@ class Tracker:
                     result = self._recheck(result)
                 event = result
             routed = False
-            for applies, flt, offer, dest in self._routes:
+            for applies, flt, offer, dest, not_applicable in self._routes:
                 try:
                     if not applies(event):
+                        not_applicable()
                         continue
                     if flt is not None and not flt(event):
                         with self._lock:
@@ -486,6 +477,24 @@ class Tracker:
             Event, (*fields[:2], props, *fields[3:7], traits, ctx, fields[9], size)
         )
         return result
+
+    def _build_routes(
+        self,
+    ) -> tuple[
+        tuple[
+            t.Callable[[Event], bool],
+            t.Any,
+            t.Callable[[Event], None],
+            Destination,
+            t.Callable[[], int],
+        ],
+        ...,
+    ]:
+        """Bound methods looked up once: the hot path calls them per event."""
+        return tuple(
+            (d.exporter.applies, d.event_filter, d.offer, d, d.count_not_applicable)
+            for d in self.destinations
+        )
 
     def _invalid(self, reason: str) -> None:
         if self.strict:
@@ -628,6 +637,7 @@ class Tracker:
         self._dropped = collections.Counter()
         for dest in self.destinations:
             dest.after_fork_in_child()
+        self._routes = self._build_routes()
 
     def __enter__(self) -> Tracker:
         return self

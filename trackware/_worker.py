@@ -9,6 +9,7 @@ own events.
 from __future__ import annotations
 
 import collections
+import itertools
 import operator
 import threading
 import time
@@ -26,6 +27,14 @@ if t.TYPE_CHECKING:
     from ._tracker import Tracker
 
 __all__ = ["Destination"]
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    """The next value an ``itertools.count`` would return, without consuming it."""
+    # repr is "count(N)"; reading it is the one way that is neither deprecated
+    # nor racy (next() on a count is atomic in CPython, which is why we use it).
+    return int(repr(counter)[6:-1])
+
 
 _worker_threads: set[int] = set()
 
@@ -100,6 +109,10 @@ class Destination:
         self.failed = 0
         self.dead_lettered = 0
         self.not_applicable = 0
+        # Events the exporter's applies() declined at track() time: counted on
+        # the caller's thread with an atomic itertools.count (no lock).
+        self._declined = itertools.count()
+        self.count_not_applicable = self._declined.__next__
         self.filtered = 0
         self.batches = 0
         self.dropped: collections.Counter[str] = collections.Counter()
@@ -616,7 +629,7 @@ class Destination:
                     else {}
                 ),
             ),
-            "not_applicable": self.not_applicable,
+            "not_applicable": self.not_applicable + _count_value(self._declined),
             "filtered": self.filtered,
             "queue_depth": self.queue.depth(),
             "queue_bytes": self.queue.nbytes(),

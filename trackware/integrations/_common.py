@@ -434,7 +434,7 @@ class RequestTracker:
             sid, start, last = session
             state.session = (sid, start, now)
             state.session_dirty = now != last
-            scope.context["session_id"] = sid
+            scope.bind(session_id=sid)
             return
         if session is not None:
             sid, start, last = session
@@ -451,7 +451,7 @@ class RequestTracker:
         sid = uuid.uuid4().hex
         state.session = (sid, now, now)
         state.session_dirty = True
-        scope.context["session_id"] = sid
+        scope.bind(session_id=sid)
         tracker.track(
             opts.session_start_event,
             {"session_id": sid, "landing_path": state.path},
