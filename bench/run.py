@@ -183,6 +183,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument(
+        "--core-only", action="store_true", help="skip the Flask and ASGI benches"
+    )
     args = parser.parse_args()
     gc.collect()
     print(f"Python {sys.version.split()[0]} on {os.cpu_count()} cores\n")
@@ -215,6 +218,15 @@ def main() -> int:
     ]
     for text, ok in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {text}")
+    if not args.core_only:
+        # The integrations' per-request overhead, each beside OpenTelemetry's.
+        from bench_asgi import main as asgi_main
+        from bench_flask import main as flask_main
+
+        print()
+        flask_main([])
+        print()
+        asgi_main([])
     return 0
 
 
