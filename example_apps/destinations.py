@@ -60,6 +60,7 @@ def build_exporters(base_url: str) -> list[t.Any]:
             site_key=MXO_SITE_KEY,
             touchpoints=page_touchpoint,
             events=["page"],
+            event_id_property="event_id",  # MXO has no dedup key: ids show repeats
             retry=DEMO_RETRY,
         ),
         LightweightExporter(

@@ -1,0 +1,97 @@
+"""The example shop under real gunicorn (2 workers, --preload) with the emulators.
+
+200 requests, then SIGTERM: the MXO emulator must hold exactly 200 page
+events, none lost and none duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import typing as t
+
+import httpx
+import pytest
+from _support import free_port
+
+from trackware.testing.emulators import VendorEmulator
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "example_apps")
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130"
+
+
+@pytest.fixture
+def emulator() -> t.Iterator[VendorEmulator]:
+    with VendorEmulator() as emu:
+        yield emu
+
+
+def test_example_shop_under_gunicorn_delivers_every_page_event_once(
+    emulator: VendorEmulator, tmp_path: t.Any
+) -> None:
+    port = free_port()
+    env = dict(os.environ)
+    env["TRACKWARE_EMULATOR_URL"] = emulator.url
+    env["TRACKWARE_DEAD_LETTER_PATH"] = str(tmp_path / "dead.jsonl")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "2",
+            "--preload",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--pythonpath",
+            EXAMPLES,
+            "flask_shop.wsgi:app",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # /health is excluded from tracking: a safe readiness probe
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.05)
+        paths = ["/", "/products", "/offers", "/recommendations"]
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": BROWSER}
+        ) as client:
+            for i in range(200):
+                assert client.get(paths[i % len(paths)]).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    pages = [e for e in emulator.mxo.events if e["endpoint"] == "mxo.offline_batch"]
+    ids = [
+        p["value"]
+        for e in pages
+        for p in e["interaction"]["properties"]
+        if p["name"] == "event_id"
+    ]
+    assert len(ids) == 200
+    assert len(set(ids)) == 200
+    uris = {e["interaction"]["uri"] for e in pages}
+    assert uris == {"web://shop" + p for p in paths}
+    assert not os.path.exists(tmp_path / "dead.jsonl")
