@@ -15,6 +15,7 @@ a person to click through.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ import uvicorn  # noqa: E402
 from asgi_store.app import create_app as create_store  # noqa: E402
 from destinations import DEMO_RETRY, accepted, build_exporters  # noqa: E402
 from flask_shop.app import create_app as create_shop  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 
 import trackware  # noqa: E402
@@ -38,8 +40,13 @@ from trackware.testing.emulators import VendorEmulator  # noqa: E402
 USER_AGENT = "Mozilla/5.0 (trackware demo customer)"
 
 
-def journey(base_url: str, customer: str, password: str) -> list[int]:
-    """One customer's visit: browse, log in, offers, recommendations, buy."""
+def journey(
+    base_url: str, customer: str, password: str, *, live: bool = False
+) -> list[int]:
+    """One customer's visit: browse, log in, offers, recommendations, buy.
+
+    ``live``: also read the order stream and the offers websocket (the store).
+    """
     statuses: list[int] = []
     with httpx.Client(
         base_url=base_url, headers={"User-Agent": USER_AGENT}, timeout=10.0
@@ -63,6 +70,17 @@ def journey(base_url: str, customer: str, password: str) -> list[int]:
         go("POST", "/cart", json={"sku": "p-200"})
         order = go("POST", "/checkout").json()
         go("POST", f"/orders/{order['id']}/ship")
+        if live:
+            # The store streams the order history and pushes live offer updates.
+            with client.stream("GET", "/orders/stream") as stream:
+                statuses.append(stream.status_code)
+                assert order["id"] in stream.read().decode()
+            ws_url = base_url.replace("http://", "ws://") + "/ws/offers"
+            cookies = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+            with connect(ws_url, additional_headers={"Cookie": cookies}) as ws:
+                updates = [json.loads(ws.recv()) for _ in range(2)]
+                assert {u["offer"] for u in updates} == {"o-1", "o-2"}
+                ws.send("bye")
     return statuses
 
 
@@ -128,7 +146,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
 
     with capture_events(tracker) as events:
         statuses = journey(shop_url, "c-42", "correct horse")
-        statuses += journey(store_url, "c-43", "battery staple")
+        statuses += journey(store_url, "c-43", "battery staple", live=True)
     delivered = tracker.flush(timeout=30.0)
     failed_requests = [s for s in statuses if s >= 400]
 
