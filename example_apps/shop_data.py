@@ -23,3 +23,34 @@ CUSTOMERS: dict[str, tuple[str, str, str]] = {
 
 #: Recommendation frame the shop shows (Synerise AI events need its id).
 RECOMMENDATION_FRAME = "3f0b3c1e-4d4b-4f55-9a3e-0c9a1d2b7e61"
+
+
+def make_order(order_id: str, user_id: str, cart: dict[str, int]) -> dict[str, t.Any]:
+    """The order a cart becomes (the shop's business logic, shared by both apps)."""
+    items = [
+        {
+            "sku": sku,
+            "name": PRODUCTS[sku]["name"],
+            "quantity": qty,
+            "price": PRODUCTS[sku]["price"],
+        }
+        for sku, qty in sorted(cart.items())
+    ]
+    total = sum(PRODUCTS[sku]["price"] * qty for sku, qty in cart.items())
+    return {
+        "id": order_id,
+        "user_id": user_id,
+        "items": items,
+        "total": round(total, 2),
+        "status": "placed",
+    }
+
+
+def order_properties(order: dict[str, t.Any], *args: t.Any, **kwargs: t.Any) -> dict:
+    """``@tracked`` properties of ``transaction.charge`` from the placed order."""
+    return {
+        "order_id": order["id"],
+        "revenue": order["total"],
+        "currency": "EUR",
+        "products": order["items"],
+    }

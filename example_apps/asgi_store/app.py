@@ -17,7 +17,14 @@ import typing as t
 
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
-from shop_data import CUSTOMERS, OFFERS, PRODUCTS, RECOMMENDATION_FRAME
+from shop_data import (
+    CUSTOMERS,
+    OFFERS,
+    PRODUCTS,
+    RECOMMENDATION_FRAME,
+    make_order,
+    order_properties,
+)
 from starlette.websockets import WebSocketDisconnect
 
 import trackware
@@ -53,35 +60,12 @@ def customer(request: Request) -> str:
     return user_id
 
 
-@trackware.tracked(
-    "transaction.charge",
-    properties=lambda order, *args, **kwargs: {
-        "order_id": order["id"],
-        "revenue": order["total"],
-        "currency": "EUR",
-        "products": order["items"],
-    },
-)
+@trackware.tracked("transaction.charge", properties=order_properties)
 async def place_order(user_id: str, cart: dict[str, int]) -> dict[str, t.Any]:
+    """Business logic: turn the cart into an order (tracked on success)."""
     if not cart:
         raise HTTPException(400, "empty cart")
-    items = [
-        {
-            "sku": sku,
-            "name": PRODUCTS[sku]["name"],
-            "quantity": qty,
-            "price": PRODUCTS[sku]["price"],
-        }
-        for sku, qty in sorted(cart.items())
-    ]
-    total = sum(PRODUCTS[sku]["price"] * qty for sku, qty in cart.items())
-    order = {
-        "id": f"ord-a{len(ORDERS) + 1:04d}",
-        "user_id": user_id,
-        "items": items,
-        "total": round(total, 2),
-        "status": "placed",
-    }
+    order = make_order(f"ord-a{len(ORDERS) + 1:04d}", user_id, cart)
     ORDERS[order["id"]] = order
     return order
 

@@ -15,7 +15,14 @@ import typing as t
 
 import blinker
 from flask import Flask, abort, jsonify, request, session
-from shop_data import CUSTOMERS, OFFERS, PRODUCTS, RECOMMENDATION_FRAME
+from shop_data import (
+    CUSTOMERS,
+    OFFERS,
+    PRODUCTS,
+    RECOMMENDATION_FRAME,
+    make_order,
+    order_properties,
+)
 
 import trackware
 from trackware.integrations.flask import Trackware
@@ -36,36 +43,12 @@ def current_identity() -> dict[str, t.Any] | None:
     return {"user_id": user_id, "email": email, "phone": phone}
 
 
-@trackware.tracked(
-    "transaction.charge",
-    properties=lambda order, *args, **kwargs: {
-        "order_id": order["id"],
-        "revenue": order["total"],
-        "currency": "EUR",
-        "products": order["items"],
-    },
-)
+@trackware.tracked("transaction.charge", properties=order_properties)
 def place_order(user_id: str, cart: dict[str, int]) -> dict[str, t.Any]:
     """Business logic: turn the cart into an order (tracked on success)."""
     if not cart:
         raise ValueError("empty cart")
-    items = [
-        {
-            "sku": sku,
-            "name": PRODUCTS[sku]["name"],
-            "quantity": qty,
-            "price": PRODUCTS[sku]["price"],
-        }
-        for sku, qty in sorted(cart.items())
-    ]
-    total = sum(PRODUCTS[sku]["price"] * qty for sku, qty in cart.items())
-    order = {
-        "id": f"ord-{len(ORDERS) + 1:04d}",
-        "user_id": user_id,
-        "items": items,
-        "total": round(total, 2),
-        "status": "placed",
-    }
+    order = make_order(f"ord-{len(ORDERS) + 1:04d}", user_id, cart)
     ORDERS[order["id"]] = order
     return order
 

@@ -56,6 +56,10 @@ from ._server import HTTPError, Reply, Request, VendorAPI
 
 __all__ = ["AD_EVENT_TYPES", "CHANNELS", "CLIENT_EVENTS", "SECTIONS", "CardlyticsAPI"]
 
+# The vendor's enum tables are stated here again, not imported from the
+# exporter, on purpose: the emulator is an independent reading of the contract,
+# so a wrong table in the exporter fails its tests instead of agreeing with
+# itself.
 #: ``clientEvent`` -> the ``clientEventType`` it belongs to (reference table,
 #: plus the seed-only ``ExpandRedemption``).
 CLIENT_EVENTS: dict[str, str] = {
