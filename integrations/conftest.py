@@ -1,1 +1,8 @@
-"""Framework test suites; they need the flask and asgi extras (make test)."""
+"""Framework test suites; they need the flask and asgi extras (make test).
+
+The isolation and sink fixtures are the core suite's (tests/_support.py).
+"""
+
+from _support import _isolate, sink
+
+__all__ = ["_isolate", "sink"]

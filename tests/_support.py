@@ -10,6 +10,8 @@ import threading
 import time
 import typing as t
 
+import pytest
+
 
 class Sink:
     """A real HTTP server that records event ids and can be scripted to fail.
@@ -138,3 +140,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# --- fixtures shared by tests/ and integrations/ (imported by their conftests) -----
+
+
+@pytest.fixture
+def sink() -> t.Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[None]:
+    """Every test gets its own dead-letter path and no process-default tracker."""
+    monkeypatch.setenv("TRACKWARE_DEAD_LETTER_PATH", str(tmp_path / "dead.jsonl"))
+    monkeypatch.delenv("TRACKWARE_DISABLED", raising=False)
+    from trackware import _log, _tracker
+
+    monkeypatch.setattr(_tracker, "_default", None)
+    monkeypatch.setattr(_log, "_throttle", _log._Throttle())
+    yield

@@ -1,27 +1,5 @@
-"""Shared fixtures for the core tests."""
+"""Shared fixtures (defined in _support.py, shared with integrations/)."""
 
-from __future__ import annotations
+from _support import _isolate, sink
 
-import typing as t
-
-import pytest
-from _support import Sink
-
-
-@pytest.fixture
-def sink() -> t.Iterator[Sink]:
-    s = Sink()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(autouse=True)
-def _isolate(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[None]:
-    """Every test gets its own dead-letter path and no process-default tracker."""
-    monkeypatch.setenv("TRACKWARE_DEAD_LETTER_PATH", str(tmp_path / "dead.jsonl"))
-    monkeypatch.delenv("TRACKWARE_DISABLED", raising=False)
-    from trackware import _log, _tracker
-
-    monkeypatch.setattr(_tracker, "_default", None)
-    monkeypatch.setattr(_log, "_throttle", _log._Throttle())
-    yield
+__all__ = ["_isolate", "sink"]
