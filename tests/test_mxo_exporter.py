@@ -406,6 +406,19 @@ def test_offline_batches_never_exceed_the_cap(
     tr.shutdown()
 
 
+def test_101_events_make_two_requests(
+    emu: EmulatorServer, api: MXOAPI, dead: MemoryDeadLetter
+) -> None:
+    """The documented cap: 101 offline interactions need two calls (100 + 1)."""
+    tr = tracker(interaction(emu.url), dead, flush_interval=10.0)
+    for i in range(101):
+        tr.track("page", {"i": i}, anonymous_id="v1")
+    assert tr.flush(20)
+    assert sorted(len(b) for b in bodies(emu, "mxo.offline_batch")) == [1, 100]
+    assert len(api.events) == 101 and not dead.records
+    tr.shutdown()
+
+
 def test_max_batch_size_above_100_is_a_configuration_error() -> None:
     """MXO takes at most 100 offline interactions per call."""
     with pytest.raises(ConfigurationError, match="max_batch_size must be <= 100"):
