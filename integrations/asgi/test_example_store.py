@@ -1,0 +1,116 @@
+"""The example store under real uvicorn (2 workers) with the vendor emulators.
+
+500 requests, at most 50 at a time, then SIGTERM: the MXO emulator must hold
+exactly 500 page events, none lost and none duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import typing as t
+
+import httpx
+import pytest
+from _support import free_port
+
+from trackware.testing.emulators import VendorEmulator
+
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130"
+PATHS = ["/", "/recommendations", "/products/p-100", "/products/p-300"]
+
+
+@pytest.fixture
+def emulator() -> t.Iterator[VendorEmulator]:
+    with VendorEmulator() as emu:
+        yield emu
+
+
+async def load(url: str, total: int, concurrency: int) -> list[int]:
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"User-Agent": BROWSER}, timeout=30
+    ) as client:
+
+        async def one(i: int) -> int:
+            async with gate:
+                return (await client.get(PATHS[i % len(PATHS)])).status_code
+
+        return list(await asyncio.gather(*(one(i) for i in range(total))))
+
+
+def test_example_store_under_uvicorn_delivers_every_page_event_once(
+    emulator: VendorEmulator, tmp_path: pathlib.Path
+) -> None:
+    port = free_port()
+    env = dict(os.environ)
+    env["TRACKWARE_EMULATOR_URL"] = emulator.url
+    env["TRACKWARE_DEAD_LETTER_PATH"] = str(tmp_path / "dead.jsonl")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(ROOT / "example_apps"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--no-access-log",
+            "asgi_store.asgi:app",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # /health is excluded from tracking: a safe readiness probe
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        statuses = asyncio.run(load(f"http://127.0.0.1:{port}", 500, 50))
+        assert statuses == [200] * 500
+        proc.send_signal(signal.SIGTERM)
+        _, errors = proc.communicate(timeout=120)
+        # uvicorn re-raises SIGTERM after a clean shutdown.
+        assert proc.returncode in (0, -signal.SIGTERM), errors
+        assert errors.count("Application shutdown complete") == 2, errors
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+    pages = [e for e in emulator.mxo.events if e["endpoint"] == "mxo.offline_batch"]
+    ids = [
+        p["value"]
+        for e in pages
+        for p in e["interaction"]["properties"]
+        if p["name"] == "event_id"
+    ]
+    assert len(ids) == 500
+    assert len(set(ids)) == 500
+    assert {e["interaction"]["uri"] for e in pages} == {
+        "web://shop/",
+        "web://shop/recommendations",
+        "web://shop/products/{product_id}",
+    }
+    assert not (tmp_path / "dead.jsonl").exists()
