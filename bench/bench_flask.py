@@ -8,8 +8,12 @@ in the same run, interleaved round by round:
 * trackware: ``Trackware(app, tracker=...)`` with page and session tracking on,
   a returning visitor (visitor and session cookies sent back), and a tracker
   whose exporter never sends during the run (its queue absorbs the events);
-* OpenTelemetry's ``FlaskInstrumentor`` (with whatever tracer provider is
-  installed; in the bench venv, the API's default one).
+* trackware as above, but with a tracker whose worker drains its queue
+  concurrently (a null exporter, the default 1 s flush interval): the worker
+  competes with the request thread for the GIL, as in production;
+* OpenTelemetry's ``FlaskInstrumentor`` with the SDK's ``TracerProvider``
+  installed (spans are created and ended for real; without the SDK the API's
+  no-op tracer would make it look far cheaper than it is in use).
 
 Each round times ``--requests`` calls; the numbers are medians over
 ``--rounds`` rounds. Run: ``.venv-bench/bin/python bench/bench_flask.py``.
@@ -109,6 +113,28 @@ def _write(data: bytes) -> None:
     pass
 
 
+class NullExporter(BaseExporter):
+    """Accepts every batch at once: the worker drains as fast as it can."""
+
+    default_name = "null"
+
+    def export(self, events: t.Sequence[trackware.Event], /) -> ExportResult:
+        return ExportResult.success(events)
+
+
+_DRAINING: list[trackware.Tracker] = []
+
+
+def _sdk_tracer_provider() -> t.Any:
+    """The OpenTelemetry SDK's provider, as an instrumented app runs with."""
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        print("  (opentelemetry-sdk not installed: OpenTelemetry uses no-op spans)")
+        return None
+    return TracerProvider()
+
+
 def build_variants() -> tuple[dict[str, Client], trackware.Tracker]:
     variants: dict[str, Client] = {}
     variants["plain Flask"] = Client(make_app())
@@ -129,6 +155,13 @@ def build_variants() -> tuple[dict[str, Client], trackware.Tracker]:
     visitor_app = make_app()
     Trackware(visitor_app, tracker=tracker, page_event=None, sessions=False)
     variants["trackware (visitor scope only)"] = Client(visitor_app)
+    draining = trackware.Tracker(
+        [NullExporter()], dead_letter=None, register_atexit=False
+    )
+    draining_app = make_app()
+    Trackware(draining_app, tracker=draining)
+    variants["trackware (page + sessions, draining)"] = Client(draining_app)
+    _DRAINING.append(draining)
 
     try:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
@@ -136,7 +169,9 @@ def build_variants() -> tuple[dict[str, Client], trackware.Tracker]:
         print("  (opentelemetry-instrumentation-flask not installed: skipped)")
     else:
         otel_app = make_app()
-        FlaskInstrumentor().instrument_app(otel_app)
+        FlaskInstrumentor().instrument_app(
+            otel_app, tracer_provider=_sdk_tracer_provider()
+        )
         variants["OpenTelemetry FlaskInstrumentor"] = Client(otel_app)
     return variants, tracker
 
@@ -164,13 +199,19 @@ def run(rounds: int = 200, requests: int = 200) -> dict[str, float]:
         f"## Flask per-request overhead (median of {rounds} rounds x "
         f"{requests} requests)"
     )
-    print(f"  {'variant':<36} {'µs/request':>11} {'added µs':>9} {'ratio':>6}")
+    print(f"  {'variant':<40} {'µs/request':>11} {'added µs':>9} {'ratio':>6}")
     for name, us in medians.items():
-        print(f"  {name:<36} {us:11.1f} {us - plain:9.1f} {us / plain:6.2f}")
+        print(f"  {name:<40} {us:11.1f} {us - plain:9.1f} {us / plain:6.2f}")
     stats = tracker.stats()
     tracked = stats["tracked"]
     tracker.shutdown(timeout=30)
     print(f"  (trackware tracked {tracked:,} events during the run)")
+    for other in _DRAINING:
+        other.flush(60)
+        sent = other.stats()["destinations"]["null"]["sent"]
+        other.shutdown(timeout=30)
+        print(f"  (the draining tracker delivered {sent:,} events)")
+    _DRAINING.clear()
     return medians
 
 

@@ -51,6 +51,9 @@ _tracked_signal = signals.event_tracked
 _new_tuple = tuple.__new__
 _now = time.time
 _getpid = os.getpid
+#: Forks seen by this process's children (bumped after every ``os.fork()``):
+#: track() compares it instead of making a ``getpid()`` syscall per event.
+_forks = 0
 
 
 def _unix_time(value: t.Any) -> float:
@@ -122,6 +125,10 @@ class Tracker:
         register_atexit: deliver what is queued when the interpreter exits.
         queue_factory: builds each destination's queue (default: in memory).
     """
+
+    #: The value of ``_forks`` when the process id was last checked (-1: not
+    #: yet). Where ``os.register_at_fork`` is missing, so is ``os.fork``.
+    _forks_seen = -1
 
     def __init__(
         self,
@@ -269,8 +276,10 @@ class Tracker:
         Never blocks on I/O.
         """
         try:
-            if self._pid != _getpid():
-                self._after_fork()
+            if self._forks_seen != _forks:
+                self._forks_seen = _forks
+                if self._pid != _getpid():
+                    self._after_fork()
             if not self._accepting:
                 self._drop(None, "shutdown" if self._shut else "disabled")
                 return None
@@ -282,6 +291,7 @@ class Tracker:
                     self._drop(None, "sampled")
                     return None
             redact = self._redact
+            verdicts = redact._cache  # known keys: a dict lookup, not a call
             size = 96 + len(name)
             if properties:
                 if type(properties) is not dict and not isinstance(properties, Mapping):
@@ -293,7 +303,9 @@ class Tracker:
                 # redact (a deep copy), then validate and size recursively.
                 props: dict[str, t.Any] = dict(properties)
                 for key, value in props.items():
-                    if type(key) is str and not redact(key):
+                    if type(key) is str and (
+                        verdicts.get(key) is False or not redact(key)
+                    ):
                         tv = type(value)
                         if tv is str:
                             size += len(key) + len(value) + 6
@@ -368,7 +380,11 @@ class Tracker:
                     phone,
                     event_traits,
                     ctx,
-                    _now() if timestamp is None else _unix_time(timestamp),
+                    _now()
+                    if timestamp is None
+                    else timestamp
+                    if type(timestamp) is float and timestamp - timestamp == 0.0
+                    else _unix_time(timestamp),
                     size,
                 ),
             )
@@ -846,6 +862,12 @@ def _register_mp_finalizer(_: object) -> None:
         mp_util.Finalize(None, _shutdown_all_at_exit, exitpriority=100)
 
 
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
 atexit.register(_shutdown_all_at_exit)
 if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_fork)
     os.register_at_fork(after_in_child=_after_fork_all)

@@ -186,30 +186,23 @@ class TrackingOptions:
 
 
 class RequestState:
-    """Per-request bookkeeping (one object per tracked request)."""
+    """Per-request bookkeeping (one object per tracked request).
 
-    __slots__ = (
-        "anonymous_id",
-        "blueprint",
-        "deferred",
-        "endpoint",
-        "incoming_tid",
-        "method",
-        "new_visitor",
-        "path",
-        "query",
-        "referrer",
-        "route",
-        "scope",
-        "secure",
-        "session",
-        "session_dirty",
-        "start",
-        "start_wall",
-        "status",
-        "token",
-        "tracker",
-    )
+    Fields that usually keep their default are class attributes: a request
+    sets only what differs (fewer stores on the request path).
+    """
+
+    anonymous_id = ""
+    blueprint: str | None = None
+    deferred = False
+    endpoint: str | None = None
+    incoming_tid: str | None = None
+    new_visitor = False
+    route: str | None = None
+    session: tuple[str, int, int] | None = None
+    session_dirty = False
+    status: int | None = None
+    token: contextvars.Token[Scope | None] | None = None
 
     def __init__(
         self,
@@ -221,40 +214,34 @@ class RequestState:
         secure: bool,
         tracker: Tracker | None,
     ) -> None:
-        self.start = time.perf_counter()
-        self.start_wall = time.time()
+        self.start = _perf_counter()
+        self.start_wall = _time()
         self.method = method
         self.path = path
         self.query = query
         self.referrer = referrer
         self.secure = secure
         self.tracker = tracker
-        self.anonymous_id = ""
         self.scope: Scope = _NO_SCOPE
-        self.token: contextvars.Token[Scope | None] | None = None
-        self.session: tuple[str, int, int] | None = None
-        self.session_dirty = False
-        self.new_visitor = False
-        self.incoming_tid: str | None = None
-        self.status: int | None = None
-        self.deferred = False
-        self.route: str | None = None
-        self.endpoint: str | None = None
-        self.blueprint: str | None = None
 
 
 _NO_SCOPE = Scope()
 
 
-def _split_cookies(header: str | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if not header:
-        return out
-    for part in header.split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep and name not in out:
-            out[name] = value.strip().strip('"')
-    return out
+_perf_counter = time.perf_counter
+_new_state = object.__new__
+_time = time.time
+
+
+def _cookie_finder(names: t.Iterable[str]) -> t.Callable[[str], list[t.Any]]:
+    """``findall`` of ``(name, value)`` pairs for only these cookie names.
+
+    The same pairs as splitting the header at ``;`` and each part, stripped,
+    at its first ``=``, without splitting the other cookies (values are
+    stripped of spaces and quotes by the caller).
+    """
+    alternatives = "|".join(re.escape(n) for n in sorted(set(names), key=len)[::-1])
+    return re.compile(rf"(?:^|;)\s*({alternatives})=([^;]*)").findall
 
 
 class RequestTracker:
@@ -276,9 +263,10 @@ class RequestTracker:
         self._path_cache: dict[str, bool] = {}
         # Verdicts on user agents, and session cookies whose signature was
         # verified: browsers repeat both on every request. Bounded; only
-        # verified session values are kept.
+        # verified session values (and the ones signed here) are kept.
         self._bot_cache: dict[str, bool] = {}
         self._session_cache: dict[str, tuple[str, int, int]] = {}
+        self._signed: dict[tuple[str, int, int], str] = {}
         self._routes = frozenset(options.exclude_routes)
         self._endpoints = frozenset(options.exclude_endpoints)
         self._bots = tuple(b.lower() for b in options.bot_agents)
@@ -293,6 +281,9 @@ class RequestTracker:
             if len(self._key) > 64:
                 self._key = hashlib.sha256(self._key).digest()
         self._timeout = int(options.session_timeout)
+        self._find_cookies = _cookie_finder(
+            (options.visitor_cookie, options.session_cookie, options.tid_cookie)
+        )
 
     # --- decisions ----------------------------------------------------------------
     def path_excluded(self, path: str) -> bool:
@@ -305,7 +296,12 @@ class RequestTracker:
 
     def wants(self, method: str, path: str, user_agent: str | None) -> bool:
         """Is this request tracked at all? (Before routing.)"""
-        if method in self._methods or self.path_excluded(path):
+        if method in self._methods:
+            return False
+        excluded = self._path_cache.get(path)
+        if excluded is None:
+            excluded = self.path_excluded(path)
+        if excluded:
             return False
         if self.options.exclude_bots and user_agent:
             is_bot = self._bot_cache.get(user_agent)
@@ -381,28 +377,69 @@ class RequestTracker:
         ``identity``: the user, already resolved by the caller (the ASGI
         middleware awaits its identity callable before calling this).
         """
-        opts = self.options
-        state = RequestState(
-            method=method,
-            path=path,
-            query=query,
-            referrer=referrer,
-            secure=secure if opts.cookie_secure is None else opts.cookie_secure,
-            tracker=tracker or opts.tracker,
+        return self._begin(
+            method,
+            path,
+            query,
+            cookie_header,
+            secure,
+            referrer,
+            user_agent,
+            client_ip,
+            tracker,
+            scope_var,
+            identity,
         )
-        now = state.start_wall
-        cookies = _split_cookies(cookie_header)
-        visitor = cookies.get(opts.visitor_cookie)
+
+    def _begin(
+        self,
+        method: str,
+        path: str,
+        query: t.Mapping[str, str] | None,
+        cookie_header: str | None,
+        secure: bool,
+        referrer: str | None,
+        user_agent: str | None,
+        client_ip: str | None,
+        tracker: Tracker | None,
+        scope_var: contextvars.ContextVar[Scope | None],
+        identity: Identity,
+    ) -> RequestState:
+        """:meth:`begin` with positional arguments (the integrations' call)."""
+        opts = self.options
+        state = _new_state(RequestState)
+        state.start = _perf_counter()
+        state.start_wall = _time()
+        state.method = method
+        state.path = path
+        state.query = query
+        state.referrer = referrer
+        state.secure = secure if opts.cookie_secure is None else opts.cookie_secure
+        state.tracker = tracker or opts.tracker
+        visitor = raw_session = tid = None
+        if cookie_header:
+            # Only our own cookies are looked at (first occurrence wins).
+            found: dict[str, str] = {}
+            for name, value in self._find_cookies(cookie_header):
+                if name not in found:
+                    found[name] = value.strip().strip('"')
+            visitor = found.get(opts.visitor_cookie)
+            raw_session = found.get(opts.session_cookie)
+            tid = found.get(opts.tid_cookie)
         if visitor is None or not _VISITOR_RE.match(visitor):
             visitor = uuid.uuid4().hex
             state.new_visitor = True
         state.anonymous_id = visitor
+        # Built from plain strings only (anything else is validated below), so
+        # the scope takes it as is.
         context: dict[str, t.Any] = {"path": path}
+        trusted = type(path) is str
         if opts.capture_ip and client_ip:
             context["ip"] = client_ip
+            trusted = trusted and type(client_ip) is str
         if opts.capture_user_agent and user_agent:
             context["user_agent"] = user_agent
-        tid = cookies.get(opts.tid_cookie)
+            trusted = trusted and type(user_agent) is str
         if tid is not None and _TID_RE.match(tid):
             state.incoming_tid = tid
             context["mxo_tid"] = tid
@@ -413,7 +450,32 @@ class RequestTracker:
                 remembered = None
             if remembered:
                 context["mxo_tid"] = remembered
-        scope = Scope(anonymous_id=visitor, context=context, tracker=state.tracker)
+                trusted = trusted and type(remembered) is str
+        session = None
+        live = False
+        if opts.sessions:
+            now = int(state.start_wall)
+            # A session cookie verified before (the cache holds only those).
+            session = self._session_cache.get(raw_session) if raw_session else None
+            if session is None or not session[1] <= session[2] <= now + 300:
+                session = self._parse_session(raw_session, now)
+            if session is not None and now - session[2] <= self._timeout:
+                # The common case: a live session, no event to track here.
+                sid = session[0]
+                state.session = (sid, session[1], now)
+                state.session_dirty = now != session[2]
+                session = None
+                live = True
+            else:  # a new session; its events are tracked below
+                sid = uuid.uuid4().hex
+                state.session = (sid, now, now)
+                state.session_dirty = True
+            context["session_id"] = sid
+        scope = (
+            Scope._trusted(visitor, context, state.tracker)
+            if trusted
+            else Scope(anonymous_id=visitor, context=context, tracker=state.tracker)
+        )
         state.scope = scope
         state.token = scope_var.set(scope)
         # Identity first, so that session_start/session_end carry the user too.
@@ -421,21 +483,17 @@ class RequestTracker:
             self.apply_identity(scope)
         if identity is not None:
             self.bind_identity(scope, identity)
-        if opts.sessions:
-            self._session(state, cookies.get(opts.session_cookie), int(now))
+        if opts.sessions and not live:
+            self._session(state, session, sid)
         return state
 
-    def _session(self, state: RequestState, raw: str | None, now: int) -> None:
+    def _session(
+        self, state: RequestState, session: tuple[str, int, int] | None, new: str
+    ) -> None:
+        """Track the start of session ``new`` (bound to the request already),
+        after the end of ``session``, the expired one, if any."""
         opts = self.options
-        session = self._parse_session(raw, now)
-        scope = state.scope
         tracker = state.tracker or _get_tracker()
-        if session is not None and now - session[2] <= self._timeout:
-            sid, start, last = session
-            state.session = (sid, start, now)
-            state.session_dirty = now != last
-            scope.bind(session_id=sid)
-            return
         if session is not None:
             sid, start, last = session
             tracker.track(
@@ -448,13 +506,9 @@ class RequestTracker:
                 timestamp=float(last),
                 context={"session_id": sid},
             )
-        sid = uuid.uuid4().hex
-        state.session = (sid, now, now)
-        state.session_dirty = True
-        scope.bind(session_id=sid)
         tracker.track(
             opts.session_start_event,
-            {"session_id": sid, "landing_path": state.path},
+            {"session_id": new, "landing_path": state.path},
         )
 
     def apply_identity(self, scope: Scope) -> None:
@@ -498,6 +552,11 @@ class RequestTracker:
 
     def response_cookies(self, state: RequestState) -> list[str]:
         """``Set-Cookie`` header values to add to the response."""
+        if not state.new_visitor and not state.session_dirty:
+            # The common case: a returning visitor within the same second.
+            tid = state.scope.context.get("mxo_tid")
+            if not tid or tid == state.incoming_tid:
+                return []
         opts = self.options
         out: list[str] = []
         attrs = f"; Path={opts.cookie_path}; HttpOnly; SameSite=Lax"
@@ -510,10 +569,21 @@ class RequestTracker:
             out.append(
                 f"{opts.visitor_cookie}={value}; Max-Age={opts.visitor_max_age}" + attrs
             )
-        if state.session is not None and state.session_dirty:
+        session = state.session
+        if session is not None and state.session_dirty:
+            # Signed once per session and second (concurrent requests share it).
+            signed = self._signed.get(session)
+            if signed is None:
+                signed = self._session_value(session)
+                if len(self._signed) >= 4096:
+                    self._signed.clear()
+                self._signed[session] = signed
+                # The browser sends it back next: signed by us, so verified.
+                if len(self._session_cache) >= 4096:
+                    self._session_cache.clear()
+                self._session_cache[signed] = session
             out.append(
-                f"{opts.session_cookie}={self._session_value(state.session)}; "
-                f"Max-Age={self._timeout}" + attrs
+                f"{opts.session_cookie}={signed}; Max-Age={self._timeout}" + attrs
             )
             state.session_dirty = False
         tid = state.scope.context.get("mxo_tid")
@@ -537,9 +607,28 @@ class RequestTracker:
         reset: bool = True,
     ) -> None:
         """Track the page event (unless excluded) and close the request's scope."""
+        self._finish(state, status, route, endpoint, extra, error, scope_var, reset)
+
+    def _finish(
+        self,
+        state: RequestState,
+        status: int | None,
+        route: str | None,
+        endpoint: str | None,
+        extra: t.Mapping[str, t.Any] | None,
+        error: BaseException | None,
+        scope_var: contextvars.ContextVar[Scope | None],
+        reset: bool,
+    ) -> None:
+        """:meth:`finish` with positional arguments (the integrations' call)."""
         try:
             opts = self.options
-            if opts.page_event and not self.route_excluded(route, endpoint):
+            page_event = opts.page_event
+            if (
+                page_event
+                and route not in self._routes
+                and endpoint not in self._endpoints
+            ):
                 if opts.identity is not None:
                     self.apply_identity(state.scope)
                 props: dict[str, t.Any] = {
@@ -548,10 +637,11 @@ class RequestTracker:
                     "route": route,
                     "endpoint": endpoint,
                     "status": status if status is not None else 500,
-                    "duration": time.perf_counter() - state.start,
+                    "duration": _perf_counter() - state.start,
                 }
-                if state.referrer:
-                    props["referrer"] = state.referrer.split("?", 1)[0]
+                referrer = state.referrer
+                if referrer:
+                    props["referrer"] = referrer.split("?", 1)[0]
                 if self._query_allow and state.query:
                     kept = {
                         k: v for k, v in state.query.items() if k in self._query_allow
@@ -565,10 +655,10 @@ class RequestTracker:
                 scope = state.scope
                 tracker = state.tracker or _get_tracker()
                 if scope_var.get() is scope:
-                    tracker.track(opts.page_event, props, timestamp=state.start_wall)
+                    tracker.track(page_event, props, timestamp=state.start_wall)
                 else:  # e.g. a streamed body closed outside the request's context
                     tracker.track(
-                        opts.page_event,
+                        page_event,
                         props,
                         user_id=scope.user_id,
                         anonymous_id=scope.anonymous_id,
@@ -584,7 +674,13 @@ class RequestTracker:
             )
         finally:
             if reset:
-                self.close(state, scope_var)
+                token = state.token
+                if token is not None:
+                    state.token = None
+                    try:
+                        scope_var.reset(token)
+                    except ValueError:
+                        pass  # finished in another context (see close())
 
     def close(
         self,

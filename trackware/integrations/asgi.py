@@ -233,16 +233,18 @@ class TrackwareMiddleware:
             if self._capture_ip:
                 client = scope.get("client")
                 client_ip = client[0] if client else None
-            return self.engine.begin(
-                method=method,
-                path=path,
-                query=query,
-                cookie_header=cookie,
-                secure=scope.get("scheme") in _SECURE,
-                referrer=referrer,
-                user_agent=user_agent,
-                client_ip=client_ip,
-                identity=who,
+            return self.engine._begin(
+                method,
+                path,
+                query,
+                cookie,
+                scope.get("scheme") in _SECURE,
+                referrer,
+                user_agent,
+                client_ip,
+                None,
+                _scope,
+                who,
             )
         except Exception:
             _log.error(
@@ -324,7 +326,14 @@ class TrackwareMiddleware:
                 if message.get("trailers"):
                     flags[3] = True
                 try:
-                    cookies = engine.response_cookies(state)
+                    tid = state.scope.context.get("mxo_tid")
+                    cookies = (
+                        engine.response_cookies(state)
+                        if state.new_visitor
+                        or state.session_dirty
+                        or (tid and tid != state.incoming_tid)
+                        else None
+                    )
                 except Exception:
                     _log.error(
                         "asgi-cookies",
@@ -367,7 +376,13 @@ class TrackwareMiddleware:
                     flags[1] = True
                     self._finish_http(state, inner, root_path, error, flags[2])
             finally:
-                engine.close(state)
+                token = state.token
+                if token is not None:
+                    state.token = None
+                    try:
+                        _scope.reset(token)
+                    except ValueError:  # pragma: no cover - see engine.close()
+                        pass
                 _active.reset(guard)
 
     def _finish_http(
@@ -394,13 +409,8 @@ class TrackwareMiddleware:
                     status = 499  # the client left before a response started
             elif error is not None:
                 status = 500
-            self.engine.finish(
-                state,
-                status=status,
-                route=route,
-                endpoint=endpoint,
-                error=error,
-                reset=False,
+            self.engine._finish(
+                state, status, route, endpoint, None, error, _scope, False
             )
         except Exception:
             _log.error(
@@ -537,7 +547,13 @@ class TrackwareMiddleware:
                     exc_info=True,
                 )
             finally:
-                engine.close(state)
+                token = state.token
+                if token is not None:
+                    state.token = None
+                    try:
+                        _scope.reset(token)
+                    except ValueError:  # pragma: no cover - see engine.close()
+                        pass
                 _active.reset(guard)
 
     def _track_ws(

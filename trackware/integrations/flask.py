@@ -296,6 +296,13 @@ def _in_request_context(
 # --- inside Flask: the request context is pushed, the URL matched ---------------------
 
 _current_request = flask.request._get_current_object  # type: ignore[attr-defined]
+_request_context: t.Callable[[], t.Any] | None
+try:  # the request context's ContextVar: one C call instead of the proxy's
+    from flask.globals import _cv_request
+
+    _request_context = _cv_request.get
+except ImportError:  # pragma: no cover - a Flask without it
+    _request_context = None
 
 
 def _wrap_dispatch(
@@ -309,7 +316,11 @@ def _wrap_dispatch(
     def full_dispatch_request() -> flask.Response:
         state = environ = None
         try:
-            request = _current_request()
+            request = (
+                _current_request()
+                if _request_context is None
+                else _request_context().request
+            )
             environ = request.environ
             if environ.get(_APP_KEY) is app_state:
                 state = _begin(app_state, request, environ)
@@ -325,7 +336,11 @@ def _wrap_dispatch(
             environ[_ERROR_KEY] = exc
             raise
         try:
-            if response.is_streamed and not response.direct_passthrough:
+            if (
+                type(response.response) is not list  # the common case, not streamed
+                and response.is_streamed
+                and not response.direct_passthrough
+            ):
                 # A generator of the app's runs while the body is sent (files
                 # do not): the page event waits for the body to close.
                 environ[_STREAMED_KEY] = True
@@ -346,7 +361,11 @@ def _begin(
     route = endpoint = None
     if rule is not None:
         route, endpoint = rule.rule, rule.endpoint
-        if endpoint.endswith(".static") or engine.route_excluded(route, endpoint):
+        if (
+            endpoint.endswith(".static")
+            or route in engine._routes
+            or endpoint in engine._endpoints
+        ):
             tracker = engine.options.tracker
             if tracker is not None:
                 # Not tracked, but what the view tracks goes to our tracker.
@@ -356,20 +375,25 @@ def _begin(
     query = None
     if options.query_allow and environ.get("QUERY_STRING"):
         query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
-    state = engine.begin(
-        method=environ.get("REQUEST_METHOD", "GET"),
-        path=environ.get("PATH_INFO") or "/",
-        query=query,
-        cookie_header=environ.get("HTTP_COOKIE"),
-        secure=environ.get("wsgi.url_scheme") == "https",
-        referrer=environ.get("HTTP_REFERER"),
-        user_agent=environ.get("HTTP_USER_AGENT"),
-        client_ip=environ.get("REMOTE_ADDR") if options.capture_ip else None,
+    get = environ.get
+    state = engine._begin(
+        get("REQUEST_METHOD", "GET"),
+        get("PATH_INFO") or "/",
+        query,
+        get("HTTP_COOKIE"),
+        get("wsgi.url_scheme") == "https",
+        get("HTTP_REFERER"),
+        get("HTTP_USER_AGENT"),
+        get("REMOTE_ADDR") if options.capture_ip else None,
+        None,
+        _scope,
+        None,
     )
-    state.route = route
-    state.endpoint = endpoint
-    if endpoint is not None and "." in endpoint:  # as Request.blueprint
-        state.blueprint = endpoint.rpartition(".")[0]
+    if endpoint is not None:
+        state.route = route
+        state.endpoint = endpoint
+        if "." in endpoint:  # as Request.blueprint
+            state.blueprint = endpoint.rpartition(".")[0]
     environ[_STATE_KEY] = state
     return state
 
@@ -430,6 +454,7 @@ class _TrackwareWSGI:
                 _scope.reset(token)
         environ[_APP_KEY] = app_state
         engine = self.engine
+        secure_auto = engine.options.cookie_secure is None
 
         def tracking_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
@@ -438,11 +463,17 @@ class _TrackwareWSGI:
             if state is not None:
                 try:
                     state.status = int(status[:3])
-                    if engine.options.cookie_secure is None:
-                        # Read now: a ProxyFix inside ours has run by now.
-                        state.secure = environ.get("wsgi.url_scheme") == "https"
-                    for cookie in engine.response_cookies(state):
-                        headers.append(("Set-Cookie", cookie))
+                    tid = state.scope.context.get("mxo_tid")
+                    if (
+                        state.new_visitor
+                        or state.session_dirty
+                        or (tid and tid != state.incoming_tid)
+                    ):
+                        if secure_auto:
+                            # Read now: a ProxyFix inside ours has run by now.
+                            state.secure = environ.get("wsgi.url_scheme") == "https"
+                        for cookie in engine.response_cookies(state):
+                            headers.append(("Set-Cookie", cookie))
                 except Exception:
                     _log.error(
                         "flask-cookies",
@@ -486,17 +517,20 @@ class _TrackwareWSGI:
         state.deferred = True
         status = state.status
         if error is None:
-            error = environ.pop(_ERROR_KEY, None)
+            if _ERROR_KEY in environ:
+                error = environ.pop(_ERROR_KEY)
         elif status is None:
             status = 500
         blueprint = state.blueprint
-        self.engine.finish(
+        self.engine._finish(
             state,
-            status=status,
-            route=state.route,
-            endpoint=state.endpoint,
-            extra={"blueprint": blueprint} if blueprint else None,
-            error=error,
+            status,
+            state.route,
+            state.endpoint,
+            {"blueprint": blueprint} if blueprint else None,
+            error,
+            _scope,
+            True,
         )
 
 
