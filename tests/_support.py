@@ -142,6 +142,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until_serving(proc: t.Any, url: str, timeout: float = 60.0) -> None:
+    """Wait until the server ``proc`` answers 2xx at ``url`` (fail if it exits)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"server exited early ({proc.returncode})"
+        try:
+            if httpx.get(url).is_success:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer in {timeout} s"
+        time.sleep(0.05)
+
+
+def mxo_page_ids(emulator: t.Any) -> tuple[list[str], set[str]]:
+    """Event ids and touchpoint URIs of the page events the MXO emulator accepted
+    through offline batches (the example apps send ``event_id`` as a property)."""
+    pages = [e for e in emulator.mxo.events if e["endpoint"] == "mxo.offline_batch"]
+    ids = [
+        p["value"]
+        for e in pages
+        for p in e["interaction"]["properties"]
+        if p["name"] == "event_id"
+    ]
+    return ids, {e["interaction"]["uri"] for e in pages}
+
+
 # --- fixtures shared by tests/ and integrations/ (imported by their conftests) -----
 
 

@@ -12,12 +12,11 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 import typing as t
 
 import httpx
 import pytest
-from _support import free_port
+from _support import free_port, mxo_page_ids, wait_until_serving
 
 from trackware.testing.emulators import VendorEmulator
 
@@ -77,16 +76,7 @@ def test_example_store_under_uvicorn_delivers_every_page_event_once(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:  # /health is excluded from tracking: a safe readiness probe
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
+        wait_until_serving(proc, f"http://127.0.0.1:{port}/health")
         statuses = asyncio.run(load(f"http://127.0.0.1:{port}", 500, 50))
         assert statuses == [200] * 500
         proc.send_signal(signal.SIGTERM)
@@ -99,16 +89,10 @@ def test_example_store_under_uvicorn_delivers_every_page_event_once(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
 
-    pages = [e for e in emulator.mxo.events if e["endpoint"] == "mxo.offline_batch"]
-    ids = [
-        p["value"]
-        for e in pages
-        for p in e["interaction"]["properties"]
-        if p["name"] == "event_id"
-    ]
+    ids, uris = mxo_page_ids(emulator)
     assert len(ids) == 500
     assert len(set(ids)) == 500
-    assert {e["interaction"]["uri"] for e in pages} == {
+    assert uris == {
         "web://shop/",
         "web://shop/recommendations",
         "web://shop/products/{product_id}",

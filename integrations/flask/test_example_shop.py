@@ -10,12 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import typing as t
 
 import httpx
 import pytest
-from _support import free_port
+from _support import free_port, mxo_page_ids, wait_until_serving
 
 from trackware.testing.emulators import VendorEmulator
 
@@ -59,16 +58,7 @@ def test_example_shop_under_gunicorn_delivers_every_page_event_once(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:  # /health is excluded from tracking: a safe readiness probe
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.05)
+        wait_until_serving(proc, f"http://127.0.0.1:{port}/health")
         paths = ["/", "/products", "/offers", "/recommendations"]
         with httpx.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": BROWSER}
@@ -83,15 +73,8 @@ def test_example_shop_under_gunicorn_delivers_every_page_event_once(
             proc.kill()
             proc.communicate()
 
-    pages = [e for e in emulator.mxo.events if e["endpoint"] == "mxo.offline_batch"]
-    ids = [
-        p["value"]
-        for e in pages
-        for p in e["interaction"]["properties"]
-        if p["name"] == "event_id"
-    ]
+    ids, uris = mxo_page_ids(emulator)
     assert len(ids) == 200
     assert len(set(ids)) == 200
-    uris = {e["interaction"]["uri"] for e in pages}
     assert uris == {"web://shop" + p for p in paths}
     assert not os.path.exists(tmp_path / "dead.jsonl")

@@ -117,6 +117,21 @@ _EXTRA_OPTIONS = frozenset(
 )
 
 
+def _with_cookies(engine: RequestTracker, state: RequestState, message: t.Any) -> t.Any:
+    """``message`` (a response start or websocket accept) with our ``Set-Cookie``
+    headers added; never raises (a failure is logged and the message kept)."""
+    try:
+        cookies = engine.response_cookies(state)
+    except Exception:
+        _log.error("asgi-cookies", "trackware: could not set cookies", exc_info=True)
+        return message
+    if not cookies:
+        return message
+    headers = list(message.get("headers") or ())
+    headers.extend((b"set-cookie", value.encode("latin-1")) for value in cookies)
+    return {**message, "headers": headers}
+
+
 class TrackwareMiddleware:
     """Track pages, sessions, identity and websockets of an ASGI app.
 
@@ -325,27 +340,13 @@ class TrackwareMiddleware:
                 state.status = message["status"]
                 if message.get("trailers"):
                     flags[3] = True
-                try:
-                    tid = state.scope.context.get("mxo_tid")
-                    cookies = (
-                        engine.response_cookies(state)
-                        if state.new_visitor
-                        or state.session_dirty
-                        or (tid and tid != state.incoming_tid)
-                        else None
-                    )
-                except Exception:
-                    _log.error(
-                        "asgi-cookies",
-                        "trackware: could not set cookies",
-                        exc_info=True,
-                    )
-                    cookies = []
-                if cookies:
-                    headers = list(message.get("headers") or ())
-                    for value in cookies:
-                        headers.append((b"set-cookie", value.encode("latin-1")))
-                    message = {**message, "headers": headers}
+                tid = state.scope.context.get("mxo_tid")
+                if (  # the common case (nothing to set) without a call
+                    state.new_visitor
+                    or state.session_dirty
+                    or (tid and tid != state.incoming_tid)
+                ):
+                    message = _with_cookies(engine, state, message)
                 await send(message)
                 return
             else:
@@ -493,20 +494,7 @@ class TrackwareMiddleware:
             message = msg
             kind = msg["type"]
             if kind == "websocket.accept" and not flags[0]:
-                try:
-                    cookies = engine.response_cookies(state)
-                except Exception:
-                    _log.error(
-                        "asgi-cookies",
-                        "trackware: could not set cookies",
-                        exc_info=True,
-                    )
-                    cookies = []
-                if cookies:
-                    headers = list(msg.get("headers") or ())
-                    for value in cookies:
-                        headers.append((b"set-cookie", value.encode("latin-1")))
-                    message = {**msg, "headers": headers}
+                message = _with_cookies(engine, state, msg)
                 await send(message)
                 flags[0] = True
                 name = self.websocket_connect_event
