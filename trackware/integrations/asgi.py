@@ -287,7 +287,9 @@ class TrackwareMiddleware:
         self, scope: t.Any, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         guard = _active.set(True)
-        inner: t.Any = dict(scope)
+        # The marker goes into the request's own scope (servers make one per
+        # request; middleware may add keys): copying it would cost more.
+        inner: t.Any = scope
         inner[SCOPE_KEY] = None
         method = scope.get("method") or "GET"
         try:
