@@ -382,3 +382,44 @@ def test_core_imports_no_web_framework_even_when_installed() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+# --- the integrations' page properties (the fast path of track()) ---------------
+
+
+def test_page_properties_are_taken_as_built_and_sized() -> None:
+    from trackware._event import PageProperties, check_properties
+
+    tracker = trackware.Tracker([InMemoryExporter()], dead_letter=None)
+    props = PageProperties(
+        "GET", "/offers/7", "/offers/<id>", "offers", 200, 0.0123, "https://r/", None
+    )
+    event = tracker.track("page", props)
+    assert event is not None
+    assert event.properties == {
+        "method": "GET",
+        "path": "/offers/7",
+        "route": "/offers/<id>",
+        "endpoint": "offers",
+        "status": 200,
+        "duration": 0.0123,
+        "referrer": "https://r/",
+    }
+    # The estimate stays close to the full computation the slow path makes.
+    full = 96 + len("page") + check_properties(dict(event.properties))
+    assert abs(event.size - full) <= full * 0.25
+    tracker.shutdown(0.1)
+
+
+def test_page_properties_still_redacted_when_the_policy_names_a_page_key() -> None:
+    from trackware._event import PageProperties
+
+    tracker = trackware.Tracker(
+        [InMemoryExporter()], dead_letter=None, redact_keys=["path", "password"]
+    )
+    props = PageProperties("GET", "/reset/s3cret", None, None, 200, 0.1, None, None)
+    event = tracker.track("page", props)
+    assert event is not None
+    assert event.properties["path"] == trackware.REDACTED
+    assert event.properties["method"] == "GET"
+    tracker.shutdown(0.1)

@@ -49,6 +49,12 @@ _PAIRS = frozenset({("api", "key"), ("private", "key"), ("session", "key")})
 #: ``serveToken`` identifies an ad serve, and the exporter needs it.
 DEFAULT_REDACT_ALLOW: frozenset[str] = frozenset({"serveToken", "serve_token"})
 
+#: The property keys of the integrations' page events (see
+#: :class:`trackware._event.PageProperties`).
+PAGE_KEYS: frozenset[str] = frozenset(
+    {"method", "path", "route", "endpoint", "status", "duration", "referrer", "error"}
+)
+
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _CACHE_MAX = 10_000
 
@@ -69,6 +75,9 @@ class Redactor:
         )
         self.allow = frozenset(allow)
         self._cache: dict[str, bool] = {}
+        #: Whether no key of trackware's own page events is redacted (decided
+        #: once: a Redactor's words never change).
+        self.page_keys_clear = not any(self(k) for k in PAGE_KEYS)
 
     def __call__(self, key: str) -> bool:
         verdict = self._cache.get(key)

@@ -21,7 +21,14 @@ import blinker
 from . import _log, signals
 from ._context import Scope, _scope
 from ._deadletter import DeadLetter, JSONLinesDeadLetter
-from ._event import Event, _fast_bits, _Invalid, check_properties, valid_subset
+from ._event import (
+    Event,
+    PageProperties,
+    _fast_bits,
+    _Invalid,
+    check_properties,
+    valid_subset,
+)
 from ._queue import EventQueue, MemoryQueue
 from ._redact import Redactor
 from ._retry import RetryPolicy
@@ -293,7 +300,13 @@ class Tracker:
             redact = self._redact
             verdicts = redact._cache  # known keys: a dict lookup, not a call
             size = 96 + len(name)
-            if properties:
+            props: dict[str, t.Any]
+            if type(properties) is PageProperties and redact.page_keys_clear:
+                # An integration's page event: known keys, plain values, a
+                # dict built for this one event (no copy, no per-key pass).
+                props = properties
+                size += properties.size
+            elif properties:
                 if type(properties) is not dict and not isinstance(properties, Mapping):
                     raise _Invalid(
                         f"properties must be a dict, not {type(properties).__name__}"
@@ -301,7 +314,7 @@ class Tracker:
                 # One pass over flat values; anything else (nested or rich
                 # values, a key to redact, a bad key) takes the full path:
                 # redact (a deep copy), then validate and size recursively.
-                props: dict[str, t.Any] = dict(properties)
+                props = dict(properties)
                 for key, value in props.items():
                     if type(key) is str and (
                         verdicts.get(key) is False or not redact(key)

@@ -32,6 +32,7 @@ import uuid
 
 from .. import _log
 from .._context import Scope, _scope
+from .._event import PageProperties
 from ..exceptions import ConfigurationError
 
 if t.TYPE_CHECKING:
@@ -631,27 +632,56 @@ class RequestTracker:
             ):
                 if opts.identity is not None:
                     self.apply_identity(state.scope)
-                props: dict[str, t.Any] = {
-                    "method": state.method,
-                    "path": state.path,
-                    "route": route,
-                    "endpoint": endpoint,
-                    "status": status if status is not None else 500,
-                    "duration": _perf_counter() - state.start,
-                }
                 referrer = state.referrer
                 if referrer:
-                    props["referrer"] = referrer.split("?", 1)[0]
-                if self._query_allow and state.query:
-                    kept = {
-                        k: v for k, v in state.query.items() if k in self._query_allow
+                    referrer = referrer.split("?", 1)[0]
+                status_value = status if status is not None else 500
+                error_name = None if error is None else type(error).__name__
+                duration = _perf_counter() - state.start
+                query = state.query if self._query_allow else None
+                props: dict[str, t.Any]
+                if (
+                    not extra
+                    and not query
+                    and type(status_value) is int
+                    and (route is None or type(route) is str)
+                    and (endpoint is None or type(endpoint) is str)
+                    and type(state.method) is str
+                    and type(state.path) is str
+                ):
+                    # The common case: known keys, plain values (see
+                    # PageProperties: track() skips its per-key pass).
+                    props = PageProperties(
+                        state.method,
+                        state.path,
+                        route,
+                        endpoint,
+                        status_value,
+                        duration,
+                        referrer,
+                        error_name,
+                    )
+                else:
+                    props = {
+                        "method": state.method,
+                        "path": state.path,
+                        "route": route,
+                        "endpoint": endpoint,
+                        "status": status_value,
+                        "duration": duration,
                     }
-                    if kept:
-                        props["query"] = kept
-                if error is not None:
-                    props["error"] = type(error).__name__
-                if extra:
-                    props.update(extra)
+                    if referrer:
+                        props["referrer"] = referrer
+                    if query:
+                        kept = {
+                            k: v for k, v in query.items() if k in self._query_allow
+                        }
+                        if kept:
+                            props["query"] = kept
+                    if error_name is not None:
+                        props["error"] = error_name
+                    if extra:
+                        props.update(extra)
                 scope = state.scope
                 tracker = state.tracker or _get_tracker()
                 if scope_var.get() is scope:
