@@ -460,14 +460,13 @@ class PageProperties(dict):  # type: ignore[type-arg]
         referrer: str | None,
         error: str | None,
     ) -> None:
-        super().__init__(
-            method=method,
-            path=path,
-            route=route,
-            endpoint=endpoint,
-            status=status,
-            duration=duration,
-        )
+        # Item stores: cheaper than dict.__init__ with keywords.
+        self["method"] = method
+        self["path"] = path
+        self["route"] = route
+        self["endpoint"] = endpoint
+        self["status"] = status
+        self["duration"] = duration
         size = 110 + len(method) + len(path)
         if route is not None:
             size += len(route)

@@ -134,12 +134,16 @@ class MemoryQueue:
             # enqueued == settled + dropped + queued + in flight.
             self.enqueued += 1
             items = self._items
-            if len(items) >= self.max_events or self._bytes + size > self.max_bytes:
-                dropped = self._make_room(event, size)
-                if dropped and dropped[-1] is event:
-                    return dropped
-            else:
-                dropped = None
+            total = self._bytes + size
+            if len(items) < self.max_events and total <= self.max_bytes:
+                # The common case: room for it.
+                self._seq += 1
+                items.append(event)
+                self._bytes = total
+                return None
+            dropped = self._make_room(event, size)
+            if dropped and dropped[-1] is event:
+                return dropped
             self._seq += 1
             items.append(event)
             self._bytes += size

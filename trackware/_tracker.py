@@ -34,7 +34,7 @@ from ._redact import Redactor
 from ._retry import RetryPolicy
 from ._worker import Destination, _count_value
 from .exceptions import ConfigurationError, InvalidEventError
-from .exporters._base import Exporter
+from .exporters._base import BaseExporter, Exporter
 
 __all__ = [
     "Bridge",
@@ -61,6 +61,13 @@ _getpid = os.getpid
 #: Forks seen by this process's children (bumped after every ``os.fork()``):
 #: track() compares it instead of making a ``getpid()`` syscall per event.
 _forks = 0
+
+
+def _takes_all(exporter: Exporter) -> bool:
+    """Does ``exporter.applies`` accept every event (``BaseExporter.applies``
+    without an ``events=`` list)?"""
+    method = getattr(exporter.applies, "__func__", None)
+    return method is BaseExporter.applies and getattr(exporter, "_only", 0) is None
 
 
 def _unix_time(value: t.Any) -> float:
@@ -431,34 +438,91 @@ class Tracker:
                         return None
                     result = self._recheck(result)
                 event = result
-            routed = False
-            for applies, flt, offer, dest, not_applicable in self._routes:
-                try:
-                    if not applies(event):
-                        not_applicable()
-                        continue
-                    if flt is not None and not flt(event):
-                        with self._lock:
-                            dest.filtered += 1
-                        continue
-                except Exception:
-                    # A broken filter (or exporter check) costs this event
-                    # this destination only, never the others.
-                    self._route_failed(dest, event)
-                    continue
-                offer(event)
-                routed = True
-            next(self._tracked)  # itertools.count: atomic without a lock
-            if not routed:
-                next(self._unrouted)
-            if _tracked_signal.receivers:
-                signals.event_tracked.send(self, event=event)
-            return event
+            return self._route(event)
         except _Invalid as exc:
             self._invalid(str(exc))
             return None
         except InvalidEventError:
             raise
+        except Exception as exc:
+            _log.error(
+                "track-internal",
+                "trackware: track(%r) failed internally: %s",
+                name,
+                type(exc).__name__,
+                exc_info=True,
+            )
+            self._drop(None, "internal_error")
+            return None
+
+    def _route(self, event: Event) -> Event:
+        """Offer a finished event to every destination that takes it (the last
+        step of :meth:`track` and :meth:`_track_page`)."""
+        routed = False
+        for applies, flt, offer, dest, not_applicable in self._routes:
+            try:
+                if applies is not None and not applies(event):
+                    not_applicable()
+                    continue
+                if flt is not None and not flt(event):
+                    with self._lock:
+                        dest.filtered += 1
+                    continue
+            except Exception:
+                # A broken filter (or exporter check) costs this event this
+                # destination only, never the others.
+                self._route_failed(dest, event)
+                continue
+            offer(event)
+            routed = True
+        next(self._tracked)  # itertools.count: atomic without a lock
+        if not routed:
+            next(self._unrouted)
+        if _tracked_signal.receivers:
+            signals.event_tracked.send(self, event=event)
+        return event
+
+    def _track_page(
+        self, name: str, properties: PageProperties, scope: Scope, timestamp: float
+    ) -> Event | None:
+        """``track(name, properties, timestamp=timestamp)`` for a page event an
+        integration built, with ``scope`` the current scope.
+
+        The common case (no fork to check, accepting, no sampling, no hooks,
+        redaction leaves page keys alone, no traits) without track()'s
+        argument handling; anything else goes through :meth:`track`.
+        """
+        if (
+            self._forks_seen != _forks
+            or not self._accepting
+            or self._sample
+            or self._hooks
+            or scope.traits
+            or not self._redact.page_keys_clear
+            or type(name) is not str
+            or not name
+            or type(timestamp) is not float
+            or timestamp - timestamp != 0.0
+        ):
+            return self.track(name, properties, timestamp=timestamp)
+        try:
+            event: Event = _new_tuple(
+                Event,
+                (
+                    _fast_bits(128),
+                    name,
+                    properties,
+                    scope.user_id,
+                    scope.anonymous_id,
+                    scope.email,
+                    scope.phone,
+                    scope.traits,
+                    scope.context,
+                    timestamp,
+                    96 + len(name) + properties.size,
+                ),
+            )
+            return self._route(event)
         except Exception as exc:
             _log.error(
                 "track-internal",
@@ -511,7 +575,7 @@ class Tracker:
         self,
     ) -> tuple[
         tuple[
-            t.Callable[[Event], bool],
+            t.Callable[[Event], bool] | None,
             t.Any,
             t.Callable[[Event], None],
             Destination,
@@ -519,9 +583,19 @@ class Tracker:
         ],
         ...,
     ]:
-        """Bound methods looked up once: the hot path calls them per event."""
+        """Bound methods looked up once: the hot path calls them per event.
+
+        ``applies`` is ``None`` for an exporter that takes every event (the
+        base class's ``applies`` with no ``events=`` list): no call per event.
+        """
         return tuple(
-            (d.exporter.applies, d.event_filter, d.offer, d, d.count_not_applicable)
+            (
+                None if _takes_all(d.exporter) else d.exporter.applies,
+                d.event_filter,
+                d.offer,
+                d,
+                d.count_not_applicable,
+            )
             for d in self.destinations
         )
 

@@ -76,6 +76,9 @@ class Destination:
         self.exporter = exporter
         self.name = exporter.name
         self.queue = queue
+        # Looked up once: offer() calls them per event.
+        self._put = queue.put
+        self._depth = queue.depth
         self.max_batch_size = max(1, min(max_batch_size, exporter.max_batch_size))
         exporter_bytes = getattr(exporter, "max_batch_bytes", None)
         self.max_batch_bytes = min(max_batch_bytes, exporter_bytes or max_batch_bytes)
@@ -138,12 +141,12 @@ class Destination:
     # --- application side (hot path) -------------------------------------------------
     def offer(self, event: Event) -> None:
         """Queue ``event``; never blocks (unless policy is ``block``), never raises."""
-        dropped = self.queue.put(event)
+        dropped = self._put(event)
         if dropped:
             self._on_queue_drop(dropped)
         if self._thread is None:
             self._start()
-        elif self.queue.depth() >= self.max_batch_size and not self._wake.is_set():
+        elif self._depth() >= self.max_batch_size and not self._wake.is_set():
             self._wake.set()
 
     def _on_queue_drop(self, dropped: list[Event]) -> None:

@@ -349,3 +349,41 @@ def test_flasks_default_test_client_sees_page_events_without_closing(
     client.get("/", headers={"User-Agent": "Mozilla/5.0"})
     assert [e.properties["path"] for e in pages(events)] == ["/items/1", "/"]
     assert trackware.current_scope() is None
+
+
+@pytest.mark.parametrize("identity", [None, lambda: "c-5"])
+def test_unhandled_exception_runs_the_view_once_and_names_the_route(
+    new_app: NewApp, make_app: MakeApp, events: CapturedEvents, identity: t.Any
+) -> None:
+    app = new_app("shop")
+    calls = []
+
+    @app.route("/fail/<int:n>")
+    def fail(n: int) -> str:
+        calls.append(n)
+        raise LookupError(n)
+
+    _, client = make_app(app, identity=identity)
+    app.testing = True  # exceptions propagate out of wsgi_app
+    with pytest.raises(LookupError):
+        client.get("/fail/1")
+    assert calls == [1]
+    props = events.one("page").properties
+    assert (props["route"], props["status"], props["error"]) == (
+        "/fail/<int:n>",
+        500,
+        "LookupError",
+    )
+
+
+def test_excluded_routes_leave_their_neighbours_tracked(
+    make_app: MakeApp, events: CapturedEvents
+) -> None:
+    _, client = make_app(exclude_endpoints=["catalog.product"])
+    assert client.get("/catalog/shoes").status_code == 200
+    assert client.get("/catalog/shoes/extra").status_code == 404
+    assert client.get("/catalog").status_code == 404
+    assert [(e.properties["path"], e.properties["status"]) for e in pages(events)] == [
+        ("/catalog/shoes/extra", 404),
+        ("/catalog", 404),
+    ]

@@ -36,7 +36,8 @@ response is complete is recorded with the context flag ``client_disconnected``
 ``initiator``, ``accepted``, ``duration``) events instead of a page event.
 
 Wrapping an app twice tracks once: a marker in the scope plus a ContextVar
-guard (so an ASGI app called from inside a tracked request, e.g. through
+guard (the tracked request's own scope, or a flag when it is not tracked;
+so an ASGI app called from inside a tracked request, e.g. through
 ``httpx.ASGITransport``, is not tracked a second time either). On
 ``lifespan.shutdown`` the tracker is flushed on a thread, never on the event
 loop; apps without lifespan support (Django) get it answered for them.
@@ -66,6 +67,7 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
     ) from None
 
 from .. import _log
+from .._context import Scope as _Scope
 from .._context import _scope
 from ..exceptions import ConfigurationError
 from ._common import Identity, RequestState, RequestTracker, TrackingOptions
@@ -95,6 +97,15 @@ SCOPE_KEY = "trackware"
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "trackware_asgi_active", default=False
 )
+
+
+class _RequestScope(_Scope):
+    """The scope of a request a TrackwareMiddleware tracks: bound to ``_scope``
+    while it runs, it is also the double-tracking guard (no ``_active`` to
+    set and reset per tracked request)."""
+
+    __slots__ = ()
+
 
 #: What the identity callable of the middleware may be.
 IdentityCallable: t.TypeAlias = (
@@ -181,6 +192,7 @@ class TrackwareMiddleware:
             )
         self.app: ASGI3Application = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.engine = RequestTracker(TrackingOptions(tracker=tracker, **options))
+        self.engine._scope_type = _RequestScope
         self.identity = identity
         self.websocket_connect_event = websocket_connect_event
         self.websocket_disconnect_event = websocket_disconnect_event
@@ -195,13 +207,21 @@ class TrackwareMiddleware:
     ) -> None:
         kind = scope["type"]
         if kind == "http":
-            if SCOPE_KEY in scope or _active.get():
+            if (
+                SCOPE_KEY in scope
+                or _active.get()
+                or type(_scope.get()) is _RequestScope
+            ):
                 # An outer TrackwareMiddleware handles this request already.
                 await self.app(scope, receive, send)
             else:
                 await self._http(scope, receive, send)
         elif kind == "websocket":
-            if SCOPE_KEY in scope or _active.get():
+            if (
+                SCOPE_KEY in scope
+                or _active.get()
+                or type(_scope.get()) is _RequestScope
+            ):
                 await self.app(scope, receive, send)
             else:
                 await self._websocket(scope, receive, send)
@@ -286,30 +306,34 @@ class TrackwareMiddleware:
     async def _http(
         self, scope: t.Any, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        guard = _active.set(True)
         # The marker goes into the request's own scope (servers make one per
         # request; middleware may add keys): copying it would cost more.
         inner: t.Any = scope
         inner[SCOPE_KEY] = None
         method = scope.get("method") or "GET"
-        try:
-            if self.identity is None:
-                try:
-                    read = self._read(scope, method)
-                except Exception:
-                    _log.error(
-                        "asgi-begin",
-                        "trackware: could not start tracking",
-                        exc_info=True,
-                    )
-                    read = None
-                state = None if read is None else self._start(scope, read, method, None)
-            else:
+        guard: contextvars.Token[bool] | None = None
+        if self.identity is None:
+            # No Exception escapes. A tracked request's _RequestScope, bound
+            # to _scope, guards against double tracking; an untracked one
+            # sets _active.
+            try:
+                read = self._read(scope, method)
+            except Exception:
+                _log.error(
+                    "asgi-begin", "trackware: could not start tracking", exc_info=True
+                )
+                read = None
+            state = None if read is None else self._start(scope, read, method, None)
+        else:
+            guard = _active.set(True)
+            try:
                 state = await self._open(scope, inner, method)
-        except BaseException:
-            _active.reset(guard)
-            raise
+            except BaseException:
+                _active.reset(guard)
+                raise
         if state is None:
+            if guard is None:
+                guard = _active.set(True)
             try:
                 await self.app(inner, receive, send)
             finally:
@@ -386,7 +410,8 @@ class TrackwareMiddleware:
                         _scope.reset(token)
                     except ValueError:  # pragma: no cover - see engine.close()
                         pass
-                _active.reset(guard)
+                if guard is not None:
+                    _active.reset(guard)
 
     def _finish_http(
         self,

@@ -12,26 +12,31 @@ Options are the fields of :class:`~trackware.integrations._common.TrackingOption
 given as keyword arguments or as ``TRACKWARE_<NAME>`` keys in ``app.config``
 (keyword arguments win). ``TRACKWARE_ENABLED = False`` turns the extension off.
 
-How a request is tracked:
+How a request is tracked (one wrapper, around ``app.wsgi_app``):
 
-1. The wrapper around ``app.wsgi_app`` drops the requests that are never
-   tracked (HEAD/OPTIONS, health probes, static files, bots) before Flask
-   does any work for them.
-2. A wrapper around ``app.full_dispatch_request`` (the request context is
-   pushed and the URL matched; ``request_started``, ``before_request`` and the
-   view have not run yet) applies route and endpoint exclusions, reads the
-   cookies, calls the ``identity`` callable and opens the request's
-   :class:`~trackware.Scope`, so everything tracked during the request
-   carries the visitor, session and user. When the response is made it notes
-   whether it is streamed and asks the ``identity`` callable again (a login
-   or logout view changed it); Flask-Login's ``user_logged_in`` also updates
-   the scope at once.
-3. The page event is tracked when ``wsgi_app`` returns, or, for a streamed
-   response, when the server closes the body. The scope is closed then, so
-   nothing of one request leaks into the next.
+1. Before Flask does any work, the wrapper drops the requests that are never
+   tracked: HEAD/OPTIONS, health probes, static files, bots, and the routes
+   and endpoints excluded by name (the URL is matched against the app's
+   ``url_map`` only when the path could belong to such a route: most
+   requests never pay for a second match).
+2. It reads the cookies and opens the request's :class:`~trackware.Scope`, so
+   everything tracked during the request (hooks, the view, error handlers,
+   teardown) carries the visitor and session. With an ``identity`` callable,
+   which needs the request context, the scope is opened inside Flask instead,
+   by a wrapper around ``app.full_dispatch_request`` (the context is pushed
+   and the URL matched; ``request_started``, ``before_request`` and the view
+   have not run yet); the callable is asked again when the response is made
+   (a login or logout view changed it), and Flask-Login's ``user_logged_in``
+   updates the scope at once.
+3. ``start_response`` gives the status and adds the cookies. The page event
+   (route template, endpoint and blueprint from the request Flask matched) is
+   tracked when ``wsgi_app`` returns, or, for a streamed response, when the
+   server closes the body. The scope is closed then, so nothing of one
+   request leaks into the next.
 
-Both wrappers are plain function calls: no Flask signal or hook runs per
-request on trackware's behalf.
+No Flask signal or hook runs per request on trackware's behalf (Flask's
+``got_request_exception`` names the error of a failing view, and is sent only
+then).
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
     raise ImportError(
         "trackware.integrations.flask needs Flask: pip install 'trackware[flask]'"
     ) from None
+
+from flask.globals import _cv_request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+from werkzeug.wsgi import ClosingIterator as _ClosingIterator
+from werkzeug.wsgi import FileWrapper as _FileWrapper
 
 from .. import _log
 from .._context import Scope, _scope
@@ -64,9 +75,8 @@ _EXTENSION_KEY = "trackware"
 #: request, its RequestState once begun, and facts noted along the way.
 _APP_KEY = "trackware.app"
 _STATE_KEY = "trackware.request"
-_STREAMED_KEY = "trackware.streamed"
 _ERROR_KEY = "trackware.error"
-_BARE_KEY = "trackware.bare_scope"
+_RULE_KEY = "trackware.url_rule"
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrackingOptions)}
 # Options that hold several strings; a plain string is split on commas (a
@@ -101,7 +111,7 @@ def flask_login_identity() -> str | None:
 class _AppState:
     """What the extension keeps per app (the app itself only weakly)."""
 
-    __slots__ = ("app", "engine", "identity", "seen_views")
+    __slots__ = ("app", "engine", "identity")
 
     def __init__(
         self,
@@ -112,7 +122,6 @@ class _AppState:
         self.app = weakref.ref(app)
         self.engine = engine
         self.identity = identity
-        self.seen_views = -1
 
 
 class Trackware:
@@ -122,8 +131,9 @@ class Trackware:
     ``Trackware().init_app(app)`` in an application factory; the instance is
     registered as ``app.extensions["trackware"]`` and keeps no reference to
     any app (only weak ones), so it can serve several apps in one process,
-    each with its own ``app.config``. It wraps ``app.wsgi_app`` and
-    ``app.full_dispatch_request`` of each app it is registered on.
+    each with its own ``app.config``. It wraps ``app.wsgi_app`` of each app it
+    is registered on (and ``app.full_dispatch_request`` when an ``identity``
+    callable is configured).
 
     Args:
         app: the app to register with now (or call :meth:`init_app` later).
@@ -192,11 +202,12 @@ class Trackware:
         state = _AppState(app, engine, identity)
         self._apps[app] = state
         app.extensions[_EXTENSION_KEY] = self
-        app.wsgi_app = _TrackwareWSGI(app.wsgi_app, state)  # type: ignore[method-assign]
-        app.full_dispatch_request = _wrap_dispatch(  # type: ignore[method-assign]
-            state, app.full_dispatch_request
-        )
+        app.wsgi_app = _TrackwareWSGI(app.wsgi_app, state, app)  # type: ignore[method-assign]
+        flask.got_request_exception.connect(_on_exception, app, weak=False)
         if identity is not None:
+            app.full_dispatch_request = _wrap_dispatch(  # type: ignore[method-assign]
+                state, app.full_dispatch_request
+            )
             _connect_login_signals(app)
 
     def _resolve(self, app: flask.Flask) -> TrackingOptions:
@@ -295,87 +306,45 @@ def _in_request_context(
 
 # --- inside Flask: the request context is pushed, the URL matched ---------------------
 
-_current_request = flask.request._get_current_object  # type: ignore[attr-defined]
-_request_context: t.Callable[[], t.Any] | None
-try:  # the request context's ContextVar: one C call instead of the proxy's
-    from flask.globals import _cv_request
-
-    _request_context = _cv_request.get
-except ImportError:  # pragma: no cover - a Flask without it
-    _request_context = None
+_request_context = _cv_request.get
+_new = object.__new__
 
 
 def _wrap_dispatch(
     app_state: _AppState, dispatch: t.Callable[[], flask.Response]
 ) -> t.Callable[[], flask.Response]:
-    """Wrap ``app.full_dispatch_request``: the one call per request that runs
-    inside the request context, before ``request_started`` and every hook, and
-    that returns the final response (cheaper than two signal receivers)."""
+    """Wrap ``app.full_dispatch_request`` (only with an ``identity`` callable):
+    the one call per request that runs inside the request context, before
+    ``request_started`` and every hook, and that returns the final response."""
     engine = app_state.engine
 
     def full_dispatch_request() -> flask.Response:
-        state = environ = None
+        state = None
         try:
-            request = (
-                _current_request()
-                if _request_context is None
-                else _request_context().request
-            )
-            environ = request.environ
+            environ = _request_context().request.environ
             if environ.get(_APP_KEY) is app_state:
-                state = _begin(app_state, request, environ)
+                state = _begin_inside(engine, environ)
         except Exception:
             _log.error(
                 "flask-begin", "trackware: could not start tracking", exc_info=True
             )
-        if state is None or environ is None:
-            return dispatch()
-        try:
-            response = dispatch()
-        except Exception as exc:  # unhandled: Flask answers 500 or re-raises
-            environ[_ERROR_KEY] = exc
-            raise
-        try:
-            if (
-                type(response.response) is not list  # the common case, not streamed
-                and response.is_streamed
-                and not response.direct_passthrough
-            ):
-                # A generator of the app's runs while the body is sent (files
-                # do not): the page event waits for the body to close.
-                environ[_STREAMED_KEY] = True
-            if app_state.identity is not None:  # a login or logout view ran
+        response = dispatch()
+        if state is not None:  # a login or logout view may have changed it
+            try:
                 engine.apply_identity(state.scope)
-        except Exception:
-            _log.error("flask-response", "trackware: response hook", exc_info=True)
+            except Exception:
+                _log.error("flask-response", "trackware: identity", exc_info=True)
         return response
 
     return full_dispatch_request
 
 
-def _begin(
-    app_state: _AppState, request: flask.Request, environ: dict[str, t.Any]
-) -> RequestState | None:
-    engine = app_state.engine
-    rule = request.url_rule
-    route = endpoint = None
-    if rule is not None:
-        route, endpoint = rule.rule, rule.endpoint
-        if (
-            endpoint.endswith(".static")
-            or route in engine._routes
-            or endpoint in engine._endpoints
-        ):
-            tracker = engine.options.tracker
-            if tracker is not None:
-                # Not tracked, but what the view tracks goes to our tracker.
-                environ[_BARE_KEY] = _scope.set(Scope(tracker=tracker))
-            return None
+def _begin_inside(engine: RequestTracker, environ: dict[str, t.Any]) -> RequestState:
+    get = environ.get
     options = engine.options
     query = None
-    if options.query_allow and environ.get("QUERY_STRING"):
+    if options.query_allow and get("QUERY_STRING"):
         query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
-    get = environ.get
     state = engine._begin(
         get("REQUEST_METHOD", "GET"),
         get("PATH_INFO") or "/",
@@ -389,13 +358,22 @@ def _begin(
         _scope,
         None,
     )
-    if endpoint is not None:
-        state.route = route
-        state.endpoint = endpoint
-        if "." in endpoint:  # as Request.blueprint
-            state.blueprint = endpoint.rpartition(".")[0]
     environ[_STATE_KEY] = state
     return state
+
+
+def _on_exception(sender: flask.Flask, exception: t.Any = None, **_: t.Any) -> None:
+    """Flask's got_request_exception (sent only for an unhandled exception):
+    the page event names the error."""
+    try:
+        context = _request_context(None)
+        if context is not None:
+            request = context.request
+            request.environ[_RULE_KEY] = request.url_rule
+            if exception is not None:
+                request.environ[_ERROR_KEY] = exception
+    except Exception:  # pragma: no cover - defensive
+        _log.error("flask-error", "trackware: got_request_exception", exc_info=True)
 
 
 def _on_login(sender: flask.Flask, **_: t.Any) -> None:
@@ -420,91 +398,180 @@ def _connect_login_signals(app: flask.Flask) -> None:
 # --- the WSGI wrapper ---------------------------------------------------------------
 
 
-class _TrackwareWSGI:
-    """Wraps ``app.wsgi_app``; per-request state lives in the environ."""
+class _Exchange:
+    """One tracked request: its ``start_response`` adds the cookies and notes
+    the status (a bound method of a small object rather than a closure)."""
 
-    def __init__(self, wsgi_app: t.Any, app_state: _AppState) -> None:
+    __slots__ = ("environ", "start_response", "state", "wsgi")
+
+    environ: dict[str, t.Any]
+    start_response: t.Any
+    state: RequestState | None
+    wsgi: _TrackwareWSGI
+
+    def start(
+        self, status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
+    ) -> t.Any:
+        state = self.state
+        if state is None:  # opened inside Flask, if at all
+            state = self.environ.get(_STATE_KEY)
+        if state is not None:
+            try:
+                wsgi = self.wsgi
+                if wsgi.page:
+                    state.status = int(status[:3])
+                    # The request context is still pushed: what Flask matched.
+                    context = _request_context(None)
+                    if context is not None:
+                        self.environ[_RULE_KEY] = context.request.url_rule
+                tid = state.scope.context.get("mxo_tid")
+                if (
+                    state.new_visitor
+                    or state.session_dirty
+                    or (tid and tid != state.incoming_tid)
+                ):
+                    if wsgi.secure_auto:
+                        # Read now: a ProxyFix inside ours has run by now.
+                        state.secure = self.environ.get("wsgi.url_scheme") == "https"
+                    for cookie in wsgi.engine.response_cookies(state):
+                        headers.append(("Set-Cookie", cookie))
+            except Exception:
+                _log.error(
+                    "flask-cookies", "trackware: could not set cookies", exc_info=True
+                )
+        return self.start_response(status, headers, exc_info)
+
+
+class _TrackwareWSGI:
+    """Wraps ``app.wsgi_app``; per-request state lives in locals (and, when the
+    scope is opened inside Flask, in the environ)."""
+
+    def __init__(self, wsgi_app: t.Any, app_state: _AppState, app: flask.Flask) -> None:
         self.wsgi_app = wsgi_app
         self.app_state = app_state
-        self.engine = app_state.engine
+        engine = self.engine = app_state.engine
+        options = engine.options
+        self.views = app.view_functions
+        self.seen_views = -1
+        #: Literal beginnings (as PATH_INFO carries them) of the excluded rules.
+        self.prefixes: tuple[str, ...] = ()
+        self.inside = app_state.identity is not None
+        self.page = bool(options.page_event)
+        self.query_allow = bool(options.query_allow)
+        self.capture_ip = options.capture_ip
+        self.secure_auto = options.cookie_secure is None
+        self.tracker = options.tracker
 
     def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
-        try:
-            app_state = self.app_state
-            app = app_state.app()
-            if app is not None and len(app.view_functions) != app_state.seen_views:
-                _use_tracked_wrappers(app, app_state)
-            wanted = self.engine.wants(
-                environ.get("REQUEST_METHOD", "GET"),
-                environ.get("PATH_INFO") or "/",
-                environ.get("HTTP_USER_AGENT"),
-            )
-        except Exception:
-            _log.error("flask-wants", "trackware: request filter failed", exc_info=True)
-            wanted = False
-        if not wanted:
-            tracker = self.engine.options.tracker
-            if tracker is None:
-                return self.wsgi_app(environ, start_response)
-            # Not tracked, but what the view tracks still goes to our tracker.
-            token = _scope.set(Scope(tracker=tracker))
-            try:
-                return self.wsgi_app(environ, start_response)
-            finally:
-                _scope.reset(token)
-        environ[_APP_KEY] = app_state
         engine = self.engine
-        secure_auto = engine.options.cookie_secure is None
-
-        def tracking_start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
-        ) -> t.Any:
-            state: RequestState | None = environ.get(_STATE_KEY)
-            if state is not None:
-                try:
-                    state.status = int(status[:3])
-                    tid = state.scope.context.get("mxo_tid")
-                    if (
-                        state.new_visitor
-                        or state.session_dirty
-                        or (tid and tid != state.incoming_tid)
-                    ):
-                        if secure_auto:
-                            # Read now: a ProxyFix inside ours has run by now.
-                            state.secure = environ.get("wsgi.url_scheme") == "https"
-                        for cookie in engine.response_cookies(state):
-                            headers.append(("Set-Cookie", cookie))
-                except Exception:
-                    _log.error(
-                        "flask-cookies",
-                        "trackware: could not set cookies",
-                        exc_info=True,
-                    )
-            return start_response(status, headers, exc_info)
-
+        state = None
+        inside = False
         try:
-            body = self.wsgi_app(environ, tracking_start_response)
+            if len(self.views) != self.seen_views:
+                self._refresh()
+            get = environ.get
+            method = get("REQUEST_METHOD", "GET")
+            path = get("PATH_INFO") or "/"
+            agent = get("HTTP_USER_AGENT")
+            if not engine.wants(method, path, agent) or (
+                self.prefixes
+                and path.startswith(self.prefixes)
+                and self._rule_excluded(environ)
+            ):
+                pass
+            elif self.inside:  # the scope is opened by full_dispatch_request
+                inside = True
+            else:
+                query = None
+                if self.query_allow and get("QUERY_STRING"):
+                    query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
+                state = engine._begin(
+                    method,
+                    path,
+                    query,
+                    get("HTTP_COOKIE"),
+                    get("wsgi.url_scheme") == "https",
+                    get("HTTP_REFERER"),
+                    agent,
+                    get("REMOTE_ADDR") if self.capture_ip else None,
+                    None,
+                    _scope,
+                    None,
+                )
+        except Exception:
+            _log.error(
+                "flask-begin", "trackware: could not start tracking", exc_info=True
+            )
+        if state is None:
+            if inside:
+                return self._call_inside(environ, start_response)
+            return self._untracked(environ, start_response)
+        exchange = _new(_Exchange)
+        exchange.environ = environ
+        exchange.start_response = start_response
+        exchange.state = state
+        exchange.wsgi = self
+        try:
+            body = self.wsgi_app(environ, exchange.start)
+        except BaseException as exc:
+            self._finish(state, environ, exc)
+            raise
+        if type(body) is _ClosingIterator:
+            try:  # the common case: a response made from a list (not streamed)
+                close: t.Any = body._callbacks[-1]  # the werkzeug response's close
+                plain = type(close.__self__.response) is list
+            except Exception:
+                plain = False
+            if plain:
+                self._finish(state, environ, None)
+                return body
+        return self._closing(body, state, environ)
+
+    def _call_inside(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        """A tracked request whose scope ``full_dispatch_request`` opens."""
+        environ[_APP_KEY] = self.app_state
+        exchange = _new(_Exchange)
+        exchange.environ = environ
+        exchange.start_response = start_response
+        exchange.state = None
+        exchange.wsgi = self
+        try:
+            body = self.wsgi_app(environ, exchange.start)
         except BaseException as exc:
             state = environ.get(_STATE_KEY)
             if state is not None:
                 self._finish(state, environ, exc)
-            else:
-                _reset_bare(environ)
             raise
         state = environ.get(_STATE_KEY)
         if state is None:
-            _reset_bare(environ)
             return body
-        if environ.get(_STREAMED_KEY):
-            # Unbind the scope now (a body that is never closed must not leak
-            # it into the thread's next request); the body binds it again
-            # while the app's generator produces each chunk.
-            engine.close(state)
-            return _ClosingBody(
-                body, state.scope, lambda: self._finish(state, environ, None)
-            )
-        self._finish(state, environ, None)
-        return body
+        return self._closing(body, state, environ)
+
+    def _untracked(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        tracker = self.tracker
+        if tracker is None:
+            return self.wsgi_app(environ, start_response)
+        # Not tracked, but what the view tracks still goes to our tracker.
+        token = _scope.set(Scope(tracker=tracker))
+        try:
+            return self.wsgi_app(environ, start_response)
+        finally:
+            _scope.reset(token)
+
+    def _closing(
+        self, body: t.Any, state: RequestState, environ: dict[str, t.Any]
+    ) -> t.Any:
+        """The page event of a body not known to be complete waits for its close."""
+        if _complete(body, environ):
+            self._finish(state, environ, None)
+            return body
+        # Unbind the scope now (a body that is never closed must not leak it
+        # into the thread's next request); the body binds it again while the
+        # app's generator produces each chunk.
+        self.engine.close(state)
+        return _ClosingBody(
+            body, state.scope, lambda: self._finish(state, environ, None)
+        )
 
     def _finish(
         self,
@@ -515,32 +582,90 @@ class _TrackwareWSGI:
         if state.deferred:  # finished already (close() called twice)
             return
         state.deferred = True
+        if not self.page:  # no page event: only the scope to close
+            self.engine.close(state)
+            return
         status = state.status
         if error is None:
             if _ERROR_KEY in environ:
                 error = environ.pop(_ERROR_KEY)
         elif status is None:
             status = 500
-        blueprint = state.blueprint
-        self.engine._finish(
-            state,
-            status,
-            state.route,
-            state.endpoint,
-            {"blueprint": blueprint} if blueprint else None,
-            error,
-            _scope,
-            True,
-        )
+        route = endpoint = extra = None
+        rule = environ.get(_RULE_KEY)
+        if rule is not None:
+            route = rule.rule
+            endpoint = rule.endpoint
+            if "." in endpoint:  # as Request.blueprint
+                extra = {"blueprint": endpoint.rpartition(".")[0]}
+        self.engine._finish(state, status, route, endpoint, extra, error, _scope, True)
 
+    def _refresh(self) -> None:
+        """The app's views changed (or this is its first request)."""
+        app = self.app_state.app()
+        if app is None:  # pragma: no cover - the app is being collected
+            return
+        _use_tracked_wrappers(app)
+        engine = self.engine
+        prefixes = set()
+        for rule in app.url_map.iter_rules():
+            if _excluded(engine, rule.rule, rule.endpoint):
+                literal = rule.rule.split("<", 1)[0]
+                # PATH_INFO carries the UTF-8 bytes of the path as latin-1.
+                prefixes.add(literal.encode("utf-8").decode("latin-1"))
+        self.prefixes = tuple(sorted(prefixes))
+        self.seen_views = len(self.views)
 
-def _reset_bare(environ: dict[str, t.Any]) -> None:
-    token = environ.pop(_BARE_KEY, None)
-    if token is not None:
+    def _rule_excluded(self, environ: dict[str, t.Any]) -> bool:
+        """Match the URL as Flask will (rarely: the path could be an excluded
+        route's); is its rule excluded?"""
+        app = self.app_state.app()
+        if app is None:  # pragma: no cover - the app is being collected
+            return False
         try:
-            _scope.reset(token)
-        except ValueError:  # pragma: no cover - set in another context
-            pass
+            request = flask.Request(environ, populate_request=False, shallow=True)
+            adapter = app.create_url_adapter(request)
+            if adapter is None:
+                return False
+            rule, _ = adapter.match(return_rule=True)
+        except HTTPException:  # not found, redirected...: not an excluded rule
+            return False
+        return _excluded(self.engine, rule.rule, rule.endpoint)
+
+
+def _excluded(engine: RequestTracker, route: str, endpoint: t.Any) -> bool:
+    return (
+        route in engine._routes
+        or endpoint in engine._endpoints
+        or (isinstance(endpoint, str) and endpoint.endswith(".static"))
+    )
+
+
+def _streamed(body: t.Any) -> bool:
+    """Is this werkzeug response body produced while it is sent (an app's
+    generator; files are not)?"""
+    try:
+        response = body._callbacks[-1].__self__
+    except (AttributeError, IndexError):
+        return True
+    if not isinstance(response, Response):
+        return True
+    inner = response.response
+    if type(inner) is list:  # the common case
+        return False
+    return response.is_streamed and not response.direct_passthrough
+
+
+def _complete(body: t.Any, environ: dict[str, t.Any]) -> bool:
+    """A body that is not an app's generator: a list, or a file sent as is."""
+    if type(body) is list or type(body) is tuple:
+        return True
+    if type(body) is _ClosingIterator:
+        return not _streamed(body)
+    file_wrapper = environ.get("wsgi.file_wrapper", _FileWrapper)
+    return isinstance(body, _FileWrapper) or (
+        isinstance(file_wrapper, type) and isinstance(body, file_wrapper)
+    )
 
 
 class _ClosingBody:
@@ -582,10 +707,9 @@ class _ClosingBody:
             self._on_close()
 
 
-def _use_tracked_wrappers(app: flask.Flask, app_state: _AppState) -> None:
+def _use_tracked_wrappers(app: flask.Flask) -> None:
     """Serve @tracked wrappers for views decorated with @tracked above @app.route."""
     for endpoint, view in list(app.view_functions.items()):
         wrapper = tracked_wrapper_of(view)
         if wrapper is not None and wrapper is not view:
             app.view_functions[endpoint] = wrapper
-    app_state.seen_views = len(app.view_functions)
