@@ -119,6 +119,20 @@ class ExportResult:
     ) -> None:
         self.rejected.append(Rejection(event, reason, status, body))
 
+    @classmethod
+    def rejected_all(
+        cls,
+        events: t.Iterable[Event],
+        reason: str,
+        *,
+        status: int | None = None,
+        body: str | None = None,
+    ) -> ExportResult:
+        """Every event of ``events`` rejected for the same reason."""
+        result = cls()
+        result.rejected.extend(Rejection(e, reason, status, body) for e in events)
+        return result
+
     def merge(self, other: ExportResult) -> None:
         self.sent.extend(other.sent)
         self.rejected.extend(other.rejected)

@@ -228,12 +228,36 @@ class BaseHTTPExporter(BaseExporter):
                 status=status,
                 body=body,
             )
-        result = ExportResult()
-        for event in request.events:
-            result.reject(
-                event, f"HTTP {status}: {body[:500]}", status=status, body=body
-            )
-        return result
+        return ExportResult.rejected_all(
+            request.events, f"HTTP {status}: {body[:500]}", status=status, body=body
+        )
+
+    def body_error(
+        self,
+        request: HTTPRequest,
+        response: httpx.Response,
+        code: t.Any,
+        reason: str,
+    ) -> ExportResult:
+        """Outcomes for a 2xx answer whose body reports error status ``code``
+        (vendors that mirror the status in the body: Cardlytics, MXO): retried
+        when ``code`` is a retryable status, otherwise rejected with ``reason``."""
+        text = response_text(response)
+        if isinstance(code, int) and not isinstance(code, bool):
+            if code in RETRYABLE_STATUSES:
+                return ExportResult.failure(
+                    request.events,
+                    reason,
+                    retry_after=retry_floor(response.headers),
+                    status=code,
+                    body=text,
+                )
+            status = code
+        else:
+            status = response.status_code
+        return ExportResult.rejected_all(
+            request.events, f"{reason}: {text[:500]}", status=status, body=text
+        )
 
     def before_request(self, request: HTTPRequest) -> float | None:
         """Called before each call; may return seconds to wait first (rate limits)."""
@@ -255,10 +279,9 @@ class BaseHTTPExporter(BaseExporter):
                 len(events),
                 exc_info=True,
             )
-            result = ExportResult()
-            for event in events:
-                result.reject(event, f"mapping error: {type(exc).__name__}: {exc}")
-            return result
+            return ExportResult.rejected_all(
+                events, f"mapping error: {type(exc).__name__}: {exc}"
+            )
         for index, request in enumerate(requests):
             outcome = self.send(request)
             result.merge(outcome)
@@ -304,15 +327,12 @@ class BaseHTTPExporter(BaseExporter):
                     status=exc.status,
                     body=exc.body,
                 )
-            result = ExportResult()
-            for event in request.events:
-                result.reject(
-                    event,
-                    f"authentication refused: {exc}",
-                    status=exc.status,
-                    body=exc.body,
-                )
-            return result
+            return ExportResult.rejected_all(
+                request.events,
+                f"authentication refused: {exc}",
+                status=exc.status,
+                body=exc.body,
+            )
         except httpx.TimeoutException as exc:
             return ExportResult.failure(
                 request.events, f"timeout ({type(exc).__name__})"

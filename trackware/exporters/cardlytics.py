@@ -772,24 +772,12 @@ class ClientEventExporter(BaseHTTPExporter):
             )
             if not failed:
                 return ExportResult.success(request.events)
-            text = response_text(response)
-            if isinstance(body_status, int) and body_status in RETRYABLE_STATUSES:
-                return ExportResult.failure(
-                    request.events,
-                    f"HTTP {status} with error status {body_status} in the body",
-                    retry_after=retry_floor(response.headers),
-                    status=body_status,
-                    body=text,
-                )
-            result = ExportResult()
-            for event in request.events:
-                result.reject(
-                    event,
-                    f"HTTP {status} with an error body: {text[:500]}",
-                    status=body_status if isinstance(body_status, int) else status,
-                    body=text,
-                )
-            return result
+            return self.body_error(
+                request,
+                response,
+                body_status,
+                f"HTTP {status} with an error body (status {body_status!r})",
+            )
         return super().classify(request, response)
 
     def __repr__(self) -> str:

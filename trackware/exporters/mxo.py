@@ -346,25 +346,13 @@ class _MXOExporter(BaseHTTPExporter):
             body = None
         code = body.get("statusCode") if isinstance(body, dict) else None
         if isinstance(code, bool) or not isinstance(code, int) or not 200 <= code < 300:
-            text = response_text(response)
-            if isinstance(code, int) and code in RETRYABLE_STATUSES:
-                return ExportResult.failure(
-                    request.events,
-                    f"MXO answered statusCode {code}",
-                    retry_after=retry_floor(response.headers),
-                    status=code,
-                    body=text,
-                )
-            result = ExportResult()
-            for event in request.events:
-                result.reject(
-                    event,
-                    f"MXO answered HTTP {status} without a 2xx statusCode in the "
-                    f"body (statusCode={code!r})",
-                    status=status,
-                    body=text,
-                )
-            return result
+            return self.body_error(
+                request,
+                response,
+                code,
+                f"MXO answered HTTP {status} without a 2xx statusCode in the "
+                f"body (statusCode={code!r})",
+            )
         tid = body.get("tid") if isinstance(body, dict) else None
         if isinstance(tid, str) and isinstance(request, _MXORequest):
             for visitor in request.visitors:
