@@ -3,6 +3,6 @@
 The isolation and sink fixtures are the core suite's (tests/_support.py).
 """
 
-from _support import _isolate, sink
+from _support import _isolate, emulator, sink
 
-__all__ = ["_isolate", "sink"]
+__all__ = ["_isolate", "emulator", "sink"]

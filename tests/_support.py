@@ -181,6 +181,26 @@ def sink() -> t.Iterator[Sink]:
     s.stop()
 
 
+@pytest.fixture
+def emulator() -> t.Iterator[t.Any]:
+    """All vendor emulators on a free 127.0.0.1 port (``VendorEmulator``)."""
+    from trackware.testing.emulators import VendorEmulator
+
+    with VendorEmulator() as emu:
+        yield emu
+
+
+def example_env(emulator_url: str, dead_letter: t.Any) -> dict[str, str]:
+    """Environment for an example app in a server process: the emulators' URL
+    and a dead-letter path of the test's own."""
+    import os
+
+    env = dict(os.environ)
+    env["TRACKWARE_EMULATOR_URL"] = emulator_url
+    env["TRACKWARE_DEAD_LETTER_PATH"] = str(dead_letter)
+    return env
+
+
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[None]:
     """Every test gets its own dead-letter path and no process-default tracker."""

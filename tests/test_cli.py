@@ -9,7 +9,6 @@ import sys
 import typing as t
 
 import httpx
-import pytest
 from _support import free_port
 
 from trackware import Tracker
@@ -31,12 +30,6 @@ def trackware_cli(
         timeout=timeout,
         env=full,
     )
-
-
-@pytest.fixture
-def emulator() -> t.Iterator[VendorEmulator]:
-    with VendorEmulator() as emu:
-        yield emu
 
 
 def test_send_test_reports_the_vendors_acceptance(emulator: VendorEmulator) -> None:

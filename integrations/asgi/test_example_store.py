@@ -12,11 +12,10 @@ import pathlib
 import signal
 import subprocess
 import sys
-import typing as t
 
 import httpx
 import pytest
-from _support import free_port, mxo_page_ids, wait_until_serving
+from _support import example_env, free_port, mxo_page_ids, wait_until_serving
 
 from trackware.testing.emulators import VendorEmulator
 
@@ -25,12 +24,6 @@ pytestmark = pytest.mark.slow
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130"
 PATHS = ["/", "/recommendations", "/products/p-100", "/products/p-300"]
-
-
-@pytest.fixture
-def emulator() -> t.Iterator[VendorEmulator]:
-    with VendorEmulator() as emu:
-        yield emu
 
 
 async def load(url: str, total: int, concurrency: int) -> list[int]:
@@ -50,9 +43,7 @@ def test_example_store_under_uvicorn_delivers_every_page_event_once(
     emulator: VendorEmulator, tmp_path: pathlib.Path
 ) -> None:
     port = free_port()
-    env = dict(os.environ)
-    env["TRACKWARE_EMULATOR_URL"] = emulator.url
-    env["TRACKWARE_DEAD_LETTER_PATH"] = str(tmp_path / "dead.jsonl")
+    env = example_env(emulator.url, tmp_path / "dead.jsonl")
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -14,7 +14,7 @@ import typing as t
 
 import httpx
 import pytest
-from _support import free_port, mxo_page_ids, wait_until_serving
+from _support import example_env, free_port, mxo_page_ids, wait_until_serving
 
 from trackware.testing.emulators import VendorEmulator
 
@@ -25,19 +25,11 @@ EXAMPLES = os.path.join(ROOT, "example_apps")
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130"
 
 
-@pytest.fixture
-def emulator() -> t.Iterator[VendorEmulator]:
-    with VendorEmulator() as emu:
-        yield emu
-
-
 def test_example_shop_under_gunicorn_delivers_every_page_event_once(
     emulator: VendorEmulator, tmp_path: t.Any
 ) -> None:
     port = free_port()
-    env = dict(os.environ)
-    env["TRACKWARE_EMULATOR_URL"] = emulator.url
-    env["TRACKWARE_DEAD_LETTER_PATH"] = str(tmp_path / "dead.jsonl")
+    env = example_env(emulator.url, tmp_path / "dead.jsonl")
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -206,23 +206,16 @@ class TrackwareMiddleware:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         kind = scope["type"]
-        if kind == "http":
+        if kind == "http" or kind == "websocket":
             if (
                 SCOPE_KEY in scope
                 or _active.get()
                 or type(_scope.get()) is _RequestScope
             ):
-                # An outer TrackwareMiddleware handles this request already.
+                # An outer TrackwareMiddleware handles this connection already.
                 await self.app(scope, receive, send)
-            else:
+            elif kind == "http":
                 await self._http(scope, receive, send)
-        elif kind == "websocket":
-            if (
-                SCOPE_KEY in scope
-                or _active.get()
-                or type(_scope.get()) is _RequestScope
-            ):
-                await self.app(scope, receive, send)
             else:
                 await self._websocket(scope, receive, send)
         elif kind == "lifespan" and self.flush_on_shutdown and SCOPE_KEY not in scope:
