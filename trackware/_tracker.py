@@ -61,6 +61,11 @@ _getpid = os.getpid
 #: Forks seen by this process's children (bumped after every ``os.fork()``):
 #: track() compares it instead of making a ``getpid()`` syscall per event.
 _forks = 0
+#: Page events an integration recorded, waiting for the tracker's intake
+#: thread, at most (beyond it they are built on the recording thread).
+_PENDING_MAX = 4096
+#: How long the intake thread lets page events gather after it is woken.
+_INTAKE_GATHER = 0.002
 
 
 def _takes_all(exporter: Exporter) -> bool:
@@ -240,6 +245,17 @@ class Tracker:
         )
         self._routes = self._build_routes()
         self._lock = threading.Lock()
+        #: Whether an integration's page events may be built off its request
+        #: thread (see _page): nothing must run on that thread for them.
+        self._defer_pages = (
+            not self._hooks
+            and not self._sample
+            and self._redact.page_keys_clear
+            and all(
+                getattr(d.queue, "policy", None) != "block" for d in self.destinations
+            )
+        )
+        self._init_intake()
         self._tracked = itertools.count()
         self._unrouted = itertools.count()
         self._dropped: collections.Counter[str] = collections.Counter()
@@ -290,12 +306,9 @@ class Tracker:
         Never blocks on I/O.
         """
         try:
-            if self._forks_seen != _forks:
-                self._forks_seen = _forks
-                if self._pid != _getpid():
-                    self._after_fork()
-            if not self._accepting:
-                self._drop(None, "shutdown" if self._shut else "disabled")
+            if (self._forks_seen != _forks or not self._accepting) and (
+                not self._admit()
+            ):
                 return None
             if type(name) is not str or not name:
                 raise _Invalid(f"event name must be a non-empty string, not {name!r}")
@@ -438,6 +451,8 @@ class Tracker:
                         return None
                     result = self._recheck(result)
                 event = result
+            if self._pending:
+                return self._after_pending(event)
             return self._route(event)
         except _Invalid as exc:
             self._invalid(str(exc))
@@ -457,7 +472,7 @@ class Tracker:
 
     def _route(self, event: Event) -> Event:
         """Offer a finished event to every destination that takes it (the last
-        step of :meth:`track` and :meth:`_track_page`)."""
+        step of :meth:`track` and of recorded page events)."""
         routed = False
         for applies, flt, offer, dest, not_applicable in self._routes:
             try:
@@ -482,57 +497,173 @@ class Tracker:
             signals.event_tracked.send(self, event=event)
         return event
 
-    def _track_page(
-        self, name: str, properties: PageProperties, scope: Scope, timestamp: float
-    ) -> Event | None:
-        """``track(name, properties, timestamp=timestamp)`` for a page event an
-        integration built, with ``scope`` the current scope.
+    # --- page events recorded by the integrations ----------------------------------
+    def _page(self, record: tuple[t.Any, ...]) -> None:
+        """Track the page event an integration recorded when its request ended.
 
-        The common case (no fork to check, accepting, no sampling, no hooks,
-        redaction leaves page keys alone, no traits) without track()'s
-        argument handling; anything else goes through :meth:`track`.
+        ``record[0](record)`` builds the :class:`Event` (or returns ``None``
+        when it tracked the event some other way); the rest of ``record`` is
+        the builder's, with every value it needs already taken from the
+        request (its identity included), so the build may happen on another
+        thread. It normally does: the record waits for the tracker's intake
+        thread, which builds and routes the waiting events in batches, off the
+        request thread. It is built here instead when something must see it on
+        this thread (an ``event_tracked`` receiver, e.g.
+        ``trackware.testing.capture_events``), when the tracker is not
+        accepting, after a fork, or when the intake is behind by
+        ``_PENDING_MAX`` events (back-pressure instead of unbounded memory).
         """
         if (
-            self._forks_seen != _forks
-            or not self._accepting
-            or self._sample
-            or self._hooks
-            or scope.traits
-            or not self._redact.page_keys_clear
-            or type(name) is not str
-            or not name
-            or type(timestamp) is not float
-            or timestamp - timestamp != 0.0
+            self._defer_pages
+            and self._accepting
+            and self._forks_seen == _forks
+            and not _tracked_signal.receivers
         ):
-            return self.track(name, properties, timestamp=timestamp)
-        try:
-            event: Event = _new_tuple(
-                Event,
-                (
-                    _fast_bits(128),
-                    name,
-                    properties,
-                    scope.user_id,
-                    scope.anonymous_id,
-                    scope.email,
-                    scope.phone,
-                    scope.traits,
-                    scope.context,
-                    timestamp,
-                    96 + len(name) + properties.size,
-                ),
-            )
+            self._defer(record)
+        elif self._admit():
+            self._drain()  # what waits goes first: the order is kept
+            self._build(record)
+
+    def _defer(self, record: tuple[t.Any, ...]) -> None:
+        """Leave ``record`` to the intake thread, after those waiting already."""
+        pending = self._pending
+        if len(pending) >= _PENDING_MAX:
+            # The intake thread is behind (starved of the GIL?): catch up here
+            # rather than hold more in memory.
+            self._drain()
+        pending.append(record)
+        if len(pending) == 1:
+            self._wake_intake()
+        if not self._accepting:  # shutdown began meanwhile: never strand it
+            self._drain()
+
+    def _after_pending(self, event: Event) -> Event:
+        """An event ``track()`` built while recorded page events wait: it
+        follows them (each destination gets events in the order tracked)."""
+        if _tracked_signal.receivers:  # they see it now, on this thread
+            self._drain()
             return self._route(event)
+        self._defer((_prebuilt, event))
+        return event
+
+    def _admit(self) -> bool:
+        """What every new event passes first: after a fork, fresh state; when
+        not accepting, the event is counted as dropped."""
+        if self._forks_seen != _forks:
+            self._forks_seen = _forks
+            if self._pid != _getpid():
+                self._after_fork()
+        if not self._accepting:
+            self._drop(None, "shutdown" if self._shut else "disabled")
+            return False
+        return True
+
+    def _build(self, record: tuple[t.Any, ...]) -> None:
+        try:
+            event = record[0](record)
+            if event is not None:
+                self._route(event)
         except Exception as exc:
             _log.error(
                 "track-internal",
-                "trackware: track(%r) failed internally: %s",
-                name,
+                "trackware: a page event failed internally: %s",
                 type(exc).__name__,
                 exc_info=True,
             )
             self._drop(None, "internal_error")
-            return None
+
+    def _init_intake(self) -> None:
+        self._pending: collections.deque[tuple[t.Any, ...]] = collections.deque()
+        # Held while records are built and routed, so that flush() and stats()
+        # (which drain first) see them queued. Reentrant: an event_tracked
+        # receiver may call stats().
+        self._intake_lock = threading.RLock()
+        self._intake_wake = threading.Event()
+        self._intake_thread: threading.Thread | None = None
+        self._intake_start_lock = threading.Lock()
+
+    def _wake_intake(self) -> None:
+        if self._intake_thread is None:
+            with self._intake_start_lock:
+                if self._intake_thread is None and not self._shut:
+                    thread = threading.Thread(
+                        target=self._intake_run, name="trackware-intake", daemon=True
+                    )
+                    try:
+                        thread.start()
+                    except RuntimeError:
+                        # Interpreter shutdown: no new threads; the at-exit
+                        # shutdown drains on its own thread.
+                        return
+                    self._intake_thread = thread
+        self._intake_wake.set()
+
+    def _intake_run(self) -> None:
+        wake = self._intake_wake
+        while not self._shut:
+            # Woken when the first record arrives; the timeout is a safety net
+            # for a record whose wake-up raced with the previous drain.
+            wake.wait(1.0)
+            wake.clear()
+            if self._pending and not self._shut:
+                time.sleep(_INTAKE_GATHER)
+                try:
+                    self._drain()
+                except Exception:  # pragma: no cover - defensive: never die
+                    _log.error(
+                        "intake",
+                        "trackware: the intake thread hit an internal error",
+                        exc_info=True,
+                    )
+
+    def _drain(self) -> None:
+        """Build and route every recorded page event (on any thread)."""
+        pending = self._pending
+        if not pending:
+            return
+        with self._intake_lock:
+            popleft = pending.popleft
+            build = self._build
+            while pending:
+                try:
+                    record = popleft()
+                except IndexError:  # taken by another drain
+                    break
+                build(record)
+
+    @staticmethod
+    def _page_event(
+        name: str,
+        properties: PageProperties,
+        user_id: str | None,
+        anonymous_id: str | None,
+        email: str | None,
+        phone: str | None,
+        traits: dict[str, t.Any],
+        context: dict[str, t.Any],
+        timestamp: float,
+    ) -> Event:
+        """The event ``track()`` would build for a page event an integration
+        recorded (see :meth:`_page`), without its argument handling: only for
+        a tracker whose ``_defer_pages`` holds (no hooks, no sampling, page
+        keys not redacted), plain-string identity, no traits, and the scope's
+        own ``context`` (validated when the scope was made)."""
+        return _new_tuple(
+            Event,
+            (
+                _fast_bits(128),
+                name,
+                properties,
+                user_id,
+                anonymous_id,
+                email,
+                phone,
+                traits,
+                context,
+                timestamp,
+                96 + len(name) + properties.size,
+            ),
+        )
 
     def _sendable_traits(self, traits: dict[str, t.Any]) -> dict[str, t.Any]:
         kept, reasons = valid_subset(self._redact.clean(traits))
@@ -654,6 +785,7 @@ class Tracker:
             destinations: only wait for these destinations (by name).
         """
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        self._drain()
         wanted = None if destinations is None else set(destinations)
         if wanted is not None and not wanted <= {d.name for d in self.destinations}:
             raise ConfigurationError(f"flush(): unknown destination(s) in {wanted}")
@@ -679,6 +811,9 @@ class Tracker:
                 return True
             self._shut = True
             self._accepting = False
+        # Page events recorded before this point are delivered like the rest.
+        self._drain()
+        self._intake_wake.set()  # the intake thread sees _shut and ends
         budget = self.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         for dest in self.destinations:
@@ -720,6 +855,7 @@ class Tracker:
         failed + sum(dropped) + queue_depth + in_flight`` once nothing is
         moving; ``dead_lettered`` counts what was written to the dead letter.
         """
+        self._drain()  # recorded page events are counted as tracked
         with self._lock:
             top: dict[str, t.Any] = {
                 "tracked": _count_value(self._tracked),
@@ -738,6 +874,8 @@ class Tracker:
         self._tracked = itertools.count()
         self._unrouted = itertools.count()
         self._dropped = collections.Counter()
+        # The parent builds and delivers what its requests recorded.
+        self._init_intake()
         for dest in self.destinations:
             dest.after_fork_in_child()
         self._routes = self._build_routes()
@@ -751,6 +889,11 @@ class Tracker:
     def __repr__(self) -> str:
         names = ", ".join(d.name for d in self.destinations)
         return f"<Tracker destinations=[{names}]>"
+
+
+def _prebuilt(record: tuple[t.Any, ...]) -> Event:
+    """The "builder" of an event track() built already (see _after_pending)."""
+    return t.cast(Event, record[1])
 
 
 # --- bridges ------------------------------------------------------------------------
@@ -913,6 +1056,7 @@ signals.action.connect(_on_action, weak=False)
 def _shutdown_all_at_exit() -> None:
     trackers = list(_live)
     for tr in trackers:
+        tr._drain()  # recorded page events join the queues before they stop
         for dest in tr.destinations:
             dest.request_stop(time.monotonic() + tr.shutdown_timeout)
     for tr in trackers:

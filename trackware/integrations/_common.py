@@ -32,7 +32,7 @@ import uuid
 
 from .. import _log
 from .._context import Scope, _scope
-from .._event import PageProperties
+from .._event import Event, PageProperties
 from .._tracker import Tracker
 from ..exceptions import ConfigurationError
 
@@ -652,81 +652,55 @@ class RequestTracker:
                 and route not in self._routes
                 and endpoint not in self._endpoints
             ):
+                scope = state.scope
                 if opts.identity is not None:
-                    self.apply_identity(state.scope)
-                referrer = state.referrer
-                if referrer:
-                    referrer = referrer.split("?", 1)[0]
-                status_value = status if status is not None else 500
-                error_name = None if error is None else type(error).__name__
+                    self.apply_identity(scope)
                 duration = _perf_counter() - state.start
-                query = state.query if self._query_allow else None
-                props: dict[str, t.Any]
+                tracker = state.tracker or _get_tracker()
                 if (
-                    not extra
-                    and not query
-                    and type(status_value) is int
+                    type(tracker) is Tracker
+                    and tracker._defer_pages
+                    and not extra
+                    and not (state.query and self._query_allow)
+                    and not scope.traits
+                    and (status is None or type(status) is int)
                     and (route is None or type(route) is str)
                     and (endpoint is None or type(endpoint) is str)
                     and type(state.method) is str
                     and type(state.path) is str
                 ):
-                    # The common case: known keys, plain values (see
-                    # PageProperties: track() skips its per-key pass).
-                    props = PageProperties(
-                        state.method,
-                        state.path,
-                        route,
-                        endpoint,
-                        status_value,
-                        duration,
-                        referrer,
-                        error_name,
+                    # The common case: recorded here, built and routed by the
+                    # tracker's intake thread (see Tracker._page). Identity is
+                    # taken now: the scope may change after the request.
+                    tracker._page(
+                        (
+                            _page_event,
+                            page_event,
+                            state,
+                            status,
+                            route,
+                            endpoint,
+                            None if error is None else type(error).__name__,
+                            duration,
+                            scope.user_id,
+                            scope.email,
+                            scope.phone,
+                            scope.traits,
+                            scope.context,
+                        )
                     )
                 else:
-                    props = {
-                        "method": state.method,
-                        "path": state.path,
-                        "route": route,
-                        "endpoint": endpoint,
-                        "status": status_value,
-                        "duration": duration,
-                    }
-                    if referrer:
-                        props["referrer"] = referrer
-                    if query:
-                        kept = {
-                            k: v for k, v in query.items() if k in self._query_allow
-                        }
-                        if kept:
-                            props["query"] = kept
-                    if error_name is not None:
-                        props["error"] = error_name
-                    if extra:
-                        props.update(extra)
-                scope = state.scope
-                tracker = state.tracker or _get_tracker()
-                if scope_var.get() is scope:
-                    if (
-                        type(props) is PageProperties
-                        and type(tracker) is Tracker
-                        and scope_var is _scope
-                    ):
-                        # track()'s common case, without its argument handling.
-                        tracker._track_page(page_event, props, scope, state.start_wall)
-                    else:
-                        tracker.track(page_event, props, timestamp=state.start_wall)
-                else:  # e.g. a streamed body closed outside the request's context
-                    tracker.track(
+                    self._track_page(
+                        tracker,
                         page_event,
-                        props,
-                        user_id=scope.user_id,
-                        anonymous_id=scope.anonymous_id,
-                        email=scope.email,
-                        phone=scope.phone,
-                        traits=scope.traits or None,
-                        context=scope.context,
-                        timestamp=state.start_wall,
+                        state,
+                        status,
+                        route,
+                        endpoint,
+                        extra,
+                        error,
+                        duration,
+                        scope_var,
                     )
         except Exception:
             _log.error(
@@ -742,6 +716,59 @@ class RequestTracker:
                     except ValueError:
                         pass  # finished in another context (see close())
 
+    def _track_page(
+        self,
+        tracker: Tracker,
+        page_event: str,
+        state: RequestState,
+        status: int | None,
+        route: str | None,
+        endpoint: str | None,
+        extra: t.Mapping[str, t.Any] | None,
+        error: BaseException | None,
+        duration: float,
+        scope_var: contextvars.ContextVar[Scope | None],
+    ) -> None:
+        """The page event through ``track()`` (hooks, sampling, extra keys, an
+        allowed query, traits...), on the request's thread."""
+        referrer = state.referrer
+        if referrer:
+            referrer = referrer.split("?", 1)[0]
+        props: dict[str, t.Any] = {
+            "method": state.method,
+            "path": state.path,
+            "route": route,
+            "endpoint": endpoint,
+            "status": status if status is not None else 500,
+            "duration": duration,
+        }
+        if referrer:
+            props["referrer"] = referrer
+        query = state.query if self._query_allow else None
+        if query:
+            kept = {k: v for k, v in query.items() if k in self._query_allow}
+            if kept:
+                props["query"] = kept
+        if error is not None:
+            props["error"] = type(error).__name__
+        if extra:
+            props.update(extra)
+        scope = state.scope
+        if scope_var.get() is scope:
+            tracker.track(page_event, props, timestamp=state.start_wall)
+        else:  # e.g. a streamed body closed outside the request's context
+            tracker.track(
+                page_event,
+                props,
+                user_id=scope.user_id,
+                anonymous_id=scope.anonymous_id,
+                email=scope.email,
+                phone=scope.phone,
+                traits=scope.traits or None,
+                context=scope.context,
+                timestamp=state.start_wall,
+            )
+
     def close(
         self,
         state: RequestState,
@@ -756,6 +783,50 @@ class RequestTracker:
                 # Finished in another context (a streamed body closed on a
                 # different thread): nothing of ours is bound there.
                 pass
+
+
+def _page_event(record: tuple[t.Any, ...]) -> Event:
+    """Build the page event :meth:`RequestTracker._finish` recorded (on the
+    tracker's intake thread, usually)."""
+    (
+        _,
+        name,
+        state,
+        status,
+        route,
+        endpoint,
+        error_name,
+        duration,
+        user_id,
+        email,
+        phone,
+        traits,
+        context,
+    ) = record
+    referrer = state.referrer
+    if referrer:
+        referrer = referrer.split("?", 1)[0]
+    properties = PageProperties(
+        state.method,
+        state.path,
+        route,
+        endpoint,
+        status if status is not None else 500,
+        duration,
+        referrer,
+        error_name,
+    )
+    return Tracker._page_event(
+        name,
+        properties,
+        user_id,
+        state.anonymous_id,
+        email,
+        phone,
+        traits,
+        context,
+        state.start_wall,
+    )
 
 
 def _get_tracker() -> Tracker:
