@@ -166,9 +166,7 @@ def build_variants() -> tuple[dict[str, Client], trackware.Tracker]:
     )
     draining_app = make_app()
     Trackware(draining_app, tracker=draining)
-    variants["trackware (page + sessions, draining)"] = Client(
-        draining_app, draining
-    )
+    variants["trackware (page + sessions, draining)"] = Client(draining_app, draining)
     _DRAINING.append(draining)
 
     try:
