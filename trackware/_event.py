@@ -21,7 +21,7 @@ import uuid
 
 from .exceptions import InvalidEventError
 
-__all__ = ["Event", "JSONValue", "PageProperties", "new_event_id"]
+__all__ = ["Event", "JSONValue", "new_event_id"]
 
 JSONValue: t.TypeAlias = (
     "str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]"
@@ -435,47 +435,3 @@ def to_jsonable(value: object) -> t.Any:
     if isinstance(value, (int, float, str)):
         return value
     return _default(value)
-
-
-class PageProperties(dict):  # type: ignore[type-arg]
-    """Properties of a page event built by trackware's integrations.
-
-    Only the keys in ``trackware._redact.PAGE_KEYS`` with ``str``/``int``/
-    ``float``/``None`` values, built fresh for one event: ``Tracker.track``
-    takes them without the per-key validation pass (when the tracker's
-    redaction policy touches none of those keys), and ``size`` is their
-    encoded-size estimate. Anything else must stay a plain ``dict``.
-    """
-
-    __slots__ = ("size",)
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        route: str | None,
-        endpoint: str | None,
-        status: int,
-        duration: float,
-        referrer: str | None,
-        error: str | None,
-    ) -> None:
-        # Item stores: cheaper than dict.__init__ with keywords.
-        self["method"] = method
-        self["path"] = path
-        self["route"] = route
-        self["endpoint"] = endpoint
-        self["status"] = status
-        self["duration"] = duration
-        size = 110 + len(method) + len(path)
-        if route is not None:
-            size += len(route)
-        if endpoint is not None:
-            size += len(endpoint)
-        if referrer:
-            self["referrer"] = referrer
-            size += len(referrer) + 16
-        if error is not None:
-            self["error"] = error
-            size += len(error) + 13
-        self.size = size

@@ -149,6 +149,29 @@ class MemoryQueue:
             self._bytes += size
             return dropped
 
+    def put_many(self, events: list[Event], /) -> list[Event] | None:
+        """:meth:`put` for each of ``events``, in order, under one lock
+        acquisition when they all fit."""
+        size = 0
+        for event in events:
+            size += event[10]
+        n = len(events)
+        with self._lock:
+            items = self._items
+            total = self._bytes + size
+            if len(items) + n <= self.max_events and total <= self.max_bytes:
+                self.enqueued += n
+                self._seq += n
+                items.extend(events)
+                self._bytes = total
+                return None
+        dropped: list[Event] = []
+        for event in events:
+            lost = self.put(event)
+            if lost:
+                dropped.extend(lost)
+        return dropped
+
     def _make_room(self, event: Event, size: int) -> list[Event]:
         """Called with the lock held and the queue full. Returns dropped events."""
         items = self._items

@@ -49,10 +49,21 @@ _PAIRS = frozenset({("api", "key"), ("private", "key"), ("session", "key")})
 #: ``serveToken`` identifies an ad serve, and the exporter needs it.
 DEFAULT_REDACT_ALLOW: frozenset[str] = frozenset({"serveToken", "serve_token"})
 
-#: The property keys of the integrations' page events (see
-#: :class:`trackware._event.PageProperties`).
+#: The property keys of the integrations' page events, which they build
+#: without the per-key pass of ``track()`` (see
+#: ``trackware.integrations._common._page_event``) unless one is redacted.
 PAGE_KEYS: frozenset[str] = frozenset(
-    {"method", "path", "route", "endpoint", "status", "duration", "referrer", "error"}
+    {
+        "method",
+        "path",
+        "route",
+        "endpoint",
+        "blueprint",
+        "status",
+        "duration",
+        "referrer",
+        "error",
+    }
 )
 
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")

@@ -23,7 +23,6 @@ from ._context import Scope, _scope
 from ._deadletter import DeadLetter, JSONLinesDeadLetter
 from ._event import (
     Event,
-    PageProperties,
     _fast_bits,
     _Invalid,
     check_properties,
@@ -65,7 +64,7 @@ _forks = 0
 #: thread, at most (beyond it they are built on the recording thread).
 _PENDING_MAX = 4096
 #: How long the intake thread lets page events gather after it is woken.
-_INTAKE_GATHER = 0.002
+_INTAKE_GATHER = 0.05
 
 
 def _takes_all(exporter: Exporter) -> bool:
@@ -244,6 +243,7 @@ class Tracker:
             for exporter in exporters
         )
         self._routes = self._build_routes()
+        self._offer_many = self._build_offer_many()
         self._lock = threading.Lock()
         #: Whether an integration's page events may be built off its request
         #: thread (see _page): nothing must run on that thread for them.
@@ -260,6 +260,7 @@ class Tracker:
         self._unrouted = itertools.count()
         self._dropped: collections.Counter[str] = collections.Counter()
         self._pid = os.getpid()
+        self._forks_seen = _forks  # this process's, as of now
         self._shut = False
         self._accepting = self.enabled
         self._shutdown_lock = threading.Lock()
@@ -321,12 +322,7 @@ class Tracker:
             verdicts = redact._cache  # known keys: a dict lookup, not a call
             size = 96 + len(name)
             props: dict[str, t.Any]
-            if type(properties) is PageProperties and redact.page_keys_clear:
-                # An integration's page event: known keys, plain values, a
-                # dict built for this one event (no copy, no per-key pass).
-                props = properties
-                size += properties.size
-            elif properties:
+            if properties:
                 if type(properties) is not dict and not isinstance(properties, Mapping):
                     raise _Invalid(
                         f"properties must be a dict, not {type(properties).__name__}"
@@ -502,48 +498,44 @@ class Tracker:
         """Track the page event an integration recorded when its request ended.
 
         ``record[0](record)`` builds the :class:`Event` (or returns ``None``
-        when it tracked the event some other way); the rest of ``record`` is
-        the builder's, with every value it needs already taken from the
-        request (its identity included), so the build may happen on another
+        when it tracked the event through :meth:`track` instead); the rest of
+        ``record`` is the builder's, every value taken from the request when
+        it ended (its identity included), so the build may happen on another
         thread. It normally does: the record waits for the tracker's intake
         thread, which builds and routes the waiting events in batches, off the
-        request thread. It is built here instead when something must see it on
-        this thread (an ``event_tracked`` receiver, e.g.
-        ``trackware.testing.capture_events``), when the tracker is not
-        accepting, after a fork, or when the intake is behind by
-        ``_PENDING_MAX`` events (back-pressure instead of unbounded memory).
+        request thread. Only trackers whose ``_defer_pages`` holds (no hooks,
+        no sampling, page keys not redacted) get records. A record is built
+        here instead when something must see the event on this thread (an
+        ``event_tracked`` receiver, e.g. ``trackware.testing.capture_events``),
+        when the tracker is not accepting, or after a fork; and the waiting
+        records are built here when the intake is ``_PENDING_MAX`` behind
+        (back-pressure rather than unbounded memory).
         """
+        pending = self._pending
         if (
-            self._defer_pages
-            and self._accepting
+            self._accepting
             and self._forks_seen == _forks
             and not _tracked_signal.receivers
         ):
-            self._defer(record)
+            if len(pending) >= _PENDING_MAX:
+                self._drain()  # the intake thread is behind: catch up here
+            pending.append(record)
+            if len(pending) == 1:
+                self._wake_intake()
+            if not self._accepting:  # shutdown began meanwhile: never strand it
+                self._drain()
         elif self._admit():
-            self._drain()  # what waits goes first: the order is kept
-            self._build(record)
-
-    def _defer(self, record: tuple[t.Any, ...]) -> None:
-        """Leave ``record`` to the intake thread, after those waiting already."""
-        pending = self._pending
-        if len(pending) >= _PENDING_MAX:
-            # The intake thread is behind (starved of the GIL?): catch up here
-            # rather than hold more in memory.
-            self._drain()
-        pending.append(record)
-        if len(pending) == 1:
-            self._wake_intake()
-        if not self._accepting:  # shutdown began meanwhile: never strand it
+            pending.append(record)  # after what waits: the order is kept
             self._drain()
 
     def _after_pending(self, event: Event) -> Event:
         """An event ``track()`` built while recorded page events wait: it
         follows them (each destination gets events in the order tracked)."""
+        self._pending.append((_prebuilt, event))
         if _tracked_signal.receivers:  # they see it now, on this thread
             self._drain()
-            return self._route(event)
-        self._defer((_prebuilt, event))
+        elif len(self._pending) == 1:  # drained meanwhile
+            self._wake_intake()
         return event
 
     def _admit(self) -> bool:
@@ -558,20 +550,6 @@ class Tracker:
             return False
         return True
 
-    def _build(self, record: tuple[t.Any, ...]) -> None:
-        try:
-            event = record[0](record)
-            if event is not None:
-                self._route(event)
-        except Exception as exc:
-            _log.error(
-                "track-internal",
-                "trackware: a page event failed internally: %s",
-                type(exc).__name__,
-                exc_info=True,
-            )
-            self._drop(None, "internal_error")
-
     def _init_intake(self) -> None:
         self._pending: collections.deque[tuple[t.Any, ...]] = collections.deque()
         # Held while records are built and routed, so that flush() and stats()
@@ -581,6 +559,7 @@ class Tracker:
         self._intake_wake = threading.Event()
         self._intake_thread: threading.Thread | None = None
         self._intake_start_lock = threading.Lock()
+        self._tracked_in_batches = 0
 
     def _wake_intake(self) -> None:
         if self._intake_thread is None:
@@ -617,53 +596,48 @@ class Tracker:
                     )
 
     def _drain(self) -> None:
-        """Build and route every recorded page event (on any thread)."""
+        """Build and route every waiting record, in order (on any thread)."""
         pending = self._pending
         if not pending:
             return
         with self._intake_lock:
             popleft = pending.popleft
-            build = self._build
             while pending:
-                try:
-                    record = popleft()
-                except IndexError:  # taken by another drain
-                    break
-                build(record)
+                events: list[Event] = []
+                append = events.append
+                for _ in range(min(len(pending), 1024)):
+                    try:
+                        record = popleft()
+                    except IndexError:  # pragma: no cover - taken meanwhile
+                        break
+                    try:
+                        event = record[0](record)
+                    except Exception as exc:
+                        _log.error(
+                            "track-internal",
+                            "trackware: a page event failed internally: %s",
+                            type(exc).__name__,
+                            exc_info=True,
+                        )
+                        self._drop(None, "internal_error")
+                        continue
+                    if event is not None:
+                        append(event)
+                if events:
+                    self._route_many(events)
 
-    @staticmethod
-    def _page_event(
-        name: str,
-        properties: PageProperties,
-        user_id: str | None,
-        anonymous_id: str | None,
-        email: str | None,
-        phone: str | None,
-        traits: dict[str, t.Any],
-        context: dict[str, t.Any],
-        timestamp: float,
-    ) -> Event:
-        """The event ``track()`` would build for a page event an integration
-        recorded (see :meth:`_page`), without its argument handling: only for
-        a tracker whose ``_defer_pages`` holds (no hooks, no sampling, page
-        keys not redacted), plain-string identity, no traits, and the scope's
-        own ``context`` (validated when the scope was made)."""
-        return _new_tuple(
-            Event,
-            (
-                _fast_bits(128),
-                name,
-                properties,
-                user_id,
-                anonymous_id,
-                email,
-                phone,
-                traits,
-                context,
-                timestamp,
-                96 + len(name) + properties.size,
-            ),
-        )
+    def _route_many(self, events: list[Event]) -> None:
+        """:meth:`_route` for a batch: one queue operation per destination when
+        every destination takes every event (no ``applies`` list, no filter)."""
+        offer_many = self._offer_many
+        if offer_many is None or _tracked_signal.receivers:
+            for event in events:
+                self._route(event)
+            return
+        for offer in offer_many:
+            offer(events)
+        with self._lock:
+            self._tracked_in_batches += len(events)
 
     def _sendable_traits(self, traits: dict[str, t.Any]) -> dict[str, t.Any]:
         kept, reasons = valid_subset(self._redact.clean(traits))
@@ -729,6 +703,17 @@ class Tracker:
             )
             for d in self.destinations
         )
+
+    def _build_offer_many(self) -> tuple[t.Callable[[list[Event]], None], ...] | None:
+        """Each destination's ``offer_many``, when every one takes every event
+        (see :meth:`_route_many`); ``None`` otherwise, or with no destination
+        (the events are counted as unrouted one by one)."""
+        if not self._routes or any(
+            applies is not None or flt is not None
+            for applies, flt, _, _, _ in self._routes
+        ):
+            return None
+        return tuple(d.offer_many for d in self.destinations)
 
     def _invalid(self, reason: str) -> None:
         if self.strict:
@@ -858,7 +843,7 @@ class Tracker:
         self._drain()  # recorded page events are counted as tracked
         with self._lock:
             top: dict[str, t.Any] = {
-                "tracked": _count_value(self._tracked),
+                "tracked": _count_value(self._tracked) + self._tracked_in_batches,
                 "unrouted": _count_value(self._unrouted),
                 "dropped": dict(self._dropped),
             }
@@ -879,6 +864,7 @@ class Tracker:
         for dest in self.destinations:
             dest.after_fork_in_child()
         self._routes = self._build_routes()
+        self._offer_many = self._build_offer_many()
 
     def __enter__(self) -> Tracker:
         return self

@@ -78,6 +78,10 @@ class Destination:
         self.queue = queue
         # Looked up once: offer() calls them per event.
         self._put = queue.put
+        #: Optional in the EventQueue protocol: one call for a batch.
+        self._put_many: t.Callable[[list[Event]], list[Event] | None] | None = getattr(
+            queue, "put_many", None
+        )
         self._depth = queue.depth
         self.max_batch_size = max(1, min(max_batch_size, exporter.max_batch_size))
         exporter_bytes = getattr(exporter, "max_batch_bytes", None)
@@ -142,6 +146,21 @@ class Destination:
     def offer(self, event: Event) -> None:
         """Queue ``event``; never blocks (unless policy is ``block``), never raises."""
         dropped = self._put(event)
+        if dropped:
+            self._on_queue_drop(dropped)
+        if self._thread is None:
+            self._start()
+        elif self._depth() >= self.max_batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def offer_many(self, events: list[Event]) -> None:
+        """:meth:`offer` for a batch, in order (the tracker's intake thread)."""
+        put_many = self._put_many
+        if put_many is None:
+            for event in events:
+                self.offer(event)
+            return
+        dropped = put_many(events)
         if dropped:
             self._on_queue_drop(dropped)
         if self._thread is None:

@@ -32,7 +32,7 @@ import uuid
 
 from .. import _log
 from .._context import Scope, _scope
-from .._event import Event, PageProperties
+from .._event import Event, _fast_bits
 from .._tracker import Tracker
 from ..exceptions import ConfigurationError
 
@@ -278,6 +278,8 @@ class RequestTracker:
         self._endpoints = frozenset(options.exclude_endpoints)
         self._bots = tuple(b.lower() for b in options.bot_agents)
         self._query_allow = frozenset(options.query_allow)
+        self._page_name = options.page_event
+        self._identity = options.identity
         secret = options.cookie_secret
         self._key: bytes | None = (
             secret.encode() if isinstance(secret, str) else secret
@@ -624,13 +626,13 @@ class RequestTracker:
         status: int | None,
         route: str | None = None,
         endpoint: str | None = None,
-        extra: t.Mapping[str, t.Any] | None = None,
+        blueprint: str | None = None,
         error: BaseException | None = None,
         scope_var: contextvars.ContextVar[Scope | None] = _scope,
         reset: bool = True,
     ) -> None:
         """Track the page event (unless excluded) and close the request's scope."""
-        self._finish(state, status, route, endpoint, extra, error, scope_var, reset)
+        self._finish(state, status, route, endpoint, blueprint, error, scope_var, reset)
 
     def _finish(
         self,
@@ -638,40 +640,32 @@ class RequestTracker:
         status: int | None,
         route: str | None,
         endpoint: str | None,
-        extra: t.Mapping[str, t.Any] | None,
+        blueprint: str | None,
         error: BaseException | None,
         scope_var: contextvars.ContextVar[Scope | None],
         reset: bool,
     ) -> None:
         """:meth:`finish` with positional arguments (the integrations' call)."""
         try:
-            opts = self.options
-            page_event = opts.page_event
+            page_event = self._page_name
             if (
                 page_event
                 and route not in self._routes
                 and endpoint not in self._endpoints
             ):
                 scope = state.scope
-                if opts.identity is not None:
+                if self._identity is not None:
                     self.apply_identity(scope)
-                duration = _perf_counter() - state.start
                 tracker = state.tracker or _get_tracker()
                 if (
                     type(tracker) is Tracker
                     and tracker._defer_pages
-                    and not extra
-                    and not (state.query and self._query_allow)
                     and not scope.traits
-                    and (status is None or type(status) is int)
-                    and (route is None or type(route) is str)
-                    and (endpoint is None or type(endpoint) is str)
-                    and type(state.method) is str
-                    and type(state.path) is str
+                    and not (state.query and self._query_allow)
                 ):
-                    # The common case: recorded here, built and routed by the
-                    # tracker's intake thread (see Tracker._page). Identity is
-                    # taken now: the scope may change after the request.
+                    # The common case: recorded now (identity too: the scope
+                    # may change after the request), built and routed by the
+                    # tracker's intake thread (see Tracker._page).
                     tracker._page(
                         (
                             _page_event,
@@ -680,8 +674,9 @@ class RequestTracker:
                             status,
                             route,
                             endpoint,
+                            blueprint,
                             None if error is None else type(error).__name__,
-                            duration,
+                            _perf_counter() - state.start,
                             scope.user_id,
                             scope.email,
                             scope.phone,
@@ -697,9 +692,8 @@ class RequestTracker:
                         status,
                         route,
                         endpoint,
-                        extra,
+                        blueprint,
                         error,
-                        duration,
                         scope_var,
                     )
         except Exception:
@@ -724,35 +718,26 @@ class RequestTracker:
         status: int | None,
         route: str | None,
         endpoint: str | None,
-        extra: t.Mapping[str, t.Any] | None,
+        blueprint: str | None,
         error: BaseException | None,
-        duration: float,
         scope_var: contextvars.ContextVar[Scope | None],
     ) -> None:
-        """The page event through ``track()`` (hooks, sampling, extra keys, an
-        allowed query, traits...), on the request's thread."""
-        referrer = state.referrer
-        if referrer:
-            referrer = referrer.split("?", 1)[0]
-        props: dict[str, t.Any] = {
-            "method": state.method,
-            "path": state.path,
-            "route": route,
-            "endpoint": endpoint,
-            "status": status if status is not None else 500,
-            "duration": duration,
-        }
-        if referrer:
-            props["referrer"] = referrer
+        """The page event through ``track()`` (hooks, sampling, an allowed
+        query, traits...), on the request's thread."""
+        props = _page_properties(
+            state,
+            status,
+            route,
+            endpoint,
+            blueprint,
+            None if error is None else type(error).__name__,
+            _perf_counter() - state.start,
+        )
         query = state.query if self._query_allow else None
         if query:
             kept = {k: v for k, v in query.items() if k in self._query_allow}
             if kept:
                 props["query"] = kept
-        if error is not None:
-            props["error"] = type(error).__name__
-        if extra:
-            props.update(extra)
         scope = state.scope
         if scope_var.get() is scope:
             tracker.track(page_event, props, timestamp=state.start_wall)
@@ -785,9 +770,43 @@ class RequestTracker:
                 pass
 
 
-def _page_event(record: tuple[t.Any, ...]) -> Event:
+def _page_properties(
+    state: RequestState,
+    status: int | None,
+    route: str | None,
+    endpoint: str | None,
+    blueprint: str | None,
+    error_name: str | None,
+    duration: float,
+) -> dict[str, t.Any]:
+    props: dict[str, t.Any] = {
+        "method": state.method,
+        "path": state.path,
+        "route": route,
+        "endpoint": endpoint,
+        "status": status if status is not None else 500,
+        "duration": duration,
+    }
+    if blueprint:
+        props["blueprint"] = blueprint
+    referrer = state.referrer
+    if referrer:
+        props["referrer"] = referrer.split("?", 1)[0]
+    if error_name is not None:
+        props["error"] = error_name
+    return props
+
+
+def _page_event(record: tuple[t.Any, ...]) -> Event | None:
     """Build the page event :meth:`RequestTracker._finish` recorded (on the
-    tracker's intake thread, usually)."""
+    tracker's intake thread, usually; see ``Tracker._page``).
+
+    Its properties are known keys (``PAGE_KEYS``, none redacted by the
+    tracker) with plain values, so the event is made without ``track()``'s
+    per-key pass (the same dict as :func:`_page_properties`, built inline);
+    a value of an unexpected type (a framework's odd route object, say)
+    takes ``track()``, which validates it.
+    """
     (
         _,
         name,
@@ -795,6 +814,7 @@ def _page_event(record: tuple[t.Any, ...]) -> Event:
         status,
         route,
         endpoint,
+        blueprint,
         error_name,
         duration,
         user_id,
@@ -803,30 +823,77 @@ def _page_event(record: tuple[t.Any, ...]) -> Event:
         traits,
         context,
     ) = record
+    method = state.method
+    path = state.path
     referrer = state.referrer
+    if status is None:
+        status = 500
+    if not (
+        type(method) is str
+        and type(path) is str
+        and type(status) is int
+        and (route is None or type(route) is str)
+        and (endpoint is None or type(endpoint) is str)
+        and (not blueprint or type(blueprint) is str)
+        and (not referrer or type(referrer) is str)
+    ):
+        (state.tracker or _get_tracker()).track(
+            name,
+            _page_properties(
+                state, status, route, endpoint, blueprint, error_name, duration
+            ),
+            user_id=user_id,
+            anonymous_id=state.anonymous_id,
+            email=email,
+            phone=phone,
+            traits=traits or None,
+            context=context,
+            timestamp=state.start_wall,
+        )
+        return None
+    props = {
+        "method": method,
+        "path": path,
+        "route": route,
+        "endpoint": endpoint,
+        "status": status,
+        "duration": duration,
+    }
+    # What check_properties() would count, near enough for the queue bounds.
+    size = 206 + len(name) + len(method) + len(path)
+    if route is not None:
+        size += len(route)
+    if endpoint is not None:
+        size += len(endpoint)
+    if blueprint:
+        props["blueprint"] = blueprint
+        size += len(blueprint) + 21
     if referrer:
         referrer = referrer.split("?", 1)[0]
-    properties = PageProperties(
-        state.method,
-        state.path,
-        route,
-        endpoint,
-        status if status is not None else 500,
-        duration,
-        referrer,
-        error_name,
+        props["referrer"] = referrer
+        size += len(referrer) + 20
+    if error_name is not None:
+        props["error"] = error_name
+        size += len(error_name) + 17
+    return _new_event(
+        Event,
+        (
+            _fast_bits(128),
+            name,
+            props,
+            user_id,
+            state.anonymous_id,
+            email,
+            phone,
+            traits,
+            context,
+            state.start_wall,
+            size,
+        ),
     )
-    return Tracker._page_event(
-        name,
-        properties,
-        user_id,
-        state.anonymous_id,
-        email,
-        phone,
-        traits,
-        context,
-        state.start_wall,
-    )
+
+
+_new_event = tuple.__new__
 
 
 def _get_tracker() -> Tracker:

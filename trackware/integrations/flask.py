@@ -591,14 +591,16 @@ class _TrackwareWSGI:
                 error = environ.pop(_ERROR_KEY)
         elif status is None:
             status = 500
-        route = endpoint = extra = None
+        route = endpoint = blueprint = None
         rule = environ.get(_RULE_KEY)
         if rule is not None:
             route = rule.rule
             endpoint = rule.endpoint
             if "." in endpoint:  # as Request.blueprint
-                extra = {"blueprint": endpoint.rpartition(".")[0]}
-        self.engine._finish(state, status, route, endpoint, extra, error, _scope, True)
+                blueprint = endpoint.rpartition(".")[0]
+        self.engine._finish(
+            state, status, route, endpoint, blueprint, error, _scope, True
+        )
 
     def _refresh(self) -> None:
         """The app's views changed (or this is its first request)."""

@@ -1,0 +1,362 @@
+"""Page events the integrations record: built and routed by the tracker's intake
+thread, in order with everything else, never lost (framework-free: the shared
+request engine is driven directly, as the Flask and ASGI integrations drive it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import typing as t
+
+import pytest
+from _support import Sink
+
+import trackware
+from trackware import REDACTED
+from trackware._context import _scope
+from trackware._event import check_properties
+from trackware.integrations._common import RequestTracker, TrackingOptions
+from trackware.testing import InMemoryExporter, capture_events
+
+VISITOR = "0123456789abcdef0123456789abcdef"
+
+
+def make(**kw: t.Any) -> tuple[trackware.Tracker, InMemoryExporter]:
+    exporter = InMemoryExporter()
+    options: dict[str, t.Any] = {"dead_letter": None, "flush_interval": 60}
+    options.update(kw)
+    return trackware.Tracker([exporter], register_atexit=False, **options), exporter
+
+
+def request(
+    engine: RequestTracker,
+    *,
+    path: str = "/offers/7",
+    status: int | None = 200,
+    route: t.Any = "/offers/<id>",
+    endpoint: t.Any = "offers.show",
+    blueprint: str | None = "offers",
+    referrer: str | None = "https://shop.test/list?q=secret",
+    error: BaseException | None = None,
+    during: t.Callable[[], None] | None = None,
+) -> None:
+    """One request through the engine: begin, the view, finish."""
+    state = engine._begin(
+        "GET",
+        path,
+        None,
+        f"tw_vid={VISITOR}",
+        False,
+        referrer,
+        "Mozilla/5.0",
+        None,
+        None,
+        _scope,
+        None,
+    )
+    if during is not None:
+        during()
+    engine._finish(state, status, route, endpoint, blueprint, error, _scope, True)
+
+
+def engine_for(tracker: trackware.Tracker, **kw: t.Any) -> RequestTracker:
+    return RequestTracker(TrackingOptions(tracker=tracker, sessions=False, **kw))
+
+
+def test_a_recorded_page_is_built_on_the_intake_thread_and_delivered() -> None:
+    tracker, mem = make()
+    built_on: list[str] = []
+    original = tracker._route_many
+
+    def spy(events: list[trackware.Event]) -> None:
+        built_on.append(threading.current_thread().name)
+        original(events)
+
+    tracker._route_many = spy  # type: ignore[method-assign]
+    engine = engine_for(tracker)
+    request(engine)
+    deadline = time.monotonic() + 10
+    while tracker._pending and time.monotonic() < deadline:
+        time.sleep(0.01)  # no flush() or stats(): they would build it here
+    assert built_on == ["trackware-intake"]
+    assert tracker.flush(10)
+    [event] = mem.events
+    assert event.name == "page"
+    assert event.anonymous_id == VISITOR
+    assert event.properties == {
+        "method": "GET",
+        "path": "/offers/7",
+        "route": "/offers/<id>",
+        "endpoint": "offers.show",
+        "blueprint": "offers",
+        "status": 200,
+        "duration": event.properties["duration"],
+        "referrer": "https://shop.test/list",  # never the query string
+    }
+    assert isinstance(event.properties["duration"], float)
+    # The size estimate stays close to the full computation track() makes.
+    full = 96 + len("page") + check_properties(dict(event.properties))
+    assert abs(event.size - full) <= full * 0.25
+    assert event.context["path"] == "/offers/7"
+    tracker.shutdown(1)
+
+
+def test_the_intake_thread_builds_without_flush() -> None:
+    tracker, mem = make(flush_interval=0.05)
+    engine = engine_for(tracker)
+    for _ in range(3):
+        request(engine)
+    assert mem.wait_for(3, timeout=10)  # no flush(): the intake and worker did it
+    tracker.shutdown(1)
+
+
+def test_stats_count_recorded_pages_at_once() -> None:
+    tracker, _ = make()
+    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
+    engine = engine_for(tracker)
+    for _ in range(5):
+        request(engine)
+    assert len(tracker._pending) == 5
+    stats = tracker.stats()
+    assert stats["tracked"] == 5
+    assert stats["destinations"]["memory"]["enqueued"] == 5
+    assert not tracker._pending
+    tracker.shutdown(1)
+
+
+def test_events_reach_destinations_in_the_order_they_were_tracked() -> None:
+    tracker, mem = make()
+    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
+    engine = engine_for(tracker)
+    request(engine, during=lambda: tracker.track("in.view"))
+    tracker.track("after.first")  # while the page waits: it must follow it
+    request(engine, path="/second")
+    tracker.track("last")
+    assert tracker.flush(10)
+    assert mem.names() == ["in.view", "page", "after.first", "page", "last"]
+    assert [e.properties.get("path") for e in mem.events if e.name == "page"] == [
+        "/offers/7",
+        "/second",
+    ]
+    tracker.shutdown(1)
+
+
+def test_capture_events_sees_the_page_on_the_request_thread() -> None:
+    tracker, _ = make()
+    engine = engine_for(tracker)
+    with capture_events(tracker) as events:
+        request(engine)
+        assert events.names() == ["page"]  # no waiting: built synchronously
+    assert not tracker._pending
+    tracker.shutdown(1)
+
+
+def test_the_identity_is_the_one_the_request_ended_with() -> None:
+    tracker, mem = make()
+    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
+    engine = engine_for(tracker)
+    scopes: list[trackware.Scope] = []
+
+    def view() -> None:
+        trackware.identify("u-1", email="a@b.test")
+        scope = trackware.current_scope()
+        assert scope is not None
+        scopes.append(scope)
+
+    request(engine, during=view)
+    scopes[0].user_id = "changed-after-the-request"
+    assert tracker.flush(10)
+    [event] = mem.events
+    assert (event.user_id, event.email) == ("u-1", "a@b.test")
+    tracker.shutdown(1)
+
+
+def test_a_policy_that_redacts_a_page_key_takes_track() -> None:
+    tracker, mem = make(redact_keys=["path", "password"])
+    assert not tracker._defer_pages
+    engine = engine_for(tracker)
+    request(engine, path="/reset/s3cret")
+    assert not tracker._pending
+    assert tracker.flush(10)
+    [event] = mem.events
+    assert event.properties["path"] == REDACTED
+    assert event.properties["method"] == "GET"
+    tracker.shutdown(1)
+
+
+def test_hooks_and_sampling_run_on_the_request_thread() -> None:
+    seen: list[str] = []
+
+    def hook(event: trackware.Event) -> trackware.Event:
+        seen.append(threading.current_thread().name)
+        return event
+
+    tracker, mem = make(before_send=hook)
+    assert not tracker._defer_pages
+    request(engine_for(tracker))
+    assert seen == [threading.current_thread().name]
+    sampled, _ = make(sample_rates={"page": 0.0})
+    assert not sampled._defer_pages
+    request(engine_for(sampled))
+    assert sampled.stats()["dropped"] == {"sampled": 1}
+    for tr in (tracker, sampled):
+        tr.shutdown(1)
+
+
+def test_odd_values_are_validated_by_track() -> None:
+    class Route:
+        pass
+
+    tracker, mem = make()
+    request(engine_for(tracker), route=Route(), endpoint=None, blueprint=None)
+    assert tracker.flush(10)
+    assert mem.events == []  # track() refused it, with a counted reason
+    assert tracker.stats()["dropped"] == {"invalid": 1}
+    request(engine_for(tracker), route=None, endpoint=None, blueprint=None)
+    assert tracker.flush(10)
+    assert mem.events[0].properties["route"] is None
+    tracker.shutdown(1)
+
+
+def test_errors_and_a_missing_status_are_recorded() -> None:
+    tracker, mem = make()
+    request(engine_for(tracker), status=None, error=KeyError("x"))
+    assert tracker.flush(10)
+    [event] = mem.events
+    assert event.properties["status"] == 500
+    assert event.properties["error"] == "KeyError"
+    tracker.shutdown(1)
+
+
+def test_shutdown_delivers_waiting_records_and_counts_later_ones() -> None:
+    tracker, mem = make()
+    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
+    engine = engine_for(tracker)
+    for _ in range(3):
+        request(engine)
+    assert len(tracker._pending) == 3
+    assert tracker.shutdown(5)
+    assert mem.names() == ["page"] * 3
+    request(engine)
+    assert not tracker._pending
+    assert tracker.stats()["dropped"] == {"shutdown": 1}
+
+
+def test_the_waiting_records_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trackware._tracker as core
+
+    monkeypatch.setattr(core, "_PENDING_MAX", 10)
+    tracker, mem = make()
+    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
+    engine = engine_for(tracker)
+    most = 0
+    for _ in range(95):
+        request(engine)
+        most = max(most, len(tracker._pending))
+    assert most == 10  # caught up on the recording thread, never beyond
+    assert tracker.flush(10)
+    assert len(mem.events) == 95 == tracker.stats()["tracked"]
+    tracker.shutdown(1)
+
+
+def test_a_failing_build_is_counted_not_raised() -> None:
+    tracker, mem = make()
+
+    def broken(record: tuple[t.Any, ...]) -> trackware.Event:
+        raise RuntimeError("boom")
+
+    tracker._page((broken,))
+    assert tracker.flush(10)
+    assert tracker.stats()["dropped"] == {"internal_error": 1}
+    tracker.shutdown(1)
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+_SCRIPT_HEAD = """
+    import json, os, sys
+    import trackware
+    from trackware._context import _scope
+    from trackware.exporters import HTTPExporter
+    from trackware.integrations._common import RequestTracker, TrackingOptions
+
+    tracker = trackware.Tracker(
+        [HTTPExporter(sys.argv[1])], flush_interval=0.05, dead_letter=None
+    )
+    tracker._wake_intake = lambda: None  # records wait: the worst case
+    engine = RequestTracker(TrackingOptions(tracker=tracker, sessions=False))
+
+    def page(path):
+        state = engine._begin("GET", path, None, None, False, None, None, None,
+                              None, _scope, None)
+        engine._finish(state, 200, None, None, None, None, _scope, True)
+"""
+
+
+@pytest.mark.slow
+def test_records_waiting_at_exit_are_delivered(sink: Sink) -> None:
+    proc = _run(
+        _SCRIPT_HEAD
+        + """
+    for i in range(500):
+        page(f"/p/{i}")
+    assert len(tracker._pending) == 500
+    """,
+        sink.url,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sink.wait_for(500, timeout=30)
+    assert len(sink.ids) == 500 == len(set(sink.ids))
+
+
+@pytest.mark.slow
+def test_a_forked_child_does_not_send_the_parents_records(sink: Sink) -> None:
+    proc = _run(
+        _SCRIPT_HEAD
+        + """
+    for i in range(200):
+        page(f"/parent/{i}")
+    pid = os.fork()
+    if pid == 0:
+        assert not tracker._pending  # the parent's records stay the parent's
+        for i in range(100):
+            page(f"/child/{i}")
+        sys.exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert tracker.flush(30)
+    print(json.dumps(tracker.stats()["tracked"]))
+    """,
+        sink.url,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == 200
+    assert sink.wait_for(300, timeout=30)
+    assert len(sink.ids) == 300 == len(set(sink.ids))
+    paths = [body["properties"]["path"] for body in _events(sink)]
+    assert sum(p.startswith("/parent/") for p in paths) == 200
+    assert sum(p.startswith("/child/") for p in paths) == 100
+
+
+def _events(sink: Sink) -> list[dict[str, t.Any]]:
+    out: list[dict[str, t.Any]] = []
+    for body in sink.bodies:
+        out.extend(body if isinstance(body, list) else body.get("events", [body]))
+    return out
