@@ -14,8 +14,10 @@ Per request:
 2. The app runs; ``track()``, ``@tracked`` and ``identify()`` see the scope.
 3. :meth:`RequestTracker.response_cookies` gives the ``Set-Cookie`` values to
    add when the response starts.
-4. :meth:`RequestTracker.finish` tracks the page event when the response is
-   complete (after a streamed body closes), then closes the scope.
+4. :meth:`RequestTracker.finish` records the page event when the response
+   is complete (after a streamed body closes), then closes the scope. The
+   record holds plain values only (the identity included); the tracker's
+   intake thread builds the event and queues it (``Tracker._page``).
 """
 
 from __future__ import annotations
@@ -172,6 +174,12 @@ class TrackingOptions:
                 raise ConfigurationError(
                     f"{name} must be a cookie name of letters, digits, '_', '.', '-'"
                 )
+        names = (self.visitor_cookie, self.session_cookie, self.tid_cookie)
+        if len(set(names)) != 3:
+            raise ConfigurationError(
+                "visitor_cookie, session_cookie and tid_cookie must be three "
+                f"different names, not {names}"
+            )
         for pattern in self.exclude_paths:
             if isinstance(pattern, str):
                 try:
@@ -192,6 +200,9 @@ class RequestState:
     """
 
     anonymous_id = ""
+    #: The context dict the request's scope started with: scopes replace
+    #: theirs, never mutate it, so "still this one" means no new MXO tid.
+    context: dict[str, t.Any] | None = None
     blueprint: str | None = None
     deferred = False
     endpoint: str | None = None
@@ -273,13 +284,22 @@ class RequestTracker:
         #: The class of the scopes opened per request (the ASGI middleware
         #: uses a subclass that marks its requests).
         self._scope_type: type[Scope] = Scope
+        #: The class of the per-request state (the Flask integration's adds
+        #: its ``start_response``).
+        self._state_type: type[RequestState] = RequestState
         self._signed: dict[tuple[str, int, int], str] = {}
         self._routes = frozenset(options.exclude_routes)
         self._endpoints = frozenset(options.exclude_endpoints)
         self._bots = tuple(b.lower() for b in options.bot_agents)
         self._query_allow = frozenset(options.query_allow)
+        # Options read per request, as attributes of their own.
         self._page_name = options.page_event
         self._identity = options.identity
+        self._tracker = options.tracker
+        self._sessions = options.sessions
+        self._secure = options.cookie_secure
+        self._tid_source = options.tid_source
+        self._more_context = options.capture_ip or options.capture_user_agent
         secret = options.cookie_secret
         self._key: bytes | None = (
             secret.encode() if isinstance(secret, str) else secret
@@ -418,26 +438,27 @@ class RequestTracker:
         identity: Identity,
     ) -> RequestState:
         """:meth:`begin` with positional arguments (the integrations' call)."""
-        opts = self.options
-        state = _new_state(RequestState)
+        state = _new_state(self._state_type)
         state.start = _perf_counter()
-        state.start_wall = _time()
+        wall = state.start_wall = _time()
         state.method = method
         state.path = path
         state.query = query
         state.referrer = referrer
-        state.secure = secure if opts.cookie_secure is None else opts.cookie_secure
-        state.tracker = tracker or opts.tracker
+        state.secure = secure if self._secure is None else self._secure
+        tracker = state.tracker = tracker or self._tracker
         visitor = raw_session = tid = None
         if cookie_header:
             # Only our own cookies are looked at (first occurrence wins).
             v_name, s_name, t_name = self._cookie_names
             for name, value in self._find_cookies(";" + cookie_header):
-                if name == v_name and visitor is None:
-                    visitor = value.strip().strip('"')
-                if name == s_name and raw_session is None:
-                    raw_session = value.strip().strip('"')
-                if name == t_name and tid is None:
+                if name == v_name:
+                    if visitor is None:
+                        visitor = value.strip().strip('"')
+                elif name == s_name:
+                    if raw_session is None:
+                        raw_session = value.strip().strip('"')
+                elif tid is None:
                     tid = value.strip().strip('"')
         if visitor is None:
             visitor = uuid.uuid4().hex
@@ -456,27 +477,30 @@ class RequestTracker:
         # the scope takes it as is.
         context: dict[str, t.Any] = {"path": path}
         trusted = type(path) is str
-        if opts.capture_ip and client_ip:
-            context["ip"] = client_ip
-            trusted = trusted and type(client_ip) is str
-        if opts.capture_user_agent and user_agent:
-            context["user_agent"] = user_agent
-            trusted = trusted and type(user_agent) is str
+        if self._more_context:
+            opts = self.options
+            if opts.capture_ip and client_ip:
+                context["ip"] = client_ip
+                trusted = trusted and type(client_ip) is str
+            if opts.capture_user_agent and user_agent:
+                context["user_agent"] = user_agent
+                trusted = trusted and type(user_agent) is str
         if tid is not None and _TID_RE.match(tid):
             state.incoming_tid = tid
             context["mxo_tid"] = tid
-        elif opts.tid_source is not None:
+        elif self._tid_source is not None:
             try:
-                remembered = opts.tid_source(visitor)
+                remembered = self._tid_source(visitor)
             except Exception:
                 remembered = None
             if remembered:
                 context["mxo_tid"] = remembered
                 trusted = trusted and type(remembered) is str
+                tid = remembered  # not in the cookie yet: context stays unset
         session = None
         live = False
-        if opts.sessions:
-            now = int(state.start_wall)
+        if self._sessions:
+            now = int(wall)
             # A session cookie verified before (the cache holds only those).
             session = self._session_cache.get(raw_session) if raw_session else None
             if session is None or not session[1] <= session[2] <= now + 300:
@@ -484,8 +508,11 @@ class RequestTracker:
             if session is not None and now - session[2] <= self._timeout:
                 # The common case: a live session, no event to track here.
                 sid = session[0]
-                state.session = (sid, session[1], now)
-                state.session_dirty = now != session[2]
+                if now != session[2]:  # seen again: the cookie is renewed
+                    state.session = (sid, session[1], now)
+                    state.session_dirty = True
+                else:
+                    state.session = session
                 session = None
                 live = True
             else:  # a new session; its events are tracked below
@@ -493,22 +520,22 @@ class RequestTracker:
                 state.session = (sid, now, now)
                 state.session_dirty = True
             context["session_id"] = sid
-        scope_type = self._scope_type
-        scope = (
-            scope_type._trusted(visitor, context, state.tracker)
-            if trusted
-            else scope_type(
-                anonymous_id=visitor, context=context, tracker=state.tracker
+        if trusted:
+            scope = self._scope_type._trusted(visitor, context, tracker)
+        else:
+            scope = self._scope_type(
+                anonymous_id=visitor, context=context, tracker=tracker
             )
-        )
         state.scope = scope
+        if tid is None or tid is state.incoming_tid:
+            state.context = scope.context
         state.token = scope_var.set(scope)
         # Identity first, so that session_start/session_end carry the user too.
-        if opts.identity is not None:
+        if self._identity is not None:
             self.apply_identity(scope)
         if identity is not None:
             self.bind_identity(scope, identity)
-        if opts.sessions and not live:
+        if not live and self._sessions:
             self._session(state, session, sid)
         return state
 
@@ -825,17 +852,15 @@ def _page_event(record: tuple[t.Any, ...]) -> Event | None:
     ) = record
     method = state.method
     path = state.path
-    referrer = state.referrer
     if status is None:
         status = 500
+    # Values from the server, the framework or the app may be odd.
     if not (
-        type(method) is str
+        type(status) is int
         and type(path) is str
-        and type(status) is int
+        and type(method) is str
         and (route is None or type(route) is str)
         and (endpoint is None or type(endpoint) is str)
-        and (not blueprint or type(blueprint) is str)
-        and (not referrer or type(referrer) is str)
     ):
         (state.tracker or _get_tracker()).track(
             name,
@@ -859,22 +884,17 @@ def _page_event(record: tuple[t.Any, ...]) -> Event | None:
         "status": status,
         "duration": duration,
     }
-    # What check_properties() would count, near enough for the queue bounds.
-    size = 206 + len(name) + len(method) + len(path)
-    if route is not None:
-        size += len(route)
-    if endpoint is not None:
-        size += len(endpoint)
+    # Near what check_properties() counts (routes and endpoints are short).
+    size = 300 + len(name) + len(path)
     if blueprint:
         props["blueprint"] = blueprint
-        size += len(blueprint) + 21
+    referrer = state.referrer
     if referrer:
         referrer = referrer.split("?", 1)[0]
         props["referrer"] = referrer
-        size += len(referrer) + 20
+        size += len(referrer)
     if error_name is not None:
         props["error"] = error_name
-        size += len(error_name) + 17
     return _new_event(
         Event,
         (

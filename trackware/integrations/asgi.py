@@ -359,11 +359,10 @@ class TrackwareMiddleware:
                 state.status = message["status"]
                 if message.get("trailers"):
                     flags[3] = True
-                tid = state.scope.context.get("mxo_tid")
                 if (  # the common case (nothing to set) without a call
                     state.new_visitor
                     or state.session_dirty
-                    or (tid and tid != state.incoming_tid)
+                    or state.scope.context is not state.context  # a new MXO tid?
                 ):
                     message = _with_cookies(engine, state, message)
                 await send(message)

@@ -42,6 +42,7 @@ then).
 from __future__ import annotations
 
 import dataclasses
+import http
 import typing as t
 import urllib.parse
 import weakref
@@ -199,6 +200,7 @@ class Trackware:
             # body closing), where it could not work.
             options.identity = _in_request_context(identity)
         engine = RequestTracker(options)
+        engine._state_type = _FlaskState
         state = _AppState(app, engine, identity)
         self._apps[app] = state
         app.extensions[_EXTENSION_KEY] = self
@@ -398,48 +400,63 @@ def _connect_login_signals(app: flask.Flask) -> None:
 # --- the WSGI wrapper ---------------------------------------------------------------
 
 
-class _Exchange:
-    """One tracked request: its ``start_response`` adds the cookies and notes
-    the status (a bound method of a small object rather than a closure)."""
-
-    __slots__ = ("environ", "start_response", "state", "wsgi")
+class _FlaskState(RequestState):
+    """A tracked request's state; its bound :meth:`respond` is the
+    ``start_response`` Flask calls: it adds the cookies and notes the status
+    (no other object per request)."""
 
     environ: dict[str, t.Any]
     start_response: t.Any
-    state: RequestState | None
+    wsgi: _TrackwareWSGI
+
+    def respond(
+        self, status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
+    ) -> t.Any:
+        try:
+            wsgi = self.wsgi
+            if wsgi.page:
+                self.status = _status_code(status)
+                # The request context is still pushed: what Flask matched.
+                context = _request_context(None)
+                if context is not None:
+                    self.environ[_RULE_KEY] = context.request.url_rule
+            if (
+                self.new_visitor
+                or self.session_dirty
+                or self.scope.context is not self.context  # a new MXO tid?
+            ):
+                if wsgi.secure_auto:
+                    # Read now: a ProxyFix inside ours has run by now.
+                    self.secure = self.environ.get("wsgi.url_scheme") == "https"
+                for cookie in wsgi.engine.response_cookies(self):
+                    headers.append(("Set-Cookie", cookie))
+        except Exception:
+            _log.error(
+                "flask-cookies", "trackware: could not set cookies", exc_info=True
+            )
+        return self.start_response(status, headers, exc_info)
+
+
+class _Exchange:
+    """The ``start_response`` of a request whose state ``full_dispatch_request``
+    opens (with an ``identity`` callable), if it does."""
+
+    __slots__ = ("environ", "start_response", "wsgi")
+
+    environ: dict[str, t.Any]
+    start_response: t.Any
     wsgi: _TrackwareWSGI
 
     def start(
         self, status: str, headers: list[tuple[str, str]], exc_info: t.Any = None
     ) -> t.Any:
-        state = self.state
-        if state is None:  # opened inside Flask, if at all
-            state = self.environ.get(_STATE_KEY)
-        if state is not None:
-            try:
-                wsgi = self.wsgi
-                if wsgi.page:
-                    state.status = int(status[:3])
-                    # The request context is still pushed: what Flask matched.
-                    context = _request_context(None)
-                    if context is not None:
-                        self.environ[_RULE_KEY] = context.request.url_rule
-                tid = state.scope.context.get("mxo_tid")
-                if (
-                    state.new_visitor
-                    or state.session_dirty
-                    or (tid and tid != state.incoming_tid)
-                ):
-                    if wsgi.secure_auto:
-                        # Read now: a ProxyFix inside ours has run by now.
-                        state.secure = self.environ.get("wsgi.url_scheme") == "https"
-                    for cookie in wsgi.engine.response_cookies(state):
-                        headers.append(("Set-Cookie", cookie))
-            except Exception:
-                _log.error(
-                    "flask-cookies", "trackware: could not set cookies", exc_info=True
-                )
-        return self.start_response(status, headers, exc_info)
+        state: _FlaskState | None = self.environ.get(_STATE_KEY)
+        if state is None:
+            return self.start_response(status, headers, exc_info)
+        state.environ = self.environ
+        state.start_response = self.start_response
+        state.wsgi = self.wsgi
+        return state.respond(status, headers, exc_info)
 
 
 class _TrackwareWSGI:
@@ -464,7 +481,7 @@ class _TrackwareWSGI:
 
     def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
         engine = self.engine
-        state = None
+        state: t.Any = None  # a _FlaskState (the engine's _state_type)
         inside = False
         try:
             if len(self.views) != self.seen_views:
@@ -506,13 +523,11 @@ class _TrackwareWSGI:
             if inside:
                 return self._call_inside(environ, start_response)
             return self._untracked(environ, start_response)
-        exchange = _new(_Exchange)
-        exchange.environ = environ
-        exchange.start_response = start_response
-        exchange.state = state
-        exchange.wsgi = self
+        state.environ = environ
+        state.start_response = start_response
+        state.wsgi = self
         try:
-            body = self.wsgi_app(environ, exchange.start)
+            body = self.wsgi_app(environ, state.respond)
         except BaseException as exc:
             self._finish(state, environ, exc)
             raise
@@ -533,7 +548,6 @@ class _TrackwareWSGI:
         exchange = _new(_Exchange)
         exchange.environ = environ
         exchange.start_response = start_response
-        exchange.state = None
         exchange.wsgi = self
         try:
             body = self.wsgi_app(environ, exchange.start)
@@ -633,6 +647,15 @@ class _TrackwareWSGI:
         except HTTPException:  # not found, redirected...: not an excluded rule
             return False
         return _excluded(self.engine, rule.rule, rule.endpoint)
+
+
+def _status_code(status: str) -> int:
+    """``int(status[:3])``, from a table for the common status lines."""
+    code = _STATUS_CODES.get(status)
+    return int(status[:3]) if code is None else code
+
+
+_STATUS_CODES = {f"{s.value} {s.phrase}": s.value for s in http.HTTPStatus}
 
 
 def _excluded(engine: RequestTracker, route: str, endpoint: t.Any) -> bool:
