@@ -69,6 +69,14 @@ def engine_for(tracker: trackware.Tracker, **kw: t.Any) -> RequestTracker:
     return RequestTracker(TrackingOptions(tracker=tracker, sessions=False, **kw))
 
 
+def held() -> tuple[trackware.Tracker, InMemoryExporter, RequestTracker]:
+    """A tracker whose intake thread is never woken (records wait), its
+    exporter and an engine."""
+    tracker, mem = make()
+    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
+    return tracker, mem, engine_for(tracker)
+
+
 def test_a_recorded_page_is_built_on_the_intake_thread_and_delivered() -> None:
     tracker, mem = make()
     built_on: list[str] = []
@@ -117,9 +125,7 @@ def test_the_intake_thread_builds_without_flush() -> None:
 
 
 def test_stats_count_recorded_pages_at_once() -> None:
-    tracker, _ = make()
-    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
-    engine = engine_for(tracker)
+    tracker, _, engine = held()
     for _ in range(5):
         request(engine)
     assert len(tracker._pending) == 5
@@ -131,9 +137,7 @@ def test_stats_count_recorded_pages_at_once() -> None:
 
 
 def test_events_reach_destinations_in_the_order_they_were_tracked() -> None:
-    tracker, mem = make()
-    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
-    engine = engine_for(tracker)
+    tracker, mem, engine = held()
     request(engine, during=lambda: tracker.track("in.view"))
     tracker.track("after.first")  # while the page waits: it must follow it
     request(engine, path="/second")
@@ -158,9 +162,7 @@ def test_capture_events_sees_the_page_on_the_request_thread() -> None:
 
 
 def test_the_identity_is_the_one_the_request_ended_with() -> None:
-    tracker, mem = make()
-    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
-    engine = engine_for(tracker)
+    tracker, mem, engine = held()
     scopes: list[trackware.Scope] = []
 
     def view() -> None:
@@ -235,9 +237,7 @@ def test_errors_and_a_missing_status_are_recorded() -> None:
 
 
 def test_shutdown_delivers_waiting_records_and_counts_later_ones() -> None:
-    tracker, mem = make()
-    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
-    engine = engine_for(tracker)
+    tracker, mem, engine = held()
     for _ in range(3):
         request(engine)
     assert len(tracker._pending) == 3
@@ -252,9 +252,7 @@ def test_the_waiting_records_are_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     import trackware._tracker as core
 
     monkeypatch.setattr(core, "_PENDING_MAX", 10)
-    tracker, mem = make()
-    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
-    engine = engine_for(tracker)
+    tracker, mem, engine = held()
     most = 0
     for _ in range(95):
         request(engine)

@@ -148,10 +148,7 @@ class Destination:
         dropped = self._put(event)
         if dropped:
             self._on_queue_drop(dropped)
-        if self._thread is None:
-            self._start()
-        elif self._depth() >= self.max_batch_size and not self._wake.is_set():
-            self._wake.set()
+        self._nudge()
 
     def offer_many(self, events: list[Event]) -> None:
         """:meth:`offer` for a batch, in order (the tracker's intake thread)."""
@@ -163,6 +160,10 @@ class Destination:
         dropped = put_many(events)
         if dropped:
             self._on_queue_drop(dropped)
+        self._nudge()
+
+    def _nudge(self) -> None:
+        """After a put: start the worker, or wake it when a batch is full."""
         if self._thread is None:
             self._start()
         elif self._depth() >= self.max_batch_size and not self._wake.is_set():

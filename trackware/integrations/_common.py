@@ -684,45 +684,34 @@ class RequestTracker:
                 if self._identity is not None:
                     self.apply_identity(scope)
                 tracker = state.tracker or _get_tracker()
+                # Identity is taken now: the scope may change after the request.
+                record = (
+                    _page_event,
+                    page_event,
+                    state,
+                    status,
+                    route,
+                    endpoint,
+                    blueprint,
+                    None if error is None else type(error).__name__,
+                    _perf_counter() - state.start,
+                    scope.user_id,
+                    scope.email,
+                    scope.phone,
+                    scope.traits,
+                    scope.context,
+                )
                 if (
                     type(tracker) is Tracker
                     and tracker._defer_pages
                     and not scope.traits
                     and not (state.query and self._query_allow)
                 ):
-                    # The common case: recorded now (identity too: the scope
-                    # may change after the request), built and routed by the
-                    # tracker's intake thread (see Tracker._page).
-                    tracker._page(
-                        (
-                            _page_event,
-                            page_event,
-                            state,
-                            status,
-                            route,
-                            endpoint,
-                            blueprint,
-                            None if error is None else type(error).__name__,
-                            _perf_counter() - state.start,
-                            scope.user_id,
-                            scope.email,
-                            scope.phone,
-                            scope.traits,
-                            scope.context,
-                        )
-                    )
+                    # The common case: built and routed by the tracker's
+                    # intake thread (see Tracker._page).
+                    tracker._page(record)
                 else:
-                    self._track_page(
-                        tracker,
-                        page_event,
-                        state,
-                        status,
-                        route,
-                        endpoint,
-                        blueprint,
-                        error,
-                        scope_var,
-                    )
+                    self._track_page(tracker, record, scope_var)
         except Exception:
             _log.error(
                 "finish", "trackware: could not track the page event", exc_info=True
@@ -740,46 +729,21 @@ class RequestTracker:
     def _track_page(
         self,
         tracker: Tracker,
-        page_event: str,
-        state: RequestState,
-        status: int | None,
-        route: str | None,
-        endpoint: str | None,
-        blueprint: str | None,
-        error: BaseException | None,
+        record: tuple[t.Any, ...],
         scope_var: contextvars.ContextVar[Scope | None],
     ) -> None:
-        """The page event through ``track()`` (hooks, sampling, an allowed
-        query, traits...), on the request's thread."""
-        props = _page_properties(
-            state,
-            status,
-            route,
-            endpoint,
-            blueprint,
-            None if error is None else type(error).__name__,
-            _perf_counter() - state.start,
-        )
+        """The recorded page event through ``track()`` (hooks, sampling, an
+        allowed query, traits...), on the request's thread."""
+        state: RequestState = record[2]
+        props = _page_properties(*record[2:9])
         query = state.query if self._query_allow else None
         if query:
             kept = {k: v for k, v in query.items() if k in self._query_allow}
             if kept:
                 props["query"] = kept
-        scope = state.scope
-        if scope_var.get() is scope:
-            tracker.track(page_event, props, timestamp=state.start_wall)
-        else:  # e.g. a streamed body closed outside the request's context
-            tracker.track(
-                page_event,
-                props,
-                user_id=scope.user_id,
-                anonymous_id=scope.anonymous_id,
-                email=scope.email,
-                phone=scope.phone,
-                traits=scope.traits or None,
-                context=scope.context,
-                timestamp=state.start_wall,
-            )
+        _track_in_scope(
+            tracker, record[1], props, state.scope, scope_var, state.start_wall
+        )
 
     def close(
         self,
@@ -862,18 +826,12 @@ def _page_event(record: tuple[t.Any, ...]) -> Event | None:
         and (route is None or type(route) is str)
         and (endpoint is None or type(endpoint) is str)
     ):
-        (state.tracker or _get_tracker()).track(
+        _track_as(
+            state.tracker or _get_tracker(),
             name,
-            _page_properties(
-                state, status, route, endpoint, blueprint, error_name, duration
-            ),
-            user_id=user_id,
-            anonymous_id=state.anonymous_id,
-            email=email,
-            phone=phone,
-            traits=traits or None,
-            context=context,
-            timestamp=state.start_wall,
+            _page_properties(*record[2:9]),
+            (user_id, state.anonymous_id, email, phone, traits, context),
+            state.start_wall,
         )
         return None
     props = {
@@ -914,6 +872,53 @@ def _page_event(record: tuple[t.Any, ...]) -> Event | None:
 
 
 _new_event = tuple.__new__
+
+
+def _track_in_scope(
+    tracker: Tracker,
+    name: str,
+    props: dict[str, t.Any],
+    scope: Scope,
+    scope_var: contextvars.ContextVar[Scope | None] = _scope,
+    timestamp: float | None = None,
+) -> None:
+    """``track()`` as if in ``scope``, whether or not it is the current one
+    (e.g. a streamed body closed outside the request's context)."""
+    if scope_var.get() is scope:
+        tracker.track(name, props, timestamp=timestamp)
+    else:
+        who = (
+            scope.user_id,
+            scope.anonymous_id,
+            scope.email,
+            scope.phone,
+            scope.traits,
+            scope.context,
+        )
+        _track_as(tracker, name, props, who, timestamp)
+
+
+def _track_as(
+    tracker: Tracker,
+    name: str,
+    props: dict[str, t.Any],
+    who: tuple[t.Any, ...],
+    timestamp: float | None,
+) -> None:
+    """``track()`` with the identity ``who`` (user, visitor, email, phone,
+    traits, context) given explicitly."""
+    user_id, anonymous_id, email, phone, traits, context = who
+    tracker.track(
+        name,
+        props,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        email=email,
+        phone=phone,
+        traits=traits or None,
+        context=context,
+        timestamp=timestamp,
+    )
 
 
 def _get_tracker() -> Tracker:

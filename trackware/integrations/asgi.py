@@ -70,7 +70,14 @@ from .. import _log
 from .._context import Scope as _Scope
 from .._context import _scope
 from ..exceptions import ConfigurationError
-from ._common import Identity, RequestState, RequestTracker, TrackingOptions
+from ._common import (
+    Identity,
+    RequestState,
+    RequestTracker,
+    TrackingOptions,
+    _get_tracker,
+    _track_in_scope,
+)
 
 if t.TYPE_CHECKING:
     from asgiref.typing import (
@@ -580,22 +587,9 @@ class TrackwareMiddleware:
         props = {"path": state.path, "route": route, "endpoint": endpoint, **props}
         if state.status is not None:
             props["status"] = state.status
-        scope = state.scope
         tracker = state.tracker or _get_tracker()
         try:
-            if _scope.get() is scope:
-                tracker.track(name, props)
-            else:
-                tracker.track(
-                    name,
-                    props,
-                    user_id=scope.user_id,
-                    anonymous_id=scope.anonymous_id,
-                    email=scope.email,
-                    phone=scope.phone,
-                    traits=scope.traits or None,
-                    context=scope.context,
-                )
+            _track_in_scope(tracker, name, props, state.scope)
         except Exception:
             _log.error(
                 "asgi-websocket",
@@ -808,9 +802,3 @@ def _werkzeug_route(url_map: t.Any) -> _RouteFinder:
         return str(rule.rule), str(rule.endpoint)
 
     return find
-
-
-def _get_tracker() -> Tracker:
-    from .._tracker import get_tracker
-
-    return get_tracker()
