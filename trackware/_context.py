@@ -64,29 +64,6 @@ class Scope:
         self.tracker = tracker
         self._clean_traits: tuple[t.Any, t.Any, dict[str, t.Any]] | None = None
 
-    @classmethod
-    def _trusted(
-        cls,
-        anonymous_id: str | None,
-        context: dict[str, t.Any],
-        tracker: Tracker | None,
-    ) -> Scope:
-        """A scope from values an integration built itself from plain strings.
-
-        Skips the validation and the copy of ``context`` (every value is a
-        ``str``, which events always accept); the caller hands the dict over.
-        """
-        scope = object.__new__(cls)
-        scope.user_id = None
-        scope.anonymous_id = anonymous_id
-        scope.email = None
-        scope.phone = None
-        scope.traits = {}
-        scope.context = context
-        scope.tracker = tracker
-        scope._clean_traits = None
-        return scope
-
     def bind(self, **context: t.Any) -> None:
         """Add request/session facts that every later event in this scope carries.
 

@@ -33,7 +33,7 @@ import typing as t
 import uuid
 
 from .. import _log
-from .._context import Scope, _scope
+from .._context import Scope, _scope, _sendable
 from .._event import Event, _fast_bits
 from .._tracker import Tracker
 from ..exceptions import ConfigurationError
@@ -192,17 +192,18 @@ class TrackingOptions:
             raise ConfigurationError("identity must be a callable returning the user")
 
 
-class RequestState:
-    """Per-request bookkeeping (one object per tracked request).
+class RequestState(Scope):
+    """A tracked request: its bookkeeping, and the :class:`~trackware.Scope`
+    bound while it runs (one object per request).
 
-    Fields that usually keep their default are class attributes: a request
-    sets only what differs (fewer stores on the request path).
+    Made by :meth:`RequestTracker._begin` without ``__init__``. Request fields
+    that usually keep their default are class attributes: a request sets only
+    what differs (fewer stores on the request path).
     """
 
-    anonymous_id = ""
     #: The context dict the request's scope started with: scopes replace
     #: theirs, never mutate it, so "still this one" means no new MXO tid.
-    context: dict[str, t.Any] | None = None
+    context0: dict[str, t.Any] | None = None
     blueprint: str | None = None
     deferred = False
     endpoint: str | None = None
@@ -214,28 +215,13 @@ class RequestState:
     status: int | None = None
     token: contextvars.Token[Scope | None] | None = None
 
-    def __init__(
-        self,
-        *,
-        method: str,
-        path: str,
-        query: t.Mapping[str, str] | None,
-        referrer: str | None,
-        secure: bool,
-        tracker: Tracker | None,
-    ) -> None:
-        self.start = _perf_counter()
-        self.start_wall = _time()
-        self.method = method
-        self.path = path
-        self.query = query
-        self.referrer = referrer
-        self.secure = secure
-        self.tracker = tracker
-        self.scope: Scope = _NO_SCOPE
-
-
-_NO_SCOPE = Scope()
+    start: float
+    start_wall: float
+    method: str
+    path: str
+    query: t.Mapping[str, str] | None
+    referrer: str | None
+    secure: bool
 
 
 _perf_counter = time.perf_counter
@@ -283,9 +269,8 @@ class RequestTracker:
         self._visitors: set[str] = set()
         #: The class of the scopes opened per request (the ASGI middleware
         #: uses a subclass that marks its requests).
-        self._scope_type: type[Scope] = Scope
         #: The class of the per-request state (the Flask integration's adds
-        #: its ``start_response``).
+        #: its ``start_response``; the ASGI middleware's marks its requests).
         self._state_type: type[RequestState] = RequestState
         self._signed: dict[tuple[str, int, int], str] = {}
         self._routes = frozenset(options.exclude_routes)
@@ -446,7 +431,7 @@ class RequestTracker:
         state.query = query
         state.referrer = referrer
         state.secure = secure if self._secure is None else self._secure
-        tracker = state.tracker = tracker or self._tracker
+        tracker = tracker or self._tracker
         visitor = raw_session = tid = None
         if cookie_header:
             # Only our own cookies are looked at (first occurrence wins).
@@ -520,21 +505,24 @@ class RequestTracker:
                 state.session = (sid, now, now)
                 state.session_dirty = True
             context["session_id"] = sid
-        if trusted:
-            scope = self._scope_type._trusted(visitor, context, tracker)
-        else:
-            scope = self._scope_type(
-                anonymous_id=visitor, context=context, tracker=tracker
-            )
-        state.scope = scope
+        # The request's scope is the state itself (as Scope.__init__ would
+        # make it; the context is taken as is when built from strings only).
+        state.user_id = None
+        state.email = None
+        state.phone = None
+        state.traits = {}
+        state._clean_traits = None
+        state.anonymous_id = visitor
+        state.tracker = tracker
+        state.context = context if trusted else _sendable(context, "context")
         if tid is None or tid is state.incoming_tid:
-            state.context = scope.context
-        state.token = scope_var.set(scope)
+            state.context0 = state.context
+        state.token = scope_var.set(state)
         # Identity first, so that session_start/session_end carry the user too.
         if self._identity is not None:
-            self.apply_identity(scope)
+            self.apply_identity(state)
         if identity is not None:
-            self.bind_identity(scope, identity)
+            self.bind_identity(state, identity)
         if not live and self._sessions:
             self._session(state, session, sid)
         return state
@@ -606,7 +594,7 @@ class RequestTracker:
         """``Set-Cookie`` header values to add to the response."""
         if not state.new_visitor and not state.session_dirty:
             # The common case: a returning visitor within the same second.
-            tid = state.scope.context.get("mxo_tid")
+            tid = state.context.get("mxo_tid")
             if not tid or tid == state.incoming_tid:
                 return []
         opts = self.options
@@ -638,7 +626,7 @@ class RequestTracker:
                 f"{opts.session_cookie}={signed}; Max-Age={self._timeout}" + attrs
             )
             state.session_dirty = False
-        tid = state.scope.context.get("mxo_tid")
+        tid = state.context.get("mxo_tid")
         if tid and tid != state.incoming_tid and _TID_RE.match(str(tid)):
             out.append(
                 f"{opts.tid_cookie}={tid}; Max-Age={opts.visitor_max_age}" + attrs
@@ -680,9 +668,8 @@ class RequestTracker:
                 and route not in self._routes
                 and endpoint not in self._endpoints
             ):
-                scope = state.scope
                 if self._identity is not None:
-                    self.apply_identity(scope)
+                    self.apply_identity(state)
                 tracker = state.tracker or _get_tracker()
                 # Identity is taken now: the scope may change after the request.
                 record = (
@@ -695,16 +682,16 @@ class RequestTracker:
                     blueprint,
                     None if error is None else type(error).__name__,
                     _perf_counter() - state.start,
-                    scope.user_id,
-                    scope.email,
-                    scope.phone,
-                    scope.traits,
-                    scope.context,
+                    state.user_id,
+                    state.email,
+                    state.phone,
+                    state.traits,
+                    state.context,
                 )
                 if (
                     type(tracker) is Tracker
                     and tracker._defer_pages
-                    and not scope.traits
+                    and not state.traits
                     and not (state.query and self._query_allow)
                 ):
                     # The common case: built and routed by the tracker's
@@ -741,9 +728,7 @@ class RequestTracker:
             kept = {k: v for k, v in query.items() if k in self._query_allow}
             if kept:
                 props["query"] = kept
-        _track_in_scope(
-            tracker, record[1], props, state.scope, scope_var, state.start_wall
-        )
+        _track_in_scope(tracker, record[1], props, state, scope_var, state.start_wall)
 
     def close(
         self,

@@ -67,7 +67,6 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
     ) from None
 
 from .. import _log
-from .._context import Scope as _Scope
 from .._context import _scope
 from ..exceptions import ConfigurationError
 from ._common import (
@@ -106,12 +105,10 @@ _active: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-class _RequestScope(_Scope):
-    """The scope of a request a TrackwareMiddleware tracks: bound to ``_scope``
-    while it runs, it is also the double-tracking guard (no ``_active`` to
-    set and reset per tracked request)."""
-
-    __slots__ = ()
+class _RequestScope(RequestState):
+    """A request a TrackwareMiddleware tracks (its state and its scope): bound
+    to ``_scope`` while it runs, it is also the double-tracking guard (no
+    ``_active`` to set and reset per tracked request)."""
 
 
 #: What the identity callable of the middleware may be.
@@ -199,7 +196,7 @@ class TrackwareMiddleware:
             )
         self.app: ASGI3Application = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.engine = RequestTracker(TrackingOptions(tracker=tracker, **options))
-        self.engine._scope_type = _RequestScope
+        self.engine._state_type = _RequestScope
         self.identity = identity
         self.websocket_connect_event = websocket_connect_event
         self.websocket_disconnect_event = websocket_disconnect_event
@@ -369,7 +366,7 @@ class TrackwareMiddleware:
                 if (  # the common case (nothing to set) without a call
                     state.new_visitor
                     or state.session_dirty
-                    or state.scope.context is not state.context  # a new MXO tid?
+                    or state.context is not state.context0  # a new MXO tid?
                 ):
                     message = _with_cookies(engine, state, message)
                 await send(message)
@@ -431,7 +428,7 @@ class TrackwareMiddleware:
                 route = endpoint = None
             status = state.status
             if disconnected:
-                state.scope.bind(client_disconnected=True)
+                state.bind(client_disconnected=True)
                 if status is None:
                     status = 499  # the client left before a response started
             elif error is not None:
@@ -469,7 +466,7 @@ class TrackwareMiddleware:
         """Call the identity callable again (the request may have logged in)."""
         who = await self._identity_of(inner)
         if who is not None:
-            RequestTracker.bind_identity(state.scope, who)
+            RequestTracker.bind_identity(state, who)
 
     # --- websocket ---------------------------------------------------------------
     async def _websocket(
@@ -589,7 +586,7 @@ class TrackwareMiddleware:
             props["status"] = state.status
         tracker = state.tracker or _get_tracker()
         try:
-            _track_in_scope(tracker, name, props, state.scope)
+            _track_in_scope(tracker, name, props, state)
         except Exception:
             _log.error(
                 "asgi-websocket",

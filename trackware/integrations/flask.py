@@ -333,7 +333,7 @@ def _wrap_dispatch(
         response = dispatch()
         if state is not None:  # a login or logout view may have changed it
             try:
-                engine.apply_identity(state.scope)
+                engine.apply_identity(state)
             except Exception:
                 _log.error("flask-response", "trackware: identity", exc_info=True)
         return response
@@ -384,7 +384,7 @@ def _on_login(sender: flask.Flask, **_: t.Any) -> None:
         environ = flask.request.environ
         state: RequestState | None = environ.get(_STATE_KEY)
         if state is not None:
-            environ[_APP_KEY].engine.apply_identity(state.scope)
+            environ[_APP_KEY].engine.apply_identity(state)
     except Exception:
         _log.error("flask-login", "trackware: user_logged_in", exc_info=True)
 
@@ -405,7 +405,7 @@ class _FlaskState(RequestState):
     ``start_response`` Flask calls: it adds the cookies and notes the status
     (no other object per request)."""
 
-    environ: dict[str, t.Any]
+    environ: t.Any  # the request's WSGI environ (None once finished)
     start_response: t.Any
     wsgi: _TrackwareWSGI
 
@@ -423,7 +423,7 @@ class _FlaskState(RequestState):
             if (
                 self.new_visitor
                 or self.session_dirty
-                or self.scope.context is not self.context  # a new MXO tid?
+                or self.context is not self.context0  # a new MXO tid?
             ):
                 if wsgi.secure_auto:
                     # Read now: a ProxyFix inside ours has run by now.
@@ -573,7 +573,7 @@ class _TrackwareWSGI:
             _scope.reset(token)
 
     def _closing(
-        self, body: t.Any, state: RequestState, environ: dict[str, t.Any]
+        self, body: t.Any, state: _FlaskState, environ: dict[str, t.Any]
     ) -> t.Any:
         """The page event of a body not known to be complete waits for its close."""
         if _complete(body, environ):
@@ -583,19 +583,19 @@ class _TrackwareWSGI:
         # into the thread's next request); the body binds it again while the
         # app's generator produces each chunk.
         self.engine.close(state)
-        return _ClosingBody(
-            body, state.scope, lambda: self._finish(state, environ, None)
-        )
+        return _ClosingBody(body, state, lambda: self._finish(state, environ, None))
 
     def _finish(
         self,
-        state: RequestState,
+        state: _FlaskState,
         environ: dict[str, t.Any],
         error: BaseException | None,
     ) -> None:
         if state.deferred:  # finished already (close() called twice)
             return
         state.deferred = True
+        # The page record keeps the state a while: not the server's objects.
+        state.environ = state.start_response = None
         if not self.page:  # no page event: only the scope to close
             self.engine.close(state)
             return
