@@ -517,11 +517,12 @@ class Tracker:
             and self._forks_seen == _forks
             and not _tracked_signal.receivers
         ):
-            if len(pending) >= _PENDING_MAX:
-                self._drain()  # the intake thread is behind: catch up here
             pending.append(record)
-            if len(pending) == 1:
+            waiting = len(pending)
+            if waiting == 1:
                 self._wake_intake()
+            elif waiting > _PENDING_MAX:
+                self._drain()  # the intake thread is behind: catch up here
             if not self._accepting:  # shutdown began meanwhile: never strand it
                 self._drain()
         elif self._admit():

@@ -279,6 +279,7 @@ class RequestTracker:
         self._query_allow = frozenset(options.query_allow)
         # Options read per request, as attributes of their own.
         self._page_name = options.page_event
+        self._exclude_bots = options.exclude_bots
         self._identity = options.identity
         self._tracker = options.tracker
         self._sessions = options.sessions
@@ -320,7 +321,7 @@ class RequestTracker:
             excluded = self.path_excluded(path)
         if excluded:
             return False
-        if self.options.exclude_bots and user_agent:
+        if self._exclude_bots and user_agent:
             is_bot = self._bot_cache.get(user_agent)
             if is_bot is None:
                 ua = user_agent.lower()
@@ -833,7 +834,8 @@ def _page_event(record: tuple[t.Any, ...]) -> Event | None:
         props["blueprint"] = blueprint
     referrer = state.referrer
     if referrer:
-        referrer = referrer.split("?", 1)[0]
+        if "?" in referrer:  # never the query string
+            referrer = referrer.partition("?")[0]
         props["referrer"] = referrer
         size += len(referrer)
     if error_name is not None:

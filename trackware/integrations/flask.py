@@ -415,7 +415,8 @@ class _FlaskState(RequestState):
         try:
             wsgi = self.wsgi
             if wsgi.page:
-                self.status = _status_code(status)
+                code = _STATUS_CODES.get(status)
+                self.status = int(status[:3]) if code is None else code
                 # The request context is still pushed: what Flask matched.
                 context = _request_context(None)
                 if context is not None:
@@ -649,12 +650,7 @@ class _TrackwareWSGI:
         return _excluded(self.engine, rule.rule, rule.endpoint)
 
 
-def _status_code(status: str) -> int:
-    """``int(status[:3])``, from a table for the common status lines."""
-    code = _STATUS_CODES.get(status)
-    return int(status[:3]) if code is None else code
-
-
+#: ``int(status[:3])`` of the common status lines, looked up instead.
 _STATUS_CODES = {f"{s.value} {s.phrase}": s.value for s in http.HTTPStatus}
 
 
