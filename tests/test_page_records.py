@@ -358,3 +358,21 @@ def _events(sink: Sink) -> list[dict[str, t.Any]]:
     for body in sink.bodies:
         out.extend(body if isinstance(body, list) else body.get("events", [body]))
     return out
+
+
+def test_events_tracked_behind_waiting_records_are_bounded_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trackware._tracker as core
+
+    monkeypatch.setattr(core, "_PENDING_MAX", 10)
+    tracker, mem, engine = held()
+    request(engine)  # one record waits: what track() builds queues behind it
+    most = 0
+    for i in range(100):
+        tracker.track("clicked", {"i": i})
+        most = max(most, len(tracker._pending))
+    assert most == 10
+    assert tracker.flush(10)
+    assert mem.names() == ["page"] + ["clicked"] * 100
+    tracker.shutdown(1)

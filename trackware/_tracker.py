@@ -532,10 +532,12 @@ class Tracker:
     def _after_pending(self, event: Event) -> Event:
         """An event ``track()`` built while recorded page events wait: it
         follows them (each destination gets events in the order tracked)."""
-        self._pending.append((_prebuilt, event))
-        if _tracked_signal.receivers:  # they see it now, on this thread
-            self._drain()
-        elif len(self._pending) == 1:  # drained meanwhile
+        pending = self._pending
+        pending.append((_prebuilt, event))
+        waiting = len(pending)
+        if _tracked_signal.receivers or waiting > _PENDING_MAX:
+            self._drain()  # receivers see it now, on this thread; or back-pressure
+        elif waiting == 1:  # drained meanwhile
             self._wake_intake()
         return event
 
