@@ -28,11 +28,13 @@ How a request is tracked (one wrapper, around ``app.wsgi_app``):
    have not run yet); the callable is asked again when the response is made
    (a login or logout view changed it), and Flask-Login's ``user_logged_in``
    updates the scope at once.
-3. ``start_response`` gives the status and adds the cookies. The page event
-   (route template, endpoint and blueprint from the request Flask matched) is
-   tracked when ``wsgi_app`` returns, or, for a streamed response, when the
-   server closes the body. The scope is closed then, so nothing of one
-   request leaks into the next.
+3. ``start_response`` (the request state's :meth:`_FlaskState.respond`)
+   gives the status and adds the cookies. The page event (route template,
+   endpoint and blueprint from the request Flask matched) is recorded when
+   ``wsgi_app`` returns, or, for a streamed response, when the server closes
+   the body, and built off the request thread by the tracker (see
+   ``Tracker._page``). The scope is closed then, so nothing of one request
+   leaks into the next.
 
 No Flask signal or hook runs per request on trackware's behalf (Flask's
 ``got_request_exception`` names the error of a failing view, and is sent only
