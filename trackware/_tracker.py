@@ -608,11 +608,10 @@ class Tracker:
             while pending:
                 events: list[Event] = []
                 append = events.append
+                # Only this drain takes records (it holds the lock); others
+                # only append.
                 for _ in range(min(len(pending), 1024)):
-                    try:
-                        record = popleft()
-                    except IndexError:  # pragma: no cover - taken meanwhile
-                        break
+                    record = popleft()
                     try:
                         event = record[0](record)
                     except Exception as exc:

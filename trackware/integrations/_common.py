@@ -5,7 +5,7 @@ request/response objects into plain values and call :class:`RequestTracker`.
 
 Per request:
 
-1. :meth:`RequestTracker.begin` decides whether the request is tracked at all
+1. :meth:`RequestTracker._begin` decides whether the request is tracked at all
    (method, path, bot user agents), reads the visitor, session and MXO ``tid``
    cookies (validating them; a tampered or malformed value is replaced, never
    trusted or echoed), opens a :class:`~trackware.Scope` bound to the request
@@ -14,7 +14,7 @@ Per request:
 2. The app runs; ``track()``, ``@tracked`` and ``identify()`` see the scope.
 3. :meth:`RequestTracker.response_cookies` gives the ``Set-Cookie`` values to
    add when the response starts.
-4. :meth:`RequestTracker.finish` records the page event when the response
+4. :meth:`RequestTracker._finish` records the page event when the response
    is complete (after a streamed body closes), then closes the scope. The
    record holds plain values only (the identity included); the tracker's
    intake thread builds the event and queues it (``Tracker._page``).
@@ -375,40 +375,6 @@ class RequestTracker:
         return f"{payload}.{self._sign(payload)}"
 
     # --- per request ------------------------------------------------------------------
-    def begin(
-        self,
-        *,
-        method: str,
-        path: str,
-        query: t.Mapping[str, str] | None,
-        cookie_header: str | None,
-        secure: bool,
-        referrer: str | None = None,
-        user_agent: str | None = None,
-        client_ip: str | None = None,
-        tracker: Tracker | None = None,
-        scope_var: contextvars.ContextVar[Scope | None] = _scope,
-        identity: Identity = None,
-    ) -> RequestState:
-        """Open the request's scope and handle the session cookie.
-
-        ``identity``: the user, already resolved by the caller (the ASGI
-        middleware awaits its identity callable before calling this).
-        """
-        return self._begin(
-            method,
-            path,
-            query,
-            cookie_header,
-            secure,
-            referrer,
-            user_agent,
-            client_ip,
-            tracker,
-            scope_var,
-            identity,
-        )
-
     def _begin(
         self,
         method: str,
@@ -423,7 +389,12 @@ class RequestTracker:
         scope_var: contextvars.ContextVar[Scope | None],
         identity: Identity,
     ) -> RequestState:
-        """:meth:`begin` with positional arguments (the integrations' call)."""
+        """Open the request's scope (the state itself) and handle the session
+        cookie.
+
+        ``identity``: the user, already resolved by the caller (the ASGI
+        middleware awaits its identity callable before calling this).
+        """
         state = _new_state(self._state_type)
         state.start = _perf_counter()
         wall = state.start_wall = _time()
@@ -635,21 +606,6 @@ class RequestTracker:
             state.incoming_tid = str(tid)
         return out
 
-    def finish(
-        self,
-        state: RequestState,
-        *,
-        status: int | None,
-        route: str | None = None,
-        endpoint: str | None = None,
-        blueprint: str | None = None,
-        error: BaseException | None = None,
-        scope_var: contextvars.ContextVar[Scope | None] = _scope,
-        reset: bool = True,
-    ) -> None:
-        """Track the page event (unless excluded) and close the request's scope."""
-        self._finish(state, status, route, endpoint, blueprint, error, scope_var, reset)
-
     def _finish(
         self,
         state: RequestState,
@@ -661,7 +617,8 @@ class RequestTracker:
         scope_var: contextvars.ContextVar[Scope | None],
         reset: bool,
     ) -> None:
-        """:meth:`finish` with positional arguments (the integrations' call)."""
+        """Record the page event (unless excluded); with ``reset``, close the
+        request's scope (:meth:`close`)."""
         try:
             page_event = self._page_name
             if (
@@ -706,13 +663,7 @@ class RequestTracker:
             )
         finally:
             if reset:
-                token = state.token
-                if token is not None:
-                    state.token = None
-                    try:
-                        scope_var.reset(token)
-                    except ValueError:
-                        pass  # finished in another context (see close())
+                self.close(state, scope_var)
 
     def _track_page(
         self,

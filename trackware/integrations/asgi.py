@@ -399,13 +399,7 @@ class TrackwareMiddleware:
                     flags[1] = True
                     self._finish_http(state, inner, root_path, error, flags[2])
             finally:
-                token = state.token
-                if token is not None:
-                    state.token = None
-                    try:
-                        _scope.reset(token)
-                    except ValueError:  # pragma: no cover - see engine.close()
-                        pass
+                self.engine.close(state)
                 if guard is not None:
                     _active.reset(guard)
 
@@ -558,13 +552,7 @@ class TrackwareMiddleware:
                     exc_info=True,
                 )
             finally:
-                token = state.token
-                if token is not None:
-                    state.token = None
-                    try:
-                        _scope.reset(token)
-                    except ValueError:  # pragma: no cover - see engine.close()
-                        pass
+                self.engine.close(state)
                 _active.reset(guard)
 
     def _track_ws(
