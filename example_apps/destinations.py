@@ -15,8 +15,10 @@ The credentials are the emulators' defaults: nothing here is a real secret.
 
 from __future__ import annotations
 
+import os
 import typing as t
 
+import trackware
 from trackware import Event, RetryPolicy
 from trackware.exporters.cardlytics import ClientEventExporter
 from trackware.exporters.mxo import InteractionExporter, LightweightExporter
@@ -85,6 +87,21 @@ def build_exporters(base_url: str) -> list[t.Any]:
             retry=DEMO_RETRY,
         ),
     ]
+
+
+def server_tracker() -> trackware.Tracker:
+    """The tracker of an example app under a real server, set as the default:
+    the five exporters pointed at ``$TRACKWARE_EMULATOR_URL`` (default
+    ``http://127.0.0.1:8900``, where ``trackware emulate --port 8900`` runs)."""
+    tracker = trackware.Tracker(
+        build_exporters(
+            os.environ.get("TRACKWARE_EMULATOR_URL", "http://127.0.0.1:8900")
+        ),
+        retry=DEMO_RETRY,
+        flush_interval=0.2,
+    )
+    trackware.set_tracker(tracker)
+    return tracker
 
 
 def accepted(emulator: VendorEmulator) -> dict[str, int]:

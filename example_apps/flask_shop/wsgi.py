@@ -11,17 +11,9 @@ SIGTERM delivers what is still queued before the workers exit.
 
 from __future__ import annotations
 
-import os
+from destinations import server_tracker
 
-from destinations import DEMO_RETRY, build_exporters
-
-import trackware
 from flask_shop.app import create_app
 
-tracker = trackware.Tracker(
-    build_exporters(os.environ.get("TRACKWARE_EMULATOR_URL", "http://127.0.0.1:8900")),
-    retry=DEMO_RETRY,
-    flush_interval=0.2,
-)
-trackware.set_tracker(tracker)
+tracker = server_tracker()
 app = create_app(tracker)
