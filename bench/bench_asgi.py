@@ -37,13 +37,13 @@ import sys
 import time
 import typing as t
 
+from _common import NullExporter, sdk_tracer_provider
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 import trackware
-from trackware.exporters import BaseExporter, ExportResult
 from trackware.integrations.asgi import TrackwareMiddleware
 
 pc = time.perf_counter_ns
@@ -68,13 +68,6 @@ HEADERS = [
     (b"accept-encoding", b"gzip, deflate"),
     (b"referer", b"https://shop.example/"),
 ]
-
-
-class NullExporter(BaseExporter):
-    default_name = "null"
-
-    def export(self, events: t.Sequence[trackware.Event], /) -> ExportResult:
-        return ExportResult.success(events)
 
 
 def make_app() -> Starlette:
@@ -133,16 +126,6 @@ async def time_requests(
     )
 
 
-def _sdk_tracer_provider() -> t.Any:
-    """The OpenTelemetry SDK's provider, as an instrumented app runs with."""
-    try:
-        from opentelemetry.sdk.trace import TracerProvider
-    except ImportError:
-        print("opentelemetry-sdk not installed; OpenTelemetry uses no-op spans")
-        return None
-    return TracerProvider()
-
-
 async def run(rounds: int, requests: int) -> list[tuple[str, float, float]]:
     tracker = trackware.Tracker(
         [NullExporter()], dead_letter=None, max_queue_size=1_000_000
@@ -173,7 +156,7 @@ async def run(rounds: int, requests: int) -> list[tuple[str, float, float]]:
             (
                 "OpenTelemetry ASGI middleware",
                 OpenTelemetryMiddleware(
-                    make_app(), tracer_provider=_sdk_tracer_provider()
+                    make_app(), tracer_provider=sdk_tracer_provider()
                 ),
                 HEADERS,
             )

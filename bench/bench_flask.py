@@ -30,22 +30,13 @@ import time
 import typing as t
 
 import flask
+from _common import NullExporter, sdk_tracer_provider
 from werkzeug.test import EnvironBuilder
 
 import trackware
-from trackware.exporters import BaseExporter, ExportResult
 from trackware.integrations.flask import Trackware
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
-
-
-class AbsorbingExporter(BaseExporter):
-    """Takes batches only at flush/shutdown; the queue absorbs the run."""
-
-    default_name = "absorb"
-
-    def export(self, events: t.Sequence[trackware.Event], /) -> ExportResult:
-        return ExportResult.success(events)
 
 
 def make_app() -> flask.Flask:
@@ -119,26 +110,7 @@ def _write(data: bytes) -> None:
     pass
 
 
-class NullExporter(BaseExporter):
-    """Accepts every batch at once: the worker drains as fast as it can."""
-
-    default_name = "null"
-
-    def export(self, events: t.Sequence[trackware.Event], /) -> ExportResult:
-        return ExportResult.success(events)
-
-
 _DRAINING: list[trackware.Tracker] = []
-
-
-def _sdk_tracer_provider() -> t.Any:
-    """The OpenTelemetry SDK's provider, as an instrumented app runs with."""
-    try:
-        from opentelemetry.sdk.trace import TracerProvider
-    except ImportError:
-        print("  (opentelemetry-sdk not installed: OpenTelemetry uses no-op spans)")
-        return None
-    return TracerProvider()
 
 
 def build_variants() -> tuple[dict[str, Client], trackware.Tracker]:
@@ -146,7 +118,7 @@ def build_variants() -> tuple[dict[str, Client], trackware.Tracker]:
     variants["plain Flask"] = Client(make_app())
 
     tracker = trackware.Tracker(
-        [AbsorbingExporter()],
+        [NullExporter(name="absorb")],
         max_queue_size=5_000_000,
         max_queue_bytes=1 << 34,
         max_batch_size=10_000_000,
@@ -176,7 +148,7 @@ def build_variants() -> tuple[dict[str, Client], trackware.Tracker]:
     else:
         otel_app = make_app()
         FlaskInstrumentor().instrument_app(
-            otel_app, tracer_provider=_sdk_tracer_provider()
+            otel_app, tracer_provider=sdk_tracer_provider()
         )
         variants["OpenTelemetry FlaskInstrumentor"] = Client(otel_app)
     return variants, tracker

@@ -21,10 +21,11 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _common import NullExporter
 from _sink import RemoteSink
 
 import trackware
-from trackware.exporters import BaseExporter, ExportResult, HTTPExporter
+from trackware.exporters import HTTPExporter
 
 PROPS = {"offer_id": "o-1", "amount": 3, "channel": "OLB"}
 pc = time.perf_counter_ns
@@ -42,13 +43,6 @@ def median_ns(fn: t.Callable[[], object], n: int) -> float:
         t0 = pc()
         empty.append(pc() - t0)
     return statistics.median(samples) - statistics.median(empty)
-
-
-class NullExporter(BaseExporter):
-    default_name = "null"
-
-    def export(self, events: t.Sequence[trackware.Event], /) -> ExportResult:
-        return ExportResult.success(events)
 
 
 def bench_track(n: int) -> list[tuple[str, float]]:
