@@ -52,7 +52,7 @@ import time
 import typing as t
 import uuid
 
-from ._server import HTTPError, Reply, Request, VendorAPI
+from ._server import HTTPError, Reply, Request, VendorAPI, loads_json
 
 __all__ = ["AD_EVENT_TYPES", "CHANNELS", "CLIENT_EVENTS", "SECTIONS", "CardlyticsAPI"]
 
@@ -121,7 +121,8 @@ _UUID = re.compile(
 )
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?"
-    r"([Zz]|[+-]\d{2}:\d{2})"
+    r"([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
 )
 _ITEM_KEYS = frozenset(
     {
@@ -168,10 +169,11 @@ def _valid_timestamp(value: object) -> bool:
         return False
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     try:
+        # datetime refuses hour 24 and minute 60; a leap second (:60) is valid.
         _dt.datetime(year, month, day, hour, minute, min(second, 59))
     except ValueError:
         return False
-    return hour < 24 and minute < 60 and second <= 60
+    return second <= 60
 
 
 class CardlyticsAPI(VendorAPI):
@@ -301,6 +303,18 @@ class CardlyticsAPI(VendorAPI):
             headers,
         )
 
+    @classmethod
+    def _bad_request(
+        cls, errors: list[str], request_id: str, title: str = "Bad Request"
+    ) -> HTTPError:
+        return cls._error(400, "ValidationException", title, errors, request_id)
+
+    @classmethod
+    def _unauthorized(cls, error: str, request_id: str) -> HTTPError:
+        return cls._error(
+            401, "SessionValidationException", "Unauthorized", [error], request_id
+        )
+
     def _preamble(self, request: Request, request_id: str) -> None:
         """Method (405) and content type (415) checks."""
         if request.method != "POST":
@@ -327,7 +341,7 @@ class CardlyticsAPI(VendorAPI):
     def _body(self, request: Request, request_id: str) -> t.Any:
         """The JSON object body, or 400 ``HttpMessageNotReadable``."""
         try:
-            body = json.loads(request.body)
+            body = loads_json(request.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise self._error(
                 400,
@@ -349,10 +363,7 @@ class CardlyticsAPI(VendorAPI):
     def _customer_header(self, request: Request, request_id: str) -> str:
         customer = (request.headers.get("x-source-customer-id") or "").strip()
         if not customer:
-            raise self._error(
-                400,
-                "ValidationException",
-                "Bad Request",
+            raise self._bad_request(
                 [
                     "x-source-customer-id header is required (a pseudonymised "
                     f"customer id, or {NO_USER!r})"
@@ -406,25 +417,16 @@ class CardlyticsAPI(VendorAPI):
             else:
                 scopes = tuple(raw_scopes)
             if errors:
-                raise self._error(
-                    400, "ValidationException", "Bad Request", errors, request_id
-                )
+                raise self._bad_request(errors, request_id)
         else:
-            raise self._error(
-                400,
-                "ValidationException",
-                "Bad Request",
+            raise self._bad_request(
                 ["body: must carry clientId and secret (or sourceCustomerId)"],
                 request_id,
             )
         if customer in self.not_enrolled:
-            raise self._error(
-                400, "ValidationException", _NOT_ENROLLED, [_NOT_ENROLLED], request_id
-            )
+            raise self._bad_request([_NOT_ENROLLED], request_id, _NOT_ENROLLED)
         if customer in self.no_accounts:
-            raise self._error(
-                400, "ValidationException", _NO_ACCOUNTS, [_NO_ACCOUNTS], request_id
-            )
+            raise self._bad_request([_NO_ACCOUNTS], request_id, _NO_ACCOUNTS)
         now = time.time()
         expires = now + self.token_ttl
         session_id = str(uuid.uuid4())
@@ -475,25 +477,13 @@ class CardlyticsAPI(VendorAPI):
                 "bearer": "Authorization: Bearer <token>",
                 "session-token": "X-CDLX-Session-Token",
             }.get(self.auth_header, self.auth_header)
-            raise self._error(
-                401,
-                "SessionValidationException",
-                "Unauthorized",
-                [f"session token required ({accepted})"],
-                request_id,
-            )
+            raise self._unauthorized(f"session token required ({accepted})", request_id)
         with self.lock:
             session = self._tokens.get(token)
         # Cardlytics gives "no special indication that the session has
         # expired": unknown and expired tokens get the same answer.
         if session is None or time.time() >= session.expires:
-            raise self._error(
-                401,
-                "SessionValidationException",
-                "Unauthorized",
-                ["session token: unknown or expired"],
-                request_id,
-            )
+            raise self._unauthorized("session token: unknown or expired", request_id)
         return session
 
     def _client_event(self, request: Request) -> Reply:
@@ -502,11 +492,8 @@ class CardlyticsAPI(VendorAPI):
         session = self._session(request, request_id)
         customer = self._customer_header(request, request_id)
         if self.strict and customer != session.customer:
-            raise self._error(
-                401,
-                "SessionValidationException",
-                "Unauthorized",
-                ["x-source-customer-id: does not match the session's customer"],
+            raise self._unauthorized(
+                "x-source-customer-id: does not match the session's customer",
                 request_id,
             )
         if "api:customer" not in session.scopes:
@@ -520,9 +507,7 @@ class CardlyticsAPI(VendorAPI):
         body = self._body(request, request_id)
         errors = self.validate(body)
         if errors:
-            raise self._error(
-                400, "ValidationException", "Bad Request", errors, request_id
-            )
+            raise self._bad_request(errors, request_id)
         items: list[dict[str, t.Any]] = body["clientEvents"]
         with self.lock:
             self.batches.append(

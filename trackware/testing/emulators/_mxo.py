@@ -39,13 +39,14 @@ __all__ = ["MXOAPI"]
 
 _ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _PREFIX = "/one/oauth2/rt/api/2.0"
-_SITE_KEY_RE = re.compile(r"^ONE-[A-Z0-9]{10}-\d{4}$")
+_SITE_KEY_RE = re.compile(r"ONE-[A-Z0-9]{10}-\d{4}", re.ASCII)
 _TID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 _ISO_RE = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?"
-    r"(Z|z|[+-]\d{2}:?\d{2})$"
+    r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?"
+    r"(Z|z|[+-]\d{2}:?\d{2})",
+    re.ASCII,
 )
 
 #: The canned optimization a real-time POST returns by default.
@@ -67,9 +68,26 @@ def _fail(status: int, rule: str, message: str) -> HTTPError:
     return HTTPError(status, {"statusCode": status, "error": rule, "message": message})
 
 
+def _credentials(request: Request, scheme: str) -> str | None:
+    """The value of ``Authorization: <scheme> <value>``, or None."""
+    auth = request.headers.get("Authorization") or ""
+    found, _, value = auth.partition(" ")
+    if found.lower() != scheme:
+        return None
+    return value.strip() or None
+
+
+def _json(request: Request) -> t.Any:
+    """The body as JSON, or 400 in MXO's error shape."""
+    try:
+        return request.json()
+    except HTTPError as exc:
+        raise _fail(400, "json", exc.reply.body["error"]) from None
+
+
 def parse_iso8601(value: str) -> _dt.datetime | None:
     """An aware datetime from ISO-8601 text with a zone designator, else None."""
-    match = _ISO_RE.match(value)
+    match = _ISO_RE.fullmatch(value)
     if match is None:
         return None
     date, clock, fraction, zone = match.groups()
@@ -221,16 +239,15 @@ class MXOAPI(VendorAPI):
                 "content_type",
                 "Content-Type must be application/x-www-form-urlencoded",
             )
-        auth = request.headers.get("Authorization") or ""
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "basic" or not value:
+        value = _credentials(request, "basic")
+        if value is None:
             raise _fail(
                 401,
                 "client_authentication",
                 "Authorization: Basic base64(client_id:client_secret) is required",
             )
         try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             raise _fail(
                 401, "client_authentication", "Basic credentials are not base64"
@@ -265,16 +282,15 @@ class MXOAPI(VendorAPI):
 
     # --- Interaction API ----------------------------------------------------------
     def _authorize(self, request: Request) -> None:
-        auth = request.headers.get("Authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = _credentials(request, "bearer")
+        if token is None:
             raise _fail(
                 401,
                 "bearer_token",
                 "Invalid OAuth 2.0 token: Authorization: Bearer <token> is required",
             )
         with self.lock:
-            expires = self.tokens.get(token.strip())
+            expires = self.tokens.get(token)
         if expires is None or time.monotonic() >= expires:
             raise _fail(401, "bearer_token", "Invalid OAuth 2.0 token")
 
@@ -298,14 +314,14 @@ class MXOAPI(VendorAPI):
             raise _fail(400, "dataMimeType", "dataMimeType must be application/json")
         sk = self._site_key(request.query.get("sk"))
         tid = self._check_tid(request.query.get("tid"))
-        return sk, tid, request.json()
+        return sk, tid, _json(request)
 
     def _site_key(self, sk: str | None) -> str:
         if not sk:
             raise _fail(
                 400, "sk", "query parameter sk (the Space's site key) is required"
             )
-        if self.check_site_key and not _SITE_KEY_RE.match(sk):
+        if self.check_site_key and not _SITE_KEY_RE.fullmatch(sk):
             raise _fail(400, "sk", "site key does not look like ONE-XXXXXXXXXX-NNNN")
         if self.site_keys is not None and sk not in self.site_keys:
             raise _fail(404, "sk", "unknown site key")
@@ -314,7 +330,7 @@ class MXOAPI(VendorAPI):
     def _check_tid(self, tid: str | None) -> str | None:
         if tid is None:
             return None
-        if not tid or (self.strict and not _TID_RE.match(tid)):
+        if not tid or (self.strict and not _TID_RE.fullmatch(tid)):
             raise _fail(400, "tid", "tid must be a UUID-like MXO identifier")
         return tid
 
@@ -480,7 +496,7 @@ class MXOAPI(VendorAPI):
             raise _fail(404, "sk", "the site key is missing from the path")
         # Choice: on this API the site key is a path segment, so a malformed or
         # unknown one is "not found" (404) rather than a bad parameter (400).
-        if (self.check_site_key and not _SITE_KEY_RE.match(sk)) or (
+        if (self.check_site_key and not _SITE_KEY_RE.fullmatch(sk)) or (
             self.site_keys is not None and sk not in self.site_keys
         ):
             raise _fail(404, "sk", "unknown site key")
@@ -502,7 +518,7 @@ class MXOAPI(VendorAPI):
             )
         tid = self._check_tid(request.query.get("tid"))
         # Any other query parameter (campaign codes ...) is allowed.
-        body = request.json()
+        body = _json(request)
         if not isinstance(body, dict):
             raise _fail(400, "body", "body must be a JSON object")
         if self.strict:

@@ -33,6 +33,21 @@ __all__ = [
 ]
 
 
+def _refuse_constant(name: str) -> t.NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_json(data: bytes) -> t.Any:
+    """Parse JSON as strictly as RFC 8259: ``NaN``/``Infinity`` are refused
+    (Python's :func:`json.loads` accepts them; a real vendor would not)."""
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
+def _in_scope(route_name: str, scope: str) -> bool:
+    """``scope`` is ``route_name`` itself or its vendor (``"cardlytics"``)."""
+    return route_name == scope or route_name.startswith(scope + ".")
+
+
 class Headers:
     """Case-insensitive, read-only view of request headers."""
 
@@ -76,7 +91,7 @@ class Request:
     def json(self) -> t.Any:
         """The body as JSON, or :class:`HTTPError` 400 (``malformed JSON``)."""
         try:
-            return json.loads(self.body)
+            return loads_json(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, {"error": f"malformed JSON: {exc}"}) from None
 
@@ -179,9 +194,7 @@ class Fault:
     times: int | None = 1
 
     def matches(self, route_name: str) -> bool:
-        return self.route in ("*", route_name) or route_name.startswith(
-            self.route + "."
-        )
+        return self.route == "*" or _in_scope(route_name, self.route)
 
 
 @dataclasses.dataclass
@@ -223,23 +236,20 @@ class EmulatorServer:
         self._host = host
         self._port = port
         self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self) -> EmulatorServer:
         if self._server is not None:
             return self
         server = _QuietServer((self._host, self._port), _make_handler(self))
-        server.daemon_threads = True
         self._server = server
         self._port = int(server.server_address[1])
-        self._thread = threading.Thread(
+        threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
             name="trackware-emulator",
             daemon=True,
-        )
-        self._thread.start()
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -280,12 +290,7 @@ class EmulatorServer:
             items = list(self.requests)
         if route is None:
             return items
-        return [
-            r
-            for r in items
-            if r.route is not None
-            and (r.route == route or r.route.startswith(route + "."))
-        ]
+        return [r for r in items if r.route is not None and _in_scope(r.route, route)]
 
     def wait_for(self, predicate: t.Callable[[], bool], timeout: float = 10.0) -> bool:
         """Wait until ``predicate()`` is true; re-checked after every request."""

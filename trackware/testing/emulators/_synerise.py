@@ -60,7 +60,6 @@ import hmac
 import json
 import re
 import secrets
-import threading
 import time
 import typing as t
 import uuid
@@ -77,19 +76,20 @@ AI_EVENT_TYPES = frozenset(
 RESERVED_ACTIONS = AI_EVENT_TYPES | {"transaction.charge"}
 
 _TIME_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.?\d+)?"
-    r"(([+-])(\d{2}):(\d{2})|Z)?$"
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.?\d+)?"
+    r"(([+-])(\d{2}):(\d{2})|Z)?",
+    re.ASCII,
 )
 _LOWER_UUID_RE = re.compile(
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 )
 _UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 #: strict action rule: lowercase segments separated by dots ("dog.bark").
-_ACTION_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")
-_KEBAB_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_ACTION_RE = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
+_KEBAB_RE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+_CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
 _API_VERSION = "4.4"
 
 _Errors: t.TypeAlias = "list[str]"
@@ -97,7 +97,7 @@ _Errors: t.TypeAlias = "list[str]"
 
 def parse_time(value: str) -> float | None:
     """Epoch seconds of a php-sdk-regex ISO-8601 string (no zone: UTC), or None."""
-    m = _TIME_RE.match(value)
+    m = _TIME_RE.fullmatch(value)
     if m is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
@@ -197,7 +197,6 @@ class SyneriseAPI(VendorAPI):
         self.max_ai_batch = max_ai_batch
         self.clock: t.Callable[[], float] = time.time
         self._signing_key = secrets.token_bytes(32)
-        self._state_lock = threading.Lock()
         self.events: list[dict[str, t.Any]] = []
         self.tokens: dict[str, tuple[str, float]] = {}
         self.logins = 0
@@ -240,7 +239,7 @@ class SyneriseAPI(VendorAPI):
         )
 
     def reset(self) -> None:
-        with self._state_lock:
+        with self.lock:
             self.events.clear()
             self.tokens.clear()
             self._index.clear()
@@ -251,12 +250,12 @@ class SyneriseAPI(VendorAPI):
     # --- helpers for tests ---------------------------------------------------------
     def expire_tokens(self) -> None:
         """Make every issued JWT expired (as if its lifetime had passed)."""
-        with self._state_lock:
+        with self.lock:
             self.tokens = {k: (v[0], 0.0) for k, v in self.tokens.items()}
 
     def of_kind(self, kind: str) -> list[dict[str, t.Any]]:
         """Accepted items of one kind: ``"event"``, ``"transaction"`` or ``"ai"``."""
-        with self._state_lock:
+        with self.lock:
             return [e for e in self.events if e["kind"] == kind]
 
     # --- errors ----------------------------------------------------------------------
@@ -278,6 +277,19 @@ class SyneriseAPI(VendorAPI):
             },
         )
 
+    def _reject(self, errors: _Errors) -> None:
+        """400 listing ``errors``, if there are any."""
+        if errors:
+            raise self._error(400, errors)
+
+    @classmethod
+    def _json(cls, request: Request) -> t.Any:
+        """The body as JSON, or 400 in Synerise's error shape."""
+        try:
+            return request.json()
+        except HTTPError as exc:
+            raise cls._error(400, [f"body: {exc.reply.body['error']}"]) from None
+
     # --- auth ------------------------------------------------------------------------
     def _issue(self, api_key: str) -> str:
         now = self.clock()
@@ -294,25 +306,28 @@ class SyneriseAPI(VendorAPI):
             self._signing_key, f"{head}.{body}".encode(), hashlib.sha512
         ).digest()
         token = f"{head}.{body}.{_b64(signature)}"
-        with self._state_lock:
+        with self.lock:
             self.tokens[token] = (api_key, now + self.token_ttl)
         return token
 
     def _jwt_valid(self, token: str) -> bool:
-        with self._state_lock:
+        with self.lock:
             entry = self.tokens.get(token)
         return entry is not None and self.clock() < entry[1]
+
+    def _check_bearer(self, token: str) -> None:
+        if not self._jwt_valid(token.strip()):
+            raise self._error(
+                self.expired_status,
+                ["Authorization: token missing, expired or invalid"],
+            )
 
     def _check_v4_auth(self, request: Request) -> None:
         header = request.headers.get("Authorization") or ""
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value:
-            if self._jwt_valid(value.strip()):
-                return
-            raise self._error(
-                self.expired_status,
-                ["Authorization: token missing, expired or invalid"],
-            )
+            self._check_bearer(value)
+            return
         if scheme.lower() == "basic" and value:
             try:
                 decoded = base64.b64decode(value.strip(), validate=True).decode()
@@ -345,12 +360,8 @@ class SyneriseAPI(VendorAPI):
         header = request.headers.get("Authorization") or ""
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value:
-            if self._jwt_valid(value.strip()):
-                return
-            raise self._error(
-                self.expired_status,
-                ["Authorization: token missing, expired or invalid"],
-            )
+            self._check_bearer(value)
+            return
         raise self._error(
             401, ["auth: a 'token' query parameter or a Bearer JWT is required"]
         )
@@ -376,9 +387,8 @@ class SyneriseAPI(VendorAPI):
             )
         if "id" in client:
             cid = client["id"]
-            if self.strict and not _is_int(cid):
-                errors.append(f"{where}client.id: must be an integer")
-            elif not (_is_int(cid) or isinstance(cid, str)):
+            # Lenient mode also takes a string id.
+            if not (_is_int(cid) or (not self.strict and isinstance(cid, str))):
                 errors.append(f"{where}client.id: must be an integer")
         if "customId" in client and (
             not isinstance(client["customId"], str) or not client["customId"]
@@ -390,7 +400,7 @@ class SyneriseAPI(VendorAPI):
             errors.append(f"{where}client.email: must be a non-empty string")
         if "uuid" in client and (
             not isinstance(client["uuid"], str)
-            or not _LOWER_UUID_RE.match(client["uuid"])
+            or not _LOWER_UUID_RE.fullmatch(client["uuid"])
         ):
             errors.append(f"{where}client.uuid: must be a lowercase UUID")
 
@@ -416,7 +426,7 @@ class SyneriseAPI(VendorAPI):
         etype: object = "custom"
         if batch:
             etype = item.get("type")
-            if not isinstance(etype, str) or not _KEBAB_RE.match(etype):
+            if not isinstance(etype, str) or not _KEBAB_RE.fullmatch(etype):
                 errors.append(f"{where}type: required, a non-empty kebab-case string")
                 etype = "custom"
         if etype == "custom":
@@ -435,7 +445,7 @@ class SyneriseAPI(VendorAPI):
         if not isinstance(action, str) or not action:
             errors.append(f"{where}action: required, a non-empty string")
             return
-        if self.strict and not _ACTION_RE.match(action):
+        if self.strict and not _ACTION_RE.fullmatch(action):
             errors.append(
                 f"{where}action: must be dot-separated lowercase "
                 f"(like 'dog.bark'), got {action[:100]!r}"
@@ -473,7 +483,7 @@ class SyneriseAPI(VendorAPI):
         if not _is_number(value.get("amount")):
             errors.append(f"{where}{field}.amount: required, a number")
         currency = value.get("currency")
-        if not isinstance(currency, str) or not _CURRENCY_RE.match(currency):
+        if not isinstance(currency, str) or not _CURRENCY_RE.fullmatch(currency):
             errors.append(f"{where}{field}.currency: required, a 3-letter code")
 
     def _check_transaction(self, item: object, where: str, errors: _Errors) -> None:
@@ -535,17 +545,15 @@ class SyneriseAPI(VendorAPI):
         if "eventSalt" in item and not isinstance(item["eventSalt"], str):
             errors.append(f"{where}eventSalt: must be a string")
 
-    def _check_ai_item(
-        self, item: object, where: str, errors: _Errors
-    ) -> dict[str, t.Any] | None:
+    def _check_ai_item(self, item: object, where: str, errors: _Errors) -> None:
         if not isinstance(item, dict):
             errors.append(f"{where}: body must be an object")
-            return None
+            return
         correlation = item.get("correlationId")
         if not isinstance(correlation, str) or not correlation:
             errors.append(f"{where}correlationId: required, a non-empty string")
         client_uuid = item.get("clientUUID")
-        if not isinstance(client_uuid, str) or not _UUID_RE.match(client_uuid):
+        if not isinstance(client_uuid, str) or not _UUID_RE.fullmatch(client_uuid):
             errors.append(f"{where}clientUUID: required, a UUID")
         items = item.get("items")
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -559,7 +567,7 @@ class SyneriseAPI(VendorAPI):
                 and isinstance(stamp, str)
                 and parse_time(stamp) is not None
             ):
-                with self._state_lock:
+                with self.lock:
                     self.warnings.append(
                         f"{where}eventTimestamp: ISO-8601 accepted in lenient mode; "
                         "the documented type is integer epoch ms"
@@ -571,7 +579,6 @@ class SyneriseAPI(VendorAPI):
                 )
         if "campaignId" in item and not isinstance(item["campaignId"], str):
             errors.append(f"{where}campaignId: must be a string")
-        return item
 
     # --- storage ---------------------------------------------------------------------
     def _store(
@@ -600,7 +607,7 @@ class SyneriseAPI(VendorAPI):
             if isinstance(salt, str):
                 client = json.dumps(item.get("client"), sort_keys=True)
                 key = (kind, name, client, str(record["storedTime"]), salt)
-        with self._state_lock:
+        with self.lock:
             if key is not None and key in self._index:
                 self.events[self._index[key]] = record
                 self.overwrites += 1
@@ -618,63 +625,72 @@ class SyneriseAPI(VendorAPI):
                 self.api_version_status,
                 [f"Api-Version: header required and must be {_API_VERSION!r}"],
             )
-        body = request.json()
+        body = self._json(request)
         if not isinstance(body, dict) or not isinstance(body.get("apiKey"), str):
             raise self._error(400, ["apiKey: required, a string"])
         key = body["apiKey"]
         if key not in self.api_keys:
             raise self._error(401, ["apiKey: invalid API key"])
         token = self._issue(key)
-        with self._state_lock:
+        with self.lock:
             self.logins += 1
         return Reply(200, {"token": token})
 
     def _v4_prelude(self, request: Request) -> t.Any:
         self._check_v4_auth(request)
         self._check_headers(request, api_version=True)
-        return request.json()
+        return self._json(request)
+
+    def _v4_array(
+        self, body: t.Any, noun: str, check: t.Callable[[object, str, _Errors], None]
+    ) -> list[dict[str, t.Any]]:
+        """A v4 batch body: 1..``max_batch`` elements, all valid (or 400)."""
+        if not isinstance(body, list):
+            raise self._error(400, [f"body: must be a JSON array of {noun}"])
+        if not 1 <= len(body) <= self.max_batch:
+            raise self._error(
+                400,
+                [f"body: a batch holds 1..{self.max_batch} {noun}, got {len(body)}"],
+            )
+        errors: _Errors = []
+        for i, item in enumerate(body):
+            check(item, f"[{i}].", errors)
+        self._reject(errors)
+        return body
 
     def _custom(self, request: Request) -> Reply:
         body = self._v4_prelude(request)
         errors: _Errors = []
         self._check_event(body, "", errors, batch=False)
-        if errors:
-            raise self._error(400, errors)
+        self._reject(errors)
         self._store("event", body["action"], {"type": "custom", **body}, "time")
         return Reply(202)
 
     def _dedicated(self, request: Request) -> Reply:
         etype = request.params["type"]
         body = self._v4_prelude(request)
-        errors: _Errors = []
-        if not _KEBAB_RE.match(etype):
+        if not _KEBAB_RE.fullmatch(etype):
             raise self._error(400, [f"path: unknown event endpoint {etype[:100]!r}"])
         if not isinstance(body, dict):
             raise self._error(400, ["body: must be an object"])
+        errors: _Errors = []
         if "action" in body and self.strict:
             errors.append(
                 "action: not used on a dedicated endpoint; the endpoint is the type"
             )
         self._check_common(body, "", errors)
-        if errors:
-            raise self._error(400, errors)
+        self._reject(errors)
         self._store("event", etype, {**body, "type": etype}, "time")
         return Reply(202)
 
     def _batch(self, request: Request) -> Reply:
-        body = self._v4_prelude(request)
-        if not isinstance(body, list):
-            raise self._error(400, ["body: must be a JSON array of events"])
-        if not 1 <= len(body) <= self.max_batch:
-            raise self._error(
-                400,
-                [f"body: a batch holds 1..{self.max_batch} events, got {len(body)}"],
-            )
-        errors: _Errors = []
-        for i, item in enumerate(body):
-            self._check_event(item, f"[{i}].", errors, batch=True)
-        if errors:
-            raise self._error(400, errors)
+        body = self._v4_array(
+            self._v4_prelude(request),
+            "events",
+            lambda item, where, errors: self._check_event(
+                item, where, errors, batch=True
+            ),
+        )
         for item in body:
             name = item["action"] if item["type"] == "custom" else item["type"]
             self._store("event", name, item, "time")
@@ -684,25 +700,14 @@ class SyneriseAPI(VendorAPI):
         body = self._v4_prelude(request)
         errors: _Errors = []
         self._check_transaction(body, "", errors)
-        if errors:
-            raise self._error(400, errors)
+        self._reject(errors)
         self._store("transaction", "transaction.charge", body, "recordedAt")
         return Reply(202)
 
     def _transaction_batch(self, request: Request) -> Reply:
-        body = self._v4_prelude(request)
-        if not isinstance(body, list):
-            raise self._error(400, ["body: must be a JSON array of transactions"])
-        if not 1 <= len(body) <= self.max_batch:
-            raise self._error(
-                400,
-                [f"body: a batch holds 1..{self.max_batch} items, got {len(body)}"],
-            )
-        errors: _Errors = []
-        for i, item in enumerate(body):
-            self._check_transaction(item, f"[{i}].", errors)
-        if errors:
-            raise self._error(400, errors)
+        body = self._v4_array(
+            self._v4_prelude(request), "transactions", self._check_transaction
+        )
         for item in body:
             self._store("transaction", "transaction.charge", item, "recordedAt")
         return Reply(202)
@@ -722,18 +727,17 @@ class SyneriseAPI(VendorAPI):
         self._check_ai_auth(request)
         self._check_headers(request, api_version=False)
         etype = self._check_event_type(request.params.get("type"), "eventType (path)")
-        body = request.json()
+        body = self._json(request)
         errors: _Errors = []
         self._check_ai_item(body, "", errors)
-        if errors:
-            raise self._error(400, errors)
+        self._reject(errors)
         self._store("ai", etype, {**body, "eventType": etype}, None)
         return Reply(202)
 
     def _ai_batch(self, request: Request) -> Reply:
         self._check_ai_auth(request)
         self._check_headers(request, api_version=False)
-        body = request.json()
+        body = self._json(request)
         if not isinstance(body, dict):
             raise self._error(400, ["body: must be an object {eventType, items}"])
         etype = self._check_event_type(body.get("eventType"), "eventType")
@@ -745,8 +749,7 @@ class SyneriseAPI(VendorAPI):
         errors: _Errors = []
         for i, item in enumerate(items):
             self._check_ai_item(item, f"items[{i}].", errors)
-        if errors:
-            raise self._error(400, errors)
+        self._reject(errors)
         for item in items:
             self._store("ai", etype, {**item, "eventType": etype}, None)
         return Reply(202)

@@ -54,16 +54,17 @@ __all__ = ["DEFAULT_SECRET", "DEFAULT_STORE_ID", "YotpoAPI"]
 DEFAULT_STORE_ID = "yotpo-test-store"
 DEFAULT_SECRET = "yotpo-test-secret-0001"
 
-_SNAKE_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+_SNAKE_RE = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
 _UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
-_E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
+_E164_RE = re.compile(r"\+[1-9]\d{1,14}", re.ASCII)
 _DATETIME_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?"
-    r"(Z|[+-]\d{2}:?\d{2})?$"
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?"
+    r"(Z|[+-]\d{2}:?\d{2})?",
+    re.ASCII,
 )
-_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_DATE_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _WHITESPACE_RE = re.compile(r"\s")
 
 Problem: t.TypeAlias = "tuple[str, str | None, str]"
@@ -90,7 +91,7 @@ def _fail(
 
 
 def _iso_ok(value: str, *, strict: bool) -> bool:
-    match = _DATETIME_RE.match(value)
+    match = _DATETIME_RE.fullmatch(value)
     if match is not None:
         if strict and match.group(7) is None:
             return False
@@ -102,7 +103,7 @@ def _iso_ok(value: str, *, strict: bool) -> bool:
         return True
     if strict:
         return False
-    date = _DATE_RE.match(value)
+    date = _DATE_RE.fullmatch(value)
     if date is None:
         return False
     try:
@@ -202,14 +203,6 @@ class YotpoAPI(VendorAPI):
 
     # --- token endpoint --------------------------------------------------------------
     def _token(self, request: Request) -> Reply:
-        if request.content_type != "application/json":
-            raise _fail(
-                415,
-                "content_type",
-                None,
-                "Content-Type must be application/json, got "
-                f"{request.headers.get('Content-Type')!r}",
-            )
         body = self._json(request)
         store_id = urllib.parse.unquote(request.params["store_id"])
         if not isinstance(body, dict):
@@ -260,14 +253,6 @@ class YotpoAPI(VendorAPI):
         headers = self._admit(store_id)
         try:
             self._authorize(request, store_id)
-            if request.content_type != "application/json":
-                raise _fail(
-                    415,
-                    "content_type",
-                    None,
-                    "Content-Type must be application/json, got "
-                    f"{request.headers.get('Content-Type')!r}",
-                )
             body = self._json(request)
             event = self.validate(body, fm)
             key = (store_id, str(event[fm.id]))
@@ -281,7 +266,17 @@ class YotpoAPI(VendorAPI):
             exc.reply.headers.update(headers)
             raise
 
-    def _json(self, request: Request) -> t.Any:
+    @staticmethod
+    def _json(request: Request) -> t.Any:
+        """The JSON body: 415 unless the Content-Type says JSON, 400 unless it is."""
+        if request.content_type != "application/json":
+            raise _fail(
+                415,
+                "content_type",
+                None,
+                "Content-Type must be application/json, got "
+                f"{request.headers.get('Content-Type')!r}",
+            )
         try:
             return request.json()
         except HTTPError:
@@ -379,7 +374,7 @@ class YotpoAPI(VendorAPI):
             value = body[fm.id]
             if not isinstance(value, str) or not value:
                 problems.append(("id", fm.id, "must be a non-empty string"))
-            elif strict and not _UUID_RE.match(value):
+            elif strict and not _UUID_RE.fullmatch(value):
                 problems.append(("id", fm.id, "must be a UUID"))
         if fm.timestamp not in body:
             if strict:
@@ -419,7 +414,7 @@ class YotpoAPI(VendorAPI):
             problems.append((rule, field, "must be a non-empty string"))
         elif len(value) > MAX_NAME_LENGTH:
             problems.append((rule, field, f"longer than {MAX_NAME_LENGTH} characters"))
-        elif self.strict and not _SNAKE_RE.match(value):
+        elif self.strict and not _SNAKE_RE.fullmatch(value):
             problems.append((rule, field, f"must be snake_case, got {value!r}"))
 
     def _check_customer(
@@ -460,7 +455,7 @@ class YotpoAPI(VendorAPI):
                 problems.append(("email", fm.email, "not a valid email address"))
         if fm.phone_number in present:
             value = present[fm.phone_number]
-            if not isinstance(value, str) or not _E164_RE.match(value):
+            if not isinstance(value, str) or not _E164_RE.fullmatch(value):
                 problems.append(
                     (
                         "phone_e164",
