@@ -14,6 +14,10 @@ import json
 import sys
 import typing as t
 
+from ._deadletter import JSONLinesDeadLetter
+from ._event import Event
+from .exceptions import ConfigurationError
+
 #: destination -> (module, class, default test event name, default properties)
 DESTINATIONS: dict[str, tuple[str, str, str, dict[str, t.Any]]] = {
     "cardlytics": (
@@ -57,9 +61,6 @@ def _emulate(args: argparse.Namespace) -> int:
 
 
 def _send_test(args: argparse.Namespace) -> int:
-    from ._event import Event
-    from .exceptions import ConfigurationError
-
     module_name, class_name, default_event, default_props = DESTINATIONS[
         args.destination
     ]
@@ -105,9 +106,7 @@ def _send_test(args: argparse.Namespace) -> int:
 
 
 def _dead_letter(args: argparse.Namespace) -> int:
-    from ._deadletter import JSONLinesDeadLetter
-
-    dl = JSONLinesDeadLetter(args.path) if args.path else JSONLinesDeadLetter()
+    dl = JSONLinesDeadLetter(args.path or None)
     records = dl.read()
     for record in records[-args.last :] if args.last else records:
         print(json.dumps(record, ensure_ascii=False))

@@ -9,9 +9,7 @@ import typing as t
 import wrapt
 
 from . import _log
-
-if t.TYPE_CHECKING:
-    from ._tracker import Tracker
+from ._tracker import Tracker, get_tracker
 
 __all__ = ["tracked"]
 
@@ -113,8 +111,6 @@ def tracked(
                     props.update(properties)
                 props["duration"] = time.perf_counter() - start
                 props["outcome"] = outcome
-                from ._tracker import get_tracker
-
                 (tracker or get_tracker()).track(event_name, props)
             except Exception:
                 _log.error(

@@ -114,11 +114,6 @@ class Event(tuple):  # type: ignore[type-arg]
             ),
         )
 
-    @classmethod
-    def _make(cls, fields: tuple[t.Any, ...]) -> Event:
-        """Build from the raw field tuple (no copying, no checks): the hot path."""
-        return tuple.__new__(cls, fields)
-
     # --- fields ----------------------------------------------------------------------
     @property
     def event_id(self) -> str:
@@ -352,15 +347,6 @@ def check_properties(props: t.Mapping[str, t.Any]) -> int:
         else:
             size += len(k) + 4 + _check(v, k, 1)
     return size
-
-
-def invalid_reason(props: t.Mapping[str, t.Any]) -> str | None:
-    """Why ``props`` cannot be sent, or ``None`` if it can."""
-    try:
-        check_properties(props)
-    except _Invalid as exc:
-        return str(exc)
-    return None
 
 
 def valid_subset(

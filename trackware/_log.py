@@ -19,7 +19,9 @@ _MIN_SECRET_LEN = 4
 _MAX_SECRETS = 4096
 _secrets: collections.OrderedDict[str, None] = collections.OrderedDict()
 _secrets_lock = threading.Lock()
-_secrets_version = 0
+#: The registered secrets, longest first (so a secret that contains another is
+#: replaced whole); rebuilt on registration, which is rare, not per scrub.
+_by_length: tuple[str, ...] = ()
 
 
 def register_secret(value: str | bytes | None) -> None:
@@ -29,7 +31,7 @@ def register_secret(value: str | bytes | None) -> None:
     ordinary text. The registry is bounded; the oldest entries go first, which
     only ever affects rotated-out tokens.
     """
-    global _secrets_version
+    global _by_length
     if value is None:
         return
     if isinstance(value, bytes):
@@ -42,17 +44,12 @@ def register_secret(value: str | bytes | None) -> None:
         _secrets[value] = None
         while len(_secrets) > _MAX_SECRETS:
             _secrets.popitem(last=False)
-        _secrets_version += 1
+        _by_length = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def scrub(text: str) -> str:
     """Return ``text`` with every registered secret replaced by ``***``."""
-    if not _secrets:
-        return text
-    with _secrets_lock:
-        # Longest first, so a secret that contains another is replaced whole.
-        values = sorted(_secrets, key=len, reverse=True)
-    for value in values:
+    for value in _by_length:
         if value in text:
             text = text.replace(value, "***")
     return text

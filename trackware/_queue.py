@@ -189,16 +189,13 @@ class MemoryQueue:
                 dropped.append(old)
             self.dropped_full += len(dropped)
             return dropped
-        if self.policy == "block":
-            self._space.wait_for(
-                lambda: (
-                    len(items) < self.max_events
-                    and self._bytes + size <= self.max_bytes
-                ),
-                timeout=self.block_timeout,
-            )
-            if len(items) < self.max_events and self._bytes + size <= self.max_bytes:
-                return []
+        if self.policy == "block" and self._space.wait_for(
+            lambda: (
+                len(items) < self.max_events and self._bytes + size <= self.max_bytes
+            ),
+            timeout=self.block_timeout,
+        ):
+            return []
         self.dropped_full += 1
         return [event]
 

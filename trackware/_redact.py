@@ -78,12 +78,9 @@ class Redactor:
         words: t.Iterable[str] | None = None,
         *,
         allow: t.Iterable[str] = DEFAULT_REDACT_ALLOW,
-        extra: t.Iterable[str] = (),
     ) -> None:
-        base = DEFAULT_REDACT_WORDS if words is None else frozenset(words)
-        self.words = frozenset(w.lower() for w in base) | frozenset(
-            w.lower() for w in extra
-        )
+        base = DEFAULT_REDACT_WORDS if words is None else words
+        self.words = frozenset(w.lower() for w in base)
         self.allow = frozenset(allow)
         self._cache: dict[str, bool] = {}
         #: Whether no key of trackware's own page events is redacted (decided

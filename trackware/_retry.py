@@ -128,7 +128,6 @@ class CircuitBreaker:
         self.policy = policy
         self.state = self.CLOSED
         self.failures = 0
-        self.opened = 0
         self._open_for = policy.open_for
         self.open_until = 0.0
 
@@ -155,5 +154,4 @@ class CircuitBreaker:
 
     def _open(self, now: float) -> None:
         self.state = self.OPEN
-        self.opened += 1
         self.open_until = now + self._open_for

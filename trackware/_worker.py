@@ -124,7 +124,6 @@ class Destination:
         self.batches = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
-        self.last_success: float | None = None
 
     def after_fork_in_child(self) -> None:
         self.queue.reset_after_fork()
@@ -244,7 +243,7 @@ class Destination:
                 if self._stopping and not self._deadline_allows(
                     self.breaker.open_until
                 ):
-                    self._drain_to_dead_letter("shutdown")
+                    self._drain_to_dead_letter()
                     return True
                 self._wait(self.breaker.open_until - now)
                 return True
@@ -330,16 +329,19 @@ class Destination:
         self._settle_mixed(batch, result)
 
     def _delivered(self, batch: _RetryBatch, items: list[QueuedEvent]) -> None:
-        self.sent += len(items)
-        self.batches += 1
-        self.last_success = time.time()
         self._retry = None
         self.breaker.record_success()
+        self._count_sent(items)
+        self._settled(items)
+
+    def _count_sent(self, items: list[QueuedEvent]) -> None:
+        """Count a delivered batch (non-empty) and announce it."""
+        self.sent += len(items)
+        self.batches += 1
         if signals.batch_exported.receivers:
             signals.batch_exported.send(
                 self.tracker, destination=self.name, events=[i[1] for i in items]
             )
-        self._settled(items)
 
     def _settle_mixed(self, batch: _RetryBatch, result: ExportResult) -> None:
         now = time.monotonic()
@@ -357,19 +359,11 @@ class Destination:
         sent = take(result.sent)
         skipped = take(result.skipped)
         rejected_items = [(r, by_id.pop(id(r.event), None)) for r in result.rejected]
-        self.sent += len(sent)
         self.not_applicable += len(skipped)
         settled.extend(sent)
         settled.extend(skipped)
         if sent:
-            self.batches += 1
-            self.last_success = time.time()
-            if signals.batch_exported.receivers:
-                signals.batch_exported.send(
-                    self.tracker,
-                    destination=self.name,
-                    events=[i[1] for i in sent],
-                )
+            self._count_sent(sent)
         if rejected_items:
             rejections = [r for r, _ in rejected_items]
             self.rejected += len(rejections)
@@ -493,17 +487,15 @@ class Destination:
         self._retry = None
         self._settled(batch.items)
 
-    def _drain_to_dead_letter(self, reason: str) -> None:
+    def _drain_to_dead_letter(self) -> None:
+        """Give up everything still queued, for shutdown."""
         items = self.queue.take(1 << 30, 1 << 62)
-        if not items:
-            return
-        batch = _RetryBatch(items, time.monotonic())
-        self._give_up(batch, reason, "destination unavailable at shutdown")
+        if items:
+            batch = _RetryBatch(items, time.monotonic())
+            self._give_up(batch, "shutdown", "destination unavailable at shutdown")
 
     def _dead_letter(self, records: list[DeadLetterRecord]) -> None:
-        if not records:
-            return
-        if self.dead_letter is None:
+        if not records or self.dead_letter is None:
             return
         try:
             self.dead_letter.write(records)
@@ -624,19 +616,20 @@ class Destination:
         elif thread is None:
             ok = self._drain_inline(deadline)
         self._stopped = True
-        if not ok:
-            # The worker is stuck (e.g. in a slow request) or the budget ran
-            # out: take over its batch and what it has not started on, so
-            # nothing is left unaccounted for when the process exits.
+        if not ok or self.queue.depth() or self._retry is not None:
+            # The worker is stuck (e.g. in a slow request), the budget ran out,
+            # or events are left: take over its batch and what it has not
+            # started on, so nothing is left unaccounted for when the process
+            # exits.
             self._abandon_pending()
-            self._drain_to_dead_letter("shutdown")
-        elif self.queue.depth() or self._retry is not None:
-            self._abandon_pending()
-            self._drain_to_dead_letter("shutdown")
+            self._drain_to_dead_letter()
         lost = self.dropped["shutdown"] - self._shutdown_base
         return ok and lost == 0 and self.queue.depth() == 0
 
     def stats(self) -> dict[str, t.Any]:
+        dropped = dict(self.dropped)
+        if self.queue.dropped_full:
+            dropped["queue_full"] = self.queue.dropped_full
         return {
             "enqueued": self.queue.enqueued,
             "sent": self.sent,
@@ -644,14 +637,7 @@ class Destination:
             "rejected": self.rejected,
             "failed": self.failed,
             "dead_lettered": self.dead_lettered,
-            "dropped": dict(
-                self.dropped,
-                **(
-                    {"queue_full": self.queue.dropped_full}
-                    if self.queue.dropped_full
-                    else {}
-                ),
-            ),
+            "dropped": dropped,
             "not_applicable": self.not_applicable + _count_value(self._declined),
             "filtered": self.filtered,
             "queue_depth": self.queue.depth(),
