@@ -29,7 +29,7 @@ from ._event import (
     valid_subset,
 )
 from ._queue import EventQueue, MemoryQueue
-from ._redact import Redactor
+from ._redact import DEFAULT_REDACT_ALLOW, Redactor
 from ._retry import RetryPolicy
 from ._worker import Destination, _count_value
 from .exceptions import ConfigurationError, InvalidEventError
@@ -216,7 +216,7 @@ class Tracker:
         )
         self._redact = Redactor(
             redact_keys,
-            allow=redact_allow if redact_allow is not None else Redactor().allow,
+            allow=redact_allow if redact_allow is not None else DEFAULT_REDACT_ALLOW,
         )
         self._sample = dict(sample_rates or {})
         self._queue_factory: QueueFactory = queue_factory or (

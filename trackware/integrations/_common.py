@@ -267,8 +267,6 @@ class RequestTracker:
         self._bot_cache: dict[str, bool] = {}
         self._session_cache: dict[str, tuple[str, int, int]] = {}
         self._visitors: set[str] = set()
-        #: The class of the scopes opened per request (the ASGI middleware
-        #: uses a subclass that marks its requests).
         #: The class of the per-request state (the Flask integration's adds
         #: its ``start_response``; the ASGI middleware's marks its requests).
         self._state_type: type[RequestState] = RequestState
