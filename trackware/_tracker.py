@@ -476,8 +476,7 @@ class Tracker:
                     not_applicable()
                     continue
                 if flt is not None and not flt(event):
-                    with self._lock:
-                        dest.filtered += 1
+                    dest.count_filtered()
                     continue
             except Exception:
                 # A broken filter (or exporter check) costs this event this
@@ -656,8 +655,7 @@ class Tracker:
             event.name,
             exc_info=True,
         )
-        with self._lock:
-            dest.filtered += 1
+        dest.count_filtered()
 
     def _recheck(self, event: Event) -> Event:
         """Redact, validate and size an event a ``before_send`` hook replaced."""

@@ -116,11 +116,13 @@ class Destination:
         self.failed = 0
         self.dead_lettered = 0
         self.not_applicable = 0
-        # Events the exporter's applies() declined at track() time: counted on
-        # the caller's thread with an atomic itertools.count (no lock).
+        # Events the exporter's applies() declined, or the destination's filter
+        # left out (or whose check raised), at track() time: counted on the
+        # caller's thread with atomic itertools.counts (no lock).
         self._declined = itertools.count()
         self.count_not_applicable = self._declined.__next__
-        self.filtered = 0
+        self._filtered = itertools.count()
+        self.count_filtered = self._filtered.__next__
         self.batches = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
@@ -639,7 +641,7 @@ class Destination:
             "dead_lettered": self.dead_lettered,
             "dropped": dropped,
             "not_applicable": self.not_applicable + _count_value(self._declined),
-            "filtered": self.filtered,
+            "filtered": _count_value(self._filtered),
             "queue_depth": self.queue.depth(),
             "queue_bytes": self.queue.nbytes(),
             "in_flight": self.queue.in_flight(),
