@@ -9,15 +9,31 @@ with the log scrubber the moment they are obtained.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 import typing as t
 
 from . import _log
 
-__all__ = ["AuthError", "TokenCache"]
+__all__ = ["AuthError", "TokenCache", "jwt_claims"]
 
 K = t.TypeVar("K", bound=t.Hashable)
+
+
+def jwt_claims(token: str) -> dict[str, t.Any] | None:
+    """The (unverified) claims of a JWT's payload segment, or ``None`` when the
+    token has no second segment or it is not a base64url-encoded JSON object."""
+    parts = token.split(".")
+    if len(parts) < 2:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (ValueError, TypeError):
+        return None
+    return claims if isinstance(claims, dict) else None
 
 
 class AuthError(Exception):

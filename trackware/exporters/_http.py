@@ -71,6 +71,15 @@ def response_text(response: httpx.Response) -> str:
     return _log.scrub(text[:_BODY_LIMIT])
 
 
+def response_json(response: httpx.Response) -> dict[str, t.Any] | None:
+    """The response body as a JSON object, or ``None`` when it is not one."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class BaseHTTPExporter(BaseExporter):
     """Sends events over HTTP with pooling, auth refresh and outcome classification.
 

@@ -27,11 +27,9 @@ Contract choices where Cardlytics' documents disagree:
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import hashlib
 import hmac
-import json
 import math
 import os
 import re
@@ -44,12 +42,12 @@ import uuid
 import httpx
 
 from .. import _log
-from .._auth import AuthError, TokenCache
+from .._auth import AuthError, TokenCache, jwt_claims
 from .._event import Event, dumps
 from .._retry import RETRYABLE_STATUSES, RetryPolicy, retry_floor
 from ..exceptions import ConfigurationError
 from ._base import ExportResult
-from ._http import BaseHTTPExporter, HTTPRequest, response_text
+from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
 
 __all__ = [
     "AD_EVENT_TYPES",
@@ -151,15 +149,8 @@ def _client_event_id(event_id: str) -> str:
 
 def _jwt_expiry(token: str) -> float | None:
     """Epoch seconds from a JWT's ``exp`` or ``sessionExpirationTimestamp``."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(raw)
-    except (ValueError, TypeError):
-        return None
-    if not isinstance(claims, dict):
+    claims = jwt_claims(token) if token.count(".") == 2 else None
+    if claims is None:
         return None
     for key in ("exp", "sessionExpirationTimestamp"):
         value = claims.get(key)
@@ -580,11 +571,12 @@ class ClientEventExporter(BaseHTTPExporter):
         self, events: t.Sequence[Event]
     ) -> tuple[list[HTTPRequest], ExportResult]:
         result = ExportResult()
-        groups: dict[str, tuple[list[Event], list[dict[str, t.Any]], set[str]]] = {}
+        # customer -> ((event, clientEventId) in batch order, messages by id)
+        groups: dict[
+            str, tuple[list[tuple[Event, str]], dict[str, dict[str, t.Any]]]
+        ] = {}
         for event in events:
-            if event.name not in self.mapping or not (
-                self.send_anonymous or event.user_id
-            ):
+            if not self.applies(event):
                 result.skipped.append(event)
                 continue
             try:
@@ -592,22 +584,22 @@ class ClientEventExporter(BaseHTTPExporter):
             except _Violation as exc:
                 result.reject(event, str(exc))
                 continue
-            group = groups.setdefault(self.customer_id(event.user_id), ([], [], set()))
-            group[0].append(event)
+            group_events, messages = groups.setdefault(
+                self.customer_id(event.user_id), ([], {})
+            )
+            client_event_id = message["clientEventId"]
+            group_events.append((event, client_event_id))
             # The same event twice in one batch would make Cardlytics refuse
             # the whole request (duplicate clientEventId): send it once.
-            if message["clientEventId"] not in group[2]:
-                group[2].add(message["clientEventId"])
-                group[1].append(message)
+            messages.setdefault(client_event_id, message)
         requests: list[HTTPRequest] = []
         cap = self.max_batch_size
-        for customer, (group_events, messages, _) in groups.items():
-            for start in range(0, len(messages), cap):
-                chunk = messages[start : start + cap]
+        for customer, (group_events, messages) in groups.items():
+            unique = list(messages.values())
+            for start in range(0, len(unique), cap):
+                chunk = unique[start : start + cap]
                 ids = {m["clientEventId"] for m in chunk}
-                chunk_events = [
-                    e for e in group_events if _client_event_id(e.event_id) in ids
-                ]
+                chunk_events = [e for e, cid in group_events if cid in ids]
                 requests.append(
                     HTTPRequest(
                         chunk_events,
@@ -717,13 +709,8 @@ class ClientEventExporter(BaseHTTPExporter):
                 body=text,
                 retry_after=retry_floor(response.headers),
             )
-        title = ""
-        try:
-            data = response.json()
-            if isinstance(data, dict) and isinstance(data.get("title"), str):
-                title = f": {data['title']}"
-        except ValueError:
-            pass
+        data = response_json(response) or {}
+        title = f": {data['title']}" if isinstance(data.get("title"), str) else ""
         raise AuthError(
             f"startSession refused customer session (HTTP {status}{title})",
             retryable=False,
@@ -735,11 +722,8 @@ class ClientEventExporter(BaseHTTPExporter):
     def _token_from(response: httpx.Response) -> tuple[str | None, int | None]:
         """The session token of a 2xx answer (``None`` for an error body), and
         the ``status`` an error body carries."""
-        try:
-            data = response.json()
-        except ValueError:
-            return None, None
-        if not isinstance(data, dict):
+        data = response_json(response)
+        if data is None:
             return None, None
         status = data.get("status")
         body_status = status if type(status) is int else None
@@ -757,18 +741,12 @@ class ClientEventExporter(BaseHTTPExporter):
         ``status >= 400``); everything else as in the base class."""
         status = response.status_code
         if 200 <= status < 300:
-            try:
-                data = response.json()
-            except ValueError:
-                data = None
-            body_status = data.get("status") if isinstance(data, dict) else None
-            failed = isinstance(data, dict) and (
-                "type" in data
-                or (
-                    isinstance(body_status, int)
-                    and not isinstance(body_status, bool)
-                    and body_status >= 400
-                )
+            data = response_json(response) or {}
+            body_status = data.get("status")
+            failed = "type" in data or (
+                isinstance(body_status, int)
+                and not isinstance(body_status, bool)
+                and body_status >= 400
             )
             if not failed:
                 return ExportResult.success(request.events)

@@ -37,7 +37,7 @@ from .._event import Event, dumps, iso_time, to_jsonable
 from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
 from ._base import ExportResult
-from ._http import BaseHTTPExporter, HTTPRequest, response_text
+from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
 
 __all__ = [
     "DEFAULT_PROFILE_EVENTS",
@@ -125,6 +125,11 @@ def _string_value(value: t.Any) -> str | None:
         return str(value)
     plain = to_jsonable(value)
     return plain if isinstance(plain, str) else dumps(plain)
+
+
+def _is_2xx(code: t.Any) -> bool:
+    """Whether ``code`` (a body's ``statusCode``) is an integer 2xx status."""
+    return isinstance(code, int) and not isinstance(code, bool) and 200 <= code < 300
 
 
 def _encode(obj: t.Any) -> bytes:
@@ -340,12 +345,9 @@ class _MXOExporter(BaseHTTPExporter):
         status = response.status_code
         if not 200 <= status < 300:
             return super().classify(request, response)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        code = body.get("statusCode") if isinstance(body, dict) else None
-        if isinstance(code, bool) or not isinstance(code, int) or not 200 <= code < 300:
+        body = response_json(response) or {}
+        code = body.get("statusCode")
+        if not _is_2xx(code):
             return self.body_error(
                 request,
                 response,
@@ -353,7 +355,7 @@ class _MXOExporter(BaseHTTPExporter):
                 f"MXO answered HTTP {status} without a 2xx statusCode in the "
                 f"body (statusCode={code!r})",
             )
-        tid = body.get("tid") if isinstance(body, dict) else None
+        tid = body.get("tid")
         if isinstance(tid, str) and isinstance(request, _MXORequest):
             for visitor in request.visitors:
                 self.remember_tid(visitor, tid)
@@ -556,8 +558,6 @@ class InteractionExporter(_MXOExporter):
             "client_secret": "TRACKWARE_MXO_CLIENT_SECRET",
             "site_key": "TRACKWARE_MXO_SITE_KEY",
         }
-        if "touchpoints" not in overrides:
-            required["default_touchpoint"] = "TRACKWARE_MXO_TOUCHPOINT"
         optional = {
             "customer_key": "TRACKWARE_MXO_CUSTOMER_KEY",
             "customer_key_name": "TRACKWARE_MXO_CUSTOMER_KEY_NAME",
@@ -566,6 +566,8 @@ class InteractionExporter(_MXOExporter):
         }
         if "touchpoints" in overrides:
             optional["default_touchpoint"] = "TRACKWARE_MXO_TOUCHPOINT"
+        else:
+            required["default_touchpoint"] = "TRACKWARE_MXO_TOUCHPOINT"
         return cls(**_env(cls.__name__, environ, required, optional, overrides))
 
     # --- auth -------------------------------------------------------------------------
@@ -594,11 +596,8 @@ class InteractionExporter(_MXOExporter):
                 body=response_text(response),
                 retry_after=retry_floor(response.headers) if retryable else None,
             )
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        token = data.get("access_token") if isinstance(data, dict) else None
+        data = response_json(response) or {}
+        token = data.get("access_token")
         if not isinstance(token, str) or not token:
             raise AuthError(
                 "MXO token response has no access_token",
@@ -607,7 +606,7 @@ class InteractionExporter(_MXOExporter):
                 body=response_text(response),
             )
         _log.register_secret(token)
-        expires_in = data.get("expires_in") if isinstance(data, dict) else None
+        expires_in = data.get("expires_in")
         ttl: float | None = None
         if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
             ttl = float(expires_in) if expires_in > 0 else None
@@ -809,9 +808,7 @@ class InteractionExporter(_MXOExporter):
         props = self._properties_array(pairs)
         if props:
             item["properties"] = props
-        request = _MXORequest(
-            [], "POST", INTERACTION_PATH, json=item, params=self._params(tid)
-        )
+        request = _MXORequest([], "POST", INTERACTION_PATH, params=self._params(tid))
         content = dumps(item).encode("utf-8")
         try:
             response = self._post_interaction(request, content, timeout)
@@ -826,19 +823,8 @@ class InteractionExporter(_MXOExporter):
         except httpx.HTTPError as exc:
             return InteractionResult(error=f"connection error ({type(exc).__name__})")
         status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        code = body.get("statusCode") if isinstance(body, dict) else None
-        ok = (
-            isinstance(body, dict)
-            and 200 <= status < 300
-            and isinstance(code, int)
-            and not isinstance(code, bool)
-            and 200 <= code < 300
-        )
-        if not ok or not isinstance(body, dict):
+        body = response_json(response) or {}
+        if not (200 <= status < 300 and _is_2xx(body.get("statusCode"))):
             return InteractionResult(
                 error=f"HTTP {status}: {response_text(response)[:300]}",
                 status=status,

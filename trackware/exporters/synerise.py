@@ -6,7 +6,6 @@ See :class:`SyneriseExporter`.
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import json
 import math
@@ -19,12 +18,12 @@ import typing as t
 import httpx
 
 from .. import _log
-from .._auth import AuthError, TokenCache
+from .._auth import AuthError, TokenCache, jwt_claims
 from .._event import Event, dumps, iso_time
 from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
 from ._base import ExportResult
-from ._http import BaseHTTPExporter, HTTPRequest, response_text
+from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
 
 __all__ = ["AI_EVENT_TYPES", "SyneriseExporter"]
 
@@ -90,13 +89,8 @@ def jwt_lifetime(token: str) -> float | None:
     Synerise), else ``exp - now``; ``None`` when the token carries no
     readable ``exp``.
     """
-    try:
-        payload = token.split(".")[1]
-        payload += "=" * (-len(payload) % 4)
-        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
-    except (IndexError, ValueError, binascii.Error, UnicodeError):
-        return None
-    if not isinstance(claims, dict):
+    claims = jwt_claims(token)
+    if claims is None:
         return None
     exp = claims.get("exp")
     if not _is_number(exp):
@@ -405,10 +399,7 @@ class SyneriseExporter(BaseHTTPExporter):
                 body=body,
                 retry_after=retry_floor(response.headers),
             )
-        try:
-            token = response.json()["token"]
-        except (ValueError, KeyError, TypeError):
-            token = None
+        token = (response_json(response) or {}).get("token")
         if not isinstance(token, str) or not token:
             raise AuthError(
                 "Synerise login answered 200 without a token",
@@ -668,15 +659,15 @@ class SyneriseExporter(BaseHTTPExporter):
     # --- requests ---------------------------------------------------------------------
     def _request(
         self,
-        events: list[Event],
+        items: list[tuple[Event, str]],
         path: str,
-        encoded: list[str],
         *,
         array: bool,
         auth: str,
         wrap: str | None = None,
     ) -> HTTPRequest:
-        text = ",".join(encoded)
+        """One POST of ``items`` ((event, encoded body) pairs) to ``path``."""
+        text = ",".join(encoded for _, encoded in items)
         if array:
             text = f"[{text}]"
         if wrap is not None:
@@ -688,7 +679,7 @@ class SyneriseExporter(BaseHTTPExporter):
         if auth == "ai" and self._tracker_key is not None:
             params = {"token": self._tracker_key}
         return HTTPRequest(
-            events,
+            [event for event, _ in items],
             "POST",
             path,
             content=text.encode("utf-8"),
@@ -735,49 +726,37 @@ class SyneriseExporter(BaseHTTPExporter):
         if self.batch_endpoint:
             for chunk in self._chunks([(e, s) for e, s, _ in v4]):
                 requests.append(
-                    self._request(
-                        [e for e, _ in chunk],
-                        "/v4/events/batch",
-                        [s for _, s in chunk],
-                        array=True,
-                        auth="v4",
-                    )
+                    self._request(chunk, "/v4/events/batch", array=True, auth="v4")
                 )
         else:
             for event, text, etype in v4:
                 requests.append(
                     self._request(
-                        [event], f"/v4/events/{etype}", [text], array=False, auth="v4"
+                        [(event, text)], f"/v4/events/{etype}", array=False, auth="v4"
                     )
                 )
         for chunk in self._chunks(transactions):
-            batch = self.transactions_batch and len(chunk) > 1
-            if batch:
+            if self.transactions_batch and len(chunk) > 1:
                 requests.append(
                     self._request(
-                        [e for e, _ in chunk],
-                        "/v4/transactions/batch",
-                        [s for _, s in chunk],
-                        array=True,
-                        auth="v4",
+                        chunk, "/v4/transactions/batch", array=True, auth="v4"
                     )
                 )
             else:
-                for event, text in chunk:
+                for item in chunk:
                     requests.append(
                         self._request(
-                            [event], "/v4/transactions", [text], array=False, auth="v4"
+                            [item], "/v4/transactions", array=False, auth="v4"
                         )
                     )
         prefix = self.ai_path_prefix
         for etype, items in ai.items():
             if self.ai_endpoint == "ai-compat":
-                for event, text in items:
+                for item in items:
                     requests.append(
                         self._request(
-                            [event],
+                            [item],
                             f"{prefix}/v4/events/ai-compat/{etype}",
-                            [text],
                             array=False,
                             auth="ai",
                         )
@@ -785,27 +764,12 @@ class SyneriseExporter(BaseHTTPExporter):
                 continue
             for chunk in self._chunks(items):
                 if len(chunk) == 1:
-                    event, text = chunk[0]
-                    requests.append(
-                        self._request(
-                            [event],
-                            f"{prefix}/events/v1/single/{etype}",
-                            [text],
-                            array=False,
-                            auth="ai",
-                        )
-                    )
+                    path, wrap = f"{prefix}/events/v1/single/{etype}", None
                 else:
-                    requests.append(
-                        self._request(
-                            [e for e, _ in chunk],
-                            f"{prefix}/events/v1/batch",
-                            [s for _, s in chunk],
-                            array=False,
-                            auth="ai",
-                            wrap=etype,
-                        )
-                    )
+                    path, wrap = f"{prefix}/events/v1/batch", etype
+                requests.append(
+                    self._request(chunk, path, array=False, auth="ai", wrap=wrap)
+                )
         return requests, result
 
     def __repr__(self) -> str:

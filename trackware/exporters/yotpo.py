@@ -41,7 +41,7 @@ from .._event import Event, dumps, iso_time
 from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
 from ._base import ExportResult
-from ._http import BaseHTTPExporter, HTTPRequest, response_text
+from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -592,7 +592,6 @@ class CustomEventExporter(BaseHTTPExporter):
                     [event],
                     self.field_map.method,
                     self.field_map.event_path(self.store_id),
-                    json=body,
                     content=content,
                     headers={
                         "Content-Type": "application/json",
@@ -777,10 +776,7 @@ class CustomEventExporter(BaseHTTPExporter):
             ) from None
         status = response.status_code
         if 200 <= status < 300:
-            try:
-                token = response.json()["access_token"]
-            except Exception:
-                token = None
+            token = (response_json(response) or {}).get("access_token")
             if not isinstance(token, str) or not token:
                 raise AuthError(
                     f"Yotpo token endpoint answered HTTP {status} without an "
