@@ -411,11 +411,7 @@ class HTTPExporter(BaseHTTPExporter):
         self.method = method.upper()
         self.body = body
         self.headers = dict(headers or {})
-        for key, value in self.headers.items():
-            if any(word in key.lower() for word in _SENSITIVE_HEADER_WORDS):
-                _log.register_secret(value)
-                if value.lower().startswith(("bearer ", "basic ")):
-                    _log.register_secret(value.split(" ", 1)[1])
+        _register_header_secrets(self.headers)
         self.auth = auth
 
     def build_requests(
@@ -459,7 +455,15 @@ class HTTPExporter(BaseHTTPExporter):
             raise AuthError(
                 f"auth callable raised {type(exc).__name__}", retryable=True
             ) from None
-        for key, value in headers.items():
-            if any(word in key.lower() for word in _SENSITIVE_HEADER_WORDS):
-                _log.register_secret(value)
+        _register_header_secrets(headers)
         return headers
+
+
+def _register_header_secrets(headers: t.Mapping[str, str]) -> None:
+    """Keep the credentials in ``headers`` out of logs: the whole value, and
+    the token after ``Bearer``/``Basic`` (a vendor may echo it alone)."""
+    for key, value in headers.items():
+        if any(word in key.lower() for word in _SENSITIVE_HEADER_WORDS):
+            _log.register_secret(value)
+            if value.lower().startswith(("bearer ", "basic ")):
+                _log.register_secret(value.split(" ", 1)[1])

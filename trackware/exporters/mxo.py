@@ -244,6 +244,11 @@ class _MXOExporter(BaseHTTPExporter):
         self._tids: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._tids_lock = threading.Lock()
 
+    def after_fork(self) -> None:
+        # A parent thread may have held the lock at fork time: a fresh one.
+        super().after_fork()
+        self._tids_lock = threading.Lock()
+
     # --- cheap check on the app thread ------------------------------------------------
     def applies(self, event: Event, /) -> bool:
         only = self._only
@@ -544,6 +549,17 @@ class InteractionExporter(_MXOExporter):
             self._fetch_token,
             refresh_margin=30.0,
             default_ttl=token_ttl if token_ttl is not None else 10 * 365 * 86400.0,
+            max_keys=1,
+        )
+
+    def after_fork(self) -> None:
+        # The token cache's lock may have been held at fork time: the child
+        # starts with a fresh cache (and fetches its own token).
+        super().after_fork()
+        self._tokens = TokenCache(
+            self._fetch_token,
+            refresh_margin=self._tokens.refresh_margin,
+            default_ttl=self._tokens.default_ttl,
             max_keys=1,
         )
 

@@ -322,6 +322,15 @@ class SyneriseExporter(BaseHTTPExporter):
         self._clamp_lock = threading.Lock()
         self.logins = 0
 
+    def after_fork(self) -> None:
+        # Locks the parent's threads held at fork time stay held in the child:
+        # a fresh token cache (the child logs in itself) and clamp lock.
+        super().after_fork()
+        self._tokens = TokenCache(
+            self._login, refresh_margin=0.0, default_ttl=self.token_ttl
+        )
+        self._clamp_lock = threading.Lock()
+
     # --- construction from the environment --------------------------------------------
     @classmethod
     def from_env(

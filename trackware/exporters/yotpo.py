@@ -552,6 +552,9 @@ class CustomEventExporter(BaseHTTPExporter):
 
     # --- routing (application thread: cheap) ---------------------------------------
     def applies(self, event: Event, /) -> bool:
+        only = self._only  # the events= option, as every exporter takes it
+        if only is not None and event.name not in only:
+            return False
         return self.all_events or event.name in self.event_names
 
     # --- mapping (worker thread) -----------------------------------------------------

@@ -1,0 +1,99 @@
+"""What every exporter promises the engine, checked for each vendor exporter:
+a forked child gets working locks, ``events=`` is honoured, and credentials
+that an ``auth`` callable returns never reach the logs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import typing as t
+
+import pytest
+
+from trackware import Event, _log
+from trackware.exporters import HTTPExporter
+from trackware.exporters.mxo import InteractionExporter
+from trackware.exporters.synerise import SyneriseExporter
+from trackware.exporters.yotpo import CustomEventExporter
+
+
+def _mxo() -> InteractionExporter:
+    return InteractionExporter(
+        base_url="http://127.0.0.1:9",
+        client_id="mxo-client",
+        client_secret="mxo-secret-for-fork",
+        site_key="ONE-NX8P2RSAAU-1813",
+        default_touchpoint="api://shop",
+    )
+
+
+def _synerise() -> SyneriseExporter:
+    return SyneriseExporter("synerise-key-for-fork", base_url="http://127.0.0.1:9")
+
+
+def _locks(exporter: t.Any) -> list[t.Any]:
+    """The locks a parent thread may hold while the process forks."""
+    locks = [exporter._tokens._lock]
+    for name in ("_tids_lock", "_clamp_lock"):
+        if hasattr(exporter, name):
+            locks.append(getattr(exporter, name))
+    return locks
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("make", [_mxo, _synerise], ids=["mxo", "synerise"])
+def test_a_forked_child_gets_free_locks(make: t.Callable[[], t.Any]) -> None:
+    exporter = make()
+    held = _locks(exporter)
+    release = threading.Event()
+    holding = threading.Barrier(2)
+
+    def holder() -> None:  # another thread in the middle of a token fetch
+        for lock in held:
+            lock.acquire()
+        holding.wait()
+        release.wait()
+        for lock in held:
+            lock.release()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    holding.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the holder thread does not exist here
+            code = 1
+            try:
+                exporter.after_fork()
+                if all(lock.acquire(timeout=2) for lock in _locks(exporter)):
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_yotpo_honours_events_like_every_exporter() -> None:
+    exporter = CustomEventExporter(
+        "store-1",
+        secret="yotpo-secret",
+        all_events=True,
+        events=["order.shipped"],
+        base_url="http://127.0.0.1:9",
+    )
+    assert exporter.applies(Event("order.shipped"))
+    assert not exporter.applies(Event("page"))  # all_events, but not listed
+
+
+def test_a_token_from_the_auth_callable_is_scrubbed_from_logs() -> None:
+    token = "tok-from-callable-3b9f1e"
+    exporter = HTTPExporter(
+        "http://127.0.0.1:9/events",
+        auth=lambda: {"Authorization": f"Bearer {token}"},
+    )
+    assert exporter.auth_headers(None) == {"Authorization": f"Bearer {token}"}  # type: ignore[arg-type]
+    scrubbed = _log.scrub(f"vendor said: invalid token {token}")
+    assert token not in scrubbed
