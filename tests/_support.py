@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.server
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -156,6 +161,30 @@ def wait_until_serving(proc: t.Any, url: str, timeout: float = 60.0) -> None:
             pass
         assert time.monotonic() < deadline, f"{url} did not answer in {timeout} s"
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serving(
+    args: t.Sequence[str], env: dict[str, str], port: int
+) -> t.Iterator[subprocess.Popen[str]]:
+    """``python -m *args`` as a server on ``port`` (its own process group, so
+    its workers too; stdout and stderr collected together), ready once
+    ``/health`` answers. Killed with its workers if the test leaves it running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until_serving(proc, f"http://127.0.0.1:{port}/health")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
 
 
 def mxo_page_ids(emulator: t.Any) -> tuple[list[str], set[str]]:

@@ -448,7 +448,12 @@ def test_customer_ids_are_hmac_pseudonyms_and_never_raw(
     assert exporter.customer_id(USER) == pseudonym(USER)
     exporter.export([ad_event()])
     assert api.sessions[0]["customer"] == pseudonym(USER)
-    for request in server.recorded():
+    requests = server.recorded()
+    assert [r.route for r in requests] == [
+        "cardlytics.startSession",
+        "cardlytics.clientEvent",
+    ]
+    for request in requests:
         assert USER not in str(request.headers) and USER.encode() not in request.body
 
 

@@ -76,6 +76,7 @@ def test_asyncio_tasks_inherit_the_scope(tracker: trackware.Tracker) -> None:
         return results
 
     *children, after, outside = asyncio.run(main())
+    assert len(children) == 3
     for ev in children:
         assert ev is not None
         assert ev.anonymous_id == "anon-1" and ev.context == {"path": "/x"}

@@ -35,12 +35,17 @@ def client(api: MXOAPI) -> t.Iterator[httpx.Client]:
         yield c
 
 
-def get_token(client: httpx.Client) -> str:
-    r = client.post(
+def request_token(client: httpx.Client) -> httpx.Response:
+    """A valid client-credentials token request."""
+    return client.post(
         "/one/oauth2token",
         content=b"grant_type=client_credentials",
         headers={"Authorization": BASIC, "Content-Type": FORM},
     )
+
+
+def get_token(client: httpx.Client) -> str:
+    r = request_token(client)
     assert r.status_code == 200, r.text
     return t.cast(str, r.json()["access_token"])
 
@@ -86,11 +91,7 @@ def offline_item(**extra: t.Any) -> dict[str, t.Any]:
 
 def test_token_issued_without_expires_in_by_default(client: httpx.Client) -> None:
     """A valid client-credentials request gets a Bearer token and no expires_in."""
-    r = client.post(
-        "/one/oauth2token",
-        content=b"grant_type=client_credentials",
-        headers={"Authorization": BASIC, "Content-Type": FORM},
-    )
+    r = request_token(client)
     assert r.status_code == 200
     body = r.json()
     assert body["token_type"] == "Bearer" and body["access_token"]
@@ -103,12 +104,7 @@ def test_token_expires_in_only_when_configured(
     """report_expires_in adds expires_in (= the configured TTL)."""
     api.report_expires_in = True
     api.token_ttl = 120
-    r = client.post(
-        "/one/oauth2token",
-        content=b"grant_type=client_credentials",
-        headers={"Authorization": BASIC, "Content-Type": FORM},
-    )
-    assert r.json()["expires_in"] == 120
+    assert request_token(client).json()["expires_in"] == 120
 
 
 @pytest.mark.parametrize(
@@ -222,62 +218,35 @@ def test_interaction_needs_json_content_type(client: httpx.Client, path: str) ->
     assert r.json()["error"] == "content_type"
 
 
-def test_datamimetype_required_on_post_in_strict_mode(
-    api: MXOAPI, client: httpx.Client
+@pytest.mark.parametrize(
+    ("method", "headers", "strict", "status"),
+    [
+        # POST without dataMimeType is 400 (strict); lenient mode lets it through.
+        ("POST", {"dataMimeType": ""}, True, 400),
+        ("POST", {"dataMimeType": ""}, False, 200),
+        # PUT without dataMimeType is accepted.
+        ("PUT", {"dataMimeType": ""}, True, 200),
+        # Anything but application/json is 400; the header name is case-blind.
+        ("POST", {"dataMimeType": "text/xml"}, True, 400),
+        ("POST", {"dataMimeType": "", "Datamimetype": "application/json"}, True, 200),
+    ],
+    ids=["post-missing", "post-missing-lenient", "put-missing", "xml", "lowercase"],
+)
+def test_datamimetype_rules(
+    api: MXOAPI,
+    client: httpx.Client,
+    method: str,
+    headers: dict[str, str],
+    strict: bool,
+    status: int,
 ) -> None:
-    """POST without dataMimeType is 400 (strict); lenient mode lets it through."""
+    """dataMimeType: required on POST (strict), optional on PUT, JSON only."""
+    api.strict = strict
     token = get_token(client)
-    r = call(
-        client,
-        "POST",
-        RT,
-        {"uri": "api://x"},
-        token=token,
-        headers={"dataMimeType": ""},
-    )
-    assert r.status_code == 400 and r.json()["error"] == "dataMimeType"
-    api.strict = False
-    r = call(
-        client,
-        "POST",
-        RT,
-        {"uri": "api://x"},
-        token=token,
-        headers={"dataMimeType": ""},
-    )
-    assert r.status_code == 200
-
-
-def test_datamimetype_tolerated_on_put(client: httpx.Client) -> None:
-    """PUT without dataMimeType is accepted."""
-    token = get_token(client)
-    r = call(
-        client, "PUT", RT, {"uri": "api://x"}, token=token, headers={"dataMimeType": ""}
-    )
-    assert r.status_code == 200
-
-
-def test_datamimetype_must_be_json(client: httpx.Client) -> None:
-    """dataMimeType other than application/json is 400 (also as Datamimetype)."""
-    token = get_token(client)
-    r = call(
-        client,
-        "POST",
-        RT,
-        {"uri": "api://x"},
-        token=token,
-        headers={"dataMimeType": "text/xml"},
-    )
-    assert r.status_code == 400 and r.json()["error"] == "dataMimeType"
-    r = call(
-        client,
-        "POST",
-        RT,
-        {"uri": "api://x"},
-        token=token,
-        headers={"dataMimeType": "", "Datamimetype": "application/json"},
-    )
-    assert r.status_code == 200
+    r = call(client, method, RT, {"uri": "api://x"}, token=token, headers=headers)
+    assert r.status_code == status
+    if status == 400:
+        assert r.json()["error"] == "dataMimeType"
 
 
 # --- Interaction API: query -----------------------------------------------------------

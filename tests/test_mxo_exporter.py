@@ -763,10 +763,9 @@ def test_secrets_never_leak(
         str(tr.stats()),
         json.dumps([r.to_dict() for r in dead.records]),
     ]
-    try:
+    with pytest.raises(ConfigurationError) as info:
         interaction(emu.url, max_batch_size=500)
-    except ConfigurationError as exc:
-        texts.append(str(exc))
+    texts.append(str(info.value))
     result = exp.interact("api://x")
     texts.append(str(result))
     for text in texts:

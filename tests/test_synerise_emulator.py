@@ -132,17 +132,19 @@ def errors_of(response: httpx.Response) -> str:
 # --- login ---------------------------------------------------------------------------
 
 
+def jwt_claims(token: str) -> dict[str, t.Any]:
+    payload = token.split(".")[1]
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    return t.cast("dict[str, t.Any]", json.loads(raw))
+
+
 def test_login_issues_a_jwt_with_the_configured_ttl(client: Client) -> None:
     response = client.login()
     assert response.status_code == 200
-    token = response.json()["token"]
-    payload = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims = jwt_claims(response.json()["token"])
     assert claims["exp"] - claims["iat"] == 3600
     client.api.token_ttl = 60
-    token = client.login().json()["token"]
-    payload = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims = jwt_claims(client.login().json()["token"])
     assert claims["exp"] - claims["iat"] == 60
     assert client.api.logins == 2
 

@@ -7,15 +7,12 @@ exactly 500 page events, none lost and none duplicated.
 from __future__ import annotations
 
 import asyncio
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 
 import httpx
 import pytest
-from _support import example_env, free_port, mxo_page_ids, wait_until_serving
+from _support import example_env, free_port, mxo_page_ids, serving
 
 from trackware.testing.emulators import VendorEmulator
 
@@ -44,41 +41,17 @@ def test_example_store_under_uvicorn_delivers_every_page_event_once(
 ) -> None:
     port = free_port()
     env = example_env(emulator.url, tmp_path / "dead.jsonl")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            str(ROOT / "example_apps"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--no-access-log",
-            "asgi_store.asgi:app",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        wait_until_serving(proc, f"http://127.0.0.1:{port}/health")
+    args = ["uvicorn", "--app-dir", str(ROOT / "example_apps")]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    args += ["--no-access-log", "asgi_store.asgi:app"]
+    with serving(args, env, port) as proc:
         statuses = asyncio.run(load(f"http://127.0.0.1:{port}", 500, 50))
         assert statuses == [200] * 500
         proc.send_signal(signal.SIGTERM)
-        _, errors = proc.communicate(timeout=120)
+        output, _ = proc.communicate(timeout=120)
         # uvicorn re-raises SIGTERM after a clean shutdown.
-        assert proc.returncode in (0, -signal.SIGTERM), errors
-        assert errors.count("Application shutdown complete") == 2, errors
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        assert proc.returncode in (0, -signal.SIGTERM), output
+        assert output.count("Application shutdown complete") == 2, output
 
     ids, uris = mxo_page_ids(emulator)
     assert len(ids) == 500

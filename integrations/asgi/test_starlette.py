@@ -553,7 +553,9 @@ def test_privacy_defaults_and_opt_ins(recorder: t.Any) -> None:
         run(TrackwareMiddleware(make_app(), tracker=recorder.tracker))
     )
     # HTTPS request: the cookies are Secure.
-    assert all("Secure" in c for c in response.headers.get_list("set-cookie"))
+    cookies = response.headers.get_list("set-cookie")
+    assert {c.split("=", 1)[0] for c in cookies} == {"tw_vid", "tw_sid"}
+    assert all("Secure" in c for c in cookies)
     [page] = recorder.pages()
     assert "query" not in page.properties
     assert page.properties["referrer"] == "https://mail.example/inbox"

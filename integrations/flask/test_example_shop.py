@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import typing as t
 
 import httpx
 import pytest
-from _support import example_env, free_port, mxo_page_ids, wait_until_serving
+from _support import example_env, free_port, mxo_page_ids, serving
 
 from trackware.testing.emulators import VendorEmulator
 
@@ -30,28 +28,10 @@ def test_example_shop_under_gunicorn_delivers_every_page_event_once(
 ) -> None:
     port = free_port()
     env = example_env(emulator.url, tmp_path / "dead.jsonl")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "2",
-            "--preload",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--pythonpath",
-            EXAMPLES,
-            "flask_shop.wsgi:app",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until_serving(proc, f"http://127.0.0.1:{port}/health")
-        paths = ["/", "/products", "/offers", "/recommendations"]
+    args = ["gunicorn", "--workers", "2", "--preload", "--bind", f"127.0.0.1:{port}"]
+    args += ["--pythonpath", EXAMPLES, "flask_shop.wsgi:app"]
+    paths = ["/", "/products", "/offers", "/recommendations"]
+    with serving(args, env, port) as proc:
         with httpx.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": BROWSER}
         ) as client:
@@ -60,10 +40,6 @@ def test_example_shop_under_gunicorn_delivers_every_page_event_once(
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, output
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
     ids, uris = mxo_page_ids(emulator)
     assert len(ids) == 200

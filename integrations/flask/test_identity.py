@@ -91,6 +91,7 @@ def test_identity_callable_returning_a_mapping(
 
     _, client = make_app(identity=who)
     client.get("/items/3?tier=silver")
+    assert events.names() == ["session_start", "item.viewed", "page"]
     for event in events:
         assert event.user_id == "17"
         assert event.email == "ann@example.test"
@@ -223,6 +224,7 @@ def test_mxo_tid_round_trip(
     learned.clear()  # from now on only the cookie knows it
     third = client.get("/items/3")
     assert "tw_tid" not in set_cookies(third)  # already there: not rewritten
+    assert [e.name for e in events[-2:]] == ["item.viewed", "page"]
     for event in events[-2:]:
         assert event.context["mxo_tid"] == tid
 

@@ -105,6 +105,9 @@ def test_excluded_by_default(
     assert response.status_code < 500
     assert events == []
     assert set_cookies(response) == {}  # excluded requests get no cookies either
+    # The same app does track an ordinary request.
+    client.get("/items/1")
+    assert events.names() == ["session_start", "item.viewed", "page"]
 
 
 def test_static_files_of_blueprints_are_excluded(
@@ -124,6 +127,8 @@ def test_static_files_of_blueprints_are_excluded(
     assert response.data == b"logo"
     response.close()
     assert events == []
+    client.get("/")  # the same app does track an ordinary request
+    assert events.names() == ["session_start", "page"]
 
 
 def test_exclusion_by_route_endpoint_method_and_regex(

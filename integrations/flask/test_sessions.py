@@ -91,7 +91,9 @@ def test_secure_follows_proxyfix_applied_inside_the_extension(
     app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1)  # type: ignore[method-assign]
     _, client = make_app(app)
     response = client.get("/", headers={"X-Forwarded-Proto": "https"})
-    for header in set_cookies(response).values():
+    cookies = set_cookies(response)
+    assert set(cookies) == {"tw_vid", "tw_sid"}
+    for header in cookies.values():
         assert "Secure" in attributes(header)
 
 
