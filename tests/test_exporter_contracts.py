@@ -97,3 +97,22 @@ def test_a_token_from_the_auth_callable_is_scrubbed_from_logs() -> None:
     assert exporter.auth_headers(None) == {"Authorization": f"Bearer {token}"}  # type: ignore[arg-type]
     scrubbed = _log.scrub(f"vendor said: invalid token {token}")
     assert token not in scrubbed
+
+
+def test_formats_are_checked_to_the_very_end() -> None:
+    """``$`` would also match before a final newline; ``\\Z`` does not."""
+    from trackware.exporters import mxo, synerise, yotpo
+    from trackware.integrations import _common
+
+    patterns = {
+        mxo._SITE_KEY_RE: "ONE-NX8P2RSAAU-1813",
+        synerise._ACTION_RE: "product.view",
+        synerise._UUID_RE: "0f8fad5b-d9cb-469f-a165-70867728950e",
+        yotpo._E164_RE: "+48123456789",
+        _common._VISITOR_RE: "0123456789abcdef0123456789abcdef",
+        _common._TID_RE: "0f8fad5b-d9cb-469f",
+    }
+    for pattern, good in patterns.items():
+        assert pattern.match(good), pattern.pattern
+        assert not pattern.match(good + "\n"), pattern.pattern
+    assert not yotpo._E164_RE.match("+4812345678\u0669")  # an Arabic-Indic digit

@@ -57,9 +57,9 @@ DEFAULT_PROFILE_EVENTS: frozenset[str] = frozenset({"identify", "profile.updated
 #: Identity fields a customer key can come from.
 IDENTITY_FIELDS = ("user_id", "email", "phone", "anonymous_id")
 
-_SITE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_SITE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 _TID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 _JSON = "application/json"
 

@@ -37,13 +37,13 @@ API_VERSION = "4.4"
 AI_ENDPOINTS = ("events/v1", "ai-compat")
 LOGIN_PATH = "/uauth/v2/auth/login/profile"
 
-_ACTION_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")
-_KEBAB_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_ACTION_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+\Z")
+_KEBAB_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
 _UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
-_HEX32_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_HEX32_RE = re.compile(r"^[0-9a-fA-F]{32}\Z")
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
 _CLAMP_MEMORY = 10_000
 
 

@@ -60,9 +60,9 @@ TOKEN_PATH = "/core/v3/stores/{store_id}/access_tokens"
 #: Longest event name / source Yotpo accepts.
 MAX_NAME_LENGTH = 255
 
-_SNAKE_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+_SNAKE_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*\Z")
 _NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
-_E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
+_E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}\Z")
 _PHONE_JUNK_RE = re.compile(r"[\s\-.()]")
 _WHITESPACE_RE = re.compile(r"\s")
 _METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -92,11 +92,11 @@ DEFAULT_BOT_AGENTS: tuple[str, ...] = (
 #: ``user_id``, ``email``, ``phone``, ``traits``, or ``None`` (anonymous).
 Identity: t.TypeAlias = "str | int | t.Mapping[str, t.Any] | None"
 
-_VISITOR_RE = re.compile(r"^[0-9a-f]{32}$")
+_VISITOR_RE = re.compile(r"^[0-9a-f]{32}\Z")
 _SESSION_RE = re.compile(
-    r"^([0-9a-f]{32})\.([0-9a-f]{1,12})\.([0-9a-f]{1,12})\.([A-Za-z0-9_-]{1,43})$"
+    r"^([0-9a-f]{32})\.([0-9a-f]{1,12})\.([0-9a-f]{1,12})\.([A-Za-z0-9_-]{1,43})\Z"
 )
-_TID_RE = re.compile(r"^[0-9A-Za-z-]{8,64}$")
+_TID_RE = re.compile(r"^[0-9A-Za-z-]{8,64}\Z")
 
 
 @dataclasses.dataclass
