@@ -222,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {name:<34} {ns / 1000:8.2f} µs{extra} {mean / 1000:8.2f} µs{mean_extra}"
         )
+    returning = next(r for r in rows if r[0] == "trackware, returning visitor")
+    added = (returning[2] - plain_mean) / 1000
+    print(
+        f"  [{'met' if added <= 10 else 'MISSED'}] a returning visitor adds "
+        f"{added:.2f} µs per request, mean (target <= 10 µs)"
+    )
     return 0
 
 

@@ -256,6 +256,11 @@ def run(processes: int = 6, rounds: int = 40, requests: int = 200) -> dict[str, 
         print(
             f"  {v:<40} {us:11.1f} {us - plain:9.1f} {us / plain:6.2f}   {spread:>20}"
         )
+    added = max(medians[v] - plain for v in medians if v.startswith("trackware (page"))
+    print(
+        f"  [{'met' if added <= 10 else 'MISSED'}] page + sessions add "
+        f"{added:.1f} µs per request, the worse of the two rows (target <= 10 µs)"
+    )
     for v, rs in results.items():
         if "tracked" in rs[0]:
             tracked = sum(r["tracked"] for r in rs)
