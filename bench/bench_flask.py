@@ -249,8 +249,12 @@ def run(processes: int = 6, rounds: int = 40, requests: int = 200) -> dict[str, 
                 ],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if out.returncode != 0:
+                raise SystemExit(
+                    f"bench_flask: the {variant!r} process failed "
+                    f"(exit {out.returncode}):\n{out.stderr}"
+                )
             results[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
     medians = {v: statistics.median(r["us"] for r in rs) for v, rs in results.items()}
     plain = medians["plain Flask"]
