@@ -204,12 +204,9 @@ class RequestState(Scope):
     #: The context dict the request's scope started with: scopes replace
     #: theirs, never mutate it, so "still this one" means no new MXO tid.
     context0: dict[str, t.Any] | None = None
-    blueprint: str | None = None
     deferred = False
-    endpoint: str | None = None
     incoming_tid: str | None = None
     new_visitor = False
-    route: str | None = None
     session: tuple[str, int, int] | None = None
     session_dirty = False
     status: int | None = None

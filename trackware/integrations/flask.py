@@ -327,7 +327,14 @@ def _wrap_dispatch(
         try:
             environ = _request_context().request.environ
             if environ.get(_APP_KEY) is app_state:
-                state = _begin_inside(engine, environ)
+                get = environ.get
+                state = environ[_STATE_KEY] = _begin_wsgi(
+                    engine,
+                    environ,
+                    get("REQUEST_METHOD", "GET"),
+                    get("PATH_INFO") or "/",
+                    get("HTTP_USER_AGENT"),
+                )
         except Exception:
             _log.error(
                 "flask-begin", "trackware: could not start tracking", exc_info=True
@@ -343,27 +350,33 @@ def _wrap_dispatch(
     return full_dispatch_request
 
 
-def _begin_inside(engine: RequestTracker, environ: dict[str, t.Any]) -> RequestState:
+def _begin_wsgi(
+    engine: RequestTracker,
+    environ: dict[str, t.Any],
+    method: str,
+    path: str,
+    agent: str | None,
+) -> RequestState:
+    """Open a tracked request's state from its WSGI environ (the wrapper's
+    path and ``full_dispatch_request``'s share it)."""
     get = environ.get
     options = engine.options
     query = None
     if options.query_allow and get("QUERY_STRING"):
         query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
-    state = engine._begin(
-        get("REQUEST_METHOD", "GET"),
-        get("PATH_INFO") or "/",
+    return engine._begin(
+        method,
+        path,
         query,
         get("HTTP_COOKIE"),
         get("wsgi.url_scheme") == "https",
         get("HTTP_REFERER"),
-        get("HTTP_USER_AGENT"),
+        agent,
         get("REMOTE_ADDR") if options.capture_ip else None,
         None,
         _scope,
         None,
     )
-    environ[_STATE_KEY] = state
-    return state
 
 
 def _on_exception(sender: flask.Flask, exception: t.Any = None, **_: t.Any) -> None:
@@ -477,8 +490,6 @@ class _TrackwareWSGI:
         self.prefixes: tuple[str, ...] = ()
         self.inside = app_state.identity is not None
         self.page = bool(options.page_event)
-        self.query_allow = bool(options.query_allow)
-        self.capture_ip = options.capture_ip
         self.secure_auto = options.cookie_secure is None
         self.tracker = options.tracker
 
@@ -502,22 +513,7 @@ class _TrackwareWSGI:
             elif self.inside:  # the scope is opened by full_dispatch_request
                 inside = True
             else:
-                query = None
-                if self.query_allow and get("QUERY_STRING"):
-                    query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
-                state = engine._begin(
-                    method,
-                    path,
-                    query,
-                    get("HTTP_COOKIE"),
-                    get("wsgi.url_scheme") == "https",
-                    get("HTTP_REFERER"),
-                    agent,
-                    get("REMOTE_ADDR") if self.capture_ip else None,
-                    None,
-                    _scope,
-                    None,
-                )
+                state = _begin_wsgi(engine, environ, method, path, agent)
         except Exception:
             _log.error(
                 "flask-begin", "trackware: could not start tracking", exc_info=True
@@ -657,10 +653,8 @@ _STATUS_CODES = {f"{s.value} {s.phrase}": s.value for s in http.HTTPStatus}
 
 
 def _excluded(engine: RequestTracker, route: str, endpoint: t.Any) -> bool:
-    return (
-        route in engine._routes
-        or endpoint in engine._endpoints
-        or (isinstance(endpoint, str) and endpoint.endswith(".static"))
+    return engine.route_excluded(route, endpoint) or (
+        isinstance(endpoint, str) and endpoint.endswith(".static")
     )
 
 
