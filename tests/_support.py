@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import typing as t
@@ -148,18 +149,25 @@ def free_port() -> int:
 
 
 def wait_until_serving(proc: t.Any, url: str, timeout: float = 60.0) -> None:
-    """Wait until the server ``proc`` answers 2xx at ``url`` (fail if it exits)."""
+    """Wait until the server ``proc`` answers 2xx at ``url``; fail, with its
+    output, if it exits first (the caller stops it if it never answers)."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while True:
-        assert proc.poll() is None, f"server exited early ({proc.returncode})"
+        if proc.poll() is not None:
+            try:  # workers it left behind may hold the pipe open
+                out, _ = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                out = "(its output is still open in a process it left)"
+            pytest.fail(f"server exited early ({proc.returncode}):\n{out}")
         try:
-            if httpx.get(url).is_success:
+            if httpx.get(url, timeout=2).is_success:
                 return
         except httpx.TransportError:
             pass
-        assert time.monotonic() < deadline, f"{url} did not answer in {timeout} s"
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} did not answer within {timeout} s")
         time.sleep(0.05)
 
 
@@ -222,8 +230,6 @@ def emulator() -> t.Iterator[t.Any]:
 def example_env(emulator_url: str, dead_letter: t.Any) -> dict[str, str]:
     """Environment for an example app in a server process: the emulators' URL
     and a dead-letter path of the test's own."""
-    import os
-
     env = dict(os.environ)
     env["TRACKWARE_EMULATOR_URL"] = emulator_url
     env["TRACKWARE_DEAD_LETTER_PATH"] = str(dead_letter)
@@ -240,3 +246,20 @@ def _isolate(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[Non
     monkeypatch.setattr(_tracker, "_default", None)
     monkeypatch.setattr(_log, "_throttle", _log._Throttle())
     yield
+
+
+def run_script(
+    code: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) in a fresh interpreter that can import the
+    test helpers; its output is captured."""
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

@@ -6,15 +6,11 @@ request engine is driven directly, as the Flask and ASGI integrations drive it).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 import typing as t
 
 import pytest
-from _support import Sink
+from _support import Sink, run_script
 
 import trackware
 from trackware import REDACTED
@@ -277,19 +273,6 @@ def test_a_failing_build_is_counted_not_raised() -> None:
     tracker.shutdown(1)
 
 
-def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    here = os.path.dirname(os.path.abspath(__file__))
-    env["PYTHONPATH"] = here + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-
-
 _SCRIPT_HEAD = """
     import json, os, sys
     import trackware
@@ -312,7 +295,7 @@ _SCRIPT_HEAD = """
 
 @pytest.mark.slow
 def test_records_waiting_at_exit_are_delivered(sink: Sink) -> None:
-    proc = _run(
+    proc = run_script(
         _SCRIPT_HEAD
         + """
     for i in range(500):
@@ -328,7 +311,7 @@ def test_records_waiting_at_exit_are_delivered(sink: Sink) -> None:
 
 @pytest.mark.slow
 def test_a_forked_child_does_not_send_the_parents_records(sink: Sink) -> None:
-    proc = _run(
+    proc = run_script(
         _SCRIPT_HEAD
         + """
     for i in range(200):
@@ -356,10 +339,8 @@ def test_a_forked_child_does_not_send_the_parents_records(sink: Sink) -> None:
 
 
 def _events(sink: Sink) -> list[dict[str, t.Any]]:
-    out: list[dict[str, t.Any]] = []
-    for body in sink.bodies:
-        out.extend(body if isinstance(body, list) else body.get("events", [body]))
-    return out
+    """What the sink received (HTTPExporter posts ``{"events": [...]}``)."""
+    return [event for body in sink.bodies for event in body["events"]]
 
 
 def test_events_tracked_behind_waiting_records_are_bounded_too(

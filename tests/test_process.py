@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import typing as t
 
 import pytest
-from _support import Sink, free_port
+from _support import Sink, free_port, run_script
 
 pytestmark = pytest.mark.slow
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def run_script(
-    code: str, *args: str, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def test_forked_child_delivers_its_own_events_and_parent_sends_once(

@@ -14,12 +14,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import typing as t
 
 import httpx
 import pytest
-from _support import Sink, free_port
+from _support import Sink, free_port, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -39,20 +38,14 @@ def start(command: list[str], sink: Sink, port: int) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while True:  # wait until the server answers (its readiness probe is untracked)
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"server exited early ({proc.returncode}):\n{out}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).is_success:
-                return proc
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
+    try:  # its readiness probe is untracked
+        wait_until_serving(proc, f"http://127.0.0.1:{port}/ready")
+    except BaseException:
+        if proc.poll() is None:
             proc.kill()
-            pytest.fail("server did not start within 60 s")
-        time.sleep(0.05)
+            proc.communicate()
+        raise
+    return proc
 
 
 def send_requests(port: int, total: int, clients: int = 4) -> set[int]:
