@@ -141,5 +141,16 @@ class TokenCache(t.Generic[K]):
         with self._lock:
             self._entries.clear()
 
+    def fresh(self) -> TokenCache[K]:
+        """An empty cache with the same fetch and settings: what a forked
+        child starts with (a parent thread may have held a lock at fork time,
+        and the child fetches its own tokens)."""
+        return TokenCache(
+            self._fetch,
+            refresh_margin=self.refresh_margin,
+            default_ttl=self.default_ttl,
+            max_keys=self.max_keys,
+        )
+
     def __repr__(self) -> str:
         return f"<TokenCache keys={len(self._entries)}>"

@@ -396,11 +396,7 @@ class ClientEventExporter(BaseHTTPExporter):
         # A parent thread may have held a session lock at fork time: start the
         # child with fresh locks (it fetches its own sessions).
         super().after_fork()
-        self.sessions = TokenCache(
-            self._start_session,
-            refresh_margin=self.sessions.refresh_margin,
-            default_ttl=self.sessions.default_ttl,
-        )
+        self.sessions = self.sessions.fresh()
         self._failures_lock = threading.Lock()
 
     # --- configuration from the environment ------------------------------------------

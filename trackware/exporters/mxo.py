@@ -556,12 +556,7 @@ class InteractionExporter(_MXOExporter):
         # The token cache's lock may have been held at fork time: the child
         # starts with a fresh cache (and fetches its own token).
         super().after_fork()
-        self._tokens = TokenCache(
-            self._fetch_token,
-            refresh_margin=self._tokens.refresh_margin,
-            default_ttl=self._tokens.default_ttl,
-            max_keys=1,
-        )
+        self._tokens = self._tokens.fresh()
 
     @classmethod
     def from_env(

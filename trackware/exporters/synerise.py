@@ -326,9 +326,7 @@ class SyneriseExporter(BaseHTTPExporter):
         # Locks the parent's threads held at fork time stay held in the child:
         # a fresh token cache (the child logs in itself) and clamp lock.
         super().after_fork()
-        self._tokens = TokenCache(
-            self._login, refresh_margin=0.0, default_ttl=self.token_ttl
-        )
+        self._tokens = self._tokens.fresh()
         self._clamp_lock = threading.Lock()
 
     # --- construction from the environment --------------------------------------------

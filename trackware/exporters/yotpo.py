@@ -862,9 +862,7 @@ class CustomEventExporter(BaseHTTPExporter):
         # take the child's fresh limiter and a fresh token cache.
         self._limiter = _limiter_for(self.store_id)
         self._tickets = {}
-        self._tokens = TokenCache(
-            self._fetch_token, refresh_margin=0.0, default_ttl=self.token_max_age
-        )
+        self._tokens = self._tokens.fresh()
 
     def classify(self, request: HTTPRequest, response: httpx.Response) -> ExportResult:
         result = super().classify(request, response)
