@@ -228,29 +228,20 @@ class BaseHTTPExporter(BaseExporter):
         status = response.status_code
         if 200 <= status < 300:
             return ExportResult.success(request.events)
-        body = response_text(response)
-        if status in RETRYABLE_STATUSES:
-            return ExportResult.failure(
-                request.events,
-                f"HTTP {status}",
-                retry_after=retry_floor(response.headers),
-                status=status,
-                body=body,
-            )
-        return ExportResult.rejected_all(
-            request.events, f"HTTP {status}: {body[:500]}", status=status, body=body
-        )
+        return self.error_outcome(request, response, status, f"HTTP {status}")
 
-    def body_error(
+    def error_outcome(
         self,
         request: HTTPRequest,
         response: httpx.Response,
         code: t.Any,
         reason: str,
     ) -> ExportResult:
-        """Outcomes for a 2xx answer whose body reports error status ``code``
-        (vendors that mirror the status in the body: Cardlytics, MXO): retried
-        when ``code`` is a retryable status, otherwise rejected with ``reason``."""
+        """Outcomes for error status ``code``: the HTTP status, or the one a
+        2xx answer's body reports (vendors that mirror the status in the body:
+        Cardlytics, MXO). Retried when ``code`` is a retryable status,
+        otherwise rejected with ``reason`` and the start of the body (an
+        unusable ``code`` rejects with the HTTP status)."""
         text = response_text(response)
         if isinstance(code, int) and not isinstance(code, bool):
             if code in RETRYABLE_STATUSES:

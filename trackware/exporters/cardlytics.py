@@ -746,7 +746,7 @@ class ClientEventExporter(BaseHTTPExporter):
             )
             if not failed:
                 return ExportResult.success(request.events)
-            return self.body_error(
+            return self.error_outcome(
                 request,
                 response,
                 body_status,

@@ -353,7 +353,7 @@ class _MXOExporter(BaseHTTPExporter):
         body = response_json(response) or {}
         code = body.get("statusCode")
         if not _is_2xx(code):
-            return self.body_error(
+            return self.error_outcome(
                 request,
                 response,
                 code,
