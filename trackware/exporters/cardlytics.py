@@ -721,9 +721,8 @@ class ClientEventExporter(BaseHTTPExporter):
         data = response_json(response)
         if data is None:
             return None, None
-        status = data.get("status")
-        body_status = status if type(status) is int else None
-        if "type" in data or (body_status or 0) >= 400:
+        failed, body_status = _error_body(data)
+        if failed:
             return None, body_status
         for key in ("sessionToken", "token", "accessToken", "access_token"):
             value = data.get(key)
@@ -738,19 +737,14 @@ class ClientEventExporter(BaseHTTPExporter):
         status = response.status_code
         if 200 <= status < 300:
             data = response_json(response) or {}
-            body_status = data.get("status")
-            failed = "type" in data or (
-                isinstance(body_status, int)
-                and not isinstance(body_status, bool)
-                and body_status >= 400
-            )
+            failed, body_status = _error_body(data)
             if not failed:
                 return ExportResult.success(request.events)
             return self.error_outcome(
                 request,
                 response,
                 body_status,
-                f"HTTP {status} with an error body (status {body_status!r})",
+                f"HTTP {status} with an error body (status {data.get('status')!r})",
             )
         return super().classify(request, response)
 
@@ -759,3 +753,11 @@ class ClientEventExporter(BaseHTTPExporter):
             f"<{type(self).__name__} name={self.name!r} base_url={self.base_url!r} "
             f"events={len(self.mapping)}>"
         )
+
+
+def _error_body(data: dict[str, t.Any]) -> tuple[bool, int | None]:
+    """Does a Cardlytics answer body report an error (a ``type``, or a
+    ``status`` of 400 or more)? And that status, when it is an int."""
+    status = data.get("status")
+    code = status if type(status) is int else None
+    return "type" in data or (code or 0) >= 400, code
