@@ -465,10 +465,9 @@ class CardlyticsAPI(VendorAPI):
 
     # --- POST /v2/events/clientEvent -------------------------------------------------
     def _session(self, request: Request, request_id: str) -> _Session:
-        bearer = request.headers.get("Authorization") or ""
         token: str | None = None
-        if self.auth_header in ("either", "bearer") and bearer[:7].lower() == "bearer ":
-            token = bearer[7:].strip()
+        if self.auth_header in ("either", "bearer"):
+            token = request.credentials("bearer")
         if token is None and self.auth_header in ("either", "session-token"):
             token = request.headers.get("X-CDLX-Session-Token")
         if not token:

@@ -68,15 +68,6 @@ def _fail(status: int, rule: str, message: str) -> HTTPError:
     return HTTPError(status, {"statusCode": status, "error": rule, "message": message})
 
 
-def _credentials(request: Request, scheme: str) -> str | None:
-    """The value of ``Authorization: <scheme> <value>``, or None."""
-    auth = request.headers.get("Authorization") or ""
-    found, _, value = auth.partition(" ")
-    if found.lower() != scheme:
-        return None
-    return value.strip() or None
-
-
 def _json(request: Request) -> t.Any:
     """The body as JSON, or 400 in MXO's error shape."""
     try:
@@ -239,7 +230,7 @@ class MXOAPI(VendorAPI):
                 "content_type",
                 "Content-Type must be application/x-www-form-urlencoded",
             )
-        value = _credentials(request, "basic")
+        value = request.credentials("basic")
         if value is None:
             raise _fail(
                 401,
@@ -282,7 +273,7 @@ class MXOAPI(VendorAPI):
 
     # --- Interaction API ----------------------------------------------------------
     def _authorize(self, request: Request) -> None:
-        token = _credentials(request, "bearer")
+        token = request.credentials("bearer")
         if token is None:
             raise _fail(
                 401,

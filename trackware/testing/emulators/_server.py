@@ -95,6 +95,15 @@ class Request:
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, {"error": f"malformed JSON: {exc}"}) from None
 
+    def credentials(self, scheme: str) -> str | None:
+        """The value of ``Authorization: <scheme> <value>`` (``scheme`` in
+        lower case, matched in any case), or None."""
+        auth = self.headers.get("Authorization") or ""
+        found, _, value = auth.partition(" ")
+        if found.lower() != scheme:
+            return None
+        return value.strip() or None
+
     @property
     def content_type(self) -> str:
         """The media type without parameters, lowercased (``""`` when absent)."""

@@ -316,21 +316,21 @@ class SyneriseAPI(VendorAPI):
         return entry is not None and self.clock() < entry[1]
 
     def _check_bearer(self, token: str) -> None:
-        if not self._jwt_valid(token.strip()):
+        if not self._jwt_valid(token):
             raise self._error(
                 self.expired_status,
                 ["Authorization: token missing, expired or invalid"],
             )
 
     def _check_v4_auth(self, request: Request) -> None:
-        header = request.headers.get("Authorization") or ""
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value:
-            self._check_bearer(value)
+        bearer = request.credentials("bearer")
+        if bearer is not None:
+            self._check_bearer(bearer)
             return
-        if scheme.lower() == "basic" and value:
+        basic = request.credentials("basic")
+        if basic is not None:
             try:
-                decoded = base64.b64decode(value.strip(), validate=True).decode()
+                decoded = base64.b64decode(basic, validate=True).decode()
             except (ValueError, UnicodeDecodeError):
                 decoded = ""
             guid, _, key = decoded.partition(":")
@@ -357,10 +357,9 @@ class SyneriseAPI(VendorAPI):
             if token in self.tracker_keys or self._jwt_valid(token):
                 return
             raise self._error(401, ["token: unknown tracker key"])
-        header = request.headers.get("Authorization") or ""
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value:
-            self._check_bearer(value)
+        bearer = request.credentials("bearer")
+        if bearer is not None:
+            self._check_bearer(bearer)
             return
         raise self._error(
             401, ["auth: a 'token' query parameter or a Bearer JWT is required"]
