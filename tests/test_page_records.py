@@ -113,6 +113,22 @@ def test_a_recorded_page_is_built_on_the_intake_thread_and_delivered() -> None:
     tracker.shutdown(1)
 
 
+def test_every_page_property_is_a_page_key() -> None:
+    """Page events skip track()'s per-key redaction pass only because their
+    keys are PAGE_KEYS; a key added to a builder must be added there too."""
+    from trackware._redact import PAGE_KEYS
+
+    tracker, mem = make()
+    engine = engine_for(tracker)
+    request(engine, error=KeyError("x"))  # every optional key present
+    # The fallback through track() (an odd route value) builds the same keys.
+    request(engine, route=("odd",), error=KeyError("x"))
+    assert tracker.flush(10)
+    fast, slow = mem.events
+    assert set(fast.properties) == set(slow.properties) == PAGE_KEYS
+    tracker.shutdown(1)
+
+
 def test_the_intake_thread_builds_without_flush() -> None:
     tracker, mem = make(flush_interval=0.05)
     engine = engine_for(tracker)
