@@ -44,7 +44,11 @@ loop; apps without lifespan support (Django) get it answered for them.
 
 Route and endpoint exclusions (``exclude_routes``/``exclude_endpoints``) are
 known only after routing: they suppress the page and websocket events, while
-the session cookie of such a request is still maintained.
+the session cookie of such a request is still maintained. Exclusion never
+changes where the app's own events go: a request excluded before routing
+(method, path, bot user agent) runs with a scope naming the middleware's
+``tracker``, so ``trackware.track()`` in it reaches that tracker as it would
+in a tracked request (without a visitor or session).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
     ) from None
 
 from .. import _log
+from .._context import Scope as ContextScope  # (Scope is the ASGI scope here)
 from .._context import _scope
 from ..exceptions import ConfigurationError
 from ._common import (
@@ -331,10 +336,7 @@ class TrackwareMiddleware:
         if state is None:
             if guard is None:
                 guard = _active.set(True)
-            try:
-                await self.app(inner, receive, send)
-            finally:
-                _active.reset(guard)
+            await self._untracked(inner, receive, send, guard)
             return
         inner[SCOPE_KEY] = state
         engine = self.engine
@@ -402,6 +404,31 @@ class TrackwareMiddleware:
                 self.engine.close(state)
                 if guard is not None:
                     _active.reset(guard)
+
+    async def _untracked(
+        self,
+        inner: t.Any,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        guard: contextvars.Token[bool],
+    ) -> None:
+        """Run the app for a connection that is not tracked (excluded by
+        method, path or bot user agent, or its tracking failed to start).
+
+        Not tracked, but what the app tracks still goes to this middleware's
+        tracker, as in a tracked request: a scope naming only the tracker is
+        bound (a new one per connection, since ``identify()`` writes to it).
+        Without ``tracker=`` none is bound, and events go to the process
+        default, as a tracked request's do.
+        """
+        tracker = self.engine.options.tracker
+        token = None if tracker is None else _scope.set(ContextScope(tracker=tracker))
+        try:
+            await self.app(inner, receive, send)
+        finally:
+            if token is not None:
+                _scope.reset(token)
+            _active.reset(guard)
 
     def _finish_http(
         self,
@@ -475,10 +502,7 @@ class TrackwareMiddleware:
             _active.reset(guard)
             raise
         if state is None:
-            try:
-                await self.app(inner, receive, send)
-            finally:
-                _active.reset(guard)
+            await self._untracked(inner, receive, send, guard)
             return
         inner[SCOPE_KEY] = state
         engine = self.engine

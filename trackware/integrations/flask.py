@@ -18,7 +18,9 @@ How a request is tracked (one wrapper, around ``app.wsgi_app``):
    tracked: HEAD/OPTIONS, health probes, static files, bots, and the routes
    and endpoints excluded by name (the URL is matched against the app's
    ``url_map`` only when the path could belong to such a route: most
-   requests never pay for a second match).
+   requests never pay for a second match). Excluded means no page event and
+   no cookies, never lost events: what such a request tracks (its streamed
+   body included) still goes to the extension's ``tracker``.
 2. It reads the cookies and opens the request's :class:`~trackware.Scope`, so
    everything tracked during the request (hooks, the view, error handlers,
    teardown) carries the visitor and session. With an ``identity`` callable,
@@ -562,14 +564,20 @@ class _TrackwareWSGI:
 
     def _untracked(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
         tracker = self.tracker
-        if tracker is None:
+        if tracker is None:  # events go to the process default, as when tracked
             return self.wsgi_app(environ, start_response)
-        # Not tracked, but what the view tracks still goes to our tracker.
-        token = _scope.set(Scope(tracker=tracker))
+        # Not tracked, but what the app tracks still goes to our tracker: a
+        # scope naming only the tracker (a new one: identify() writes to it),
+        # bound while Flask runs and while a streamed body produces its chunks.
+        scope = Scope(tracker=tracker)
+        token = _scope.set(scope)
         try:
-            return self.wsgi_app(environ, start_response)
+            body = self.wsgi_app(environ, start_response)
         finally:
             _scope.reset(token)
+        if _complete(body, environ):
+            return body
+        return _ClosingBody(body, scope, None)
 
     def _closing(
         self, body: t.Any, state: _FlaskState, environ: dict[str, t.Any]
@@ -692,7 +700,7 @@ class _ClosingBody:
     __slots__ = ("_body", "_iterator", "_on_close", "_scope")
 
     def __init__(
-        self, body: t.Any, scope: Scope, on_close: t.Callable[[], None]
+        self, body: t.Any, scope: Scope, on_close: t.Callable[[], None] | None
     ) -> None:
         self._body = body
         self._scope = scope
@@ -721,7 +729,10 @@ class _ClosingBody:
                 finally:
                     _scope.reset(token)
         finally:
-            self._on_close()
+            on_close = self._on_close
+            if on_close is not None:
+                self._on_close = None
+                on_close()
 
 
 def _use_tracked_wrappers(app: flask.Flask) -> None:
