@@ -61,6 +61,10 @@ BASE_SCOPE: dict[str, t.Any] = {
     "client": ("127.0.0.1", 50000),
     "server": ("127.0.0.1", 8000),
 }
+
+#: Signs trackware's cookies (the middleware refuses to start without a key).
+SECRET = "bench-cookie-secret"
+
 HEADERS = [
     (b"host", b"shop.example"),
     (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0"),
@@ -132,14 +136,14 @@ async def run(rounds: int, requests: int) -> list[tuple[str, float, float]]:
     )
     trackware.set_tracker(tracker)
     plain = make_app()
-    tracked = TrackwareMiddleware(make_app(), tracker=tracker)
+    tracked = TrackwareMiddleware(make_app(), tracker=tracker, cookie_secret=SECRET)
     # The cookies a browser would send back after its first visit.
     set_cookies = await call(tracked, HEADERS)
     jar_cookies = [c.split(b";", 1)[0] for c in set_cookies]
     jar = b"; ".join(jar_cookies)
     returning = [*HEADERS, (b"cookie", b"theme=dark; " + jar)]
     floor = TrackwareMiddleware(
-        make_app(), tracker=tracker, exclude_paths=[r"^/items/"]
+        make_app(), tracker=tracker, exclude_paths=[r"^/items/"], cookie_secret=SECRET
     )
     variants: list[tuple[str, t.Any, list[t.Any]]] = [
         ("plain Starlette app", plain, HEADERS),

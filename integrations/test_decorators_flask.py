@@ -23,6 +23,7 @@ class Boom(Exception):
 def create_app(tracker: trackware.Tracker, *, extension: bool) -> t.Any:
     """An application factory: the decorated views are locals that go away."""
     app = flask.Flask(__name__)
+    app.secret_key = "decorators-test-secret"
     if extension:
         Trackware(app, tracker=tracker)
 

@@ -46,7 +46,7 @@ def request(
         "GET",
         path,
         None,
-        f"tw_vid={VISITOR}",
+        f"tw_vid={engine._sign_cookie('tw_vid', VISITOR)}",
         False,
         referrer,
         "Mozilla/5.0",
@@ -61,6 +61,7 @@ def request(
 
 
 def engine_for(tracker: trackware.Tracker, **kw: t.Any) -> RequestTracker:
+    kw.setdefault("cookie_secret", "page-records-test-secret")
     return RequestTracker(TrackingOptions(tracker=tracker, sessions=False, **kw))
 
 
@@ -300,7 +301,9 @@ _SCRIPT_HEAD = """
         [HTTPExporter(sys.argv[1])], flush_interval=0.05, dead_letter=None
     )
     tracker._wake_intake = lambda: None  # records wait: the worst case
-    engine = RequestTracker(TrackingOptions(tracker=tracker, sessions=False))
+    engine = RequestTracker(
+        TrackingOptions(tracker=tracker, sessions=False, cookie_secret="test-secret")
+    )
 
     def page(path):
         state = engine._begin("GET", path, None, None, False, None, None, None,

@@ -205,6 +205,11 @@ def create_app(tracker: trackware.Tracker, **options: t.Any) -> t.Any:
             return
         await websocket.close(code=1000)
 
+    # Signs trackware's visitor, session and tid cookies (like the shop's
+    # app.secret_key). In production: a real secret, kept out of the code,
+    # e.g. the TRACKWARE_COOKIE_SECRET environment variable (read when no
+    # cookie_secret is given).
+    options.setdefault("cookie_secret", "example-store-secret-change-me")
     return TrackwareMiddleware(
         api, tracker=tracker, identity=current_identity, **options
     )

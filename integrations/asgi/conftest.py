@@ -32,6 +32,14 @@ class Recorder:
         self.memory.clear()
 
 
+@pytest.fixture(autouse=True)
+def _cookie_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The middleware refuses to start without a cookie signing key; the ASGI
+    suites give it one the way a deployment may, in the environment (served
+    apps inherit it). Tests of the key itself set or delete it."""
+    monkeypatch.setenv("TRACKWARE_COOKIE_SECRET", "asgi-suites-cookie-secret")
+
+
 @pytest.fixture
 def recorder() -> t.Iterator[Recorder]:
     r = Recorder()

@@ -26,6 +26,16 @@ def value_of(header: str) -> str:
     return header.split(";", 1)[0].split("=", 1)[1]
 
 
+def unsigned(value: str) -> str:
+    """A signed cookie's value without its signature."""
+    return value.rpartition(".")[0]
+
+
+def visitor_cookie(app: flask.Flask, visitor: str) -> str:
+    engine = app.extensions["trackware"].engine(app)
+    return t.cast(str, engine._sign_cookie("tw_vid", visitor))
+
+
 def test_first_visit_sets_visitor_and_session_cookies(
     make_app: MakeApp, events: CapturedEvents, set_cookies: SetCookies
 ) -> None:
@@ -38,7 +48,7 @@ def test_first_visit_sets_visitor_and_session_cookies(
         assert "Secure" not in attributes(header)  # plain http
     assert "Max-Age=1800" in cookies["tw_sid"]
     assert f"Max-Age={365 * 24 * 3600}" in cookies["tw_vid"]
-    visitor = value_of(cookies["tw_vid"])
+    visitor = unsigned(value_of(cookies["tw_vid"]))
     start = events.one("session_start")
     assert start.anonymous_id == visitor
     assert start.properties["landing_path"] == "/"
@@ -86,6 +96,7 @@ def test_secure_follows_proxyfix_applied_inside_the_extension(
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     app = flask.Flask("proxied")
+    app.secret_key = "proxied-secret"
     app.test_client_class = type(make_app()[1])
     app.route("/")(lambda: "ok")
     app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1)  # type: ignore[method-assign]
@@ -110,7 +121,7 @@ def test_expired_session_ends_at_its_last_seen_time(
     now = int(time.time())
     start, last = now - 7200, now - 3600  # idle for an hour (timeout 30 min)
     visitor = uuid.uuid4().hex
-    client.set_cookie("tw_vid", visitor)
+    client.set_cookie("tw_vid", visitor_cookie(app, visitor))
     client.set_cookie("tw_sid", session_cookie(app, old_sid, start, last))
     response = client.get("/items/4")
 
@@ -138,7 +149,7 @@ def test_active_session_continues_and_is_refreshed(
     app, client = make_app()
     sid = uuid.uuid4().hex
     now = int(time.time())
-    client.set_cookie("tw_vid", uuid.uuid4().hex)
+    client.set_cookie("tw_vid", visitor_cookie(app, uuid.uuid4().hex))
     client.set_cookie("tw_sid", session_cookie(app, sid, now - 900, now - 600))
     response = client.get("/")
     assert events.names() == ["page"]
@@ -208,7 +219,7 @@ def test_malformed_visitor_cookie_is_replaced(
     _, client = make_app()
     client.set_cookie("tw_vid", visitor)
     response = client.get("/")
-    fresh = value_of(set_cookies(response)["tw_vid"])
+    fresh = unsigned(value_of(set_cookies(response)["tw_vid"]))
     assert fresh != visitor and len(fresh) == 32
     assert events.one("page").anonymous_id == fresh
 

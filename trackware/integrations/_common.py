@@ -7,10 +7,11 @@ Per request:
 
 1. :meth:`RequestTracker._begin` decides whether the request is tracked at all
    (method, path, bot user agents), reads the visitor, session and MXO ``tid``
-   cookies (validating them; a tampered or malformed value is replaced, never
-   trusted or echoed), opens a :class:`~trackware.Scope` bound to the request
-   and, when the previous session has expired, tracks ``session_end`` (at the
-   session's real last-seen time) and ``session_start``.
+   cookies (each signed, see :class:`CookieSigner`; a forged, tampered or
+   malformed value is ignored and replaced, never trusted or echoed), opens a
+   :class:`~trackware.Scope` bound to the request and, when the previous
+   session has expired, tracks ``session_end`` (at the session's real
+   last-seen time) and ``session_start``.
 2. The app runs; ``track()``, ``@tracked`` and ``identify()`` see the scope.
 3. :meth:`RequestTracker.response_cookies` gives the ``Set-Cookie`` values to
    add when the response starts.
@@ -27,6 +28,9 @@ import contextvars
 import dataclasses
 import hashlib
 import hmac
+import itertools
+import logging
+import os
 import re
 import time
 import typing as t
@@ -36,9 +40,12 @@ from .. import _log
 from .._context import Scope, _scope, _sendable
 from .._event import Event, _fast_bits
 from .._tracker import Tracker
+from .._worker import _count_value
 from ..exceptions import ConfigurationError
 
 __all__ = [
+    "COOKIE_SECRET_ENV",
+    "CookieSigner",
     "DEFAULT_BOT_AGENTS",
     "DEFAULT_EXCLUDED_PATHS",
     "Identity",
@@ -92,11 +99,162 @@ DEFAULT_BOT_AGENTS: tuple[str, ...] = (
 #: ``user_id``, ``email``, ``phone``, ``traits``, or ``None`` (anonymous).
 Identity: t.TypeAlias = "str | int | t.Mapping[str, t.Any] | None"
 
+# What the signed part of each cookie may be (checked before its signature).
 _VISITOR_RE = re.compile(r"^[0-9a-f]{32}\Z")
-_SESSION_RE = re.compile(
-    r"^([0-9a-f]{32})\.([0-9a-f]{1,12})\.([0-9a-f]{1,12})\.([A-Za-z0-9_-]{1,43})\Z"
-)
+_SESSION_RE = re.compile(r"^([0-9a-f]{32})\.([0-9a-f]{1,12})\.([0-9a-f]{1,12})\Z")
 _TID_RE = re.compile(r"^[0-9A-Za-z-]{8,64}\Z")
+
+#: The environment variable read when no ``cookie_secret`` is given.
+COOKIE_SECRET_ENV = "TRACKWARE_COOKIE_SECRET"
+
+_KEY_CONTEXT = b"trackware.cookie.v1"
+_SIG_LEN = 43  # an HMAC-SHA256 in unpadded base64url
+_SIG_RE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
+_b64 = base64.urlsafe_b64encode
+
+_NO_SECRET = (
+    "trackware signs its visitor, session and MXO tid cookies and has no key: "
+    "pass cookie_secret= (a str or bytes; or a list, whose first key signs and "
+    "the others still verify, for key rotation) or set the "
+    f"{COOKIE_SECRET_ENV} environment variable. For development only, "
+    "ephemeral_cookie_secret=True signs with a random per-process key "
+    "(visitors and sessions then restart with the process and differ between "
+    "worker processes)."
+)
+
+
+class CookieSigner:
+    """The one signing codec of the visitor, session and MXO tid cookies.
+
+    A cookie ``name`` holding ``value`` is sent as ``value "." signature``,
+    the signature being ``HMAC-SHA256(key, name "=" value)`` in unpadded
+    base64url (43 characters). The cookie's name is signed with its value, so
+    the signature of one cookie cannot be replayed as another (a visitor id
+    is also a well-formed tid). Comparisons are constant-time.
+
+    ``keys`` are derived from the configured secrets with domain separation,
+    ``HMAC-SHA256(secret, "trackware.cookie.v1")``: the app's own secret
+    (Flask's ``secret_key``) never keys trackware's MACs directly, so they
+    cannot be confused with the app's signatures. The first key signs; every
+    key verifies (key rotation: the old secrets stay listed until the
+    cookies they signed have been re-signed or have expired).
+    """
+
+    __slots__ = ("_pads", "keys")
+
+    def __init__(self, secrets: t.Sequence[bytes]) -> None:
+        if not secrets:
+            raise ConfigurationError(_NO_SECRET)
+        self.keys = tuple(hmac.digest(s, _KEY_CONTEXT, "sha256") for s in secrets)
+        # HMAC (RFC 2104) with SHA-256 states precomputed over the padded key,
+        # as the hmac module's own Python implementation keeps them: copying
+        # them costs about a third of hmac.digest()'s per-call key setup.
+        # (The keys are 32 bytes, under SHA-256's 64-byte block: zero-padded.)
+        self._pads = tuple(
+            (
+                hashlib.sha256(bytes(b ^ 0x36 for b in key.ljust(64, b"\0"))),
+                hashlib.sha256(bytes(b ^ 0x5C for b in key.ljust(64, b"\0"))),
+            )
+            for key in self.keys
+        )
+
+    def _mac(self, index: int, name: str, value: str) -> str:
+        """``HMAC-SHA256(keys[index], name "=" value)``, unpadded base64url."""
+        inner, outer = self._pads[index]
+        h = inner.copy()
+        h.update(f"{name}={value}".encode())
+        o = outer.copy()
+        o.update(h.digest())
+        return _b64(o.digest())[:_SIG_LEN].decode("ascii")
+
+    def sign(self, name: str, value: str) -> str:
+        """The cookie value to send for ``value``, signed with the first key."""
+        return f"{value}.{self._mac(0, name, value)}"
+
+    def verify(self, name: str, value: str, signature: str) -> int:
+        """Which key signed ``value`` as cookie ``name``: 0 for the current
+        key, more for a fallback (the cookie is to be re-signed), -1 for none.
+        ``signature`` must already be 43 base64url characters (ASCII, for
+        the constant-time comparison)."""
+        for index in range(len(self._pads)):
+            if hmac.compare_digest(signature, self._mac(index, name, value)):
+                return index
+        return -1
+
+    def open(
+        self, name: str, raw: str, value_re: re.Pattern[str]
+    ) -> tuple[str, int] | None:
+        """The value of the signed cookie ``raw`` and the index of the key
+        that verified it, or ``None``: unsigned, malformed (``value_re`` does
+        not match), or not signed by any key."""
+        value, dot, signature = raw.rpartition(".")
+        if (
+            not dot
+            or len(signature) != _SIG_LEN
+            or not _SIG_RE.match(signature)
+            or not value_re.match(value)
+        ):
+            return None
+        index = self.verify(name, value, signature)
+        return None if index < 0 else (value, index)
+
+
+def secrets_of(value: t.Any, option: str = "cookie_secret") -> list[bytes]:
+    """The secrets ``value`` (a ``cookie_secret``) names, first the signing
+    one; ``[]`` when it is unset (``None``, empty).
+
+    Raises:
+        ConfigurationError: not a str/bytes or a sequence of non-empty ones.
+    """
+    if value is None or (isinstance(value, (str, bytes, list, tuple)) and not value):
+        return []
+    items = [value] if isinstance(value, (str, bytes)) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigurationError(
+            f"{option} must be a str or bytes, or a list of them (the first "
+            f"signs, the others still verify), not {type(value).__name__}"
+        )
+    out: list[bytes] = []
+    for item in items:
+        if isinstance(item, str):
+            item = item.encode("utf-8")
+        if not isinstance(item, bytes) or not item:
+            raise ConfigurationError(
+                f"{option}: every key must be a non-empty str or bytes"
+            )
+        out.append(item)
+    return out
+
+
+def cookie_signer(options: TrackingOptions) -> CookieSigner:
+    """The signer for ``options``: ``cookie_secret``, else the
+    ``TRACKWARE_COOKIE_SECRET`` environment variable, else (only with
+    ``ephemeral_cookie_secret``) a random per-process key.
+
+    Raises:
+        ConfigurationError: no key, and no ephemeral one asked for. Cookies
+            are never sent unsigned, nor read back unverified.
+    """
+    secrets = secrets_of(options.cookie_secret)
+    if not secrets:
+        secrets = secrets_of(os.environ.get(COOKIE_SECRET_ENV), COOKIE_SECRET_ENV)
+    if secrets:
+        for secret in secrets:
+            _log.register_secret(secret)
+        return CookieSigner(secrets)
+    if not options.ephemeral_cookie_secret:
+        raise ConfigurationError(_NO_SECRET)
+    # A choice the issue left open: refuse (above) unless asked for this.
+    _log.log_throttled(
+        logging.WARNING,
+        "ephemeral-cookie-secret",
+        "trackware: no cookie secret configured; signing cookies with a random "
+        "per-process key (ephemeral_cookie_secret). Visitors and sessions "
+        "restart whenever the process restarts and are not recognised by other "
+        "worker processes: set cookie_secret= or %s in production.",
+        COOKIE_SECRET_ENV,
+    )
+    return CookieSigner([os.urandom(32)])
 
 
 @dataclasses.dataclass
@@ -117,9 +275,17 @@ class TrackingOptions:
         visitor_max_age: lifetime of the visitor cookie, seconds (1 year).
         cookie_secure: ``None`` (default) sets ``Secure`` on HTTPS requests;
             ``True``/``False`` force it.
-        cookie_secret: signs the session cookie so that it cannot be forged;
-            the Flask integration uses ``app.secret_key`` when this is unset.
-            Without a secret cookie values are still strictly validated.
+        cookie_secret: the secret trackware derives its cookie signing key
+            from (see :class:`CookieSigner`): a str or bytes, or a list of
+            them whose first signs and whose others still verify (rotation).
+            Unset: the ``TRACKWARE_COOKIE_SECRET`` environment variable; on
+            Flask, then ``app.secret_key`` with ``SECRET_KEY_FALLBACKS``.
+            With no key at all the integrations refuse to start
+            (:class:`~trackware.ConfigurationError`).
+        ephemeral_cookie_secret: with no ``cookie_secret`` anywhere, sign
+            with a random per-process key (logged as a warning) instead of
+            refusing to start: for development; visitors and sessions do not
+            survive a restart and differ between worker processes.
         exclude_methods: never tracked (default HEAD and OPTIONS).
         exclude_paths: regular expressions matched against the path (default
             health probes, static files, favicon, robots.txt).
@@ -150,7 +316,8 @@ class TrackingOptions:
     cookie_path: str = "/"
     visitor_max_age: int = 365 * 24 * 3600
     cookie_secure: bool | None = None
-    cookie_secret: str | bytes | None = None
+    cookie_secret: str | bytes | t.Sequence[str | bytes] | None = None
+    ephemeral_cookie_secret: bool = False
     exclude_methods: t.Collection[str] = ("HEAD", "OPTIONS")
     exclude_paths: t.Collection[str | re.Pattern[str]] = DEFAULT_EXCLUDED_PATHS
     exclude_routes: t.Collection[str] = ()
@@ -190,6 +357,7 @@ class TrackingOptions:
                     ) from None
         if self.identity is not None and not callable(self.identity):
             raise ConfigurationError("identity must be a callable returning the user")
+        secrets_of(self.cookie_secret)
 
 
 class RequestState(Scope):
@@ -205,8 +373,14 @@ class RequestState(Scope):
     #: theirs, never mutate it, so "still this one" means no new MXO tid.
     context0: dict[str, t.Any] | None = None
     deferred = False
+    #: The tid the request's cookie carried, signed with the current key (a
+    #: tid other than this one is written to the cookie).
     incoming_tid: str | None = None
+    #: The visitor cookie is to be written: a new visitor, or one whose
+    #: cookie a fallback key signed (re-signed with the current key).
     new_visitor = False
+    #: The tid cookie failed verification: expire it (unless a tid is set).
+    drop_tid = False
     session: tuple[str, int, int] | None = None
     session_dirty = False
     status: int | None = None
@@ -257,13 +431,20 @@ class RequestTracker:
             else None
         )
         self._path_cache: dict[str, bool] = {}
-        # Verdicts on user agents, visitor ids that passed validation, and
-        # session cookies whose signature was verified: browsers repeat them
-        # on every request. Bounded; only verified session values (and the
-        # ones signed here) are kept.
+        # Verdicts on user agents, and the cookies (visitor, session, tid)
+        # whose signature by the current key was verified, or that were
+        # signed here, with their values: browsers repeat them on every
+        # request. Bounded (cleared when full); only verified cookies are
+        # kept, so nothing a client invents takes room.
         self._bot_cache: dict[str, bool] = {}
         self._session_cache: dict[str, tuple[str, int, int]] = {}
-        self._visitors: set[str] = set()
+        self._visitors: dict[str, str] = {}
+        self._tids: dict[str, str] = {}
+        self._rejected = {
+            "visitor": itertools.count(),
+            "session": itertools.count(),
+            "tid": itertools.count(),
+        }
         #: The class of the per-request state (the Flask integration's adds
         #: its ``start_response``; the ASGI middleware's marks its requests).
         self._state_type: type[RequestState] = RequestState
@@ -281,15 +462,7 @@ class RequestTracker:
         self._secure = options.cookie_secure
         self._tid_source = options.tid_source
         self._more_context = options.capture_ip or options.capture_user_agent
-        secret = options.cookie_secret
-        self._key: bytes | None = (
-            secret.encode() if isinstance(secret, str) else secret
-        ) or None
-        if self._key is not None:
-            _log.register_secret(self._key)
-            # BLAKE2b keys are at most 64 bytes; longer secrets are hashed down.
-            if len(self._key) > 64:
-                self._key = hashlib.sha256(self._key).digest()
+        self._signer = cookie_signer(options)
         self._timeout = int(options.session_timeout)
         self._cookie_names = (
             options.visitor_cookie,
@@ -332,42 +505,107 @@ class RequestTracker:
         )
 
     # --- cookies --------------------------------------------------------------------
-    def _sign(self, payload: str) -> str:
-        if self._key is None:
-            return "u"
-        # Keyed BLAKE2b is a MAC by design (RFC 7693) and one C call, several
-        # times cheaper than hmac-sha256 on the request path.
-        digest = hashlib.blake2b(
-            payload.encode(), key=self._key, digest_size=18
-        ).digest()
-        return base64.urlsafe_b64encode(digest).decode()
+    # Verified cookies are remembered (bounded); the first request with a
+    # cookie costs one HMAC-SHA256 per key tried, the next ones a dict lookup.
+
+    def cookie_rejections(self) -> dict[str, int]:
+        """Cookies (``visitor``, ``session``, ``tid``) ignored since start-up
+        because their signature did not verify: forged, tampered, signed with
+        a key no longer configured, or written by trackware 0.1.0, which did
+        not sign the visitor and tid cookies."""
+        return {kind: _count_value(n) for kind, n in self._rejected.items()}
+
+    def _reject(self, kind: str, name: str) -> None:
+        """Count and log (rate-limited, never the value) a rejected cookie."""
+        next(self._rejected[kind])
+        _log.log_throttled(
+            logging.INFO,
+            f"cookie-rejected:{name}",
+            "trackware: ignored a %s cookie (%s) whose signature did not verify "
+            "(forged, tampered, signed with a key no longer configured, or "
+            "unsigned from trackware 0.1.0); %s",
+            name,
+            kind,
+            "it is expired" if kind == "tid" else "a new one is issued",
+        )
+
+    def _sign_cookie(self, name: str, value: str) -> str:
+        return self._signer.sign(name, value)
+
+    def _open_visitor(self, raw: str, state: RequestState) -> str:
+        """The visitor id of visitor cookie ``raw`` (not in the cache), or a
+        new visitor when it does not verify."""
+        name = self._cookie_names[0]
+        opened = self._signer.open(name, raw, _VISITOR_RE) if len(raw) < 100 else None
+        if opened is None:
+            if raw:
+                self._reject("visitor", name)
+            state.new_visitor = True
+            return uuid.uuid4().hex
+        visitor, key = opened
+        if key:  # a fallback key: re-signed with the current one
+            state.new_visitor = True
+        else:
+            if len(self._visitors) >= 4096:
+                self._visitors.clear()
+            self._visitors[raw] = visitor
+        return visitor
+
+    def _open_tid(self, raw: str, state: RequestState) -> str | None:
+        """The MXO tid of tid cookie ``raw`` (not in the cache), or ``None``
+        when it does not verify (the cookie is then expired)."""
+        name = self._cookie_names[2]
+        opened = self._signer.open(name, raw, _TID_RE) if len(raw) < 120 else None
+        if opened is None:
+            if raw:  # (an empty one is what expiring it leaves, if anything)
+                self._reject("tid", name)
+                state.drop_tid = True
+            return None
+        tid, key = opened
+        if not key:
+            if len(self._tids) >= 4096:
+                self._tids.clear()
+            self._tids[raw] = tid
+            state.incoming_tid = tid
+        # else signed with a fallback key: not incoming, so written again.
+        return tid
 
     def _parse_session(
-        self, value: str | None, now: int
+        self, value: str | None, now: int, state: RequestState | None = None
     ) -> tuple[str, int, int] | None:
-        if not value or len(value) > 120:
+        """The session of session cookie ``value``, or ``None``: none, not
+        verified, or its times are impossible. With ``state``, a cookie a
+        fallback key signed marks the session to be re-signed."""
+        if not value:
             return None
         session = self._session_cache.get(value)
         if session is None:
-            m = _SESSION_RE.match(value)
-            if m is None:
+            name = self._cookie_names[1]
+            opened = (
+                self._signer.open(name, value, _SESSION_RE)
+                if len(value) < 120
+                else None
+            )
+            if opened is None:
+                self._reject("session", name)
                 return None
-            sid, start_hex, last_hex, sig = m.groups()
-            payload = f"{sid}.{start_hex}.{last_hex}"
-            if not hmac.compare_digest(sig, self._sign(payload)):
-                return None
+            payload, key = opened
+            sid, start_hex, last_hex = payload.split(".")
             session = (sid, int(start_hex, 16), int(last_hex, 16))
-            if len(self._session_cache) >= 4096:
-                self._session_cache.clear()
-            self._session_cache[value] = session
+            if key:
+                if state is not None:
+                    state.session_dirty = True
+            else:
+                if len(self._session_cache) >= 4096:
+                    self._session_cache.clear()
+                self._session_cache[value] = session
         if not session[1] <= session[2] <= now + 300:
             return None
         return session
 
     def _session_value(self, session: tuple[str, int, int]) -> str:
         sid, start, last = session
-        payload = f"{sid}.{start:x}.{last:x}"
-        return f"{payload}.{self._sign(payload)}"
+        return self._signer.sign(self._cookie_names[1], f"{sid}.{start:x}.{last:x}")
 
     # --- per request ------------------------------------------------------------------
     def _begin(
@@ -415,15 +653,8 @@ class RequestTracker:
         if visitor is None:
             visitor = uuid.uuid4().hex
             state.new_visitor = True
-        elif visitor not in self._visitors:
-            # Not seen (and validated) recently: check it.
-            if _VISITOR_RE.match(visitor):
-                if len(self._visitors) >= 4096:
-                    self._visitors.clear()
-                self._visitors.add(visitor)
-            else:
-                visitor = uuid.uuid4().hex
-                state.new_visitor = True
+        else:  # a cookie verified recently, else checked now
+            visitor = self._visitors.get(visitor) or self._open_visitor(visitor, state)
         state.anonymous_id = visitor
         # Built from plain strings only (anything else is validated below), so
         # the scope takes it as is.
@@ -437,8 +668,12 @@ class RequestTracker:
             if opts.capture_user_agent and user_agent:
                 context["user_agent"] = user_agent
                 trusted = trusted and type(user_agent) is str
-        if tid is not None and _TID_RE.match(tid):
-            state.incoming_tid = tid
+        if tid is not None:  # a cookie verified recently, else checked now
+            known = self._tids.get(tid)
+            if known is not None:
+                state.incoming_tid = known
+            tid = known or self._open_tid(tid, state)
+        if tid is not None:
             context["mxo_tid"] = tid
         elif self._tid_source is not None:
             try:
@@ -456,7 +691,7 @@ class RequestTracker:
             # A session cookie verified before (the cache holds only those).
             session = self._session_cache.get(raw_session) if raw_session else None
             if session is None or not session[1] <= session[2] <= now + 300:
-                session = self._parse_session(raw_session, now)
+                session = self._parse_session(raw_session, now, state)
             if session is not None and now - session[2] <= self._timeout:
                 # The common case: a live session, no event to track here.
                 sid = session[0]
@@ -482,7 +717,8 @@ class RequestTracker:
         state.anonymous_id = visitor
         state.tracker = tracker
         state.context = context if trusted else _sendable(context, "context")
-        if tid is None or tid is state.incoming_tid:
+        if (tid is None and not state.drop_tid) or tid is state.incoming_tid:
+            # No cookie to write for the tid (unless the request binds one).
             state.context0 = state.context
         state.token = scope_var.set(state)
         # Identity first, so that session_start/session_end carry the user too.
@@ -562,7 +798,7 @@ class RequestTracker:
         if not state.new_visitor and not state.session_dirty:
             # The common case: a returning visitor within the same second.
             tid = state.context.get("mxo_tid")
-            if not tid or tid == state.incoming_tid:
+            if (not tid or tid == state.incoming_tid) and not state.drop_tid:
                 return []
         opts = self.options
         out: list[str] = []
@@ -572,7 +808,12 @@ class RequestTracker:
         if state.secure:
             attrs += "; Secure"
         if state.new_visitor:
-            value = state.anonymous_id
+            visitor = str(state.anonymous_id)
+            value = self._signer.sign(opts.visitor_cookie, visitor)
+            # The browser sends it back next: signed by us, so verified.
+            if len(self._visitors) >= 4096:
+                self._visitors.clear()
+            self._visitors[value] = visitor
             out.append(
                 f"{opts.visitor_cookie}={value}; Max-Age={opts.visitor_max_age}" + attrs
             )
@@ -595,10 +836,18 @@ class RequestTracker:
             state.session_dirty = False
         tid = state.context.get("mxo_tid")
         if tid and tid != state.incoming_tid and _TID_RE.match(str(tid)):
+            tid = str(tid)
+            value = self._signer.sign(opts.tid_cookie, tid)
+            if len(self._tids) >= 4096:
+                self._tids.clear()
+            self._tids[value] = tid
             out.append(
-                f"{opts.tid_cookie}={tid}; Max-Age={opts.visitor_max_age}" + attrs
+                f"{opts.tid_cookie}={value}; Max-Age={opts.visitor_max_age}" + attrs
             )
-            state.incoming_tid = str(tid)
+            state.incoming_tid = tid
+        elif state.drop_tid:  # a forged one: the browser forgets it
+            out.append(f"{opts.tid_cookie}=; Max-Age=0" + attrs)
+        state.drop_tid = False
         return out
 
     def _finish(

@@ -22,6 +22,12 @@ with the same defaults as the Flask extension, plus:
 * ``flush_on_shutdown``: flush the tracker, within its ``shutdown_timeout``, in
   a thread when the server sends ``lifespan.shutdown`` (default ``True``).
 
+The visitor, session and MXO tid cookies are signed with a key derived from
+``cookie_secret=`` (a list rotates keys: the first signs, all verify), else
+from the ``TRACKWARE_COOKIE_SECRET`` environment variable; with neither the
+middleware raises :class:`~trackware.ConfigurationError` (or, with
+``ephemeral_cookie_secret=True``, signs with a per-process key and warns).
+
 The middleware is pure ASGI: it imports no framework and never buffers a
 body. Per request it reads the headers once, binds a
 :class:`~trackware.Scope`, adds ``Set-Cookie`` headers to

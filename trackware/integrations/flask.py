@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import http
+import os
 import typing as t
 import urllib.parse
 import weakref
@@ -68,7 +69,14 @@ from .. import _log
 from .._context import Scope, _scope
 from .._decorators import tracked_wrapper_of
 from ..exceptions import ConfigurationError
-from ._common import Identity, RequestState, RequestTracker, TrackingOptions
+from ._common import (
+    COOKIE_SECRET_ENV,
+    Identity,
+    RequestState,
+    RequestTracker,
+    TrackingOptions,
+    secrets_of,
+)
 
 if t.TYPE_CHECKING:
     from .._tracker import Tracker
@@ -98,7 +106,14 @@ _COLLECTIONS = frozenset(
 )
 _NUMBERS = {"session_timeout": float, "visitor_max_age": int}
 _FLAGS = frozenset(
-    {"sessions", "exclude_bots", "capture_ip", "capture_user_agent", "cookie_secure"}
+    {
+        "sessions",
+        "exclude_bots",
+        "capture_ip",
+        "capture_user_agent",
+        "cookie_secure",
+        "ephemeral_cookie_secret",
+    }
 )
 
 
@@ -251,8 +266,7 @@ class Trackware:
                 "tid_source must be a callable (anonymous_id) -> tid or None, "
                 "e.g. InteractionExporter.tid_for"
             )
-        if not values.get("cookie_secret") and app.secret_key:
-            values["cookie_secret"] = app.secret_key
+        _cookie_secret(app, values)
         values.setdefault("exclude_endpoints", ("static",))
         return TrackingOptions(**values)
 
@@ -266,6 +280,39 @@ class Trackware:
                 "call Trackware(app) or trackware_ext.init_app(app) first"
             )
         return state.engine
+
+
+def _cookie_secret(app: flask.Flask, values: dict[str, t.Any]) -> None:
+    """The key trackware's cookies are signed with, by precedence: the
+    ``cookie_secret`` option (argument or ``TRACKWARE_COOKIE_SECRET`` in
+    ``app.config``), the ``TRACKWARE_COOKIE_SECRET`` environment variable,
+    ``app.secret_key`` with ``SECRET_KEY_FALLBACKS`` (the fallbacks verify
+    only, as for Flask's own session), a per-process key when
+    ``ephemeral_cookie_secret`` is set (see ``cookie_signer``).
+
+    Raises:
+        ConfigurationError: none of these: the app would have to send its
+            cookies unsigned.
+    """
+    if secrets_of(values.get("cookie_secret")) or os.environ.get(COOKIE_SECRET_ENV):
+        return
+    if app.secret_key:
+        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
+        values["cookie_secret"] = [
+            app.secret_key,
+            *secrets_of(fallbacks, "SECRET_KEY_FALLBACKS"),
+        ]
+    elif not values.get("ephemeral_cookie_secret"):
+        raise ConfigurationError(
+            "trackware signs its visitor, session and MXO tid cookies with a key "
+            "derived from app.secret_key, and this app has none: set "
+            "app.secret_key (SECRET_KEY in app.config) before Trackware(app) or "
+            "init_app(app), or give trackware a key of its own with "
+            "TRACKWARE_COOKIE_SECRET (in app.config or the environment) or "
+            "cookie_secret=. For development only, "
+            "TRACKWARE_EPHEMERAL_COOKIE_SECRET = True (ephemeral_cookie_secret"
+            "=True) signs with a random per-process key."
+        )
 
 
 def _flag(name: str, value: t.Any) -> bool:
