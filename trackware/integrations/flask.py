@@ -33,10 +33,13 @@ How a request is tracked (one wrapper, around ``app.wsgi_app``):
 3. ``start_response`` (the request state's :meth:`_FlaskState.respond`)
    gives the status and adds the cookies. The page event (route template,
    endpoint and blueprint from the request Flask matched) is recorded when
-   ``wsgi_app`` returns, or, for a streamed response, when the server closes
-   the body, and built off the request thread by the tracker (see
-   ``Tracker._page``). The scope is closed then, so nothing of one request
-   leaks into the next.
+   ``wsgi_app`` returns with a complete body (a list, a file, or the error
+   page Flask makes for an unhandled HTTP error or exception, marked
+   streamed though complete), or, for a body the app produces while it is
+   sent, when the server closes it (or when it is garbage-collected
+   unclosed, counted as ``page_unclosed`` in :meth:`Trackware.stats`), and
+   built off the request thread by the tracker (see ``Tracker._page``).
+   The scope is closed then, so nothing of one request leaks into the next.
 
 No Flask signal or hook runs per request on trackware's behalf (Flask's
 ``got_request_exception`` names the error of a failing view, and is sent only
@@ -45,8 +48,11 @@ then).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import gc
 import http
+import itertools
 import os
 import typing as t
 import urllib.parse
@@ -68,6 +74,7 @@ from werkzeug.wsgi import FileWrapper as _FileWrapper
 from .. import _log
 from .._context import Scope, _scope
 from .._decorators import tracked_wrapper_of
+from .._worker import _count_value
 from ..exceptions import ConfigurationError
 from ._common import (
     COOKIE_SECRET_ENV,
@@ -131,7 +138,7 @@ def flask_login_identity() -> str | None:
 class _AppState:
     """What the extension keeps per app (the app itself only weakly)."""
 
-    __slots__ = ("app", "engine", "identity")
+    __slots__ = ("app", "engine", "identity", "orphans", "unclosed")
 
     def __init__(
         self,
@@ -142,6 +149,29 @@ class _AppState:
         self.app = weakref.ref(app)
         self.engine = engine
         self.identity = identity
+        #: Streamed bodies garbage-collected without close() (a server or
+        #: client that broke the WSGI contract): counted, their page events
+        #: tracked (see _ClosingBody.__del__).
+        self.unclosed = itertools.count()
+        #: The page events of those the cyclic collector finalised, waiting
+        #: for the app's next request or stats() to track them.
+        self.orphans: collections.deque[t.Callable[[], None]] = collections.deque()
+
+    def track_orphans(self) -> None:
+        """Track the page events that unclosed bodies left (see
+        :meth:`_ClosingBody.__del__`); never raises."""
+        orphans = self.orphans
+        while orphans:
+            try:
+                orphans.popleft()()
+            except IndexError:  # taken by another thread meanwhile
+                return
+            except Exception:
+                _log.error(
+                    "flask-unclosed",
+                    "trackware: could not track the page event of an unclosed body",
+                    exc_info=True,
+                )
 
 
 class Trackware:
@@ -270,8 +300,25 @@ class Trackware:
         values.setdefault("exclude_endpoints", ("static",))
         return TrackingOptions(**values)
 
+    def stats(self, app: flask.Flask | None = None) -> dict[str, int]:
+        """The extension's counters for ``app`` (default: ``current_app``).
+
+        ``page_unclosed``: streamed response bodies that were garbage-collected
+        without the ``close()`` a WSGI server must call (Flask's test client
+        does not call it, for instance). Their page events are tracked all
+        the same, when the body is collected (with the status; the duration
+        runs until then), so nothing is lost; the counter says that the
+        server or client does not close bodies.
+        """
+        state = self._app_state(app)
+        state.track_orphans()
+        return {"page_unclosed": _count_value(state.unclosed)}
+
     def engine(self, app: flask.Flask | None = None) -> RequestTracker:
         """The request tracker serving ``app`` (default: ``current_app``)."""
+        return self._app_state(app).engine
+
+    def _app_state(self, app: flask.Flask | None) -> _AppState:
         target = app if app is not None else flask.current_app._get_current_object()  # type: ignore[attr-defined]
         state = self._apps.get(target)
         if state is None:
@@ -279,7 +326,7 @@ class Trackware:
                 "this Flask app is not registered with this Trackware instance: "
                 "call Trackware(app) or trackware_ext.init_app(app) first"
             )
-        return state.engine
+        return state
 
 
 def _cookie_secret(app: flask.Flask, values: dict[str, t.Any]) -> None:
@@ -637,7 +684,9 @@ class _TrackwareWSGI:
         # into the thread's next request); the body binds it again while the
         # app's generator produces each chunk.
         self.engine.close(state)
-        return _ClosingBody(body, state, lambda: self._finish(state, environ, None))
+        return _ClosingBody(
+            body, state, lambda: self._finish(state, environ, None), self
+        )
 
     def _finish(
         self,
@@ -671,7 +720,8 @@ class _TrackwareWSGI:
         )
 
     def _refresh(self) -> None:
-        """The app's views changed (or this is its first request)."""
+        """The app's views changed (or this is its first request, or an
+        unclosed body left a page event to track: see _ClosingBody.__del__)."""
         app = self.app_state.app()
         if app is None:  # pragma: no cover - the app is being collected
             return
@@ -685,6 +735,9 @@ class _TrackwareWSGI:
                 prefixes.add(literal.encode("utf-8").decode("latin-1"))
         self.prefixes = tuple(sorted(prefixes))
         self.seen_views = len(self.views)
+        # After the store above: a body finalised meanwhile sets seen_views
+        # to -1 after queueing its page event, so none waits unnoticed.
+        self.app_state.track_orphans()
 
     def _rule_excluded(self, environ: dict[str, t.Any]) -> bool:
         """Match the URL as Flask will (rarely: the path could be an excluded
@@ -725,7 +778,45 @@ def _streamed(body: t.Any) -> bool:
     inner = response.response
     if type(inner) is list:  # the common case
         return False
+    if type(inner) is _ClosingIterator:
+        # Flask made the response by running a WSGI app (``force_type``):
+        # werkzeug's error page for an unhandled HTTP error or exception
+        # (raise -> 500, abort(404), unknown URLs), or an app the view
+        # returned. Such a response is marked streamed, but what it wraps
+        # may be complete already (the error page's is a list).
+        return not _wraps_complete(inner)
     return response.is_streamed and not response.direct_passthrough
+
+
+def _wraps_complete(iterator: _ClosingIterator) -> bool:
+    """Does this ``ClosingIterator`` of ``run_wsgi_app`` wrap a body that is
+    complete (a werkzeug response made from a list)?
+
+    Each ``ClosingIterator`` ends its close callbacks with the close of what
+    it wraps: another ``ClosingIterator`` (``run_wsgi_app`` wraps the app's
+    iterator) or the response that made it (``Response.__call__``). Followed
+    a few levels down, to a response's own body: a list or tuple is
+    complete; anything else (a generator, a file, an unknown object) may run
+    app code as it is sent, so the page event waits for ``close()``.
+    """
+    current: t.Any = iterator
+    for _ in range(4):
+        try:
+            owner = current._callbacks[-1].__self__
+        except (AttributeError, IndexError):
+            return False
+        if type(owner) is _ClosingIterator:
+            current = owner
+        elif isinstance(owner, Response):
+            inner = owner.response
+            if type(inner) is list or type(inner) is tuple:
+                return True
+            if type(inner) is not _ClosingIterator:
+                return False
+            current = inner
+        else:
+            return False
+    return False
 
 
 def _complete(body: t.Any, environ: dict[str, t.Any]) -> bool:
@@ -742,16 +833,23 @@ def _complete(body: t.Any, environ: dict[str, t.Any]) -> bool:
 
 class _ClosingBody:
     """A streamed response body: the request's scope is bound while each chunk
-    is produced, and ``on_close`` runs once when the server closes it."""
+    is produced, and ``on_close`` (the page event) runs once when the server
+    closes it, or when the body is garbage-collected unclosed (see
+    :meth:`__del__`)."""
 
-    __slots__ = ("_body", "_iterator", "_on_close", "_scope")
+    __slots__ = ("_body", "_iterator", "_on_close", "_owner", "_scope")
 
     def __init__(
-        self, body: t.Any, scope: Scope, on_close: t.Callable[[], None] | None
+        self,
+        body: t.Any,
+        scope: Scope,
+        on_close: t.Callable[[], None] | None,
+        owner: _TrackwareWSGI | None = None,
     ) -> None:
         self._body = body
         self._scope = scope
         self._on_close = on_close
+        self._owner = owner
         self._iterator: t.Iterator[bytes] | None = None
 
     def __iter__(self) -> _ClosingBody:
@@ -780,6 +878,46 @@ class _ClosingBody:
             if on_close is not None:
                 self._on_close = None
                 on_close()
+
+    def __del__(self) -> None:
+        """Garbage-collected without ``close()`` (which a WSGI server must
+        call; Flask's test client does not): count it, and track the page
+        event (status as sent, duration until now) rather than lose it.
+
+        Where the last reference goes (CPython's reference counting: the
+        server's or the test's code) the event is tracked at once. The
+        cyclic collector, though, may run at any allocation, also inside a
+        lock trackware holds; then only lock-free work happens here (a
+        counter, a deque) and the app's next request, or ``stats()``,
+        tracks the event. Never raises.
+        """
+        try:
+            on_close = self._on_close
+            owner = self._owner
+            if on_close is None or owner is None:  # closed, or not tracked
+                return
+            self._on_close = None
+            state = owner.app_state
+            next(state.unclosed)
+            if _collecting:
+                state.orphans.append(on_close)
+                owner.seen_views = -1  # the next request runs _refresh()
+            else:
+                on_close()
+        except Exception:  # pragma: no cover - defensive (e.g. at interpreter exit)
+            pass
+
+
+#: True while the cyclic garbage collector runs (see ``_ClosingBody.__del__``).
+_collecting = False
+
+
+def _on_gc(phase: str, info: dict[str, t.Any]) -> None:
+    global _collecting
+    _collecting = phase == "start"
+
+
+gc.callbacks.append(_on_gc)
 
 
 def _use_tracked_wrappers(app: flask.Flask) -> None:
