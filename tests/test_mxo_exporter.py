@@ -649,7 +649,7 @@ def test_unencodable_value_is_rejected_for_this_vendor(
     assert tr.flush(10)
     (record,) = dead.records
     assert record.event.name == "bad"
-    assert record.reason.startswith("body: not valid JSON")
+    assert record.reason.startswith("json: every event must be encodable as JSON")
     assert [c.json()["uri"] for c in emu.recorded("mxo.lightweight")] == [
         "api://shop/good"
     ]

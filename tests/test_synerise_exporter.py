@@ -70,6 +70,7 @@ SEED_EXPORTER: dict[str, t.Any] = {
     "dedicated": {"client.hitTimer": "hit-timer"},
 }
 BARK = {"loudness": 3, "mood": "happy", "mailmanScared": True}
+BEANS = {"sku": "p-1", "name": "Beans", "price": 1}
 
 
 def test_golden_custom_event(server: EmulatorServer, dead: MemoryDeadLetter) -> None:
@@ -318,7 +319,7 @@ def test_mixed_batch_is_routed_per_event(
     tr.track("recommendation.view", reco, anonymous_id=UUID)
     tr.track("recommendation.view", reco, anonymous_id=UUID)
     tr.track("recommendation.click", reco, anonymous_id=UUID)
-    tx = {"order_id": "o", "revenue": 1, "currency": "EUR"}
+    tx = {"order_id": "o", "revenue": 1, "currency": "EUR", "products": [BEANS]}
     tr.track("transaction.charge", tx, user_id="c-1")
     tr.track("transaction.charge", tx, user_id="c-2")
     assert tr.flush(10)
@@ -619,7 +620,7 @@ def test_unencodable_property_is_rejected_alone(server: EmulatorServer) -> None:
     result = exp.export([good, bad])
     assert result.sent == [good]
     (rejection,) = result.rejected
-    assert "not JSON-encodable" in rejection.reason
+    assert "json: every event must be encodable as JSON" in rejection.reason
     exp.close()
 
 
@@ -768,7 +769,7 @@ def test_ai_and_transaction_batches_respect_the_cap(
 ) -> None:
     exp = exporter(server, tracker_key=TRACKER_KEY, max_batch_size=2)
     reco = {"correlationId": "c-1", "clientUUID": UUID, "items": ["1"]}
-    tx = {"order_id": "o", "revenue": 1, "currency": "EUR"}
+    tx = {"order_id": "o", "revenue": 1, "currency": "EUR", "products": [BEANS]}
     events = [Event("recommendation.view", reco) for _ in range(5)]
     events += [Event("transaction.charge", tx, user_id="c") for _ in range(3)]
     assert len(exp.export(events).sent) == 8

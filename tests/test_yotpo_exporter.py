@@ -327,9 +327,7 @@ def test_all_events_with_a_mapping_renames_mapped_ones(
 @pytest.mark.parametrize(
     ("name", "properties", "identity", "options", "rule"),
     [
-        ("e", {}, {}, {}, "identity: the event has no user_id, email or phone"),
-        ("e", {}, {"anonymous_id": "anon-1"}, {}, "identity:"),
-        ("e", {}, {"phone": "07700 900123"}, {}, "set default_country_code"),
+        ("e", {}, {"phone": "07700 900123"}, {}, "set default_region"),
         ("e", {}, {"email": "bad@@example.com"}, {}, "email is not a valid"),
         ("!!!", {}, {"user_id": "u"}, {}, "event_name:"),
         ("n" * 256, {}, {"user_id": "u"}, {}, "at most 255"),
@@ -440,20 +438,40 @@ def test_naive_and_offset_datetimes_become_utc_iso(
     }
 
 
+def test_anonymous_events_are_not_applicable_not_rejected(
+    emu: EmulatorServer, api: YotpoAPI, store: str
+) -> None:
+    """Yotpo keeps no anonymous customers: an event that names nobody (a page
+    view of a new visitor) is not_applicable, never a dead letter."""
+    exporter = exporter_for(emu, store)
+    with tracking(exporter) as (tracker, dead):
+        tracker.track("before", user_id="u")
+        tracker.track("page")
+        tracker.track("page", anonymous_id="anon-1", traits={"tier": "gold"})
+        tracker.track("after", user_id="u")
+        assert tracker.flush(20)
+        stats = tracker.stats()["destinations"]["yotpo"]
+    assert dead.read() == []
+    assert stats["not_applicable"] == 2 and stats["rejected"] == 0
+    assert [e["event_name"] for e in api.events] == ["before", "after"]
+
+
 def test_vendor_4xx_is_dead_lettered_with_the_emulators_reason(
     emu: EmulatorServer, api: YotpoAPI, store: str
 ) -> None:
-    """An event id that is not a UUID passes the exporter (Yotpo only recommends
-    UUIDs) but the strict emulator answers 400; the dead letter has its rule."""
+    """A field map the vendor does not share (here the emulator expects the
+    id under another name) passes the exporter but the strict emulator answers
+    400; the dead letter has its rule."""
+    api.field_map = DEFAULT_FIELD_MAP.replace(id="event_id")
     exporter = exporter_for(emu, store)
     with tracking(exporter) as (tracker, dead):
-        tracker.track("e", user_id="u", event_id="order-1001")
+        tracker.track("e", user_id="u")
         assert tracker.flush(20)
     (record,) = dead.read()
     assert record["status"] == 400
     assert record["reason"].startswith("HTTP 400")
     assert '"rule": "id"' in record["response"]
-    assert "must be a UUID" in record["reason"]
+    assert "required" in record["reason"]
     assert api.events == []
 
 

@@ -3,14 +3,99 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing as t
+import uuid
 
-from .._event import Event
+from .._event import Event, dumps
 
 if t.TYPE_CHECKING:
     from .._retry import RetryPolicy
 
-__all__ = ["BaseExporter", "ExportResult", "Exporter", "Rejection"]
+__all__ = [
+    "BaseExporter",
+    "ContractViolation",
+    "ExportResult",
+    "Exporter",
+    "Rejection",
+    "encode_event",
+    "iso_time_problem",
+    "stable_uuid",
+]
+
+
+# --- per-event contract checks ----------------------------------------------------
+#
+# The rule of every exporter: each event is checked against the vendor contract
+# (and encoded as JSON) on its own, before it joins a batch. Several vendors take
+# a batch all-or-nothing (MXO /interactions/offline, Synerise /v4/events/batch,
+# Cardlytics clientEvents), so one bad event sent along would cost its
+# batch-mates; an event that fails is rejected alone with the rule it broke.
+
+
+class ContractViolation(ValueError):
+    """An event breaks a destination's contract; the message names the rule.
+
+    Raised by an exporter's mapping; the event is rejected for that destination
+    only (``Rejection.status`` is ``None``: decided before sending).
+    """
+
+
+def encode_event(payload: object) -> str:
+    """``payload`` (one event's part of a request) as JSON text, checked alone.
+
+    Raises :class:`ContractViolation` naming the rule when it cannot be
+    encoded: a value of a type JSON has no form for, NaN or infinity, or text
+    that is not valid Unicode (a lone surrogate cannot be sent as UTF-8).
+    ``track()`` refuses such values, but an event may come from a
+    ``before_send`` hook, a replayed dead letter or a custom builder.
+    """
+    try:
+        text = dumps(payload)
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        detail = str(exc).split("\n", 1)[0][:200]
+        raise ContractViolation(
+            f"json: every event must be encodable as JSON (UTF-8) on its own; "
+            f"this one is not ({type(exc).__name__}: {detail})"
+        ) from None
+    return text
+
+
+#: Epoch seconds of 1000-01-01 and of the end of 9999-12-31 (UTC): ISO-8601
+#: timestamps have a four-digit year.
+_ISO_MIN = -30610224000.0
+_ISO_MAX = 253402300800.0
+
+
+def iso_time_problem(unix: float, field: str) -> str | None:
+    """Why ``unix`` cannot be sent as an ISO-8601 ``field``, or ``None``."""
+    if not _ISO_MIN <= unix < _ISO_MAX:
+        return (
+            f"{field}: the event time ({unix!r} s since 1970) is outside years "
+            "1000-9999, which an ISO-8601 timestamp cannot carry (a value in "
+            "milliseconds passed as seconds?)"
+        )
+    return None
+
+
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+# Stable UUIDs for event ids that are not UUIDs (uuid5 in this namespace).
+_ID_NAMESPACE = uuid.UUID("4f1c2b1e-8d0c-5a7e-9b1f-6c0a3e2d1b7a")
+
+
+def stable_uuid(event_id: str) -> str:
+    """``event_id`` itself when it is a UUID, else a UUID derived from it.
+
+    Vendors whose id field must be a UUID (Cardlytics ``clientEventId``,
+    Yotpo ``id``) get the same derived id for an app-supplied id every time
+    (UUIDv5), so retries and replays still overwrite instead of duplicating.
+    """
+    if _UUID_RE.fullmatch(event_id):
+        return event_id
+    return str(uuid.uuid5(_ID_NAMESPACE, event_id))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from .._auth import AuthError
 from .._event import Event, dumps
 from .._retry import RETRYABLE_STATUSES, RetryPolicy, retry_floor
 from ..exceptions import ConfigurationError
-from ._base import BaseExporter, ExportResult
+from ._base import BaseExporter, ContractViolation, ExportResult, encode_event
 
 __all__ = ["BaseHTTPExporter", "HTTPExporter", "HTTPRequest"]
 
@@ -408,32 +408,57 @@ class HTTPExporter(BaseHTTPExporter):
     def build_requests(
         self, events: t.Sequence[Event]
     ) -> tuple[list[HTTPRequest], ExportResult]:
-        batch = list(events)
+        result = ExportResult()
+        # Each event is encoded alone before it joins the batch: one value
+        # JSON cannot carry rejects its event only, not the whole request.
+        batch: list[Event] = []
+        encoded: list[str] = []
+        for event in events:
+            try:
+                text = encode_event(event.to_dict())
+            except ContractViolation as exc:
+                result.reject(event, str(exc))
+                continue
+            batch.append(event)
+            encoded.append(text)
+        if not batch:
+            return [], result
+        bodies: list[tuple[list[Event], str]]
         if callable(self.body):
-            bodies = [(batch, self.body(batch))]
+            try:
+                bodies = [(batch, encode_event(self.body(batch)))]
+            except ContractViolation as exc:
+                for event in batch:
+                    result.reject(event, f"the body callable's result: {exc}")
+                return [], result
         elif self.body == "single":
-            bodies = [([e], e.to_dict()) for e in batch]
+            bodies = [([e], text) for e, text in zip(batch, encoded, strict=True)]
         elif self.body == "array":
-            bodies = [(batch, [e.to_dict() for e in batch])]
+            bodies = [(batch, "[" + ",".join(encoded) + "]")]
         else:
+            sent_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             bodies = [
                 (
                     batch,
-                    {
-                        "events": [e.to_dict() for e in batch],
-                        "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    },
+                    '{"events":[' + ",".join(encoded) + f'],"sent_at":"{sent_at}"}}',
                 )
             ]
         requests = []
-        for evs, payload in bodies:
+        for evs, text in bodies:
             headers = dict(self.headers)
+            headers.setdefault("Content-Type", "application/json")
             if self.body == "single":
                 headers["Idempotency-Key"] = evs[0].event_id
             requests.append(
-                HTTPRequest(evs, self.method, self.url, json=payload, headers=headers)
+                HTTPRequest(
+                    evs,
+                    self.method,
+                    self.url,
+                    content=text.encode("utf-8"),
+                    headers=headers,
+                )
             )
-        return requests, ExportResult()
+        return requests, result
 
     def auth_headers(
         self, request: HTTPRequest, *, refresh: bool = False

@@ -8,10 +8,26 @@ import sys
 import threading
 import typing as t
 
-from .._event import Event, dumps
-from ._base import BaseExporter, ExportResult
+from .._event import Event
+from ._base import BaseExporter, ContractViolation, ExportResult, encode_event
 
 __all__ = ["ConsoleExporter", "JSONLinesExporter"]
+
+
+def _lines(events: t.Sequence[Event]) -> tuple[list[Event], str, ExportResult]:
+    """The events that encode, their JSON lines, and a result rejecting the
+    others (each event is encoded alone: one bad value costs its event only)."""
+    result = ExportResult()
+    kept: list[Event] = []
+    lines: list[str] = []
+    for event in events:
+        try:
+            lines.append(encode_event(event.to_dict()) + "\n")
+        except ContractViolation as exc:
+            result.reject(event, str(exc))
+            continue
+        kept.append(event)
+    return kept, "".join(lines), result
 
 
 class ConsoleExporter(BaseExporter):
@@ -37,12 +53,17 @@ class ConsoleExporter(BaseExporter):
 
     def export(self, events: t.Sequence[Event], /) -> ExportResult:
         stream = self.stream or sys.stdout
+        kept, text, result = _lines(events)
+        if not kept:
+            return result
         try:
-            stream.write("".join(dumps(e.to_dict()) + "\n" for e in events))
+            stream.write(text)
             stream.flush()
         except (OSError, ValueError) as exc:
-            return ExportResult.failure(events, f"write failed: {exc}")
-        return ExportResult.success(events)
+            result.add_retry(kept, f"write failed: {exc}")
+            return result
+        result.sent.extend(kept)
+        return result
 
 
 class JSONLinesExporter(BaseExporter):
@@ -71,7 +92,10 @@ class JSONLinesExporter(BaseExporter):
         self._lock = threading.Lock()
 
     def export(self, events: t.Sequence[Event], /) -> ExportResult:
-        data = "".join(dumps(e.to_dict()) + "\n" for e in events).encode("utf-8")
+        kept, text, result = _lines(events)
+        if not kept:
+            return result
+        data = text.encode("utf-8")
         try:
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +107,10 @@ class JSONLinesExporter(BaseExporter):
                 finally:
                     os.close(fd)
         except OSError as exc:
-            return ExportResult.failure(events, f"write failed: {exc.strerror}")
-        return ExportResult.success(events)
+            result.add_retry(kept, f"write failed: {exc.strerror}")
+            return result
+        result.sent.extend(kept)
+        return result
 
     def __repr__(self) -> str:
         return f"<JSONLinesExporter name={self.name!r} path={str(self.path)!r}>"

@@ -32,7 +32,6 @@ import hashlib
 import hmac
 import math
 import os
-import re
 import ssl
 import threading
 import time
@@ -46,7 +45,13 @@ from .._auth import AuthError, TokenCache, jwt_claims
 from .._event import Event, dumps
 from .._retry import RETRYABLE_STATUSES, RetryPolicy, retry_floor
 from ..exceptions import ConfigurationError
-from ._base import ExportResult
+from ._base import (
+    ContractViolation,
+    ExportResult,
+    encode_event,
+    iso_time_problem,
+    stable_uuid,
+)
 from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
 
 __all__ = [
@@ -112,11 +117,6 @@ DEFAULT_MAPPING: t.Mapping[str, str] = {"session_start": "LogEnrollment"}
 _CLIENT_EVENT_PATH = "/v2/events/clientEvent"
 _SESSION_PATH = "/v2/session/startSession"
 _HEADER_STYLES = ("bearer", "session-token")
-_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
-# Stable UUIDs for event ids that are not UUIDs (uuid5 in this namespace).
-_ID_NAMESPACE = uuid.UUID("4f1c2b1e-8d0c-5a7e-9b1f-6c0a3e2d1b7a")
 #: (metadata key, property names looked up in order)
 _METADATA_PROPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("serveToken", ("serveToken", "serve_token")),
@@ -129,7 +129,7 @@ _METADATA_PROPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-class _Violation(ValueError):
+class _Violation(ContractViolation):
     """An event breaks the Cardlytics contract (the message names the rule)."""
 
 
@@ -142,9 +142,7 @@ def _timestamp(unix: float) -> str:
 
 
 def _client_event_id(event_id: str) -> str:
-    if _UUID.fullmatch(event_id):
-        return event_id
-    return str(uuid.uuid5(_ID_NAMESPACE, event_id))
+    return stable_uuid(event_id)
 
 
 def _jwt_expiry(token: str) -> float | None:
@@ -490,6 +488,9 @@ class ClientEventExporter(BaseHTTPExporter):
         the broken rule when the event cannot satisfy the contract."""
         client_event = self.mapping[event.name]
         kind = CLIENT_EVENT_TYPES[client_event]
+        problem = iso_time_problem(event.unix_time, "clientEventTimestamp")
+        if problem:
+            raise _Violation(problem)
         return {
             "clientEventId": _client_event_id(event.event_id),
             "clientEventType": kind,
@@ -567,17 +568,18 @@ class ClientEventExporter(BaseHTTPExporter):
         self, events: t.Sequence[Event]
     ) -> tuple[list[HTTPRequest], ExportResult]:
         result = ExportResult()
-        # customer -> ((event, clientEventId) in batch order, messages by id)
-        groups: dict[
-            str, tuple[list[tuple[Event, str]], dict[str, dict[str, t.Any]]]
-        ] = {}
+        # customer -> ((event, clientEventId) in batch order, encoded messages
+        # by id). Each message is checked and encoded alone before it joins
+        # its customer's batch (Cardlytics refuses a batch for one bad item).
+        groups: dict[str, tuple[list[tuple[Event, str]], dict[str, str]]] = {}
         for event in events:
             if not self.applies(event):
                 result.skipped.append(event)
                 continue
             try:
                 message = self.message(event)
-            except _Violation as exc:
+                encoded = encode_event(message)
+            except ContractViolation as exc:
                 result.reject(event, str(exc))
                 continue
             group_events, messages = groups.setdefault(
@@ -587,22 +589,26 @@ class ClientEventExporter(BaseHTTPExporter):
             group_events.append((event, client_event_id))
             # The same event twice in one batch would make Cardlytics refuse
             # the whole request (duplicate clientEventId): send it once.
-            messages.setdefault(client_event_id, message)
+            messages.setdefault(client_event_id, encoded)
         requests: list[HTTPRequest] = []
         cap = self.max_batch_size
         for customer, (group_events, messages) in groups.items():
-            unique = list(messages.values())
+            unique = list(messages.items())
             for start in range(0, len(unique), cap):
                 chunk = unique[start : start + cap]
-                ids = {m["clientEventId"] for m in chunk}
+                ids = {cid for cid, _ in chunk}
                 chunk_events = [e for e, cid in group_events if cid in ids]
+                body = '{"clientEvents":[' + ",".join(m for _, m in chunk) + "]}"
                 requests.append(
                     HTTPRequest(
                         chunk_events,
                         "POST",
                         _CLIENT_EVENT_PATH,
-                        json={"clientEvents": chunk},
-                        headers={"x-source-customer-id": customer},
+                        content=body.encode("utf-8"),
+                        headers={
+                            "Content-Type": "application/json",
+                            "x-source-customer-id": customer,
+                        },
                         auth_key=customer,
                     )
                 )

@@ -26,6 +26,7 @@ import dataclasses
 import os
 import re
 import threading
+import time
 import typing as t
 
 import httpx
@@ -36,7 +37,7 @@ from .._context import current_scope
 from .._event import Event, dumps, iso_time, to_jsonable
 from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
-from ._base import ExportResult
+from ._base import ContractViolation, ExportResult, encode_event, iso_time_problem
 from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
 
 __all__ = [
@@ -68,7 +69,7 @@ CustomerKey: t.TypeAlias = "str | t.Callable[[Event], str | None]"
 PropertySource: t.TypeAlias = "t.Callable[[Event], t.Mapping[str, t.Any]]"
 
 
-class _Violation(Exception):
+class _Violation(ContractViolation):
     """An event breaks the MXO contract (rejected for this destination only)."""
 
 
@@ -123,8 +124,14 @@ def _string_value(value: t.Any) -> str | None:
         return value
     if isinstance(value, (int, float)):
         return str(value)
-    plain = to_jsonable(value)
-    return plain if isinstance(plain, str) else dumps(plain)
+    try:
+        plain = to_jsonable(value)
+        return plain if isinstance(plain, str) else encode_event(plain)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _Violation(
+            f"json: a property value of type {type(value).__name__} cannot be "
+            f"encoded as JSON ({type(exc).__name__}); MXO property values are text"
+        ) from None
 
 
 def _is_2xx(code: t.Any) -> bool:
@@ -133,11 +140,9 @@ def _is_2xx(code: t.Any) -> bool:
 
 
 def _encode(obj: t.Any) -> bytes:
-    """JSON-encode on the worker; an unencodable value breaks the contract."""
-    try:
-        return dumps(obj).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise _Violation(f"body: not valid JSON ({exc})") from None
+    """JSON-encode one event's body on the worker, alone (an unencodable value
+    breaks the contract: ContractViolation)."""
+    return encode_event(obj).encode("utf-8")
 
 
 def _env(
@@ -441,6 +446,10 @@ class InteractionExporter(_MXOExporter):
         customer_key_name: sent as ``customerKeyName`` with ``customerKey``
             (MXO's default key name is ``customerkey``).
         timestamp_field: the offline timestamp's field name.
+        future_tolerance: an offline event timestamped up to this many
+            seconds in the future is sent with the current time (MXO refuses
+            future timestamps); one further ahead is rejected for MXO with
+            the rule (default 300).
         token_url: the token endpoint (default ``<base_url>/one/oauth2token``).
         token_ttl: token lifetime assumed when MXO sends no ``expires_in``,
             seconds; ``None`` keeps it until a 401.
@@ -475,6 +484,7 @@ class InteractionExporter(_MXOExporter):
         customer_key: CustomerKey = "user_id",
         customer_key_name: str | None = None,
         timestamp_field: str = "timestamp",
+        future_tolerance: float = 300.0,
         token_url: str | None = None,
         token_ttl: float | None = None,
         properties_from: PropertySource | None = None,
@@ -506,6 +516,8 @@ class InteractionExporter(_MXOExporter):
             )
         if not isinstance(timestamp_field, str) or not timestamp_field:
             raise ConfigurationError(f"{cls}: timestamp_field must be a field name")
+        if not future_tolerance >= 0:
+            raise ConfigurationError(f"{cls}: future_tolerance must be >= 0 seconds")
         if customer_key_name is not None and (
             not isinstance(customer_key_name, str) or not customer_key_name
         ):
@@ -542,6 +554,7 @@ class InteractionExporter(_MXOExporter):
             )
         self.customer_key_name = customer_key_name
         self.timestamp_field = timestamp_field
+        self.future_tolerance = float(future_tolerance)
         basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         _log.register_secret(basic)
         self._basic = f"Basic {basic}"
@@ -638,6 +651,28 @@ class InteractionExporter(_MXOExporter):
         return {"Authorization": f"Bearer {token}"}
 
     # --- mapping ----------------------------------------------------------------------
+    def _offline_time(self, event: Event, now: float) -> float:
+        """The offline ``timestamp`` of ``event``: MXO refuses one later than
+        its server time (plus an undocumented skew), and would refuse the whole
+        ``/interactions/offline`` call with it. A time up to
+        ``future_tolerance`` ahead (an app clock running a little fast) is
+        sent as now; a later one is rejected, for this destination only."""
+        when = event.unix_time
+        if when <= now:
+            problem = iso_time_problem(when, self.timestamp_field)
+            if problem:
+                raise _Violation(problem)
+            return when
+        ahead = when - now
+        if ahead > self.future_tolerance:
+            raise _Violation(
+                f"{self.timestamp_field}: the event time {iso_time(min(when, 2e11))} "
+                f"is {ahead:.0f} s in the future; MXO refuses offline interactions "
+                "timestamped later than its server time (check the clock of the "
+                "host that tracked it, or the timestamp passed to track())"
+            )
+        return now
+
     def _interaction(self, event: Event, uri: str) -> dict[str, t.Any]:
         item: dict[str, t.Any] = {"uri": uri}
         customer_key = self._customer_key(event)
@@ -662,6 +697,7 @@ class InteractionExporter(_MXOExporter):
         result = ExportResult()
         requests: list[HTTPRequest] = []
         headers = {"Content-Type": _JSON, "dataMimeType": _JSON}
+        now = time.time()
         # group key -> (events, encoded interactions, tid), in first-seen order
         groups: dict[tuple[str, str], tuple[list[Event], list[bytes], str | None]] = {}
         for event in events:
@@ -675,10 +711,12 @@ class InteractionExporter(_MXOExporter):
                     continue
                 item = self._interaction(event, uri)
                 if offline:
-                    item[self.timestamp_field] = iso_time(event.unix_time)
+                    item[self.timestamp_field] = iso_time(
+                        self._offline_time(event, now)
+                    )
                 encoded = _encode(item)
                 tid = self._event_tid(event)
-            except _Violation as exc:
+            except ContractViolation as exc:
                 result.reject(event, str(exc))
                 continue
             except Exception as exc:  # a user callable failed: this event only
@@ -994,7 +1032,7 @@ class LightweightExporter(_MXOExporter):
                     body["ck"] = customer_key
                 content = _encode(body)
                 tid = self._event_tid(event)
-            except _Violation as exc:
+            except ContractViolation as exc:
                 result.reject(event, str(exc))
                 continue
             except Exception as exc:  # a user callable failed: this event only

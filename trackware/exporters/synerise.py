@@ -22,7 +22,7 @@ from .._auth import AuthError, TokenCache, jwt_claims
 from .._event import Event, dumps, iso_time
 from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
-from ._base import ExportResult
+from ._base import ContractViolation, ExportResult, encode_event, iso_time_problem
 from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
 
 __all__ = ["AI_EVENT_TYPES", "SyneriseExporter"]
@@ -63,7 +63,7 @@ def _as_uuid(value: str | None) -> str | None:
     return None
 
 
-class _Reject(Exception):
+class _Reject(ContractViolation):
     """An event breaks the Synerise contract; the message names the rule."""
 
 
@@ -444,6 +444,9 @@ class SyneriseExporter(BaseHTTPExporter):
                 return remembered
             when = event.unix_time
             if when <= now:
+                problem = iso_time_problem(when, "time")
+                if problem:
+                    raise _Reject(problem)
                 return when
             self._clamped[event.event_id] = now
             while len(self._clamped) > _CLAMP_MEMORY:
@@ -543,6 +546,11 @@ class SyneriseExporter(BaseHTTPExporter):
             "items": [str(i) for i in raw_items],
             "eventTimestamp": int(round(event.unix_time * 1000)),
         }
+        if body["eventTimestamp"] < 0:
+            raise _Reject(
+                "eventTimestamp: must be Unix time in milliseconds >= 0; the event "
+                "is dated before 1970"
+            )
         campaign = _first(props, "campaignId", "campaign_id")
         if campaign is not None:
             if not isinstance(campaign, (str, int)) or isinstance(campaign, bool):
@@ -602,9 +610,13 @@ class SyneriseExporter(BaseHTTPExporter):
         discount = _first(props, "discountAmount", "discount")
         if discount is not None:
             body["discountAmount"] = self._money(discount, currency, "discountAmount")
-        products = props.get("products", [])
-        if not isinstance(products, (list, tuple)):
-            raise _Reject("products: must be a list of products")
+        products = props.get("products")
+        if not isinstance(products, (list, tuple)) or not products:
+            raise _Reject(
+                "products: required, a non-empty list of products (property "
+                "products: [{sku, name, price, quantity}, ...]); Synerise makes a "
+                "product.buy event of each"
+            )
         body["products"] = [
             self._product(p, currency, i) for i, p in enumerate(products)
         ]
@@ -713,22 +725,24 @@ class SyneriseExporter(BaseHTTPExporter):
         for event in events:
             action = self.actions.get(event.name, event.name)
             try:
+                # Each event is checked and encoded alone before it joins a
+                # batch: Synerise refuses a whole batch for one bad element.
                 if action in AI_EVENT_TYPES:
                     ai.setdefault(action, []).append(
-                        (event, dumps(self._ai_event(event)))
+                        (event, encode_event(self._ai_event(event)))
                     )
                 elif action == TRANSACTION_ACTION:
-                    transactions.append((event, dumps(self._transaction(event, now))))
+                    transactions.append(
+                        (event, encode_event(self._transaction(event, now)))
+                    )
                 else:
                     body = self._v4_event(event, now, action)
                     etype = body["type"]
                     if not self.batch_endpoint:
                         del body["type"]
-                    v4.append((event, dumps(body), etype))
-            except _Reject as exc:
+                    v4.append((event, encode_event(body), etype))
+            except ContractViolation as exc:
                 result.reject(event, f"synerise contract: {exc}")
-            except (TypeError, ValueError) as exc:
-                result.reject(event, f"synerise contract: not JSON-encodable: {exc}")
         requests: list[HTTPRequest] = []
         if self.batch_endpoint:
             for chunk in self._chunks([(e, s) for e, s, _ in v4]):

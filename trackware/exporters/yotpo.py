@@ -40,7 +40,13 @@ from .._auth import AuthError, TokenCache
 from .._event import Event, dumps, iso_time
 from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
-from ._base import ExportResult
+from ._base import (
+    ContractViolation,
+    ExportResult,
+    encode_event,
+    iso_time_problem,
+    stable_uuid,
+)
 from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
 
 __all__ = [
@@ -49,7 +55,10 @@ __all__ = [
     "TOKEN_PATH",
     "CustomEventExporter",
     "YotpoFieldMap",
+    "PHONE_LIBRARY",
     "normalize_phone",
+    "normalize_phone_libphonenumber",
+    "normalize_phone_strict",
     "snake_case",
 ]
 
@@ -63,7 +72,11 @@ MAX_NAME_LENGTH = 255
 _SNAKE_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*\Z")
 _NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}\Z")
-_PHONE_JUNK_RE = re.compile(r"[\s\-.()]")
+#: The fallback's E.164: ``+``, a country code not starting with 0, 8-15 digits.
+_STRICT_E164_RE = re.compile(r"^\+[1-9][0-9]{7,14}\Z", re.ASCII)
+#: Pure formatting the fallback removes (not parentheses: "(0)" is a guess).
+_PHONE_SEPARATORS_RE = re.compile(r"[\s\-.]")
+_REGION_RE = re.compile(r"^[A-Z]{2}\Z")
 _WHITESPACE_RE = re.compile(r"\s")
 _METHODS = frozenset({"POST", "PUT", "PATCH"})
 _NESTED_MODES = ("reject", "flatten")
@@ -86,22 +99,77 @@ def snake_case(name: str) -> str:
     return _NON_ALNUM_RE.sub("_", name.lower()).strip("_")
 
 
-def normalize_phone(value: str, default_country_code: str | None = None) -> str | None:
-    """``value`` as an E.164 number (``+<country><number>``), or ``None``.
+def normalize_phone_strict(value: str, default_region: str | None = None) -> str | None:
+    """The fallback used without the ``phonenumbers`` library: ``value`` when it
+    is already E.164, else ``None``.
 
-    Spaces, dashes, dots and parentheses are removed; a leading ``00`` becomes
-    ``+``. A national number (no ``+``) gets ``default_country_code``
-    (digits, e.g. ``"44"``) after its trunk prefix ``0`` is dropped; without a
-    default country code it cannot be made E.164 and ``None`` is returned.
+    Only spaces, dashes and dots are removed; the rest must be ``+``, a
+    country code not starting with 0, and 8 to 15 digits in all. Nothing is
+    guessed: not a national number's country (``default_region`` is
+    ignored), not a trunk ``0`` after the country code (``+44 (0) 7700...``,
+    ``+49 030...``), not ``00`` for ``+``. Install ``trackware[phone]`` for
+    real normalisation.
     """
-    number = _PHONE_JUNK_RE.sub("", value)
-    if number.startswith("00"):
-        number = "+" + number[2:]
-    if not number.startswith("+"):
-        if not default_country_code or not number.isdigit():
-            return None
-        number = "+" + default_country_code + number.lstrip("0")
-    return number if _E164_RE.match(number) else None
+    number = _PHONE_SEPARATORS_RE.sub("", value)
+    return number if _STRICT_E164_RE.match(number) else None
+
+
+def _region(default_region: str | int | None) -> str | None:
+    """An ISO 3166 region (``"GB"``) from a region or a calling code (``"44"``)."""
+    if default_region is None:
+        return None
+    text = str(default_region).strip().lstrip("+")
+    if text.isdigit():
+        import phonenumbers
+
+        region = phonenumbers.region_code_for_country_code(int(text))
+        return None if region == phonenumbers.UNKNOWN_REGION else region
+    return text.upper() or None
+
+
+def normalize_phone_libphonenumber(
+    value: str, default_region: str | int | None = None
+) -> str | None:
+    """``value`` as E.164 using Google's libphonenumber data (the
+    ``phonenumbers`` package, ``trackware[phone]``), or ``None``.
+
+    International numbers (``+`` or ``00``) are parsed with their country's
+    rules (``+44 (0) 7700 900999`` -> ``+447700900999``, ``+49 030 123456`` ->
+    ``+4930123456``); national ones need ``default_region``, an ISO 3166 code
+    (``"IT"``: ``06 1234 5678`` -> ``+390612345678``, Italy keeps its 0) or a
+    calling code (``"44"``). A number must be *possible* for its country (the
+    right length); whether a range is assigned is not checked (that data
+    changes, and test ranges such as UK 07700 900xxx are unassigned).
+    """
+    import phonenumbers
+
+    text = value.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, _region(default_region))
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164 if _E164_RE.match(e164) else None
+
+
+try:
+    import phonenumbers as _phonenumbers  # noqa: F401
+except ImportError:  # pragma: no cover - exercised through normalize_phone_strict
+    #: Whether the ``phonenumbers`` library is installed (``trackware[phone]``).
+    PHONE_LIBRARY = False
+else:
+    PHONE_LIBRARY = True
+
+#: ``value`` as an E.164 number or ``None``: :func:`normalize_phone_libphonenumber`
+#: when ``phonenumbers`` is installed (``pip install 'trackware[phone]'``),
+#: else the strict fallback :func:`normalize_phone_strict`.
+normalize_phone: t.Callable[[str, str | None], str | None] = (
+    normalize_phone_libphonenumber if PHONE_LIBRARY else normalize_phone_strict
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,7 +360,7 @@ if hasattr(os, "register_at_fork"):
 # --- mapping -------------------------------------------------------------------------
 
 
-class _ContractError(Exception):
+class _ContractError(ContractViolation):
     """An event breaks Yotpo's contract; the message names the rule."""
 
 
@@ -316,10 +384,16 @@ class CustomEventExporter(BaseHTTPExporter):
     * names are snake-cased (lowercase, other characters -> ``_``, runs
       collapse) and must end up 1..255 characters;
     * ``id`` is the event's ``event_id`` (Yotpo upserts by it, so retries
-      never duplicate); the timestamp is always sent (UTC, ``Z``);
+      never duplicate); an app-supplied id that is not a UUID becomes a
+      stable UUID derived from it; the timestamp is always sent (UTC, ``Z``);
+    * an event that names no customer (no user id, email or phone: an
+      anonymous page view) is ``not_applicable`` for Yotpo, not rejected;
     * identity: ``external_id`` is ``user_id``; without one, exactly one of
       email / E.164 phone (``identity_preference`` picks when both exist).
-      Phones are normalised (see :func:`normalize_phone`). Email and phone
+      Phones are normalised to E.164 with Google's libphonenumber data when
+      ``phonenumbers`` is installed (``pip install 'trackware[phone]'``);
+      without it only numbers already in E.164 are usable (see
+      :func:`normalize_phone_strict`). Email and phone
       ride along with an ``external_id`` when valid. ``anonymous_id`` is never
       used: it would create a throw-away Yotpo profile;
     * properties (and customer properties, from ``traits`` minus email /
@@ -333,7 +407,7 @@ class CustomEventExporter(BaseHTTPExporter):
     ``TRACKWARE_YOTPO_SOURCE``, ``TRACKWARE_YOTPO_EVENTS``
     (``app.name=yotpo_name,...``; unset: all events),
     ``TRACKWARE_YOTPO_IDENTITY_PREFERENCE``,
-    ``TRACKWARE_YOTPO_DEFAULT_COUNTRY_CODE``,
+    ``TRACKWARE_YOTPO_DEFAULT_REGION``, ``TRACKWARE_YOTPO_DEFAULT_COUNTRY_CODE``,
     ``TRACKWARE_YOTPO_NESTED_PROPERTIES``, ``TRACKWARE_YOTPO_EVENT_PATH``,
     ``TRACKWARE_YOTPO_EVENT_METHOD`` (optional).
 
@@ -346,8 +420,11 @@ class CustomEventExporter(BaseHTTPExporter):
         source: the ``source`` field (snake_case), default ``"trackware"``.
         identity_preference: ``"email"`` (default) or ``"phone"``: which one
             identifies a customer without ``user_id`` who has both.
-        default_country_code: calling code for national phone numbers
-            (``"44"``); without it they cannot be made E.164 and are unusable.
+        default_region: the country of national phone numbers, an ISO 3166
+            code (``"IT"``: ``06 1234 5678`` -> ``+390612345678``); needs
+            ``trackware[phone]``. Without it national numbers are unusable.
+        default_country_code: the same as a calling code (``"44"``; the
+            region is the code's main country); ``default_region`` wins.
         nested_properties: ``"reject"`` (default) or ``"flatten"``.
         field_map: endpoint and field names (default :data:`DEFAULT_FIELD_MAP`).
         base_url: default ``https://api.yotpo.com``.
@@ -380,6 +457,7 @@ class CustomEventExporter(BaseHTTPExporter):
         source: str = "trackware",
         identity_preference: str = "email",
         default_country_code: str | int | None = None,
+        default_region: str | None = None,
         nested_properties: str = "reject",
         field_map: YotpoFieldMap = DEFAULT_FIELD_MAP,
         base_url: str = DEFAULT_BASE_URL,
@@ -430,6 +508,17 @@ class CustomEventExporter(BaseHTTPExporter):
                     f"digits such as '44' or '1', got {default_country_code!r}"
                 )
         self.default_country_code = code
+        if default_region is not None and (
+            not isinstance(default_region, str)
+            or not _REGION_RE.match(default_region.strip().upper())
+        ):
+            raise ConfigurationError(
+                f"{cls}: default_region must be an ISO 3166 country code such as "
+                f"'GB' or 'IT', got {default_region!r}"
+            )
+        self.default_region = (
+            default_region.strip().upper() if default_region is not None else None
+        )
         if nested_properties not in _NESTED_MODES:
             raise ConfigurationError(
                 f"{cls}: nested_properties must be 'reject' or 'flatten', got "
@@ -512,6 +601,7 @@ class CustomEventExporter(BaseHTTPExporter):
             "SOURCE": "source",
             "IDENTITY_PREFERENCE": "identity_preference",
             "DEFAULT_COUNTRY_CODE": "default_country_code",
+            "DEFAULT_REGION": "default_region",
             "NESTED_PROPERTIES": "nested_properties",
         }
         for var, arg in simple.items():
@@ -564,18 +654,15 @@ class CustomEventExporter(BaseHTTPExporter):
         result = ExportResult()
         requests: list[HTTPRequest] = []
         for event in events:
+            if not self.identifiable(event):
+                # Yotpo has no anonymous customers: by design, not an error.
+                result.skipped.append(event)
+                continue
             try:
                 body = self.payload(event)
-                content = dumps(body).encode("utf-8")
-            except _ContractError as exc:
+                content = encode_event(body).encode("utf-8")
+            except ContractViolation as exc:
                 result.reject(event, f"yotpo contract: {exc}")
-                continue
-            except (TypeError, ValueError) as exc:
-                result.reject(
-                    event,
-                    f"yotpo contract: the event cannot be encoded as JSON "
-                    f"({type(exc).__name__})",
-                )
                 continue
             except Exception as exc:
                 # A mapping bug must cost this event only, not the whole batch.
@@ -605,6 +692,23 @@ class CustomEventExporter(BaseHTTPExporter):
             )
         return requests, result
 
+    @staticmethod
+    def identifiable(event: Event) -> bool:
+        """Whether ``event`` names a customer at all (a user id, an email or a
+        phone, on the event or in its traits). Yotpo keeps no anonymous
+        customers, so an event without any is ``not_applicable`` here, not a
+        rejection; one whose email or phone is unusable is rejected (someone
+        must fix it)."""
+        if event.email or event.phone:
+            return True
+        user_id = event.user_id
+        if user_id is not None and str(user_id).strip():
+            return True
+        traits = event.traits
+        return bool(traits) and any(
+            _text(traits.get(key)) for key in ("email", "phone", "phone_number")
+        )
+
     def yotpo_name(self, event: Event) -> str:
         """The Yotpo event name for ``event`` (raises ``_ContractError``)."""
         name = self.event_names.get(event.name)
@@ -629,11 +733,16 @@ class CustomEventExporter(BaseHTTPExporter):
         """
         fm = self.field_map
         customer = self.customer(event)
+        problem = iso_time_problem(event.unix_time, fm.timestamp)
+        if problem:
+            raise _ContractError(problem)
         body: dict[str, t.Any] = {
             fm.source: self.source,
             fm.event_name: self.yotpo_name(event),
             fm.timestamp: iso_time(event.unix_time),
-            fm.id: event.event_id,
+            # Yotpo's id must be a UUID: an app-supplied id that is not one
+            # becomes a stable UUID derived from it (as Cardlytics does).
+            fm.id: stable_uuid(event.event_id),
             fm.customer: customer,
         }
         properties = self.flat_properties(event.properties, "properties")
@@ -653,9 +762,9 @@ class CustomEventExporter(BaseHTTPExporter):
             or _text(traits.get("phone"))
             or _text(traits.get("phone_number"))
         )
-        phone = (
-            normalize_phone(phone_raw, self.default_country_code) if phone_raw else None
-        )
+        region = self.default_region or self.default_country_code
+        # Looked up at call time: the module-level choice of normaliser.
+        phone = normalize_phone(phone_raw, region) if phone_raw else None
         email_ok = bool(email) and _valid_email(t.cast(str, email))
         customer: dict[str, t.Any] = {}
         user_id = event.user_id
@@ -677,14 +786,7 @@ class CustomEventExporter(BaseHTTPExporter):
                 if email and not email_ok:
                     problems.append("the email is not a valid address")
                 if phone_raw and not phone:
-                    problems.append(
-                        "the phone number cannot be made E.164"
-                        + (
-                            ""
-                            if self.default_country_code
-                            else " (set default_country_code for national numbers)"
-                        )
-                    )
+                    problems.append(self._phone_problem(region))
                 detail = (
                     "; ".join(problems) or "the event has no user_id, email or phone"
                 )
@@ -701,6 +803,22 @@ class CustomEventExporter(BaseHTTPExporter):
         if flat:
             customer[fm.customer_properties] = flat
         return customer
+
+    @staticmethod
+    def _phone_problem(region: str | None) -> str:
+        problem = "the phone number cannot be made E.164"
+        if normalize_phone is normalize_phone_strict:
+            return (
+                f"{problem}: without the phonenumbers library only numbers "
+                "already in E.164 (like +447700900123) are accepted; install "
+                "trackware[phone] to normalise national and formatted numbers"
+            )
+        if not region:
+            return (
+                f"{problem} (set default_region or default_country_code for "
+                "national numbers)"
+            )
+        return f"{problem} (not a possible number for its country)"
 
     def flat_properties(
         self, properties: t.Mapping[str, t.Any], what: str

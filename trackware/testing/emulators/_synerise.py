@@ -491,7 +491,7 @@ class SyneriseAPI(VendorAPI):
 
         Required: ``client``, ``orderId`` (non-empty string), ``revenue`` and
         ``value`` (``{amount: number, currency: 3 letters}``), ``products``
-        (an array; each with non-empty ``sku`` and ``name`` strings and a
+        (a non-empty array; each with non-empty ``sku`` and ``name`` strings and a
         ``finalUnitPrice`` money object; ``quantity`` a number > 0 if present;
         ``regularPrice``/``discountPrice``/``netUnitPrice`` money objects if
         present). Optional: ``recordedAt`` (php-sdk time regex),
@@ -511,8 +511,11 @@ class SyneriseAPI(VendorAPI):
         if "discountAmount" in item:
             self._check_money(item["discountAmount"], "discountAmount", where, errors)
         products = item.get("products")
-        if not isinstance(products, list):
-            errors.append(f"{where}products: required, an array")
+        # Choice: products are required, and an empty array is no products
+        # (each product becomes a product.buy event; a transaction without
+        # any is what the library must never send).
+        if not isinstance(products, list) or not products:
+            errors.append(f"{where}products: required, a non-empty array")
             products = []
         for i, product in enumerate(products):
             at = f"{where}products[{i}]."

@@ -1,0 +1,485 @@
+"""One bad event never fails its batch-mates, at any vendor (hardening item 14).
+
+Each vendor takes some batches all-or-nothing (MXO ``/interactions/offline``,
+Synerise ``/v4/events/batch`` and ``/v4/transactions/batch``, Cardlytics
+``clientEvents``): one event the contract forbids would make the vendor
+refuse the whole request. Every exporter checks each event against the
+contract before it joins a batch; an event that fails is rejected alone, with
+the rule it broke, and its batch-mates are delivered. These tests put a bad
+event beside good ones and send them to the strict emulators over real HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import time
+import typing as t
+import uuid
+
+import pytest
+
+from trackware import Event
+from trackware.exporters import ConsoleExporter, HTTPExporter, JSONLinesExporter
+from trackware.exporters._base import ExportResult
+from trackware.exporters.cardlytics import ClientEventExporter
+from trackware.exporters.mxo import InteractionExporter, LightweightExporter
+from trackware.exporters.synerise import SyneriseExporter
+from trackware.exporters.yotpo import CustomEventExporter
+from trackware.testing.emulators import VendorEmulator
+
+SITE_KEY = "ONE-NX8P2RSAAU-1813"
+VISITOR = "5f0c3a1e-2b4d-4c6e-8f10-1a2b3c4d5e6f"
+
+
+class Unencodable:
+    """A value no JSON encoder takes (track() refuses it; exporters must not
+    trust that, so these tests build the events directly)."""
+
+
+@pytest.fixture
+def emu() -> t.Iterator[VendorEmulator]:
+    with VendorEmulator() as emulator:
+        emulator.yotpo.rate_limit = None
+        yield emulator
+
+
+def mxo(emu: VendorEmulator, **kw: t.Any) -> InteractionExporter:
+    return InteractionExporter(
+        base_url=emu.url,
+        client_id="mxo-client-id",
+        client_secret="mxo-client-secret",
+        site_key=SITE_KEY,
+        default_touchpoint="web://shop",
+        **kw,
+    )
+
+
+def synerise(emu: VendorEmulator, **kw: t.Any) -> SyneriseExporter:
+    return SyneriseExporter(
+        "test-synerise-api-key",
+        base_url=emu.url,
+        tracker_key="test-tracker-key-0001",
+        **kw,
+    )
+
+
+def yotpo(emu: VendorEmulator, **kw: t.Any) -> CustomEventExporter:
+    return CustomEventExporter(
+        "yotpo-test-store",
+        "yotpo-test-secret-0001",
+        base_url=emu.url,
+        all_events=True,
+        rate_limit=None,
+        **kw,
+    )
+
+
+def cardlytics(emu: VendorEmulator, **kw: t.Any) -> ClientEventExporter:
+    return ClientEventExporter(
+        base_url=emu.url,
+        client_id="cardlytics-test-client",
+        client_secret="cardlytics-test-secret",
+        customer_id_key="hmac-key",
+        mapping={"offer.viewed": "AdViewableImpression"},
+        **kw,
+    )
+
+
+def only_rejected(result: ExportResult, bad: Event) -> str:
+    """The rule ``bad`` was rejected with, after checking it was the only one
+    rejected, that the exporter (not the vendor) rejected it, and that no
+    event is left to retry."""
+    assert [r.event for r in result.rejected] == [bad], result.rejected
+    assert not result.retry, result.error
+    rejection = result.rejected[0]
+    assert rejection.status is None, rejection  # before sending, not a 400
+    return rejection.reason
+
+
+# --- the three cases of the issue ---------------------------------------------------
+
+
+def test_mxo_future_timestamp_is_rejected_alone(emu: VendorEmulator) -> None:
+    exporter = mxo(emu)
+    now = time.time()
+    good = [
+        Event("cart.added", {"n": i}, anonymous_id=VISITOR, timestamp=now - 60 + i)
+        for i in range(3)
+    ]
+    bad = Event("cart.added", {"n": 9}, anonymous_id=VISITOR, timestamp=now + 3600)
+    try:
+        result = exporter.export([*good[:2], bad, good[2]])
+    finally:
+        exporter.close()
+    reason = only_rejected(result, bad)
+    assert "timestamp" in reason and "future" in reason
+    assert sorted(e.event_id for e in result.sent) == sorted(e.event_id for e in good)
+    stored = emu.mxo.events_for("mxo.offline_batch")
+    assert sorted(e["interaction"]["properties"][0]["value"] for e in stored) == [
+        "0",
+        "1",
+        "2",
+    ]
+
+
+def test_mxo_slightly_future_timestamp_is_clamped_not_rejected(
+    emu: VendorEmulator,
+) -> None:
+    """A time a few seconds ahead (an app clock slightly fast) is sent as now:
+    MXO's skew allowance is not documented, so nothing in the future is sent."""
+    exporter = mxo(emu)
+    event = Event("cart.added", anonymous_id=VISITOR, timestamp=time.time() + 30)
+    try:
+        result = exporter.export([event])
+    finally:
+        exporter.close()
+    assert result.sent == [event]
+    (stored,) = emu.mxo.events_for("mxo.offline_batch")
+    sent_at = stored["interaction"]["timestamp"]
+    assert sent_at <= Event("x").to_dict()["timestamp"]
+
+
+def test_synerise_transaction_without_products_is_rejected_alone(
+    emu: VendorEmulator,
+) -> None:
+    exporter = synerise(emu)
+    product = {"sku": "p-1", "name": "Beans", "quantity": 1, "price": 10.5}
+    good = Event(
+        "transaction.charge",
+        {"order_id": "o-1", "revenue": 10.5, "currency": "EUR", "products": [product]},
+        user_id="c-1",
+    )
+    bad = Event(
+        "transaction.charge",
+        {"order_id": "o-2", "revenue": 3.0, "currency": "EUR"},
+        user_id="c-2",
+    )
+    try:
+        result = exporter.export([good, bad])
+    finally:
+        exporter.close()
+    reason = only_rejected(result, bad)
+    assert "products" in reason and "required" in reason
+    assert result.sent == [good]
+    assert [t["orderId"] for t in emu.synerise.of_kind("transaction")] == ["o-1"]
+
+
+def test_synerise_emulator_requires_products(emu: VendorEmulator) -> None:
+    """The emulator refuses a transaction with an empty products array (the
+    contract requires products; the library must never send one)."""
+    import httpx
+
+    login = httpx.post(
+        emu.url + "/uauth/v2/auth/login/profile",
+        json={"apiKey": "test-synerise-api-key"},
+        headers={"Api-Version": "4.4"},
+    )
+    token = login.json()["token"]
+    money = {"amount": 1.0, "currency": "EUR"}
+    response = httpx.post(
+        emu.url + "/v4/transactions",
+        json={
+            "client": {"customId": "c-1"},
+            "orderId": "o-1",
+            "revenue": money,
+            "value": money,
+            "products": [],
+        },
+        headers={"Api-Version": "4.4", "Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 400
+    assert "products" in response.text
+
+
+def test_yotpo_non_uuid_event_id_becomes_a_stable_uuid(emu: VendorEmulator) -> None:
+    exporter = yotpo(emu)
+    bad_id = Event("order.shipped", user_id="c-1", event_id="order-42-shipped")
+    good = Event("order.shipped", user_id="c-2")
+    try:
+        first = exporter.export([bad_id, good])
+        again = exporter.export([bad_id])  # a retry: the same Yotpo id (upsert)
+    finally:
+        exporter.close()
+    assert first.sent == [bad_id, good] and not first.rejected
+    assert again.sent == [bad_id]
+    ids = [e["id"] for e in emu.yotpo.events]
+    assert len(ids) == 2 and emu.yotpo.upserts == 1
+    derived = ids[0]
+    assert str(uuid.UUID(derived)) == derived and derived != "order-42-shipped"
+    assert ids[1] == good.event_id
+    # The same derivation as Cardlytics' clientEventId: one id per event everywhere.
+    card = cardlytics(emu)
+    assert (
+        card.message(
+            Event(
+                "offer.viewed",
+                {"serveToken": "st", "section": "LatestOffers"},
+                event_id="order-42-shipped",
+            )
+        )["clientEventId"]
+        == derived
+    )
+
+
+# --- every event is JSON-encodable alone before it joins a batch --------------------
+
+
+def test_synerise_unencodable_event_is_rejected_alone(emu: VendorEmulator) -> None:
+    exporter = synerise(emu)
+    good = [Event("dog.bark", {"n": i}, user_id="c-1") for i in range(2)]
+    bad = Event("dog.bark", {"n": Unencodable()}, user_id="c-1")
+    try:
+        result = exporter.export([good[0], bad, good[1]])
+    finally:
+        exporter.close()
+    assert "JSON" in only_rejected(result, bad)
+    assert result.sent == good
+    assert len(emu.synerise.of_kind("event")) == 2
+
+
+def test_mxo_unencodable_property_is_rejected_alone(emu: VendorEmulator) -> None:
+    exporter = mxo(emu)
+    good = Event("cart.added", {"n": 1}, anonymous_id=VISITOR)
+    bad = Event("cart.added", {"n": Unencodable()}, anonymous_id=VISITOR)
+    try:
+        result = exporter.export([bad, good])
+    finally:
+        exporter.close()
+    assert "JSON" in only_rejected(result, bad)
+    assert result.sent == [good]
+
+
+def test_lightweight_non_finite_number_is_rejected_alone(emu: VendorEmulator) -> None:
+    exporter = LightweightExporter(
+        base_url=emu.url,
+        site_key=SITE_KEY,
+        default_touchpoint="web://shop",
+        properties_format="object",
+    )
+    good = Event("cart.added", {"n": 1.5})
+    bad = Event("cart.added", {"n": float("nan")})
+    try:
+        result = exporter.export([bad, good])
+    finally:
+        exporter.close()
+    assert "JSON" in only_rejected(result, bad)
+    assert result.sent == [good]
+
+
+def test_cardlytics_unencodable_metadata_is_rejected_alone(
+    emu: VendorEmulator,
+) -> None:
+    exporter = cardlytics(emu)
+    meta = {"serveToken": "st-1", "section": "LatestOffers"}
+    good = Event("offer.viewed", meta, user_id="c-1")
+    bad = Event("offer.viewed", {**meta, "serveToken": "st-2\ud800"}, user_id="c-1")
+    try:
+        result = exporter.export([good, bad])
+    finally:
+        exporter.close()
+    assert "JSON" in only_rejected(result, bad)
+    assert result.sent == [good]
+    assert [e["clientEventId"] for e in emu.cardlytics.events] == [good.event_id]
+
+
+def test_http_exporter_unencodable_event_is_rejected_alone(sink: t.Any) -> None:
+    for body in ("batch", "array"):
+        exporter = HTTPExporter(sink.url, body=body)
+        good = [Event("a", {"n": i}) for i in range(2)]
+        bad = Event("a", {"n": Unencodable()})
+        try:
+            result = exporter.export([good[0], bad, good[1]])
+        finally:
+            exporter.close()
+        assert "JSON" in only_rejected(result, bad), body
+        assert result.sent == good, body
+    assert len(sink.ids) == 4
+    # One request per event: the bad one is decided before any request is made.
+    single = HTTPExporter(sink.url, body="single")
+    requests, decided = single.build_requests([good[0], bad])
+    assert [r.events for r in requests] == [[good[0]]]
+    assert "JSON" in only_rejected(decided, bad)
+
+
+def test_local_exporters_reject_an_unencodable_event_alone(
+    tmp_path: pathlib.Path,
+) -> None:
+    good = [Event("a", {"n": i}) for i in range(2)]
+    bad = Event("a", {"n": Unencodable()})
+    stream = io.StringIO()
+    console = ConsoleExporter(stream)
+    result = console.export([good[0], bad, good[1]])
+    assert "JSON" in only_rejected(result, bad)
+    assert result.sent == good
+    assert [
+        json.loads(line)["event_id"] for line in stream.getvalue().splitlines()
+    ] == [e.event_id for e in good]
+    path = tmp_path / "events.jsonl"
+    jsonl = JSONLinesExporter(path)
+    result = jsonl.export([good[0], bad, good[1]])
+    assert "JSON" in only_rejected(result, bad)
+    assert result.sent == good
+    assert len(path.read_text().splitlines()) == 2
+
+
+# --- timestamp windows --------------------------------------------------------------
+
+
+def test_synerise_ai_event_before_1970_is_rejected_alone(emu: VendorEmulator) -> None:
+    """AI ``eventTimestamp`` is epoch ms >= 0; an older event cannot be sent."""
+    exporter = synerise(emu)
+    props = {"correlationId": "frame-1", "items": ["sku-1"]}
+    good = [Event("recommendation.view", props, anonymous_id=VISITOR) for _ in range(2)]
+    bad = Event("recommendation.view", props, anonymous_id=VISITOR, timestamp=-86400.0)
+    try:
+        result = exporter.export([good[0], bad, good[1]])
+    finally:
+        exporter.close()
+    assert "eventTimestamp" in only_rejected(result, bad)
+    assert result.sent == good
+    assert len(emu.synerise.of_kind("ai")) == 2
+
+
+@pytest.mark.parametrize("vendor", ["mxo", "yotpo", "cardlytics"])
+def test_a_time_outside_four_digit_years_is_rejected_alone(
+    emu: VendorEmulator, vendor: str
+) -> None:
+    """ISO-8601 timestamps need a four-digit year; a year-50000 time (a
+    millisecond value passed as seconds, say) cannot be written as one.
+    (Synerise clamps every future time to now, so it sends such an event.)"""
+    make = {"mxo": mxo, "yotpo": yotpo, "cardlytics": cardlytics}
+    exporter = make[vendor](emu)
+    name = "offer.viewed" if vendor == "cardlytics" else "dog.bark"
+    props = {"serveToken": "st", "section": "LatestOffers"}
+    good = Event(name, props, user_id="c-1", anonymous_id=VISITOR)
+    bad = Event(
+        name,
+        props,
+        user_id="c-1",
+        anonymous_id=VISITOR,
+        timestamp=time.time() * 1000,
+    )
+    try:
+        result = exporter.export([bad, good])
+    finally:
+        exporter.close()
+    assert "time" in only_rejected(result, bad).lower()
+    assert result.sent == [good]
+
+
+# --- phone numbers (hardening item 12) ----------------------------------------------
+
+from trackware.exporters import yotpo as yotpo_module  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("+44 (0) 7700 900999", None, "+447700900999"),
+        ("06 1234 5678", "IT", "+390612345678"),
+        ("+39 06 1234 5678", None, "+390612345678"),
+        ("+49 030 123456", None, "+4930123456"),
+        ("07700 900123", "GB", "+447700900123"),
+        ("07700 900123", "44", "+447700900123"),
+        ("0044 20 7946 0018", None, "+442079460018"),
+        ("+999 123", None, None),
+        ("12", "GB", None),
+        ("12", "IT", None),
+        ("07700 900123", None, None),
+        ("call me", "GB", None),
+    ],
+)
+def test_phone_numbers_with_libphonenumber(
+    raw: str, region: str | None, expected: str | None
+) -> None:
+    pytest.importorskip("phonenumbers")
+    assert yotpo_module.normalize_phone_libphonenumber(raw, region) == expected
+    assert yotpo_module.normalize_phone is yotpo_module.normalize_phone_libphonenumber
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("+447700900999", None, "+447700900999"),
+        ("+44 7700 900999", None, "+447700900999"),
+        ("+1-415-555-2671", None, "+14155552671"),
+        ("+44 (0) 7700 900999", None, None),
+        ("06 1234 5678", "IT", None),
+        ("0044 20 7946 0018", None, None),
+        ("+999 123", None, None),
+        ("12", "GB", None),
+        ("+0123456789", None, None),
+        ("+1234567890123456", None, None),
+    ],
+)
+def test_phone_numbers_without_libphonenumber(
+    raw: str, region: str | None, expected: str | None
+) -> None:
+    """The documented fallback: only numbers already in E.164 (formatting
+    spaces, dashes and dots aside) are accepted; nothing is guessed."""
+    assert yotpo_module.normalize_phone_strict(raw, region) == expected
+
+
+def test_yotpo_phone_without_libphonenumber_is_rejected_with_the_fix(
+    emu: VendorEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        yotpo_module, "normalize_phone", yotpo_module.normalize_phone_strict
+    )
+    exporter = yotpo(emu, default_region="IT")
+    good = Event("order.shipped", phone="+39 06 1234 5678")
+    bad = Event("order.shipped", phone="06 1234 5678")
+    try:
+        result = exporter.export([good, bad])
+    finally:
+        exporter.close()
+    assert "trackware[phone]" in only_rejected(result, bad)
+    assert result.sent == [good]
+    assert [e["customer"] for e in emu.yotpo.events] == [
+        {"phone_number": "+390612345678"}
+    ]
+
+
+def test_yotpo_phone_with_libphonenumber_and_a_default_region(
+    emu: VendorEmulator,
+) -> None:
+    pytest.importorskip("phonenumbers")
+    exporter = yotpo(emu, default_region="IT")
+    events = [
+        Event("order.shipped", phone="06 1234 5678"),
+        Event("order.shipped", phone="+44 (0) 7700 900999"),
+    ]
+    bad = Event("order.shipped", phone="12")
+    try:
+        result = exporter.export([*events, bad])
+    finally:
+        exporter.close()
+    assert "E.164" in only_rejected(result, bad)
+    assert result.sent == events
+    assert [e["customer"]["phone_number"] for e in emu.yotpo.events] == [
+        "+390612345678",
+        "+447700900999",
+    ]
+
+
+def test_core_imports_and_falls_back_without_phonenumbers() -> None:
+    """phonenumbers is an extra: without it trackware imports, and Yotpo uses
+    the strict fallback (checked in a fresh interpreter that cannot import it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['phonenumbers'] = None\n"
+        "import trackware\n"
+        "from trackware.exporters import yotpo\n"
+        "assert not yotpo.PHONE_LIBRARY\n"
+        "assert yotpo.normalize_phone is yotpo.normalize_phone_strict\n"
+        "assert yotpo.normalize_phone('+44 (0) 7700 900999', 'GB') is None\n"
+        "assert yotpo.normalize_phone('+44 7700 900999', None) == '+447700900999'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
