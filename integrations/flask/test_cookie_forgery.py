@@ -430,3 +430,38 @@ def test_ephemeral_key_only_when_asked_for_and_loudly(
     client.set_cookie("tw_vid", VICTIM_VID)
     client.get("/")
     assert events.named("page")[2].anonymous_id != VICTIM_VID
+
+
+def test_key_precedence_option_then_environment_then_secret_key(
+    new_app: NewApp,
+    tracker: trackware.Tracker,
+    events: CapturedEvents,
+    set_cookies: SetCookies,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TRACKWARE_COOKIE_SECRET in app.config (the option), else in the
+    environment, else app.secret_key (as the README's Cookies section says)."""
+    monkeypatch.setenv("TRACKWARE_COOKIE_SECRET", "from-the-environment")
+    configured = new_app("configured")
+    configured.config["TRACKWARE_COOKIE_SECRET"] = ["from-app-config", OLD]
+    from_env = new_app("from_env")
+    for app, key in (
+        (configured, "from-app-config"),
+        (from_env, "from-the-environment"),
+    ):
+        Trackware(app, tracker=tracker)
+        response = app.test_client().get("/")
+        visitor = events.named("page")[-1].anonymous_id
+        assert visitor is not None
+        assert value_of(set_cookies(response)["tw_vid"]) == sign(key, "tw_vid", visitor)
+
+
+def test_invalid_keys_are_refused_at_start_up(
+    new_app: NewApp, tracker: trackware.Tracker
+) -> None:
+    app = new_app("bad-fallbacks")
+    app.config["SECRET_KEY_FALLBACKS"] = [OLD, 42]
+    with pytest.raises(ConfigurationError, match="SECRET_KEY_FALLBACKS"):
+        Trackware(app, tracker=tracker)
+    with pytest.raises(ConfigurationError, match="cookie_secret"):
+        Trackware(new_app("bad-option"), tracker=tracker, cookie_secret={"k": "v"})

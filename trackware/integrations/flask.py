@@ -196,8 +196,10 @@ class Trackware:
             fill in what is not given here.
 
     Raises:
-        ConfigurationError: for an unknown option or an invalid value (at
-            construction or :meth:`init_app`, never while serving requests).
+        ConfigurationError: for an unknown option or an invalid value, or
+            when no key signs trackware's cookies (no ``cookie_secret``, no
+            ``TRACKWARE_COOKIE_SECRET``, no ``app.secret_key``): at
+            construction or :meth:`init_app`, never while serving requests.
     """
 
     def __init__(
