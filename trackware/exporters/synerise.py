@@ -17,7 +17,7 @@ import typing as t
 
 import httpx
 
-from .. import _log
+from .. import _env, _log
 from .._auth import AuthError, TokenCache, jwt_claims
 from .._event import Event, dumps, iso_time
 from .._retry import RETRYABLE_STATUSES, retry_floor
@@ -25,13 +25,21 @@ from ..exceptions import ConfigurationError
 from ._base import ContractViolation, ExportResult, encode_event, iso_time_problem
 from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
 
-__all__ = ["AI_EVENT_TYPES", "SyneriseExporter"]
+__all__ = ["AI_EVENT_TYPES", "DEFAULT_ACTIONS", "SyneriseExporter"]
 
 #: Events routed to the AI events API instead of ``/v4/events``.
 AI_EVENT_TYPES = frozenset(
     {"recommendation.view", "recommendation.click", "item.search.click"}
 )
 TRANSACTION_ACTION = "transaction.charge"
+#: The Flask/ASGI integrations' own events, as Synerise's native actions
+#: (``page.visit`` is what Synerise's web SDK sends for a page view). Applied
+#: under ``actions=``: map one of them yourself to send it under another name.
+DEFAULT_ACTIONS: t.Mapping[str, str] = {
+    "page": "page.visit",
+    "session_start": "session.start",
+    "session_end": "session.end",
+}
 DEFAULT_BASE_URL = "https://api.synerise.com"
 API_VERSION = "4.4"
 AI_ENDPOINTS = ("events/v1", "ai-compat")
@@ -161,7 +169,11 @@ class SyneriseExporter(BaseHTTPExporter):
             ``https://api.azu.synerise.com``, ``https://api.geb.synerise.com``).
         tracker_key: tracker key for the AI events API (``?token=``).
         workspace_guid: use Basic auth for v4 calls.
-        actions: event name -> Synerise action.
+        actions: event name -> Synerise action (merged over
+            :data:`DEFAULT_ACTIONS`: ``page`` -> ``page.visit``,
+            ``session_start`` -> ``session.start``, ``session_end`` ->
+            ``session.end``). With ``send_unmapped=False`` only the events
+            named here are sent, the defaults included only when named.
         dedicated: event name -> dedicated event type (kebab-case, e.g.
             ``hit-timer``).
         labels: event name -> label.
@@ -267,7 +279,7 @@ class SyneriseExporter(BaseHTTPExporter):
                 ">= 0 seconds"
             )
         self.strict = strict
-        self.actions: dict[str, str] = dict(actions or {})
+        self.actions: dict[str, str] = {**DEFAULT_ACTIONS, **(actions or {})}
         self.dedicated: dict[str, str] = dict(dedicated or {})
         self.labels: dict[str, str] = dict(labels or {})
         for name, action in self.actions.items():
@@ -309,7 +321,7 @@ class SyneriseExporter(BaseHTTPExporter):
         self.token_ttl = float(token_ttl)
         self.token_refresh_margin = float(token_refresh_margin)
         self._mapped = (
-            frozenset(self.actions)
+            frozenset(actions or {})
             | frozenset(self.dedicated)
             | AI_EVENT_TYPES
             | {TRANSACTION_ACTION}
@@ -337,6 +349,7 @@ class SyneriseExporter(BaseHTTPExporter):
         """Build from ``TRACKWARE_SYNERISE_*`` variables (see the class docstring);
         keyword arguments override them."""
         env = os.environ if environ is None else environ
+        _env.check_environment(env)  # a misspelt name is reported
         prefix = "TRACKWARE_SYNERISE_"
         options: dict[str, t.Any] = {}
         for var, key in (
