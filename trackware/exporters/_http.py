@@ -10,6 +10,8 @@ import threading
 import time
 import typing as t
 
+import certifi
+import httpcore  # noqa: F401 - imported for fork safety (see _build_lock)
 import httpx
 
 from .. import _log
@@ -27,6 +29,28 @@ __all__ = ["BaseHTTPExporter", "HTTPExporter", "HTTPRequest"]
 _httpx_logger = logging.getLogger("httpx")
 if not any(isinstance(f, _log._ScrubFilter) for f in _httpx_logger.filters):
     _httpx_logger.addFilter(_log._ScrubFilter())
+
+# Fork safety. httpx imports httpcore (and h11, h2, certifi...) only when its
+# first client is built, which here happens on a worker thread: a fork while
+# that thread is inside the import leaves the child a half-initialised module
+# ("partially initialized module 'httpcore'" on every retry) or a module lock
+# no thread of the child will ever release. So all of it is imported above, by
+# whoever imports trackware (normally the main thread); certifi's bundle is
+# located now (certifi.where() imports more on its first call), and the idna
+# codec is loaded now (socket.getaddrinfo imports it on its first call). Left
+# of a build is the SSL context: it is made while holding _build_lock, which every
+# fork waits for (the register_at_fork below): no child inherits OpenSSL
+# half-way through loading a bundle. A child builds clients of its own (see
+# after_fork); it never uses its parent's connections or SSL context.
+certifi.where()
+"localhost".encode("idna")
+_build_lock = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_build_lock.acquire,
+        after_in_parent=_build_lock.release,
+        after_in_child=_build_lock.release,
+    )
 
 _BODY_LIMIT = 4096
 _USER_AGENT = "trackware/0.1 (+python-httpx)"
@@ -170,6 +194,10 @@ class BaseHTTPExporter(BaseExporter):
         return client
 
     def _make_client(self) -> httpx.Client:
+        with _build_lock:  # no fork in the middle of it (see _build_lock)
+            return self._build_client()
+
+    def _build_client(self) -> httpx.Client:
         verify: t.Any = self._verify
         if self._cert is not None:
             ctx = (
@@ -194,8 +222,9 @@ class BaseHTTPExporter(BaseExporter):
         )
 
     def after_fork(self) -> None:
-        # The parent's sockets must not be used (or closed) by the child: drop
-        # the reference and build a new client lazily.
+        # The parent's sockets and SSL context must not be used (or closed) by
+        # the child: drop the reference and build a new client lazily (nothing
+        # is imported then: see _build_lock).
         self._client = None
         self._client_lock = threading.Lock()
 
