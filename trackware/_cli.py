@@ -4,6 +4,9 @@
 * ``trackware send-test DESTINATION``: send one test event with the
   credentials from the environment and print the vendor's answer.
 * ``trackware dead-letter [--last N]``: print the dead-letter file.
+
+Every command first reports ``TRACKWARE_*`` environment variables trackware
+does not read, naming the closest known one (see ``trackware._env``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import sys
 import typing as t
 
+from . import _env
 from ._deadletter import JSONLinesDeadLetter
 from ._event import Event
 from .exceptions import ConfigurationError
@@ -115,6 +119,10 @@ def _dead_letter(args: argparse.Namespace) -> int:
 
 
 def main(argv: t.Sequence[str] | None = None) -> int:
+    # A misspelt TRACKWARE_* variable is reported before anything reads the
+    # environment (by the trackware logger: with no logging configured, its
+    # warnings go to stderr).
+    _env.check_environment()
     parser = argparse.ArgumentParser(
         prog="trackware", description="trackware command line"
     )

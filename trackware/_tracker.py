@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import blinker
 
-from . import _log, signals
+from . import _env, _log, signals
 from ._context import Scope, _scope
 from ._deadletter import DeadLetter, JSONLinesDeadLetter
 from ._event import (
@@ -204,6 +204,7 @@ class Tracker:
                 f"destinations are {sorted(names)}"
             )
         self.strict = strict
+        _env.check_environment()  # a misspelt TRACKWARE_DISABLED is reported
         self.enabled = enabled and os.environ.get("TRACKWARE_DISABLED", "") not in (
             "1",
             "true",

@@ -40,7 +40,7 @@ import uuid
 
 import httpx
 
-from .. import _log
+from .. import _env, _log
 from .._auth import AuthError, TokenCache, jwt_claims
 from .._event import Event, dumps
 from .._retry import RETRYABLE_STATUSES, RetryPolicy, retry_floor
@@ -405,6 +405,7 @@ class ClientEventExporter(BaseHTTPExporter):
         """Build from ``TRACKWARE_CARDLYTICS_*`` variables (see the class docs);
         keyword arguments override them."""
         env = os.environ if environ is None else environ
+        _env.check_environment(env)  # a misspelt name is reported
         prefix = "TRACKWARE_CARDLYTICS_"
 
         def get(suffix: str) -> str | None:

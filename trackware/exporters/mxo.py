@@ -34,6 +34,7 @@ import httpx
 from .. import _log
 from .._auth import AuthError, TokenCache
 from .._context import current_scope
+from .._env import check_environment
 from .._event import Event, dumps, iso_time, to_jsonable
 from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
@@ -153,6 +154,7 @@ def _env(
     overrides: dict[str, t.Any],
 ) -> dict[str, t.Any]:
     env = os.environ if environ is None else environ
+    check_environment(env)  # a misspelt name is reported
     kwargs: dict[str, t.Any] = {}
     missing = []
     for arg, var in required.items():

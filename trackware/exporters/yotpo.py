@@ -35,7 +35,7 @@ import uuid
 
 import httpx
 
-from .. import _log
+from .. import _env, _log
 from .._auth import AuthError, TokenCache
 from .._event import Event, dumps, iso_time
 from .._retry import RETRYABLE_STATUSES, retry_floor
@@ -582,6 +582,7 @@ class CustomEventExporter(BaseHTTPExporter):
             ConfigurationError: naming the missing variables.
         """
         env = os.environ if environ is None else environ
+        _env.check_environment(env)  # a misspelt name is reported
         prefix = "TRACKWARE_YOTPO_"
         kwargs: dict[str, t.Any] = {}
         missing = []

@@ -71,7 +71,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator as _ClosingIterator
 from werkzeug.wsgi import FileWrapper as _FileWrapper
 
-from .. import _log
+from .. import _env, _log
 from .._context import Scope, _scope
 from .._decorators import tracked_wrapper_of
 from .._worker import _count_value
@@ -276,9 +276,9 @@ class Trackware:
                 _log.warn(
                     f"flask-config:{key}",
                     "trackware: app.config[%r] is not a trackware option and is "
-                    "ignored; options are TRACKWARE_ + one of %s",
+                    "ignored; %s",
                     key,
-                    ", ".join(n.upper() for n in sorted(_FIELDS)),
+                    _config_hint(key, known),
                 )
         values.update(self._options)
         if self._tracker is not None:
@@ -362,6 +362,23 @@ def _cookie_secret(app: flask.Flask, values: dict[str, t.Any]) -> None:
             "TRACKWARE_EPHEMERAL_COOKIE_SECRET = True (ephemeral_cookie_secret"
             "=True) signs with a random per-process key."
         )
+
+
+def _config_hint(key: str, known: t.Iterable[str]) -> str:
+    """What to say about an unknown ``TRACKWARE_*`` key in ``app.config``:
+    the option it most likely misspells, not the list of all of them."""
+    if key in _env.KNOWN_VARIABLES:
+        return (
+            "it is an environment variable trackware reads from the "
+            "environment (os.environ), not from app.config"
+        )
+    match = _env.closest(key, [*known, "TRACKWARE_ENABLED"])
+    if match is not None:
+        return f"did you mean {match}?"
+    return (
+        "the options are TRACKWARE_ + the upper-case name of a TrackingOptions "
+        "field (listed in the README)"
+    )
 
 
 def _flag(name: str, value: t.Any) -> bool:

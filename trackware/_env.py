@@ -1,0 +1,181 @@
+"""The ``TRACKWARE_*`` environment variables trackware reads, in one registry,
+and the check that reports the ones it does not (a misspelt
+``TRACKWARE_SYNERISE_BASEURL`` would otherwise be ignored in silence, and the
+app would talk to the vendor's production URL).
+
+The check runs when a ``from_env()`` reads its environment, when a
+:class:`~trackware.Tracker` is made (it reads ``TRACKWARE_DISABLED`` and
+``TRACKWARE_DEAD_LETTER_PATH``) and when the ``trackware`` command starts.
+Each unknown name is reported once per process, as a warning of the
+``trackware`` logger naming the closest known variable. Only names are
+logged, never values (they may be credentials).
+
+A logger warning rather than :func:`warnings.warn`: a variable set for some
+other purpose must not turn into an exception where warnings are errors
+(pytest's ``filterwarnings = error``, ``python -W error``).
+
+When a ``from_env()`` reads a new variable, add it here:
+``tests/test_env_names.py`` reads every ``from_env()``'s variables and fails
+on one missing from this registry (or listed here and read by none).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+import typing as t
+
+from . import _log
+
+__all__ = ["KNOWN_VARIABLES", "check_environment", "closest"]
+
+PREFIX = "TRACKWARE_"
+
+
+def _names(vendor: str, *suffixes: str) -> tuple[str, ...]:
+    return tuple(f"{PREFIX}{vendor}_{suffix}" for suffix in suffixes)
+
+
+#: Every environment variable trackware reads.
+KNOWN_VARIABLES: frozenset[str] = frozenset(
+    (
+        # The core and the integrations.
+        "TRACKWARE_DISABLED",  # Tracker(enabled=...)
+        "TRACKWARE_DEAD_LETTER_PATH",  # the default dead-letter file
+        "TRACKWARE_COOKIE_SECRET",  # the integrations' cookie key
+        # The vendor emulators' address, read by the example apps and the
+        # test helpers (not by the library).
+        "TRACKWARE_EMULATOR_URL",
+        # ClientEventExporter.from_env()
+        *_names(
+            "CARDLYTICS",
+            "BASE_URL",
+            "CLIENT_ID",
+            "CLIENT_SECRET",
+            "CUSTOMER_ID_KEY",
+            "CERT",
+            "CERT_KEY",
+            "CA_BUNDLE",
+            "MAPPING",
+            "SESSION_EVENT",
+            "DEFAULT_CHANNEL",
+            "DEFAULT_SECTION",
+            "HEADER_STYLE",
+            "SEND_ANONYMOUS",
+            "REQUIRE_CERT",
+            "MAX_BATCH_SIZE",
+        ),
+        # InteractionExporter.from_env() and LightweightExporter.from_env()
+        *_names(
+            "MXO",
+            "BASE_URL",
+            "CLIENT_ID",
+            "CLIENT_SECRET",
+            "SITE_KEY",
+            "TOUCHPOINT",
+            "CUSTOMER_KEY",
+            "CUSTOMER_KEY_NAME",
+            "TIMESTAMP_FIELD",
+            "TOKEN_URL",
+            "PROPERTIES_FORMAT",
+        ),
+        # SyneriseExporter.from_env()
+        *_names(
+            "SYNERISE",
+            "API_KEY",
+            "BASE_URL",
+            "TRACKER_KEY",
+            "WORKSPACE_GUID",
+            "CLIENT_ID_TRAIT",
+            "AI_ENDPOINT",
+            "AI_PATH_PREFIX",
+            "MAX_BATCH_SIZE",
+        ),
+        # CustomEventExporter.from_env() (Yotpo)
+        *_names(
+            "YOTPO",
+            "STORE_ID",
+            "SECRET",
+            "BASE_URL",
+            "SOURCE",
+            "IDENTITY_PREFERENCE",
+            "DEFAULT_COUNTRY_CODE",
+            "DEFAULT_REGION",
+            "NESTED_PROPERTIES",
+            "EVENTS",
+            "ALL_EVENTS",
+            "EVENT_PATH",
+            "EVENT_METHOD",
+        ),
+    )
+)
+
+#: How alike a name must be to a known one to be suggested (difflib's ratio,
+#: compared without the common ``TRACKWARE_`` prefix, which would make every
+#: name look alike).
+_CUTOFF = 0.75
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def closest(name: str, known: t.Iterable[str]) -> str | None:
+    """The known name ``name`` most likely misspells, if one is close enough."""
+    by_rest = {k[len(PREFIX) :] if k.startswith(PREFIX) else k: k for k in known}
+    rest = name[len(PREFIX) :] if name.startswith(PREFIX) else name
+    match = difflib.get_close_matches(rest, list(by_rest), n=1, cutoff=_CUTOFF)
+    return by_rest[match[0]] if match else None
+
+
+def check_environment(environ: t.Mapping[str, str] | None = None) -> list[str]:
+    """Warn about the ``TRACKWARE_*`` names in ``environ`` (default
+    ``os.environ``) that trackware does not read; returns them, sorted.
+
+    Each name is logged once per process (``trackware`` logger, WARNING),
+    with the closest known name when there is one. Never raises.
+    """
+    try:
+        env = os.environ if environ is None else environ
+        unknown = sorted(
+            name
+            for name in env
+            if name.startswith(PREFIX) and name not in KNOWN_VARIABLES
+        )
+        for name in unknown:
+            with _warned_lock:
+                if name in _warned:
+                    continue
+                _warned.add(name)
+            _log.logger.warning(
+                "trackware: the environment variable %s is not one trackware "
+                "reads, so it has no effect; %s",
+                name,
+                _hint(name),
+            )
+        return unknown
+    except Exception:  # pragma: no cover - an odd mapping: never fail on it
+        _log.error("env-check", "trackware: could not check the environment")
+        return []
+
+
+def _hint(name: str) -> str:
+    if name in _flask_config_keys():
+        return (
+            "it is an app.config key of the Flask extension, which reads it "
+            "from app.config, not from the environment"
+        )
+    match = closest(name, KNOWN_VARIABLES)
+    if match is not None:
+        return f"did you mean {match}?"
+    return "the variables trackware reads are listed in its README"
+
+
+def _flask_config_keys() -> frozenset[str]:
+    """``TRACKWARE_<OPTION>``: the Flask extension's ``app.config`` keys."""
+    import dataclasses
+
+    from .integrations._common import TrackingOptions  # no framework import
+
+    names = {f"{PREFIX}{f.name.upper()}" for f in dataclasses.fields(TrackingOptions)}
+    return frozenset(names | {f"{PREFIX}ENABLED"})
