@@ -2,7 +2,9 @@
 
 Configured from the environment (one tracker per worker process):
 ``TW_SINK_URL`` (required), ``TW_FLUSH_INTERVAL`` (seconds, default 0.2),
-``TRACKWARE_DEAD_LETTER_PATH``.
+``TRACKWARE_DEAD_LETTER_PATH``, ``TRACKWARE_COOKIE_SECRET`` (required: the
+middleware's cookie key, the same in every worker; the ASGI suites' conftest
+sets it).
 """
 
 from __future__ import annotations
