@@ -239,3 +239,33 @@ def test_two_workers_500_requests_then_sigterm_loses_nothing(
     assert len([e for e in events if e["name"] == "item.viewed"]) == 300
     assert server.dead_letters() == []
     assert sum("Received SIGTERM" in line for line in server.lines) >= 1
+
+
+@pytest.mark.slow
+def test_two_workers_verify_each_others_signed_cookies(
+    sink: Sink, tmp_path: pathlib.Path
+) -> None:
+    """The cookie key comes from the environment, the same in every worker: a
+    browser served by one worker and then by the other stays one visitor in
+    one session (a per-process key would make it a new visitor each time)."""
+    with Uvicorn(sink, tmp_path, workers=2, flush=0.2) as server:
+        pids: list[str] = []
+        # A new connection per request, so that both workers answer.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=server.url, limits=limits, timeout=10) as client:
+            client.headers["User-Agent"] = "Mozilla/5.0 (two workers)"
+            for _ in range(200):
+                response = client.get("/")
+                assert response.status_code == 200
+                pids.append(response.text)
+                if len(set(pids)) == 2 and len(pids) >= 10:
+                    break
+        assert len(set(pids)) == 2, "one worker answered every request"
+        assert wait_pages(sink, len(pids))
+        server.terminate()
+    events = received(sink)
+    pages = [e for e in events if e["name"] == "page"]
+    assert len(pages) == len(pids)
+    assert len({p["anonymous_id"] for p in pages}) == 1
+    assert len({p["context"]["session_id"] for p in pages}) == 1
+    assert len([e for e in events if e["name"] == "session_start"]) == 1
