@@ -163,9 +163,11 @@ class _AppState:
         orphans = self.orphans
         while orphans:
             try:
-                orphans.popleft()()
+                finish = orphans.popleft()
             except IndexError:  # taken by another thread meanwhile
                 return
+            try:
+                finish()
             except Exception:
                 _log.error(
                     "flask-unclosed",
@@ -688,6 +690,13 @@ class _TrackwareWSGI:
             body = self.wsgi_app(environ, start_response)
         finally:
             _scope.reset(token)
+        if type(body) is _ClosingIterator:
+            try:  # the common case, checked inline: a response made from a list
+                close: t.Any = body._callbacks[-1]  # the werkzeug response's close
+                if type(close.__self__.response) is list:
+                    return body
+            except Exception:
+                pass
         if _complete(body, environ):
             return body
         return _ClosingBody(body, scope, None)
