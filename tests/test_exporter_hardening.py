@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import pathlib
 import time
 import typing as t
@@ -504,3 +505,101 @@ def test_core_imports_and_falls_back_without_phonenumbers() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+# --- credentials in an HTTPExporter URL (hardening item 8) --------------------------
+
+URL_USER = "hook-user"
+URL_PASSWORD = "pw-Zq81xLk0"
+QUERY_KEY = "k+ey/With=odd&chars"  # percent-encoded in the URL httpx logs
+QUERY_TOKEN = "tok-5a6b7c8d9e"
+
+
+def credential_url(sink: t.Any) -> str:
+    from urllib.parse import quote
+
+    base = sink.url.replace("http://", f"http://{URL_USER}:{URL_PASSWORD}@")
+    return f"{base}?api_key={quote(QUERY_KEY, safe='')}&token={QUERY_TOKEN}&v=2"
+
+
+def test_url_credentials_never_reach_logs_reprs_or_errors(
+    sink: t.Any, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Userinfo is sent as Basic auth, never in the URL; query values (all of
+    them: any may be a key) are scrubbed from httpx's request line, reprs,
+    errors and dead letters. Through a 200, a 401, a 500 and an echoing 400
+    from a real loopback server, with httpx, httpcore and trackware at DEBUG."""
+    import base64
+
+    import trackware
+    from trackware import JSONLinesDeadLetter, RetryPolicy
+
+    for logger in ("httpx", "httpcore", "trackware"):
+        caplog.set_level(logging.DEBUG, logger=logger)
+    # e0: 200; e1: 401, and 401 again with re-fetched auth (rejected); e2: 500,
+    # then 200 on retry; e3: a 400 whose body echoes the request (rejected).
+    sink.script.extend([200, 401, 401, 500, 200, ("echo", 400)])
+    exporter = HTTPExporter(credential_url(sink))
+    dead = JSONLinesDeadLetter(tmp_path / "dead.jsonl")
+    tracker = trackware.Tracker(
+        [exporter],
+        dead_letter=dead,
+        retry=RetryPolicy(base_delay=0.01, max_delay=0.02),
+        flush_interval=0.01,
+    )
+    try:
+        for i in range(4):
+            tracker.track("e", {"i": i})
+            assert tracker.flush(10)
+        stats = str(tracker.stats())
+    finally:
+        tracker.shutdown(timeout=5)
+    # What reached the server: Basic auth from the userinfo, the query intact.
+    assert sink.requests == 6
+    expected = base64.b64encode(f"{URL_USER}:{URL_PASSWORD}".encode()).decode()
+    assert all(h.get("Authorization") == f"Basic {expected}" for h in sink.headers)
+    records = dead.read()
+    assert [r["status"] for r in records] == [401, 400]
+    # The echo really carried the query string and the header (so this test
+    # can fail) ...
+    assert "api_key=" in records[1]["response"]
+    assert "Authorization" in records[1]["response"]
+    # ... and nothing we produced holds a secret.
+    assert any("HTTP Request:" in r.getMessage() for r in caplog.records)
+    texts = [
+        "\n".join(r.getMessage() for r in caplog.records),
+        caplog.text,
+        (tmp_path / "dead.jsonl").read_text(),
+        repr(exporter),
+        repr(tracker),
+        stats,
+    ]
+    from urllib.parse import quote, quote_plus
+
+    secrets = [URL_PASSWORD, QUERY_TOKEN, QUERY_KEY, quote(QUERY_KEY, safe="")]
+    secrets += [quote_plus(QUERY_KEY), expected]
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, (secret, text[:2000])
+    assert "***" in repr(exporter) and "127.0.0.1" in repr(exporter)
+
+
+def test_url_credentials_are_not_in_configuration_errors() -> None:
+    from trackware.exceptions import ConfigurationError
+
+    for url in (
+        f"ftp://{URL_USER}:{URL_PASSWORD}@example.com/x?token={QUERY_TOKEN}",
+        f"//{URL_USER}:{URL_PASSWORD}@example.com/x?token={QUERY_TOKEN}",
+    ):
+        with pytest.raises(ConfigurationError) as info:
+            HTTPExporter(url)
+        message = str(info.value)
+        assert URL_PASSWORD not in message and QUERY_TOKEN not in message
+        assert "https://" in message  # still says what to fix
+    with pytest.raises(ConfigurationError) as info:
+        HTTPExporter(
+            f"https://{URL_USER}:{URL_PASSWORD}@example.com/x",
+            headers={"Authorization": "Bearer other-token-123"},
+        )
+    assert URL_PASSWORD not in str(info.value)
+    assert "Authorization" in str(info.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 import os
@@ -9,6 +10,7 @@ import ssl
 import threading
 import time
 import typing as t
+import urllib.parse
 
 import certifi
 import httpcore  # noqa: F401 - imported for fork safety (see _build_lock)
@@ -53,6 +55,8 @@ if hasattr(os, "register_at_fork"):
     )
 
 _BODY_LIMIT = 4096
+#: Query keys whose values are treated as credentials whatever their length.
+_URL_KEY_WORDS = ("key", "token", "secret", "sig", "pass", "auth", "session", "code")
 _USER_AGENT = "trackware/0.1 (+python-httpx)"
 _SENSITIVE_HEADER_WORDS = (
     "authorization",
@@ -152,12 +156,16 @@ class BaseHTTPExporter(BaseExporter):
                 f"{type(self).__name__}: verify=False is not allowed; pass the path "
                 "of a CA bundle (verify='/path/ca.pem') for private certificates"
             )
+        if isinstance(base_url, str):
+            # Before anything can print it: what in the URL may be a secret.
+            register_url_secrets(base_url)
         if not isinstance(base_url, str) or not base_url.startswith(
             ("http://", "https://")
         ):
+            shown = redact_url(base_url) if isinstance(base_url, str) else base_url
             raise ConfigurationError(
                 f"{type(self).__name__}: base_url must start with https:// "
-                f"(or http:// for local testing), got {base_url!r}"
+                f"(or http:// for local testing), got {shown!r}"
             )
         if cert is not None:
             paths = (cert,) if isinstance(cert, str) else cert
@@ -387,11 +395,23 @@ class BaseHTTPExporter(BaseExporter):
         )
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} name={self.name!r} base_url={self.base_url!r}>"
+        return (
+            f"<{type(self).__name__} name={self.name!r} "
+            f"base_url={redact_url(self.base_url)!r}>"
+        )
 
 
 class HTTPExporter(BaseHTTPExporter):
     """Delivers events as JSON to any HTTP endpoint of your own (a webhook).
+
+    Credentials in ``url`` never reach a log line, a repr or an error
+    message: ``https://user:password@host/...`` is sent as an
+    ``Authorization: Basic`` header and taken out of the URL; every query
+    value (``?api_key=...``: any of them may be a key) stays in the URL but is
+    scrubbed from every log line (httpx's request line included) and dead
+    letter, and shown as ``***`` in ``repr()``. (Values shorter than four
+    characters cannot be told from ordinary text and are not scrubbed from
+    logs; prefer a header for a credential anyway.)
 
     Args:
         url: the endpoint.
@@ -420,6 +440,18 @@ class HTTPExporter(BaseHTTPExporter):
         max_batch_size: int = 500,
         **options: t.Any,
     ) -> None:
+        static = dict(headers or {})
+        basic = None
+        if isinstance(url, str):
+            register_url_secrets(url)
+            url, basic = _split_userinfo(url)
+        if basic is not None:
+            if any(key.lower() == "authorization" for key in static):
+                raise ConfigurationError(
+                    "HTTPExporter: the URL carries credentials (user:password@) "
+                    "and headers has an Authorization header too; use one of them"
+                )
+            static["Authorization"] = basic
         super().__init__(
             base_url=url, name=name, max_batch_size=max_batch_size, **options
         )
@@ -427,10 +459,11 @@ class HTTPExporter(BaseHTTPExporter):
             raise ConfigurationError(
                 "HTTPExporter body must be 'batch', 'array', 'single' or a callable"
             )
+        #: The endpoint, without the userinfo (sent as a Basic header instead).
         self.url = url
         self.method = method.upper()
         self.body = body
-        self.headers = dict(headers or {})
+        self.headers = static
         _register_header_secrets(self.headers)
         self.auth = auth
 
@@ -502,6 +535,97 @@ class HTTPExporter(BaseHTTPExporter):
             ) from None
         _register_header_secrets(headers)
         return headers
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@`` part, and that part as a Basic
+    ``Authorization`` value (``None`` when there is none)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url, None
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    _log.register_secret(token)
+    bare = urllib.parse.urlunsplit(
+        (parts.scheme, host, parts.path, parts.query, parts.fragment)
+    )
+    return bare, f"Basic {token}"
+
+
+def register_url_secrets(url: str) -> None:
+    """Register every part of ``url`` that can carry a secret with the log
+    scrubber: the userinfo (user and password), the fragment, and the query's
+    values, each as written, decoded, and as httpx re-encodes it in its
+    ``HTTP Request:`` log line.
+
+    Choice: a query value is registered when its key looks like a credential
+    (``key``, ``token``, ``secret``, ``sig``, ``pass``, ``auth``...) or when
+    it is 8 characters or longer (a bare key too); a short value of an
+    ordinary key (``format=json``, ``v=2``) is not, since scrubbing it would
+    mangle every log line that contains the word. ``repr()`` and errors hide
+    every query value regardless."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return
+    found: list[str] = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        found.append(userinfo)
+        found.extend(userinfo.split(":", 1))
+    queries = [parts.query]
+    try:
+        queries.append(httpx.URL(url).query.decode("ascii", "replace"))
+    except Exception:  # not a URL httpx takes: it will never log it either
+        pass
+    for query in queries:
+        for item in query.split("&") if query else ():
+            key, sep, value = item.partition("=")
+            if not sep:
+                key, value = "", key
+            if len(value) >= 8 or any(word in key.lower() for word in _URL_KEY_WORDS):
+                found.append(value)
+    if parts.fragment:
+        found.append(parts.fragment)
+    for raw in found:
+        for text in {
+            raw,
+            urllib.parse.unquote(raw),
+            urllib.parse.unquote_plus(raw),
+        }:
+            _log.register_secret(text)
+            _log.register_secret(urllib.parse.quote(text, safe=""))
+            _log.register_secret(urllib.parse.quote_plus(text))
+
+
+def redact_url(url: str) -> str:
+    """``url`` for display: the userinfo, every query value (and bare key)
+    and the fragment replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<a URL that cannot be parsed>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{key}=***" if sep else "***"
+        for key, sep, _ in (item.partition("=") for item in parts.query.split("&"))
+    )
+    return urllib.parse.urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            query if parts.query else "",
+            "***" if parts.fragment else "",
+        )
+    )
 
 
 def _register_header_secrets(headers: t.Mapping[str, str]) -> None:

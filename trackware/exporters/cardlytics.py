@@ -52,7 +52,13 @@ from ._base import (
     iso_time_problem,
     stable_uuid,
 )
-from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
+from ._http import (
+    BaseHTTPExporter,
+    HTTPRequest,
+    redact_url,
+    response_json,
+    response_text,
+)
 
 __all__ = [
     "AD_EVENT_TYPES",
@@ -757,7 +763,8 @@ class ClientEventExporter(BaseHTTPExporter):
 
     def __repr__(self) -> str:
         return (
-            f"<{type(self).__name__} name={self.name!r} base_url={self.base_url!r} "
+            f"<{type(self).__name__} name={self.name!r} "
+            f"base_url={redact_url(self.base_url)!r} "
             f"events={len(self.mapping)}>"
         )
 

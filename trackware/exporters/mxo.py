@@ -39,7 +39,13 @@ from .._event import Event, dumps, iso_time, to_jsonable
 from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
 from ._base import ContractViolation, ExportResult, encode_event, iso_time_problem
-from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
+from ._http import (
+    BaseHTTPExporter,
+    HTTPRequest,
+    redact_url,
+    response_json,
+    response_text,
+)
 
 __all__ = [
     "DEFAULT_PROFILE_EVENTS",
@@ -397,7 +403,8 @@ class _MXOExporter(BaseHTTPExporter):
 
     def __repr__(self) -> str:
         return (
-            f"<{type(self).__name__} name={self.name!r} base_url={self.base_url!r} "
+            f"<{type(self).__name__} name={self.name!r} "
+            f"base_url={redact_url(self.base_url)!r} "
             f"site_key={self.site_key!r}>"
         )
 

@@ -23,7 +23,13 @@ from .._event import Event, dumps, iso_time
 from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
 from ._base import ContractViolation, ExportResult, encode_event, iso_time_problem
-from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
+from ._http import (
+    BaseHTTPExporter,
+    HTTPRequest,
+    redact_url,
+    response_json,
+    response_text,
+)
 
 __all__ = ["AI_EVENT_TYPES", "DEFAULT_ACTIONS", "SyneriseExporter"]
 
@@ -809,6 +815,7 @@ class SyneriseExporter(BaseHTTPExporter):
     def __repr__(self) -> str:
         auth = "basic" if self._basic is not None else "jwt"
         return (
-            f"<SyneriseExporter name={self.name!r} base_url={self.base_url!r} "
+            f"<SyneriseExporter name={self.name!r} "
+            f"base_url={redact_url(self.base_url)!r} "
             f"auth={auth}>"
         )

@@ -47,7 +47,13 @@ from ._base import (
     iso_time_problem,
     stable_uuid,
 )
-from ._http import BaseHTTPExporter, HTTPRequest, response_json, response_text
+from ._http import (
+    BaseHTTPExporter,
+    HTTPRequest,
+    redact_url,
+    response_json,
+    response_text,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -992,7 +998,7 @@ class CustomEventExporter(BaseHTTPExporter):
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} name={self.name!r} store_id={self.store_id!r} "
-            f"base_url={self.base_url!r}>"
+            f"base_url={redact_url(self.base_url)!r}>"
         )
 
 
