@@ -465,3 +465,50 @@ def test_invalid_keys_are_refused_at_start_up(
         Trackware(app, tracker=tracker)
     with pytest.raises(ConfigurationError, match="cookie_secret"):
         Trackware(new_app("bad-option"), tracker=tracker, cookie_secret={"k": "v"})
+
+
+def test_a_forged_tid_never_reaches_interact(new_app: NewApp) -> None:
+    """interact() (MXO's optimizations, read live) uses the request's tid: a
+    visitor presenting another customer's tid, unsigned or signed with another
+    key, asks MXO in a thread of its own, never in the victim's."""
+    mxo = pytest.importorskip("trackware.exporters.mxo")
+    emulators = pytest.importorskip("trackware.testing.emulators")
+    mxo_api = pytest.importorskip("trackware.testing.emulators._mxo")
+    api = mxo_api.MXOAPI(client_id="mxo-client", client_secret="mxo-s3cret")
+    with emulators.EmulatorServer([api]) as server:
+        exporter = mxo.InteractionExporter(
+            base_url=server.url,
+            client_id="mxo-client",
+            client_secret="mxo-s3cret",
+            site_key="ONE-NX8P2RSAAU-1813",
+            default_touchpoint="api://shop",
+            timeout=5.0,
+        )
+        try:
+            app = new_app("shop")
+
+            @app.route("/offers")
+            def offers() -> str:
+                result = exporter.interact("api://shop/offers")
+                assert result.ok, result.error
+                return str(result.tid)
+
+            tracker = trackware.Tracker([], dead_letter=None, register_atexit=False)
+            Trackware(app, tracker=tracker, tid_source=exporter.tid_for)
+            victim = app.test_client()
+            victim_tid = victim.get("/offers").text
+            assert victim.get("/offers").text == victim_tid  # the cookie works
+            calls = server.recorded("mxo.interaction")
+            assert [c.query.get("tid") for c in calls] == [None, victim_tid]
+
+            for forged in (victim_tid, sign(OTHER, "tw_tid", victim_tid)):
+                attacker = app.test_client()
+                attacker.set_cookie("tw_tid", forged)
+                assert attacker.get("/offers").text != victim_tid
+            calls = server.recorded("mxo.interaction")[2:]
+            assert len(calls) == 2
+            assert all(c.query.get("tid") is None for c in calls)
+            assert api.unknown_tids == []
+            tracker.shutdown(timeout=5)
+        finally:
+            exporter.close()
