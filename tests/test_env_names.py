@@ -332,3 +332,38 @@ def test_flask_config_key_names_the_closest_option(
     (env_name,) = warnings_about(caplog, "TRACKWARE_SYNERISE_API_KEY")
     assert "environment variable" in env_name
     assert "must-not-be-logged-0001" not in caplog.text
+
+
+def test_every_trackware_name_in_the_source_is_registered() -> None:
+    """A name spelt out in trackware's source (``os.environ.get("TRACKWARE_X")``,
+    ``COOKIE_SECRET_ENV = "TRACKWARE_COOKIE_SECRET"``...) is a variable read
+    somewhere: it must be in the registry (or be a Flask app.config key, or a
+    vendor prefix a from_env() completes)."""
+    import ast
+    import pathlib
+
+    import trackware
+
+    allowed = _env.KNOWN_VARIABLES | _env._flask_config_keys()
+    found: dict[str, str] = {}
+    root = pathlib.Path(trackware.__file__).parent
+    for path in root.rglob("*.py"):
+        if path.name == "_env.py":  # the registry itself
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value.startswith("TRACKWARE_")
+                and node.value.rstrip("_").replace("_", "").isalnum()
+                and node.value.upper() == node.value
+            ):
+                found[node.value] = str(path.relative_to(root))
+    # The scan sees what it should: the core's names and from_env()'s.
+    assert {"TRACKWARE_DISABLED", "TRACKWARE_MXO_SITE_KEY"} <= set(found)
+    unregistered = {
+        name: where
+        for name, where in found.items()
+        if name not in allowed and not name.endswith("_")
+    }
+    assert unregistered == {}
