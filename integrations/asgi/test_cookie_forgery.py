@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import time
 import typing as t
 import uuid
@@ -368,3 +369,11 @@ def test_the_signer_is_hmac_sha256_of_name_and_value(
             assert signer.sign(name, value) == f"{value}.{signature}"
         assert signer.verify(name, value, signature) == secrets.index(secret)
     assert signer.verify(name, value, "A" * 43) == -1
+
+
+def test_the_secrets_are_in_no_repr(recorder: t.Any) -> None:
+    app = tracked(recorder, cookie_secret=["this-years-key", OLD])
+    engine = app.engine
+    shown = repr(engine.options) + repr(engine) + repr(engine._signer)
+    assert "this-years-key" not in shown and OLD not in shown
+    assert not re.search(r"\bcookie_secret=", repr(engine.options))

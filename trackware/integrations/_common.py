@@ -132,7 +132,7 @@ class CookieSigner:
     the signature of one cookie cannot be replayed as another (a visitor id
     is also a well-formed tid). Comparisons are constant-time.
 
-    ``keys`` are derived from the configured secrets with domain separation,
+    The keys are derived from the configured secrets with domain separation,
     ``HMAC-SHA256(secret, "trackware.cookie.v1")``: the app's own secret
     (Flask's ``secret_key``) never keys trackware's MACs directly, so they
     cannot be confused with the app's signatures. The first key signs; every
@@ -140,12 +140,12 @@ class CookieSigner:
     cookies they signed have been re-signed or have expired).
     """
 
-    __slots__ = ("_pads", "keys")
+    __slots__ = ("_keys", "_pads")
 
     def __init__(self, secrets: t.Sequence[bytes]) -> None:
         if not secrets:
             raise ConfigurationError(_NO_SECRET)
-        self.keys = tuple(hmac.digest(s, _KEY_CONTEXT, "sha256") for s in secrets)
+        self._keys = tuple(hmac.digest(s, _KEY_CONTEXT, "sha256") for s in secrets)
         # HMAC (RFC 2104) with SHA-256 states precomputed over the padded key,
         # as the hmac module's own Python implementation keeps them: copying
         # them costs about a third of hmac.digest()'s per-call key setup.
@@ -155,7 +155,7 @@ class CookieSigner:
                 hashlib.sha256(bytes(b ^ 0x36 for b in key.ljust(64, b"\0"))),
                 hashlib.sha256(bytes(b ^ 0x5C for b in key.ljust(64, b"\0"))),
             )
-            for key in self.keys
+            for key in self._keys
         )
 
     def _mac(self, index: int, name: str, value: str) -> str:
@@ -316,7 +316,10 @@ class TrackingOptions:
     cookie_path: str = "/"
     visitor_max_age: int = 365 * 24 * 3600
     cookie_secure: bool | None = None
-    cookie_secret: str | bytes | t.Sequence[str | bytes] | None = None
+    # Never in the repr (nor in a log line: the secrets are registered).
+    cookie_secret: str | bytes | t.Sequence[str | bytes] | None = dataclasses.field(
+        default=None, repr=False
+    )
     ephemeral_cookie_secret: bool = False
     exclude_methods: t.Collection[str] = ("HEAD", "OPTIONS")
     exclude_paths: t.Collection[str | re.Pattern[str]] = DEFAULT_EXCLUDED_PATHS
