@@ -603,3 +603,57 @@ def test_url_credentials_are_not_in_configuration_errors() -> None:
         )
     assert URL_PASSWORD not in str(info.value)
     assert "Authorization" in str(info.value)
+
+
+# --- more rules checked per event (vendor-apis.md §7) -------------------------------
+
+
+def test_cardlytics_ids_differing_only_in_case_do_not_fail_the_batch(
+    emu: VendorEmulator,
+) -> None:
+    """Cardlytics compares clientEventIds case-insensitively: two ids that
+    differ only in case would be duplicates and fail the whole request."""
+    exporter = cardlytics(emu)
+    meta = {"serveToken": "st-1", "section": "LatestOffers"}
+    base = "0b9c2c5e-4f4a-4c1e-9a43-6f2d1c7e8a90"
+    upper = Event("offer.viewed", meta, user_id="c-1", event_id=base.upper())
+    lower = Event("offer.viewed", meta, user_id="c-1", event_id=base)
+    other = Event("offer.viewed", meta, user_id="c-1")
+    try:
+        result = exporter.export([upper, lower, other])
+    finally:
+        exporter.close()
+    assert not result.rejected and not result.retry
+    assert result.sent == [upper, lower, other]
+    assert sorted(e["clientEventId"] for e in emu.cardlytics.events) == sorted(
+        [base, other.event_id]
+    )
+
+
+def test_cardlytics_unhashable_enum_value_is_rejected_alone(
+    emu: VendorEmulator,
+) -> None:
+    exporter = cardlytics(emu)
+    good = Event("offer.viewed", {"serveToken": "st", "section": "Landing"})
+    bad = Event("offer.viewed", {"serveToken": "st", "section": ["Landing"]})
+    try:
+        result = exporter.export([bad, good])
+    finally:
+        exporter.close()
+    assert "section" in only_rejected(result, bad)
+    assert result.sent == [good]
+
+
+def test_synerise_non_ascii_digit_profile_id_is_rejected_alone(
+    emu: VendorEmulator,
+) -> None:
+    exporter = synerise(emu, client_id_trait="synerise_id")
+    good = Event("dog.bark", user_id="c-1", traits={"synerise_id": "12"})
+    bad = Event("dog.bark", user_id="c-2", traits={"synerise_id": "\uff11\uff12"})
+    try:
+        result = exporter.export([bad, good])
+    finally:
+        exporter.close()
+    assert "client.id" in only_rejected(result, bad)
+    assert result.sent == [good]
+    assert [e["client"]["id"] for e in emu.synerise.of_kind("event")] == [12]

@@ -148,7 +148,9 @@ def _timestamp(unix: float) -> str:
 
 
 def _client_event_id(event_id: str) -> str:
-    return stable_uuid(event_id)
+    # Lowercase: Cardlytics compares ids case-insensitively, so two ids that
+    # differ only in case would be duplicates and fail the whole request.
+    return stable_uuid(event_id).lower()
 
 
 def _jwt_expiry(token: str) -> float | None:
@@ -541,7 +543,7 @@ class ClientEventExporter(BaseHTTPExporter):
                     f"{rule}.{key} is required: set the {key!r} property "
                     f"(a {enum_name} value)"
                 )
-            if value not in enum:
+            if not isinstance(value, str) or value not in enum:
                 raise _Violation(
                     f"{rule}.{key} {value!r} is not a Cardlytics {enum_name} value "
                     f"(one of {', '.join(sorted(enum))})"
@@ -588,6 +590,19 @@ class ClientEventExporter(BaseHTTPExporter):
                 encoded = encode_event(message)
             except ContractViolation as exc:
                 result.reject(event, str(exc))
+                continue
+            except Exception as exc:
+                # A mapping bug costs this event only, never its batch-mates.
+                _log.error(
+                    f"build:{self.name}",
+                    "trackware: %s could not map event %r",
+                    self.name,
+                    event.name,
+                    exc_info=True,
+                )
+                result.reject(
+                    event, f"cardlytics mapping error: {type(exc).__name__}: {exc}"
+                )
                 continue
             group_events, messages = groups.setdefault(
                 self.customer_id(event.user_id), ([], {})

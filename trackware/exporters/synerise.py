@@ -487,7 +487,7 @@ class SyneriseExporter(BaseHTTPExporter):
             if raw is not None:
                 if isinstance(raw, int) and not isinstance(raw, bool):
                     client["id"] = raw
-                elif isinstance(raw, str) and raw.isdigit():
+                elif isinstance(raw, str) and raw.isascii() and raw.isdigit():
                     client["id"] = int(raw)
                 else:
                     raise _Reject(
@@ -762,6 +762,19 @@ class SyneriseExporter(BaseHTTPExporter):
                     v4.append((event, encode_event(body), etype))
             except ContractViolation as exc:
                 result.reject(event, f"synerise contract: {exc}")
+            except Exception as exc:
+                # A mapping bug (or a user mapping's surprise) costs this event
+                # only, never its batch-mates.
+                _log.error(
+                    f"build:{self.name}",
+                    "trackware: %s could not map event %r",
+                    self.name,
+                    event.name,
+                    exc_info=True,
+                )
+                result.reject(
+                    event, f"synerise mapping error: {type(exc).__name__}: {exc}"
+                )
         requests: list[HTTPRequest] = []
         if self.batch_endpoint:
             for chunk in self._chunks([(e, s) for e, s, _ in v4]):
