@@ -1,14 +1,18 @@
-"""Fork safety at every moment: a fork while the first export is in flight
-(real os.fork(), a real HTTP sink), and nothing imported on a worker thread."""
+"""Process lifecycle: fork safety at every moment (a fork while the first
+export is in flight, real os.fork(), a real HTTP sink; nothing imported on a
+worker thread), and a process ended by SIGTERM shuts its trackers down first."""
 
 from __future__ import annotations
 
 import collections
 import json
+import signal
+import subprocess
+import sys
 import typing as t
 
 import pytest
-from _support import Sink, run_script
+from _support import Sink, free_port, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -126,4 +130,69 @@ def test_fork_while_the_first_export_is_in_flight(sink: Sink) -> None:
     assert per_trial == expected
 
 
-_ = t
+# --- ending by SIGTERM ---------------------------------------------------------
+
+TERM_SCRIPT = """
+import os, signal, sys, time
+import trackware
+from trackware.exporters import HTTPExporter
+
+stopping = []
+if sys.argv[2] == "server":
+    # A server's own handler, installed before the app (and its tracker) is
+    # loaded; like uvicorn's, it stops gracefully, then restores the handler
+    # it found and raises SIGTERM again.
+    found = signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))
+tracker = trackware.Tracker(
+    [HTTPExporter(sys.argv[1], timeout=1, connect_timeout=1)],
+    flush_interval=60,  # nothing leaves before SIGTERM
+    shutdown_timeout=2,
+    dead_letter=sys.argv[3],
+)
+for i in range(50):
+    tracker.track("queued", {"i": i})
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while not stopping and time.monotonic() < deadline:
+    time.sleep(0.01)
+if stopping:
+    signal.signal(signal.SIGTERM, found)
+    signal.raise_signal(signal.SIGTERM)
+print("the server returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("handler", ["default", "server"])
+@pytest.mark.parametrize("vendor", ["healthy", "down"])
+def test_sigterm_ends_the_process_after_the_trackers_shut_down(
+    handler: str, vendor: str, sink: Sink, tmp_path: t.Any
+) -> None:
+    """SIGTERM at its default action, or through a server handler that
+    re-raises it after a graceful stop: the 50 queued events are delivered
+    (or dead-lettered when the vendor is down) before the process ends, and
+    it still ends by SIGTERM."""
+    url = sink.url if vendor == "healthy" else f"http://127.0.0.1:{free_port()}/x"
+    dead = tmp_path / "term-dead.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TERM_SCRIPT, url, handler, str(dead)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n", proc.stderr
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGTERM, (out, err)
+    dead_letters = dead.read_text().splitlines() if dead.exists() else []
+    if vendor == "healthy":
+        assert len(sink.ids) == 50 == len(set(sink.ids))
+        assert dead_letters == []
+    else:
+        assert len(dead_letters) == 50
+        assert {json.loads(x)["event"]["name"] for x in dead_letters} == {"queued"}

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import blinker
 
-from . import _env, _log, signals
+from . import _env, _lifecycle, _log, signals
 from ._context import Scope, _scope
 from ._deadletter import DeadLetter, JSONLinesDeadLetter
 from ._event import (
@@ -140,7 +140,8 @@ class Tracker:
         enabled: ``False`` turns ``track()`` into a counted no-op (also
             ``TRACKWARE_DISABLED=1``).
         shutdown_timeout: the budget of ``shutdown()`` and of the at-exit flush.
-        register_atexit: deliver what is queued when the interpreter exits.
+        register_atexit: deliver what is queued when the interpreter exits,
+            and before the process ends by SIGTERM (see trackware._lifecycle).
         queue_factory: builds each destination's queue (default: in memory).
     """
 
@@ -268,6 +269,7 @@ class Tracker:
         self._bridges: list[Bridge] = []
         if register_atexit:
             _live.add(self)
+            _watch_exit()
 
     @staticmethod
     def _make_dead_letter(value: t.Any) -> DeadLetter | None:
@@ -1041,6 +1043,8 @@ signals.action.connect(_on_action, weak=False)
 
 
 def _shutdown_all_at_exit() -> None:
+    """The exit hook: atexit, multiprocessing's exit finalizers, and SIGTERM
+    (trackware._lifecycle). Idempotent: a shut tracker leaves ``_live``."""
     trackers = list(_live)
     for tr in trackers:
         tr._drain()  # recorded page events join the queues before they stop
@@ -1051,6 +1055,28 @@ def _shutdown_all_at_exit() -> None:
             tr.shutdown()
         except Exception:  # pragma: no cover - never let exit fail
             _log.error("atexit", "trackware: at-exit shutdown failed", exc_info=True)
+    # A SIGTERM held back until now (a server's re-raise) ends the process here.
+    _lifecycle.release_held()
+
+
+def _exit_budget() -> float:
+    """The longest the exit hook may take: the trackers' budgets."""
+    return sum(tr.shutdown_timeout for tr in list(_live))
+
+
+def _watch_exit() -> None:
+    """For each tracker registered for exit: the hooks that shut it down.
+
+    atexit is registered at import. Ending by SIGTERM skips it: _lifecycle
+    installs the SIGTERM side. A multiprocessing child leaves by os._exit(),
+    which skips it too: its exit finalizers run our hook instead (a fork
+    child's is registered by _after_fork_all; a spawned child's, such as a
+    uvicorn worker's, here).
+    """
+    _lifecycle.install(_shutdown_all_at_exit, _exit_budget)
+    mp_process = sys.modules.get("multiprocessing.process")
+    if mp_process is not None and mp_process.parent_process() is not None:
+        _register_mp_finalizer(None)
 
 
 def _after_fork_all() -> None:
@@ -1072,11 +1098,15 @@ class _MPHook:
 
 
 _mp_hook = _MPHook()
+#: The process whose multiprocessing exit finalizers run our hook.
+_mp_finalizer_pid = 0
 
 
 def _register_mp_finalizer(_: object) -> None:
+    global _mp_finalizer_pid
     mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:
+    if mp_util is not None and _mp_finalizer_pid != os.getpid():
+        _mp_finalizer_pid = os.getpid()
         mp_util.Finalize(None, _shutdown_all_at_exit, exitpriority=100)
 
 

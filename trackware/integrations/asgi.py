@@ -19,8 +19,10 @@ with the same defaults as the Flask extension, plus:
   tasks works too.
 * ``websocket_connect_event`` / ``websocket_disconnect_event``: event names
   (``None`` turns one off).
-* ``flush_on_shutdown``: flush the tracker, within its ``shutdown_timeout``, in
-  a thread when the server sends ``lifespan.shutdown`` (default ``True``).
+* ``flush_on_shutdown``: shut the tracker down, within its ``shutdown_timeout``,
+  in a thread when the server sends ``lifespan.shutdown`` (default ``True``):
+  what it cannot deliver in time is dead-lettered, since servers such as
+  uvicorn end the process by a signal afterwards, where no atexit hook runs.
 
 The visitor, session and MXO tid cookies are signed with a key derived from
 ``cookie_secret=`` (a list rotates keys: the first signs, all verify), else
@@ -45,7 +47,7 @@ Wrapping an app twice tracks once: a marker in the scope plus a ContextVar
 guard (the tracked request's own scope, or a flag when it is not tracked;
 so an ASGI app called from inside a tracked request, e.g. through
 ``httpx.ASGITransport``, is not tracked a second time either). On
-``lifespan.shutdown`` the tracker is flushed on a thread, never on the event
+``lifespan.shutdown`` the tracker is shut down on a thread, never on the event
 loop; apps without lifespan support (Django) get it answered for them.
 
 Route and endpoint exclusions (``exclude_routes``/``exclude_endpoints``) are
@@ -169,7 +171,8 @@ class TrackwareMiddleware:
             is accepted (``None``: not tracked).
         websocket_disconnect_event: name of the event tracked when it closes,
             with ``code``, ``duration`` and who closed it (``None``: not tracked).
-        flush_on_shutdown: flush the tracker on ``lifespan.shutdown``.
+        flush_on_shutdown: shut the tracker down on ``lifespan.shutdown``
+            (deliver within its ``shutdown_timeout``, dead-letter the rest).
         options: any :class:`~trackware.integrations._common.TrackingOptions`
             field.
     """
@@ -631,7 +634,7 @@ class TrackwareMiddleware:
                 "lifespan.shutdown.complete",
                 "lifespan.shutdown.failed",
             ):
-                await self._flush()
+                await self._shutdown_tracker()
             await send(message)
 
         inner: t.Any = dict(scope)
@@ -642,7 +645,7 @@ class TrackwareMiddleware:
             if used[0]:
                 raise
             # The app does not speak lifespan (Django's ASGIHandler raises):
-            # answer it ourselves so that the tracker is flushed on shutdown.
+            # answer it ourselves so that the tracker is shut down with it.
         else:
             if used[0]:
                 return
@@ -651,12 +654,19 @@ class TrackwareMiddleware:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self._flush()
+                await self._shutdown_tracker()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _flush(self) -> None:
-        """Flush the tracker within its budget on a thread; never blocks the loop."""
+    async def _shutdown_tracker(self) -> None:
+        """Shut the tracker down within its budget on a thread (never blocking
+        the loop): delivered or dead-lettered, every event has an outcome.
+
+        A flush is not enough: the app's lifespan ends just before the server
+        process does, and uvicorn ends it by re-raising SIGTERM, where no
+        atexit hook runs; events a flush could not deliver (vendor down or
+        hung) would vanish uncounted. A shutdown dead-letters them.
+        """
         tracker = self.engine.options.tracker
         if tracker is None:
             from .. import _tracker
@@ -665,11 +675,11 @@ class TrackwareMiddleware:
         if tracker is None:
             return
         try:
-            await _in_thread(tracker.flush, tracker.shutdown_timeout)
+            await _in_thread(tracker.shutdown, tracker.shutdown_timeout)
         except Exception:
             _log.error(
-                "asgi-lifespan-flush",
-                "trackware: flushing on lifespan shutdown failed",
+                "asgi-lifespan-shutdown",
+                "trackware: shutting the tracker down on lifespan shutdown failed",
                 exc_info=True,
             )
 
