@@ -28,10 +28,14 @@ class RetryPolicy:
     A batch gives up (its events are dead-lettered as ``retries_exhausted``,
     with the vendor's last answer) when ``max_attempts`` attempts failed or
     ``max_retry_time`` seconds passed since its first attempt, whichever comes
-    first.
+    first. While a batch waits for its retry the destination goes on sending
+    its other events; a batch split in halves (because it kept failing while
+    others got through) keeps its attempt count and first-attempt time. A
+    ``Retry-After`` pauses the whole destination.
 
     The circuit breaker opens after ``failure_threshold`` consecutive failed
-    attempts. While it is open nothing is sent and events stay queued (bounded
+    attempts (attempts of a batch narrowed down to one poison event do not
+    count). While it is open nothing is sent and events stay queued (bounded
     by the queue limits, never dropped because of the breaker); after
     ``open_for`` seconds one probe attempt is made (half-open). Each failed
     probe doubles the wait, up to ``max_open_for``.

@@ -806,6 +806,13 @@ class Tracker:
         deadline = time.monotonic() + budget
         for dest in self.destinations:
             dest.request_stop(deadline)
+        # Just before the deadline, every destination still busy stops
+        # sending at once (Destination.halt), so that each settles its batch
+        # exactly within the one budget and nothing leaves after we return.
+        for dest in self.destinations:
+            dest.wait_stopped()
+        for dest in self.destinations:
+            dest.halt()
         ok = True
         for dest in self.destinations:
             if not dest.shutdown(deadline):

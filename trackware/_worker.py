@@ -4,12 +4,24 @@ Destinations are isolated from each other: each has its own bounded queue, its
 own worker thread (started lazily on the first event), its own retry state and
 circuit breaker. A vendor that hangs, rate-limits or is down delays only its
 own events.
+
+Within a destination, one batch never holds up the others: while a batch waits
+for its retry, the worker goes on sending newer batches (up to
+``Destination.retry_batches`` batches' worth of events wait at once; a vendor
+that is really down opens the circuit breaker, and then everything waits). A
+batch that fails again while other batches get through is retried in halves,
+so the events that can be delivered are, and only the event the vendor keeps
+refusing ends in the dead letter. An exporter that raises is bisected the
+same way: the event that makes it raise on its own is rejected (an encoding
+error) or retried alone (any other exception).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
+import math
 import operator
 import threading
 import time
@@ -21,7 +33,7 @@ from ._deadletter import DeadLetter, DeadLetterRecord
 from ._event import Event
 from ._queue import EventQueue, QueuedEvent
 from ._retry import CircuitBreaker, RetryPolicy
-from .exporters._base import Exporter, ExportResult
+from .exporters._base import Exporter, ExportResult, _export_scope
 
 if t.TYPE_CHECKING:
     from ._tracker import Tracker
@@ -44,20 +56,87 @@ def in_worker_thread() -> bool:
     return threading.get_ident() in _worker_threads
 
 
-class _RetryBatch:
-    __slots__ = ("abandoned", "attempts", "first_attempt", "items", "next_at", "result")
+#: Exceptions that mean "this data cannot be encoded" (what json, str.encode
+#: and int-to-text conversion raise): the same event fails the same way on
+#: every attempt, so an event that raises one of them alone is rejected, never
+#: retried. Any other exception an exporter raises is taken as transient.
+_ENCODING_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
 
-    def __init__(self, items: list[QueuedEvent], first_attempt: float) -> None:
+
+def _exception_text(exc: BaseException) -> str:
+    """``Type: message``, short, scrubbed, ASCII (a UnicodeEncodeError quotes
+    the very character that cannot be written)."""
+    detail = _log.scrub(str(exc).split("\n", 1)[0])[:200]
+    detail = detail.encode("ascii", "backslashreplace").decode("ascii")
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+class _RetryBatch:
+    __slots__ = (
+        "abandoned",
+        "attempts",
+        "first_attempt",
+        "items",
+        "mark",
+        "narrowed",
+        "next_at",
+        "partial",
+        "result",
+        "split",
+    )
+
+    def __init__(
+        self, items: list[QueuedEvent], first_attempt: float, mark: int = 0
+    ) -> None:
         self.abandoned = False  # given up by shutdown() while the worker had it
         self.items = items
         self.attempts = 0
         self.first_attempt = first_attempt
         self.next_at = 0.0
         self.result: ExportResult | None = None
+        #: Destination.batches when this batch's last attempt began: a higher
+        #: count later means other batches got through since it failed.
+        self.mark = mark
+        #: A half of a split batch that has not been attempted yet (its mark
+        #: is the split's, so a sibling's success counts as evidence).
+        self.split = False
+        #: Split because other batches got through: its failures say something
+        #: about its content, not about the vendor (the breaker ignores them).
+        self.narrowed = False
+        #: What the exporter reported as decided during the export under way
+        #: (see exporters._base.report_progress), for a shutdown that gives
+        #: the batch up before export() returns.
+        self.partial: ExportResult | None = None
+
+    def half(self, items: list[QueuedEvent], mark: int) -> _RetryBatch:
+        child = _RetryBatch(items, self.first_attempt, mark)
+        child.attempts = self.attempts
+        child.result = self.result
+        child.next_at = self.next_at
+        child.split = True
+        child.narrowed = True
+        return child
+
+
+def _next_at(batch: _RetryBatch) -> float:
+    return batch.next_at
+
+
+#: At shutdown, a worker still busy this long before the deadline (or a
+#: quarter of the budget, if less) is told to stop sending: a request under
+#: way may finish, nothing new starts, and its batch settles exactly (sent
+#: events counted as sent, the rest dead-lettered) before the deadline.
+_HALT_GRACE = 0.2
 
 
 class Destination:
     """Delivers one exporter's events in the background. Created by the Tracker."""
+
+    #: How many batches' worth of events may wait for a retry while newer
+    #: batches are sent. Beyond it the worker takes nothing new until a
+    #: waiting batch settles (memory stays bounded: the queue's limits plus
+    #: this many batches).
+    retry_batches: t.ClassVar[int] = 4
 
     def __init__(
         self,
@@ -102,11 +181,17 @@ class Destination:
         self._stopping = False
         self._stopped = False
         self._flush_requests = 0
-        self._retry: _RetryBatch | None = None
+        # Batches waiting for their retry, and the events they hold.
+        self._retries: list[_RetryBatch] = []
         self._current: _RetryBatch | None = None  # being exported right now
         self._settle_lock = threading.Lock()
         self._shutdown_deadline: float | None = None
+        self._halt_at = math.inf
+        self._halted = False  # shutdown told the exporter to stop sending
         self._shutdown_base = 0
+        # A vendor's Retry-After / RateLimit-Reset pauses the whole
+        # destination, not only the batch it answered.
+        self._paused_until = 0.0
         self.breaker = CircuitBreaker(self.retry_policy)
 
     def _init_counters(self) -> None:
@@ -228,28 +313,46 @@ class Destination:
 
     def _step(self) -> bool:
         """Do one unit of work or wait for some. Returns False to stop."""
+        if self._halted:
+            # Shutdown told the exporter to stop sending: nothing more goes
+            # out; what is left goes to the dead letter.
+            self._give_up_all("stopped sending at shutdown")
+            return False
         now = time.monotonic()
-        retry = self._retry
-        if retry is not None:
-            due = max(retry.next_at, self._breaker_due())
-            if self._stopping and not self._deadline_allows(due):
-                self._abandon(retry, "shutdown before retry was due")
-                return True
-            if now >= due and self.breaker.allow(now):
-                self._attempt(retry)
-                return True
-            self._wait(due - now)
-            return True
+        hold = self._hold_until()
+        wait = math.inf
+        retries = self._retries
+        if retries:
+            if self._stopping:
+                late = [
+                    b
+                    for b in retries
+                    if not self._deadline_allows(max(b.next_at, hold))
+                ]
+                for batch in late:
+                    self._abandon(batch, "shutdown before retry was due")
+            if retries:
+                # The batch waiting longest for its turn goes first.
+                batch = min(retries, key=_next_at)
+                due = max(batch.next_at, hold)
+                if now >= due and self.breaker.allow(now):
+                    self._retry_batch(batch)
+                    return True
+                wait = due - now
         if self.queue.depth():
-            if not self.breaker.allow(now):
-                if self._stopping and not self._deadline_allows(
-                    self.breaker.open_until
-                ):
+            until = self._paused_until if now < self._paused_until else 0.0
+            if not until and not self.breaker.allow(now):
+                until = self.breaker.open_until
+            if until:
+                if self._stopping and not self._deadline_allows(until):
                     self._drain_to_dead_letter()
                     return True
-                self._wait(self.breaker.open_until - now)
-                return True
-            if (
+                wait = min(wait, until - now)
+            elif self._waiting() >= self.retry_batches * self.max_batch_size:
+                # Enough events wait for a retry already: take nothing new
+                # until one of those batches settles (wait is its due time).
+                pass
+            elif (
                 self._stopping
                 or self._flush_requests
                 or self.queue.depth() >= self.max_batch_size
@@ -258,14 +361,20 @@ class Destination:
             ):
                 items = self.queue.take(self.max_batch_size, self.max_batch_bytes)
                 if items:
-                    self._attempt(_RetryBatch(items, now))
+                    self._attempt(_RetryBatch(items, now, self.batches))
                 return True
-            self._wait(max(0.0, self.flush_interval - self._head_age()))
-            return True
-        if self._stopping:
-            return False
-        self._wait(self.flush_interval if self.flush_interval > 0 else 1.0)
+            else:
+                wait = min(wait, max(0.0, self.flush_interval - self._head_age()))
+        elif not retries:
+            if self._stopping:
+                return False
+            wait = self.flush_interval if self.flush_interval > 0 else 1.0
+        self._wait(wait)
         return True
+
+    def _waiting(self) -> int:
+        """Events waiting for a retry."""
+        return sum(len(b.items) for b in self._retries)
 
     def _head_age(self) -> float:
         # Queue entries carry the event's wall-clock time; interval batching
@@ -282,6 +391,10 @@ class Destination:
             else 0.0
         )
 
+    def _hold_until(self) -> float:
+        """Nothing is sent before this (open circuit, vendor-requested pause)."""
+        return max(self._breaker_due(), self._paused_until)
+
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
             self._wake.wait(min(seconds, 60.0))
@@ -291,30 +404,121 @@ class Destination:
         deadline = self._shutdown_deadline
         return deadline is None or when <= deadline
 
+    def _retry_batch(self, batch: _RetryBatch) -> None:
+        """A waiting batch is due: attempt it, or split it in two."""
+        if not batch.split and len(batch.items) > 1 and self.batches > batch.mark:
+            # Other batches were delivered since this one last failed: the
+            # vendor is up and something in this batch is what it refuses
+            # (e.g. a 500 caused by one event). Retry it in halves, both due
+            # now, so its good events get through and the failure narrows
+            # down to the event causing it. Halves keep the batch's attempt
+            # count and first-attempt time: the poison event still gives up
+            # after the policy's attempts.
+            mid = len(batch.items) // 2
+            halves = [
+                batch.half(batch.items[:mid], self.batches),
+                batch.half(batch.items[mid:], self.batches),
+            ]
+            with self._settle_lock:
+                if batch.abandoned or batch not in self._retries:
+                    return
+                index = self._retries.index(batch)
+                self._retries[index : index + 1] = halves
+            return
+        self._attempt(batch)
+
     def _attempt(self, batch: _RetryBatch) -> None:
         with self._settle_lock:
             if batch.abandoned:
                 return
             self._current = batch
+            if batch in self._retries:
+                self._retries.remove(batch)
+        if batch.split:
+            batch.split = False  # keeps the split's mark for this attempt
+        else:
+            batch.mark = self.batches
         events = [item[1] for item in batch.items]
         batch.attempts += 1
+        batch.partial = None
+        scope = _export_scope
+        scope.report = functools.partial(self._on_progress, batch)
         try:
-            result = self.exporter.export(events)
-        except Exception as exc:  # exporters should not raise; be safe if they do
-            _log.error(
-                f"export-raised:{self.name}",
-                "trackware: exporter %r raised %s; the batch will be retried",
-                self.name,
-                type(exc).__name__,
-                exc_info=True,
-            )
-            result = ExportResult.failure(events, f"{type(exc).__name__}: {exc}")
+            result = self._export(batch, events)
+        finally:
+            scope.report = None
         with self._settle_lock:
             self._current = None
             if batch.abandoned:
                 # shutdown() already dead-lettered and counted this batch.
                 return
             self._settle(batch, result)
+
+    def _on_progress(self, batch: _RetryBatch, outcome: ExportResult) -> bool:
+        """exporters._base.report_progress for ``batch``: keep what is decided,
+        say whether to go on."""
+        with self._settle_lock:
+            if batch.abandoned:
+                return False
+            if outcome.sent or outcome.rejected or outcome.skipped:
+                partial = batch.partial
+                if partial is None:
+                    partial = batch.partial = ExportResult()
+                partial.sent.extend(outcome.sent)
+                partial.rejected.extend(outcome.rejected)
+                partial.skipped.extend(outcome.skipped)
+            return not self._halted
+
+    def _export(self, batch: _RetryBatch, events: list[Event]) -> ExportResult:
+        try:
+            return self.exporter.export(events)
+        except Exception as exc:  # exporters should not raise; be safe if they do
+            _log.error(
+                f"export-raised:{self.name}",
+                "trackware: exporter %r raised %s; exporting the batch in parts "
+                "to find the event(s) causing it",
+                self.name,
+                type(exc).__name__,
+                exc_info=True,
+            )
+            return self._isolate(batch, events, exc)
+
+    def _isolate(
+        self, batch: _RetryBatch, events: list[Event], exc: Exception
+    ) -> ExportResult:
+        """``export(events)`` raised ``exc``: export the halves, recursively, so
+        that what exports is delivered and an event that raises alone is
+        rejected (encoding error) or retried alone (anything else)."""
+        if len(events) == 1:
+            text = _exception_text(exc)
+            if isinstance(exc, _ENCODING_ERRORS):
+                return ExportResult.rejected_all(events, f"could not encode: {text}")
+            return ExportResult.failure(events, f"exporter raised {text}")
+        result = ExportResult()
+        mid = len(events) // 2
+        raised: list[tuple[list[Event], Exception]] = []
+        for half in (events[:mid], events[mid:]):
+            if batch.abandoned or self._halted:
+                result.add_retry(half, f"exporter raised {_exception_text(exc)}")
+                continue
+            try:
+                outcome = self.exporter.export(half)
+            except Exception as error:
+                raised.append((half, error))
+                continue
+            self._on_progress(batch, outcome)
+            result.merge(outcome)
+        if len(raised) == 2 and not any(
+            isinstance(e, _ENCODING_ERRORS) for _, e in raised
+        ):
+            # Both halves raise, and not because of their data: the exporter
+            # fails as a whole (vendor down, a bug). Retry the batch together
+            # rather than exporting it event by event.
+            result.add_retry(events, f"exporter raised {_exception_text(raised[0][1])}")
+            return result
+        for part, failure in raised:
+            result.merge(self._isolate(batch, part, failure))
+        return result
 
     def _settle(self, batch: _RetryBatch, result: ExportResult) -> None:
         items = batch.items
@@ -331,7 +535,6 @@ class Destination:
         self._settle_mixed(batch, result)
 
     def _delivered(self, batch: _RetryBatch, items: list[QueuedEvent]) -> None:
-        self._retry = None
         self.breaker.record_success()
         self._count_sent(items)
         self._settled(items)
@@ -345,8 +548,13 @@ class Destination:
                 self.tracker, destination=self.name, events=[i[1] for i in items]
             )
 
-    def _settle_mixed(self, batch: _RetryBatch, result: ExportResult) -> None:
-        now = time.monotonic()
+    def _account(
+        self, batch: _RetryBatch, result: ExportResult
+    ) -> tuple[list[QueuedEvent], bool]:
+        """Count what ``result`` decided for ``batch`` (sent, skipped,
+        rejected: dead-lettered). ``batch.items`` keeps the undecided rest, in
+        order. Returns the decided items (for ``_settled``) and whether any
+        event was sent."""
         by_id = {id(item[1]): item for item in batch.items}
         settled: list[QueuedEvent] = []
 
@@ -360,14 +568,20 @@ class Destination:
 
         sent = take(result.sent)
         skipped = take(result.skipped)
-        rejected_items = [(r, by_id.pop(id(r.event), None)) for r in result.rejected]
+        # Only rejections of this batch's undecided events (a progress report
+        # and the final result may both carry one).
+        rejections = []
+        for rejection in result.rejected:
+            item = by_id.pop(id(rejection.event), None)
+            if item is not None:
+                rejections.append(rejection)
+                settled.append(item)
         self.not_applicable += len(skipped)
         settled.extend(sent)
         settled.extend(skipped)
         if sent:
             self._count_sent(sent)
-        if rejected_items:
-            rejections = [r for r, _ in rejected_items]
+        if rejections:
             self.rejected += len(rejections)
             self._dead_letter(
                 [
@@ -377,7 +591,6 @@ class Destination:
                     for r in rejections
                 ]
             )
-            settled.extend(item for _, item in rejected_items if item is not None)
             first = rejections[0]
             self.last_error = _log.scrub(first.reason)
             _log.warn(
@@ -390,16 +603,22 @@ class Destination:
             self._signal_failed(
                 [r.event for r in rejections], first.reason, first.status, True
             )
+        batch.items = list(by_id.values())
+        return settled, bool(sent)
+
+    def _settle_mixed(self, batch: _RetryBatch, result: ExportResult) -> None:
+        now = time.monotonic()
+        settled, any_sent = self._account(batch, result)
         # Whatever the exporter did not account for is retried with the rest.
-        retry_items = take(result.retry)
-        leftover = list(by_id.values())
-        retry_items += leftover
-        if leftover and not result.retry:
+        retry_items = batch.items
+        if retry_items and not result.retry:
             result.error = result.error or "exporter returned no outcome"
         if retry_items:
-            if sent:
+            if any_sent:
                 self.breaker.record_success()
-            else:
+            elif not batch.narrowed:
+                # (A narrowed batch fails because of what it holds: one poison
+                # event retried alone must not open the circuit for the rest.)
                 self.breaker.record_failure(now)
             self.last_error = _log.scrub(result.error or "retryable failure")
             policy = self.retry_policy
@@ -407,14 +626,22 @@ class Destination:
                 policy.max_attempts is not None
                 and batch.attempts >= policy.max_attempts
             ) or (now - batch.first_attempt >= policy.max_retry_time)
-            batch.items = retry_items
             batch.result = result
-            if exhausted:
+            if self._halted:
+                self._give_up(batch, "shutdown", "stopped sending at shutdown")
+            elif exhausted:
                 self._give_up(batch, "retries_exhausted", self.last_error)
             else:
                 self.retried += len(retry_items)
                 batch.next_at = now + policy.backoff(batch.attempts, result.retry_after)
-                self._retry = batch
+                if result.retry_after is not None:
+                    # The vendor asked for a pause: no other batch goes out
+                    # before it is over either.
+                    self._paused_until = max(
+                        self._paused_until,
+                        now + min(result.retry_after, policy.max_retry_after),
+                    )
+                self._retries.append(batch)
                 _log.warn(
                     f"retry:{self.name}",
                     "trackware: %s: %s; %d event(s) will be retried (attempt %d)",
@@ -430,7 +657,6 @@ class Destination:
                     False,
                 )
         else:
-            self._retry = None
             self.breaker.record_success()
         self._settled(settled)
 
@@ -443,23 +669,46 @@ class Destination:
             self._give_up(batch, "shutdown", detail)
 
     def _abandon_pending(self) -> None:
-        """From shutdown(): give up the batch the worker holds, if any."""
+        """From shutdown(): give up the batches the worker holds, if any.
+
+        Of a batch being exported right now, the events the exporter already
+        reported as sent (or rejected) are counted as such; only the others
+        go to the dead letter.
+        """
         with self._settle_lock:
-            batch = self._current or self._retry
-            if batch is None or batch.abandoned:
-                return
-            batch.abandoned = True
-            detail = (
-                "in flight when the shutdown budget ran out (it may have been "
-                "delivered)"
-                if batch is self._current
-                else "retry pending at shutdown"
-            )
-            self._give_up(batch, "shutdown", detail)
+            current = self._current
+            if current is not None and not current.abandoned:
+                current.abandoned = True
+                if current.partial is not None:
+                    settled, _ = self._account(current, current.partial)
+                    self._settled(settled)
+                if current.items:
+                    self._give_up(
+                        current,
+                        "shutdown",
+                        "in flight when the shutdown budget ran out (it may have "
+                        "been delivered)",
+                    )
+            for batch in list(self._retries):
+                if not batch.abandoned:
+                    batch.abandoned = True
+                    self._give_up(batch, "shutdown", "retry pending at shutdown")
+
+    def _give_up_all(self, detail: str) -> None:
+        """Dead-letter every waiting batch and everything queued (shutdown)."""
+        for batch in list(self._retries):
+            self._abandon(batch, detail)
+        items = self.queue.take(1 << 30, 1 << 62)
+        if items:
+            self._give_up(_RetryBatch(items, time.monotonic()), "shutdown", detail)
 
     def _give_up(self, batch: _RetryBatch, reason: str, detail: str | None) -> None:
+        if batch in self._retries:
+            self._retries.remove(batch)
         result = batch.result
         events = [item[1] for item in batch.items]
+        if not events:
+            return
         if reason == "retries_exhausted":
             self.failed += len(events)
         else:
@@ -486,7 +735,6 @@ class Destination:
             _log.scrub(text)[:300],
         )
         self._signal_failed(events, text, result.status if result else None, True)
-        self._retry = None
         self._settled(batch.items)
 
     def _drain_to_dead_letter(self) -> None:
@@ -502,7 +750,14 @@ class Destination:
         try:
             self.dead_letter.write(records)
             self.dead_lettered += len(records)
+            return
         except Exception:
+            if len(records) > 1:
+                # One record the dead letter cannot store (e.g. an event UTF-8
+                # cannot carry) must not cost the others theirs.
+                for record in records:
+                    self._dead_letter([record])
+                return
             _log.error(
                 f"dead-letter:{self.name}",
                 "trackware: could not write %d dead letter(s) for %s",
@@ -564,7 +819,7 @@ class Destination:
             while time.monotonic() < deadline:
                 if target is not None and self.queue.pending_floor() > target:
                     return True
-                if self._retry is None and not self.queue.depth():
+                if not self._retries and not self.queue.depth():
                     return True
                 if not self._step_inline(deadline):
                     return False
@@ -573,25 +828,27 @@ class Destination:
             suppressed.reset(token)
 
     def _step_inline(self, deadline: float) -> bool:
+        # No worker: waiting batches first, then the queue, one at a time.
         now = time.monotonic()
-        retry = self._retry
-        if retry is not None:
-            due = max(retry.next_at, self._breaker_due())
+        if self._retries:
+            retry = min(self._retries, key=_next_at)
+            due = max(retry.next_at, self._hold_until())
             if due > deadline:
                 return False
             if due > now:
                 time.sleep(due - now)
             self.breaker.allow(time.monotonic())
-            self._attempt(retry)
+            self._retry_batch(retry)
             return True
-        if not self.breaker.allow(now):
-            if self.breaker.open_until > deadline:
+        if now < self._paused_until or not self.breaker.allow(now):
+            until = max(self._paused_until, self._breaker_due())
+            if until > deadline:
                 return False
-            time.sleep(max(0.0, self.breaker.open_until - now))
+            time.sleep(max(0.0, until - now))
             return True
         items = self.queue.take(self.max_batch_size, self.max_batch_bytes)
         if items:
-            self._attempt(_RetryBatch(items, now))
+            self._attempt(_RetryBatch(items, now, self.batches))
         return True
 
     def request_stop(self, deadline: float) -> None:
@@ -600,7 +857,43 @@ class Destination:
             self._shutdown_base = self.dropped["shutdown"]
         if self._shutdown_deadline is None or deadline < self._shutdown_deadline:
             self._shutdown_deadline = deadline
+            budget = max(0.0, deadline - time.monotonic())
+            self._halt_at = deadline - min(_HALT_GRACE, budget / 4)
         self._stopping = True
+        self._wake.set()
+
+    def wait_stopped(self, until: float | None = None) -> bool:
+        """Wait for the worker to end, at most until ``until`` (default: the
+        moment shutdown tells it to stop sending). True if it has ended."""
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return thread is None
+        thread.join(
+            max(0.0, (self._halt_at if until is None else until) - time.monotonic())
+        )
+        return not thread.is_alive()
+
+    def halt(self) -> None:
+        """Shutdown, near its deadline, with the worker still busy: nothing
+        new is sent. The exporter is told to stop (``halt()``: its waits end,
+        it makes no further request; one under way may finish), the batch in
+        hand settles with what was sent counted as sent, and the worker
+        dead-letters the rest (reason ``shutdown``) and ends."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or self._halted:
+            return
+        self._halted = True
+        halt = getattr(self.exporter, "halt", None)
+        if halt is not None:
+            try:
+                halt()
+            except Exception:
+                _log.error(
+                    f"halt:{self.name}",
+                    "trackware: stopping %s failed",
+                    self.name,
+                    exc_info=True,
+                )
         self._wake.set()
 
     def shutdown(self, deadline: float) -> bool:
@@ -613,12 +906,13 @@ class Destination:
         thread = self._thread
         ok = True
         if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
-            ok = not thread.is_alive()
+            if not self.wait_stopped():
+                self.halt()
+            ok = self.wait_stopped(deadline)
         elif thread is None:
             ok = self._drain_inline(deadline)
         self._stopped = True
-        if not ok or self.queue.depth() or self._retry is not None:
+        if not ok or self.queue.depth() or self._retries:
             # The worker is stuck (e.g. in a slow request), the budget ran out,
             # or events are left: take over its batch and what it has not
             # started on, so nothing is left unaccounted for when the process

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import typing as t
 import uuid
 
@@ -20,6 +21,7 @@ __all__ = [
     "Rejection",
     "encode_event",
     "iso_time_problem",
+    "report_progress",
     "stable_uuid",
 ]
 
@@ -244,9 +246,15 @@ class Exporter(t.Protocol):
 
     ``applies`` runs on the application's thread for every event and must be
     cheap (a set lookup). ``export`` runs on the destination's worker thread and
-    may block on I/O; it must not raise (the worker treats an exception as a
-    retryable failure of the whole batch, but exporters should report outcomes
-    per event).
+    may block on I/O; it should not raise: it should report outcomes per event.
+    If it does raise, the worker exports the batch again in halves to find the
+    event(s) causing it: an event that raises alone is rejected when the
+    exception is an encoding error (``ValueError``, ``TypeError``,
+    ``OverflowError``, ``RecursionError``, ``UnicodeError``), else retried.
+
+    Optional: ``halt()`` (see :meth:`BaseExporter.halt`), called at shutdown
+    while an export is under way; an exporter making several calls per batch
+    should also call :func:`report_progress` after each.
     """
 
     #: The destination's name in ``stats()``, logs and dead letters.
@@ -295,6 +303,7 @@ class BaseExporter:
         self._only: frozenset[str] | None = (
             frozenset(events) if events is not None else None
         )
+        self._halt = threading.Event()
 
     def applies(self, event: Event, /) -> bool:
         only = self._only
@@ -303,11 +312,58 @@ class BaseExporter:
     def export(self, events: t.Sequence[Event], /) -> ExportResult:
         raise NotImplementedError
 
+    def halt(self) -> None:
+        """Stop sending, for good: shutdown is about to end.
+
+        Called by the worker's shutdown shortly before its deadline while an
+        export is under way, and by ``close()``. The export makes no further
+        request and returns soon (a request under way may finish); a wait
+        inside it (a rate limiter) ends at once. What it did not send is
+        dead-lettered by the worker. Thread-safe.
+        """
+        self._halt.set()
+
+    @property
+    def halted(self) -> bool:
+        """True once :meth:`halt` (or ``close()``) was called."""
+        return self._halt.is_set()
+
     def close(self) -> None:
         """Release resources (connections, files). Called once at shutdown."""
+        self.halt()
 
     def after_fork(self) -> None:
         """Forget resources inherited from the parent process (sockets, files)."""
+        # A halt in the parent (shutting down) says nothing about the child.
+        self._halt = threading.Event()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
+
+
+# --- progress of an export under way -------------------------------------------------
+
+
+class _ExportScope(threading.local):
+    #: Set by the worker around each export() call on its thread.
+    report: t.Callable[[ExportResult], bool] | None = None
+
+
+_export_scope = _ExportScope()
+
+
+def report_progress(outcome: ExportResult) -> bool:
+    """Tell the worker what one call of a multi-call export decided.
+
+    An exporter that makes several calls for one batch (one request per event,
+    or per customer) calls this after each, with that call's outcome. The
+    worker keeps it, so that when shutdown gives the batch up before
+    ``export()`` returns, the events already sent are counted as sent and only
+    the others go to the dead letter (a replay would duplicate them).
+
+    Returns ``False`` when the batch was given up (or the destination stopped
+    sending): make no further call and return at once. Outside a worker (a
+    direct ``export()`` call) it does nothing and returns ``True``.
+    """
+    report = _export_scope.report
+    return True if report is None else report(outcome)

@@ -21,9 +21,15 @@ from .._auth import AuthError
 from .._event import Event, dumps
 from .._retry import RETRYABLE_STATUSES, RetryPolicy, retry_floor
 from ..exceptions import ConfigurationError
-from ._base import BaseExporter, ContractViolation, ExportResult, encode_event
+from ._base import (
+    BaseExporter,
+    ContractViolation,
+    ExportResult,
+    encode_event,
+    report_progress,
+)
 
-__all__ = ["BaseHTTPExporter", "HTTPExporter", "HTTPRequest"]
+__all__ = ["BaseHTTPExporter", "ExporterStopped", "HTTPExporter", "HTTPRequest"]
 
 # httpx logs every request line (query string included) at INFO on its own
 # logger; credentials some vendors take as query parameters (Synerise's tracker
@@ -89,6 +95,13 @@ class HTTPRequest:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     auth_key: t.Any = None
     params: dict[str, str] | None = None
+
+
+class ExporterStopped(httpx.TransportError):
+    """Raised instead of making a request once the exporter is closed or halted
+    (shutdown). An ``httpx.TransportError``, so every path that copes with a
+    connection failure copes with it; ``send`` reports it as a retryable
+    failure that the worker, shutting down, does not retry."""
 
 
 def response_text(response: httpx.Response) -> str:
@@ -192,9 +205,14 @@ class BaseHTTPExporter(BaseExporter):
     # --- connection management -------------------------------------------------------
     @property
     def client(self) -> httpx.Client:
+        """The pooled HTTP client, built on first use (and anew in a forked
+        child). A closed exporter never builds one: it raises
+        :class:`ExporterStopped` (a client built then would never be closed)."""
         client = self._client
         if client is None or self._client_pid != os.getpid():
             with self._client_lock:
+                if self._closed:
+                    raise ExporterStopped(f"{self.name}: exporter closed")
                 if self._client is None or self._client_pid != os.getpid():
                     self._client = self._make_client()
                     self._client_pid = os.getpid()
@@ -233,15 +251,23 @@ class BaseHTTPExporter(BaseExporter):
         # The parent's sockets and SSL context must not be used (or closed) by
         # the child: drop the reference and build a new client lazily (nothing
         # is imported then: see _build_lock).
+        super().after_fork()
         self._client = None
         self._client_lock = threading.Lock()
 
     def close(self) -> None:
-        self._closed = True
-        client = self._client
-        self._client = None
+        """Stop sending and close the connections. For good: a closed exporter
+        makes no further request (an export under way stops at its next one)."""
+        self.halt()
+        with self._client_lock:
+            self._closed = True
+            client = self._client
+            self._client = None
         if client is not None and self._client_pid == os.getpid():
             client.close()
+
+    def _stopped_reason(self) -> str:
+        return "exporter closed" if self._closed else "exporter stopped at shutdown"
 
     # --- vendor hooks ----------------------------------------------------------------
     def build_requests(
@@ -305,23 +331,29 @@ class BaseHTTPExporter(BaseExporter):
 
     # --- the export loop -------------------------------------------------------------
     def export(self, events: t.Sequence[Event], /) -> ExportResult:
-        try:
-            requests, result = self.build_requests(events)
-        except Exception as exc:
-            # A mapping bug would fail the same way on every retry: dead-letter.
-            _log.error(
-                f"build:{self.name}",
-                "trackware: %s could not map %d event(s)",
-                self.name,
-                len(events),
-                exc_info=True,
-            )
-            return ExportResult.rejected_all(
-                events, f"mapping error: {type(exc).__name__}: {exc}"
-            )
+        if self._halt.is_set():
+            return ExportResult.failure(events, self._stopped_reason())
+        requests, result = self.prepare(events)
+        if result.rejected or result.skipped:
+            report_progress(result)
         for index, request in enumerate(requests):
+            if self._halt.is_set():
+                # Closed or halted (shutdown) between two requests: send
+                # nothing more; the worker has dead-lettered what is left.
+                result.add_retry(
+                    [e for later in requests[index:] for e in later.events],
+                    self._stopped_reason(),
+                )
+                break
             outcome = self.send(request)
             result.merge(outcome)
+            if not report_progress(outcome):
+                # The batch was given up (shutdown) while this request ran.
+                result.add_retry(
+                    [e for later in requests[index + 1 :] for e in later.events],
+                    "batch given up at shutdown",
+                )
+                break
             if outcome.retry:
                 for later in requests[index + 1 :]:
                     result.add_retry(
@@ -334,11 +366,59 @@ class BaseHTTPExporter(BaseExporter):
                 break
         return result
 
+    def prepare(
+        self, events: t.Sequence[Event]
+    ) -> tuple[list[HTTPRequest], ExportResult]:
+        """:meth:`build_requests`, with every JSON body encoded, before anything
+        is sent. An event that cannot be mapped or encoded costs itself only:
+        when the batch fails, its halves are mapped again (recursively, no
+        request is made) until the event that fails alone is rejected, with
+        ``mapping error: ...`` or ``could not encode: ...`` and the exception's
+        type. Its batch-mates go out as usual. (Such an error would fail the
+        same way on every retry, so it is never retried.)"""
+        try:
+            requests, result = self.build_requests(events)
+            for request in requests:
+                if request.content is None and request.json is not None:
+                    try:
+                        request.content = dumps(request.json).encode("utf-8")
+                    except Exception as exc:
+                        raise _EncodeError(exc) from exc
+        except Exception as exc:
+            if len(events) > 1:
+                mid = len(events) // 2
+                requests, result = self.prepare(events[:mid])
+                more, rest = self.prepare(events[mid:])
+                result.merge(rest)
+                return requests + more, result
+            cause = exc.cause if isinstance(exc, _EncodeError) else exc
+            what = "could not encode" if cause is not exc else "mapping error"
+            _log.error(
+                f"build:{self.name}",
+                "trackware: %s: %s (%s); the event is rejected",
+                self.name,
+                what,
+                type(cause).__name__,
+                exc_info=cause is exc,
+            )
+            detail = _log.scrub(str(cause).split("\n", 1)[0])[:200]
+            detail = detail.encode("ascii", "backslashreplace").decode("ascii")
+            return [], ExportResult.rejected_all(
+                events, f"{what}: {type(cause).__name__}: {detail}"
+            )
+        return requests, result
+
     def send(self, request: HTTPRequest) -> ExportResult:
         """Make one call (with one re-authentication on 401) and classify it."""
-        wait = self.before_request(request)
-        if wait:
-            time.sleep(wait)
+        if self._halt.is_set():
+            return ExportResult.failure(request.events, self._stopped_reason())
+        try:
+            wait = self.before_request(request)
+        except ExporterStopped as exc:
+            return ExportResult.failure(request.events, str(exc))
+        if wait and self._halt.wait(wait):
+            # Closed or halted while waiting (shutdown): do not send.
+            return ExportResult.failure(request.events, self._stopped_reason())
         try:
             headers = dict(request.headers)
             headers.update(self.auth_headers(request))
@@ -370,6 +450,8 @@ class BaseHTTPExporter(BaseExporter):
                 status=exc.status,
                 body=exc.body,
             )
+        except ExporterStopped as exc:
+            return ExportResult.failure(request.events, str(exc))
         except httpx.TimeoutException as exc:
             return ExportResult.failure(
                 request.events, f"timeout ({type(exc).__name__})"
@@ -386,13 +468,25 @@ class BaseHTTPExporter(BaseExporter):
     def _call(self, request: HTTPRequest, headers: dict[str, str]) -> httpx.Response:
         url = request.url if "://" in request.url else self.base_url + request.url
         content = request.content
-        if content is None and request.json is not None:
-            content = dumps(request.json).encode("utf-8")
+        if request.json is not None:
+            if content is None:  # not through prepare()
+                content = dumps(request.json).encode("utf-8")
             headers.setdefault("Content-Type", "application/json")
+        client = self.client
         self.requests_sent += 1
-        return self.client.request(
-            request.method, url, content=content, headers=headers, params=request.params
-        )
+        try:
+            return client.request(
+                request.method,
+                url,
+                content=content,
+                headers=headers,
+                params=request.params,
+            )
+        except RuntimeError:
+            # httpx refuses a client closed meanwhile (close() from shutdown).
+            if self._closed:
+                raise ExporterStopped(f"{self.name}: exporter closed") from None
+            raise
 
     def __repr__(self) -> str:
         return (
@@ -535,6 +629,15 @@ class HTTPExporter(BaseHTTPExporter):
             ) from None
         _register_header_secrets(headers)
         return headers
+
+
+class _EncodeError(Exception):
+    """A request body could not be encoded (prepare() tells it from a mapping
+    error)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _split_userinfo(url: str) -> tuple[str, str | None]:

@@ -49,6 +49,7 @@ from ._base import (
 )
 from ._http import (
     BaseHTTPExporter,
+    ExporterStopped,
     HTTPRequest,
     redact_url,
     response_json,
@@ -304,8 +305,15 @@ class _StoreLimiter:
             wait = max(wait, ends[-limit] + period - now)
         return wait
 
-    def acquire(self, limit: int, period: float) -> list[float]:
-        """Block until a token is free, spend it, and return it (a ticket)."""
+    def acquire(
+        self, limit: int, period: float, stop: threading.Event
+    ) -> list[float] | None:
+        """Wait until a token is free, spend it, and return it (a ticket).
+
+        Returns ``None``, spending nothing, as soon as ``stop`` is set (the
+        exporter was closed or halted by shutdown): the wait never outlasts
+        the shutdown budget.
+        """
         while True:
             with self._lock:
                 now = time.monotonic()
@@ -314,7 +322,8 @@ class _StoreLimiter:
                     ticket = [math.inf]
                     self._tokens.append(ticket)
                     return ticket
-            time.sleep(min(wait, 1.0))
+            if stop.wait(min(wait, 1.0)):
+                return None
 
     def release(self, ticket: list[float]) -> None:
         """The request that spent ``ticket`` has finished (answered or failed)."""
@@ -938,7 +947,11 @@ class CustomEventExporter(BaseHTTPExporter):
     def _spend_token(self, request: HTTPRequest) -> None:
         if self.rate_limit is None:
             return
-        ticket = self._limiter.acquire(self.rate_limit, self.rate_period)
+        ticket = self._limiter.acquire(self.rate_limit, self.rate_period, self._halt)
+        if ticket is None:
+            raise ExporterStopped(
+                f"{self.name}: stopped while waiting for a rate-limit token"
+            )
         self._tickets.setdefault(id(request), []).append(ticket)
 
     def before_request(self, request: HTTPRequest) -> float | None:
