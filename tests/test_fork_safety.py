@@ -130,6 +130,74 @@ def test_fork_while_the_first_export_is_in_flight(sink: Sink) -> None:
     assert per_trial == expected
 
 
+def test_child_forked_while_parent_threads_hold_trackware_locks(
+    sink: Sink, tmp_path: t.Any
+) -> None:
+    """A parent thread may be writing a dead letter or logging (holding those
+    locks) at the moment of a fork, and the child reuses the thread ids of the
+    parent's workers for its own new threads. The child still dead-letters,
+    logs, flushes from a new thread and shuts down, within a deadline."""
+    sink.default_status = 400  # every event is rejected: dead letter and a log line
+    proc = run_script(
+        """
+        import os, signal, sys, threading, time
+        import trackware
+        from trackware import _log
+        from trackware.exporters import HTTPExporter
+
+        tracker = trackware.Tracker(
+            [HTTPExporter(sys.argv[1])], flush_interval=0, dead_letter=sys.argv[2]
+        )
+        tracker.track("parent")
+        assert tracker.flush(10)  # the worker thread exists; its id is known
+        # A parent thread caught at the fork in the middle of a dead-letter
+        # write and of a log call (both locks held).
+        held, release = threading.Event(), threading.Event()
+
+        def writer():
+            with tracker.dead_letter._lock, _log._throttle._lock:
+                held.set()
+                release.wait()
+
+        threading.Thread(target=writer).start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            result = {}
+
+            def child():
+                tracker.track("child")
+                result["flushed"] = tracker.flush(8)
+                result["shut"] = tracker.shutdown(timeout=5)
+
+            thread = threading.Thread(target=child)
+            thread.start()
+            thread.join(20)
+            dead = tracker.stats()["destinations"]["http"]["dead_lettered"]
+            ok = result == {"flushed": True, "shut": True} and dead == 1
+            os._exit(0 if ok else 3)
+        release.set()
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                print(os.waitstatus_to_exitcode(status))
+                break
+            time.sleep(0.02)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            print("hung")
+        """,
+        sink.url,
+        str(tmp_path / "dead.jsonl"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0", proc.stderr[-3000:]
+    lines = (tmp_path / "dead.jsonl").read_text().splitlines()
+    names = [json.loads(x)["event"]["name"] for x in lines]
+    assert sorted(names) == ["child", "parent"]
+
+
 # --- ending by SIGTERM ---------------------------------------------------------
 
 TERM_SCRIPT = """

@@ -117,6 +117,11 @@ class JSONLinesDeadLetter:
             finally:
                 os.close(fd)
 
+    def after_fork(self) -> None:
+        """In a forked child (called by its trackers): a parent thread may
+        have been writing when the process forked, holding the lock."""
+        self._lock = threading.Lock()
+
     def _rotate(self) -> None:
         for i in range(self.backups - 1, 0, -1):
             src = self.path.with_name(f"{self.path.name}.{i}")

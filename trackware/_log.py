@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 
@@ -98,6 +99,19 @@ class _Throttle:
 
 
 _throttle = _Throttle()
+
+
+def _after_fork_in_child() -> None:
+    """A parent thread (a trackware worker logging, an app thread registering
+    a secret) may have held these locks at fork time: the child's would never
+    be released."""
+    global _secrets_lock
+    _secrets_lock = threading.Lock()
+    _throttle._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def log_throttled(

@@ -31,7 +31,7 @@ from ._event import (
 from ._queue import EventQueue, MemoryQueue
 from ._redact import DEFAULT_REDACT_ALLOW, Redactor
 from ._retry import RetryPolicy
-from ._worker import Destination, _count_value
+from ._worker import Destination, _count_value, _worker_threads
 from .exceptions import ConfigurationError, InvalidEventError
 from .exporters._base import BaseExporter, Exporter
 
@@ -869,6 +869,10 @@ class Tracker:
         self._tracked = itertools.count()
         self._unrouted = itertools.count()
         self._dropped = collections.Counter()
+        # A parent thread may have been writing a dead letter at fork time.
+        dead_letter_after_fork = getattr(self.dead_letter, "after_fork", None)
+        if dead_letter_after_fork is not None:
+            dead_letter_after_fork()
         # The parent builds and delivers what its requests recorded.
         self._init_intake()
         for dest in self.destinations:
@@ -1087,6 +1091,12 @@ def _watch_exit() -> None:
 
 
 def _after_fork_all() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()  # a parent thread may have held it
+    # The child's new threads get the ids of the parent's threads (glibc hands
+    # their stacks out again): a request thread must not pass for a trackware
+    # worker, on which flush() returns False at once.
+    _worker_threads.clear()
     for tr in list(_live):
         tr._after_fork()
     if _default is not None and _default not in _live:
