@@ -420,3 +420,44 @@ def test_the_yotpo_limiter_wait_ends_when_the_exporter_closes(
     assert sent == 1 and len(results[0].sent) == 1
     assert len(results[0].sent) + len(results[0].retry) == 5
     assert not emu.wait_for(lambda: len(emu.recorded("yotpo.event")) > sent, 1.0)
+
+
+def test_events_sent_before_a_hung_request_are_not_dead_lettered(
+    yotpo: tuple[EmulatorServer, YotpoAPI], yotpo_store: str
+) -> None:
+    """Shutdown gives up a batch whose request hangs past the deadline: of the
+    batch, the events already delivered (one request per event) count as sent,
+    not dead-lettered; the one under way is dead-lettered as "in flight", the
+    others too, and nothing more is sent after it completes."""
+    emu, api = yotpo
+    emu.fault("yotpo.event", delay=1.5, times=None)
+    exporter = CustomEventExporter(
+        yotpo_store, YOTPO_SECRET, all_events=True, base_url=emu.url, timeout=10.0
+    )
+    dead = MemoryDeadLetter()
+    tracker = trackware.Tracker(
+        [exporter],
+        dead_letter=dead,
+        retry=FAST,
+        flush_interval=0.01,
+        register_atexit=False,
+    )
+    tracked = [tracker.track("e", {"i": i}, user_id="u") for i in range(10)]
+    first = tracked[0]
+    assert first is not None
+    # The first event is delivered; the second request is now under way.
+    assert wait_until(lambda: exporter.last_response is not None)
+    assert tracker.shutdown(timeout=0.5) is False
+    dest = tracker.stats()["destinations"][exporter.name]
+    assert dest["sent"] == 1 and dest["dropped"] == {"shutdown": 9}
+    lettered = [r.event.event_id for r in dead.records]
+    assert first.event_id not in lettered
+    assert sorted(lettered) == sorted(e.event_id for e in tracked[1:] if e)
+    assert "in flight" in dead.records[0].reason
+    worker = tracker.destinations[0]._thread
+    assert worker is not None
+    worker.join(10)
+    assert not worker.is_alive()
+    # The request under way completed; none followed it.
+    assert len(emu.recorded("yotpo.event")) == 2
+    assert tracker.stats()["destinations"][exporter.name]["sent"] == 1

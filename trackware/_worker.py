@@ -449,6 +449,7 @@ class Destination:
             scope.report = None
         with self._settle_lock:
             self._current = None
+            batch.partial = None  # the result has the final word
             if batch.abandoned:
                 # shutdown() already dead-lettered and counted this batch.
                 return
