@@ -657,3 +657,28 @@ def test_synerise_non_ascii_digit_profile_id_is_rejected_alone(
     assert "client.id" in only_rejected(result, bad)
     assert result.sent == [good]
     assert [e["client"]["id"] for e in emu.synerise.of_kind("event")] == [12]
+
+
+def test_vendor_urls_with_credentials_are_redacted() -> None:
+    """Every HTTP exporter's repr, and MXO's token_url error, hide what a URL
+    may carry."""
+    from trackware.exceptions import ConfigurationError
+
+    exporter = LightweightExporter(
+        base_url=f"https://{URL_USER}:{URL_PASSWORD}@mxo.example.com",
+        site_key=SITE_KEY,
+        default_touchpoint="web://shop",
+    )
+    assert URL_PASSWORD not in repr(exporter) and "***@mxo.example.com" in repr(
+        exporter
+    )
+    with pytest.raises(ConfigurationError) as info:
+        InteractionExporter(
+            base_url="https://mxo.example.com",
+            client_id="mxo-client-id",
+            client_secret="mxo-client-secret",
+            site_key=SITE_KEY,
+            default_touchpoint="web://shop",
+            token_url=f"ftp://{URL_USER}:{URL_PASSWORD}@mxo.example.com/t",
+        )
+    assert URL_PASSWORD not in str(info.value) and "token_url" in str(info.value)

@@ -43,6 +43,7 @@ from ._http import (
     BaseHTTPExporter,
     HTTPRequest,
     redact_url,
+    register_url_secrets,
     response_json,
     response_text,
 )
@@ -548,9 +549,14 @@ class InteractionExporter(_MXOExporter):
             max_batch_size=max_batch_size,
             **options,
         )
-        if token_url is not None and not token_url.startswith(("http://", "https://")):
+        if isinstance(token_url, str):
+            register_url_secrets(token_url)  # httpx logs the token request's URL
+        if token_url is not None and not (
+            isinstance(token_url, str) and token_url.startswith(("http://", "https://"))
+        ):
+            shown = redact_url(token_url) if isinstance(token_url, str) else token_url
             raise ConfigurationError(
-                f"{cls}: token_url must start with https://, got {token_url!r}"
+                f"{cls}: token_url must start with https://, got {shown!r}"
             )
         self.token_url = token_url or self.base_url + TOKEN_PATH
         self.profile_events = frozenset(profile_events)
