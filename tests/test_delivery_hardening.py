@@ -249,7 +249,7 @@ def test_a_retrying_batch_does_not_hold_back_other_events_and_the_poison_is_isol
     dead-lettered."""
     dead = MemoryDeadLetter()
     policy = RetryPolicy(
-        base_delay=0.05, max_delay=0.2, max_attempts=10, failure_threshold=5
+        base_delay=0.1, max_delay=0.3, max_attempts=12, failure_threshold=5
     )
     tracker = trackware.Tracker(
         [HTTPExporter(marker_sink.url)],

@@ -321,16 +321,14 @@ class Destination:
         now = time.monotonic()
         hold = self._hold_until()
         wait = math.inf
-        retries = self._retries
+        # A snapshot: shutdown() may give the waiting batches up meanwhile.
+        retries = list(self._retries)
         if retries:
             if self._stopping:
-                late = [
-                    b
-                    for b in retries
-                    if not self._deadline_allows(max(b.next_at, hold))
-                ]
-                for batch in late:
-                    self._abandon(batch, "shutdown before retry was due")
+                for batch in retries:
+                    if not self._deadline_allows(max(batch.next_at, hold)):
+                        self._abandon(batch, "shutdown before retry was due")
+                retries = [b for b in retries if not b.abandoned]
             if retries:
                 # The batch waiting longest for its turn goes first.
                 batch = min(retries, key=_next_at)
