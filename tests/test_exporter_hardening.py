@@ -682,3 +682,15 @@ def test_vendor_urls_with_credentials_are_redacted() -> None:
             token_url=f"ftp://{URL_USER}:{URL_PASSWORD}@mxo.example.com/t",
         )
     assert URL_PASSWORD not in str(info.value) and "token_url" in str(info.value)
+
+
+def test_a_url_user_name_is_scrubbed_when_it_may_be_a_key() -> None:
+    """A key passed as the user name (``https://sk_live_...:@host``) is
+    scrubbed; a short user name beside a password (admin) is not, since
+    scrubbing it would mangle every log line with the word."""
+    from trackware import _log
+
+    HTTPExporter("https://sk_live_Ab12Cd34Ef56:@hooks.example.com/in")
+    HTTPExporter("https://admin:pw-7Hq2Lx9Kd4@hooks.example.com/in")
+    assert _log.scrub("key sk_live_Ab12Cd34Ef56") == "key ***"
+    assert _log.scrub("pw-7Hq2Lx9Kd4 for admin") == "*** for admin"

@@ -679,8 +679,14 @@ def register_url_secrets(url: str) -> None:
     found: list[str] = []
     if "@" in parts.netloc:
         userinfo = parts.netloc.rpartition("@")[0]
+        user, sep, password = userinfo.partition(":")
         found.append(userinfo)
-        found.extend(userinfo.split(":", 1))
+        if sep:
+            found.append(password)
+        # The user name too when it may be a key (some APIs take the key as
+        # the user name); a short one (admin) would only mangle log lines.
+        if len(user) >= 8 or not sep:
+            found.append(user)
     queries = [parts.query]
     try:
         queries.append(httpx.URL(url).query.decode("ascii", "replace"))
