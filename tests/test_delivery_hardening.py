@@ -318,6 +318,30 @@ def test_a_vendor_down_still_opens_the_circuit_and_bounds_waiting_batches() -> N
     assert final["dropped"] == {"shutdown": 40} and len(dead.records) == 40
 
 
+def test_a_vendor_pause_holds_every_batch_of_the_destination(sink: t.Any) -> None:
+    """A 429 with Retry-After pauses the whole destination: events tracked while
+    the first batch waits are not sent before the pause is over either."""
+    dead = MemoryDeadLetter()
+    sink.script.append((429, {"Retry-After": "1"}))
+    tracker = trackware.Tracker(
+        [HTTPExporter(sink.url)],
+        dead_letter=dead,
+        retry=FAST,
+        flush_interval=0.01,
+        register_atexit=False,
+    )
+    first = tracker.track("e")
+    assert sink.wait_requests(1)
+    later = tracker.track("later")
+    assert tracker.flush(10)
+    assert first is not None and later is not None
+    assert sorted(sink.ids) == sorted([first.event_id, later.event_id])
+    # Nothing reached the vendor during the second it asked for.
+    assert all(when - sink.times[0] >= 0.95 for when in sink.times[1:])
+    assert not dead.records
+    tracker.shutdown()
+
+
 # --- 2: shutdown really ends sending --------------------------------------------------
 
 YOTPO_SECRET = "yotpo-sk-5f4e3d2c1b0a99887766"
