@@ -5,8 +5,9 @@
 
 ``TRACKWARE_EMULATOR_URL`` points the five exporters at the vendor emulators
 (default ``http://127.0.0.1:8900``). Each uvicorn worker builds its own
-tracker; on shutdown the middleware flushes it (lifespan) and the rest is
-delivered at exit.
+tracker; on shutdown the middleware shuts it down (lifespan): what it cannot
+deliver within its budget is dead-lettered. Without a lifespan (``--lifespan
+off``), trackware's SIGTERM handler does the same before the worker exits.
 """
 
 from __future__ import annotations
