@@ -694,3 +694,21 @@ def test_a_url_user_name_is_scrubbed_when_it_may_be_a_key() -> None:
     HTTPExporter("https://admin:pw-7Hq2Lx9Kd4@hooks.example.com/in")
     assert _log.scrub("key sk_live_Ab12Cd34Ef56") == "key ***"
     assert _log.scrub("pw-7Hq2Lx9Kd4 for admin") == "*** for admin"
+
+
+def test_synerise_event_naming_nobody_is_not_applicable(emu: VendorEmulator) -> None:
+    """Synerise keeps every event on a profile: one with no user id, email,
+    visitor id or profile id (a background job's event) cannot be sent by
+    design and is not_applicable; a visitor id that is not a UUID is a
+    rejection (someone can fix it)."""
+    exporter = synerise(emu)
+    good = Event("dog.bark", user_id="c-1")
+    nobody = Event("dog.bark", {"n": 1})
+    not_uuid = Event("dog.bark", anonymous_id="visitor-7")
+    try:
+        result = exporter.export([nobody, not_uuid, good])
+    finally:
+        exporter.close()
+    assert result.skipped == [nobody]
+    assert "client" in only_rejected(result, not_uuid)
+    assert result.sent == [good]

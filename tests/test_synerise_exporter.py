@@ -576,7 +576,8 @@ def test_contract_violations_are_rejected_per_event(
 ) -> None:
     tr = tracker(exporter(server, client_id_trait="sid"), dead)
     tr.track("page.visit", user_id="c-1")
-    tr.track("page.visit")  # nobody
+    tr.track("page.visit", anonymous_id="visitor-7")  # no usable identifier
+    tr.track("page.visit")  # nobody at all: not applicable, not a rejection
     tr.track("Page Visit", user_id="c-1")
     tr.track("page.visit", traits={"sid": "abc"})
     tr.track("recommendation.view", {"items": ["1"]}, anonymous_id=UUID)
@@ -610,6 +611,7 @@ def test_contract_violations_are_rejected_per_event(
     assert all(r.startswith("synerise contract: ") for r in reasons)
     assert all(r["status"] is None for r in dead.read())
     assert len(api.events) == 1 and stats(tr)["sent"] == 1
+    assert stats(tr)["not_applicable"] == 1
     tr.shutdown()
 
 

@@ -480,6 +480,15 @@ class SyneriseExporter(BaseHTTPExporter):
         )
         return now
 
+    def _names_someone(self, event: Event) -> bool:
+        """Whether ``event`` carries any identity a profile could come from
+        (usable or not: an unusable one is rejected, since someone can fix
+        it)."""
+        if event.user_id or event.email or event.anonymous_id:
+            return True
+        trait = self.client_id_trait
+        return trait is not None and event.traits.get(trait) is not None
+
     def _profile(self, event: Event) -> dict[str, t.Any]:
         client: dict[str, t.Any] = {}
         if self.client_id_trait is not None:
@@ -750,6 +759,10 @@ class SyneriseExporter(BaseHTTPExporter):
                     ai.setdefault(action, []).append(
                         (event, encode_event(self._ai_event(event)))
                     )
+                elif not self._names_someone(event):
+                    # Synerise keeps every v4 event and transaction on a
+                    # profile: one naming nobody cannot be sent, by design.
+                    result.skipped.append(event)
                 elif action == TRANSACTION_ACTION:
                     transactions.append(
                         (event, encode_event(self._transaction(event, now)))
