@@ -19,7 +19,16 @@ import contextvars
 import typing as t
 
 from . import _log
-from ._event import valid_subset
+from ._event import (
+    CONTEXT,
+    MAX_EMAIL_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_PHONE_LENGTH,
+    TRAITS,
+    _Invalid,
+    text_field,
+    valid_subset,
+)
 
 if t.TYPE_CHECKING:
     from ._tracker import Tracker
@@ -96,7 +105,7 @@ def _sendable(values: t.Mapping[str, t.Any] | None, what: str) -> dict[str, t.An
     """The entries of ``values`` an event can carry; the others are logged."""
     if not values:
         return {}
-    kept, reasons = valid_subset(values)
+    kept, reasons = valid_subset(values, labels=TRAITS if what == "traits" else CONTEXT)
     for reason in reasons:
         _log.warn(
             f"scope-{what}:{reason[:80]}", "trackware: %s left out: %s", what, reason
@@ -140,23 +149,49 @@ def identify(
         email: the customer's email address.
         phone: the customer's phone number.
         anonymous_id: the visitor id, when you manage it yourself.
+
+    A value track() would reject (see the README's "Events": e.g. a non-string
+    email, text with a lone surrogate, an over-long id, a trait that cannot be
+    encoded) is left out, with a logged warning, and the earlier one kept.
     """
     scope = _scope.get()
     if scope is None:
         scope = Scope()
         _scope.set(scope)
     if user_id is not None:
-        scope.user_id = str(user_id)
+        scope.user_id = _identity(
+            user_id, "user_id", MAX_ID_LENGTH, True, scope.user_id
+        )
     if email is not None:
-        scope.email = email
+        scope.email = _identity(email, "email", MAX_EMAIL_LENGTH, False, scope.email)
     if phone is not None:
-        scope.phone = phone
+        scope.phone = _identity(phone, "phone", MAX_PHONE_LENGTH, False, scope.phone)
     if anonymous_id is not None:
-        scope.anonymous_id = anonymous_id
+        scope.anonymous_id = _identity(
+            anonymous_id, "anonymous_id", MAX_ID_LENGTH, True, scope.anonymous_id
+        )
     if traits:
         merged = dict(scope.traits)
         merged.update(_sendable(traits, "traits"))
         scope.traits = merged
+
+
+def _identity(
+    value: t.Any, what: str, max_length: int, convert: bool, current: str | None
+) -> str | None:
+    """``value`` checked as track() checks it (user_id and anonymous_id of
+    other types converted with ``str()``); if it cannot be sent, ``current``
+    is kept and why is logged (identify() never raises)."""
+    try:
+        return text_field(value, what, max_length, convert)
+    except _Invalid as exc:
+        _log.warn(
+            f"identify-{what}",
+            "trackware: identify(): %s left out: %s",
+            what,
+            exc,
+        )
+        return current
 
 
 @contextlib.contextmanager

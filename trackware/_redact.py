@@ -5,7 +5,9 @@ splitting the key at underscores, dashes, dots, spaces and camelCase humps, so
 ``password``, ``userPassword``, ``card_number``, ``X-Api-Key`` and
 ``access_token`` are caught while ``discard`` or ``cardlytics_offer`` are not.
 Redaction happens on the caller's thread, before an event reaches any queue,
-log or dead letter.
+log or dead letter, in the same bounded pass that validates the event
+(``trackware._event.sanitize``); it applies to properties, traits and context,
+and again to whatever a ``before_send`` hook returns.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ PAGE_KEYS: frozenset[str] = frozenset(
 
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _CACHE_MAX = 10_000
+#: The longest key an event may have (``trackware._event`` rejects longer).
+MAX_KEY_LENGTH = 1024
 
 
 class Redactor:
@@ -90,12 +94,23 @@ class Redactor:
     def __call__(self, key: str) -> bool:
         verdict = self._cache.get(key)
         if verdict is None:
+            if len(key) > MAX_KEY_LENGTH:
+                # Never split or cached: track()'s full pass rejects it.
+                return True
             verdict = self._decide(key)
             if len(self._cache) < _CACHE_MAX:
                 self._cache[key] = verdict
         return verdict
 
     def _decide(self, key: str) -> bool:
+        if not key.isascii():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                # A key with a lone surrogate cannot be sent: "redact" sends
+                # it down track()'s full pass, which rejects the event (so
+                # the flat-dict pass needs no check of its own per key).
+                return True
         if key in self.allow or not self.words:
             return False
         parts = [p.lower() for p in _SPLIT.split(key) if p]
@@ -104,14 +119,3 @@ class Redactor:
         if "".join(parts) in self.words:
             return True
         return any((a, b) in _PAIRS for a, b in zip(parts, parts[1:], strict=False))
-
-    def clean(self, value: t.Any) -> t.Any:
-        """A deep copy of ``value`` with denylisted keys' values redacted."""
-        if isinstance(value, dict):
-            return {
-                k: (REDACTED if isinstance(k, str) and self(k) else self.clean(v))
-                for k, v in value.items()
-            }
-        if isinstance(value, (list, tuple)):
-            return [self.clean(v) for v in value]
-        return value

@@ -22,10 +22,25 @@ from . import _env, _lifecycle, _log, signals
 from ._context import Scope, _scope
 from ._deadletter import DeadLetter, JSONLinesDeadLetter
 from ._event import (
+    _NUMBER_BOUND,
+    CONTEXT,
+    END_TIMESTAMP,
+    MAX_EMAIL_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_ITEMS,
+    MAX_PHONE_LENGTH,
+    MIN_TIMESTAMP,
+    PROPERTIES,
+    TRAITS,
     Event,
     _fast_bits,
     _Invalid,
-    check_properties,
+    check_event_id,
+    check_name,
+    checked,
+    sanitize,
+    text_field,
+    unix_time,
     valid_subset,
 )
 from ._queue import EventQueue, MemoryQueue
@@ -50,7 +65,6 @@ __all__ = [
 EventHook = t.Callable[[Event], "Event | None"]
 QueueFactory = t.Callable[[Exporter], EventQueue]
 
-_FLAT = frozenset({int, bool, type(None)})
 _DEFAULT = object()
 _live: weakref.WeakSet[Tracker] = weakref.WeakSet()
 _tracked_signal = signals.event_tracked
@@ -72,22 +86,6 @@ def _takes_all(exporter: Exporter) -> bool:
     without an ``events=`` list)?"""
     method = getattr(exporter.applies, "__func__", None)
     return method is BaseExporter.applies and getattr(exporter, "_only", 0) is None
-
-
-def _unix_time(value: t.Any) -> float:
-    """Epoch seconds from a number or an aware ``datetime``."""
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            raise _Invalid(
-                "timestamp must be timezone-aware (e.g. datetime.now(timezone.utc))"
-            )
-        return value.timestamp()
-    if type(value) is bool or not isinstance(value, (int, float)):
-        raise _Invalid(f"timestamp must be epoch seconds or a datetime, not {value!r}")
-    result = float(value)
-    if result - result != 0.0:
-        raise _Invalid(f"timestamp must be finite, not {value!r}")
-    return result
 
 
 class Bridge:
@@ -115,7 +113,8 @@ class Tracker:
         max_queue_bytes: approximate bytes each destination's queue holds at most.
         max_batch_size: events per export call (default: each exporter's own
             batch size; an exporter's cap always wins if lower).
-        max_batch_bytes: approximate bytes per export call.
+        max_batch_bytes: approximate bytes per export call; also the largest
+            event ``track()`` accepts (a bigger one is rejected as invalid).
         flush_interval: the longest an event waits for its batch to fill, seconds.
         queue_full_policy: ``"drop_oldest"`` (default), ``"drop_newest"`` or
             ``"block"`` (wait up to ``block_timeout`` for space). Drops are
@@ -205,6 +204,9 @@ class Tracker:
                 f"destinations are {sorted(names)}"
             )
         self.strict = strict
+        #: track() rejects (as invalid) an event whose approximate encoded
+        #: size is larger: it could only ever be sent alone, over the limit.
+        self._max_event_bytes = max_batch_bytes
         _env.check_environment()  # a misspelt TRACKWARE_DISABLED is reported
         self.enabled = enabled and os.environ.get("TRACKWARE_DISABLED", "") not in (
             "1",
@@ -290,7 +292,7 @@ class Tracker:
     def track(
         self,
         name: str,
-        properties: t.Mapping[str, t.Any] | None = None,
+        props: t.Mapping[str, t.Any] | None = None,
         /,
         *,
         user_id: str | None = None,
@@ -304,18 +306,21 @@ class Tracker:
     ) -> Event | None:
         """Record that something happened; returns the event, or ``None`` if dropped.
 
-        Identity and context not given here come from the current scope
-        (the request being handled, or :func:`trackware.identify`). Never
-        raises, except :class:`InvalidEventError` when the tracker is strict.
-        Never blocks on I/O.
+        Identity and context not given here come from the current scope (the
+        request being handled, or :func:`trackware.identify`). Never raises, except
+        :class:`InvalidEventError` when the tracker is strict: an event that
+        breaks a rule (see the README's "Events") is counted as
+        ``dropped["invalid"]`` and logged with the rule. Never blocks on I/O,
+        and the work it does is bounded whatever it is given.
         """
         try:
             if (self._forks_seen != _forks or not self._accepting) and (
                 not self._admit()
             ):
                 return None
-            if type(name) is not str or not name:
-                raise _Invalid(f"event name must be a non-empty string, not {name!r}")
+            limit = self._max_event_bytes
+            if type(name) is not str or not name or not name.isascii():
+                name = check_name(name, limit)
             if self._sample:
                 rate = self._sample.get(name)
                 if rate is not None and random.random() >= rate:
@@ -324,42 +329,68 @@ class Tracker:
             redact = self._redact
             verdicts = redact._cache  # known keys: a dict lookup, not a call
             size = 96 + len(name)
-            props: dict[str, t.Any]
-            if properties:
-                if type(properties) is not dict and not isinstance(properties, Mapping):
-                    raise _Invalid(
-                        f"properties must be a dict, not {type(properties).__name__}"
-                    )
+            event_props: dict[str, t.Any]
+            if props:
+                if type(props) is not dict:
+                    if not isinstance(props, Mapping):
+                        raise _Invalid(
+                            f"properties must be a dict, not {type(props).__name__}"
+                        )
+                    if len(props) > MAX_ITEMS:
+                        sanitize(props, redact, PROPERTIES, limit)  # raises
+                elif len(props) > MAX_ITEMS:
+                    sanitize(props, redact, PROPERTIES, limit)  # raises, at once
                 # One pass over flat values; anything else (nested or rich
-                # values, a key to redact, a bad key) takes the full path:
-                # redact (a deep copy), then validate and size recursively.
-                props = dict(properties)
-                for key, value in props.items():
+                # values, non-ASCII text, a key to redact, a bad key) takes
+                # the full pass: validate, redact (a deep copy) and size,
+                # with bounded work (trackware._event.sanitize).
+                event_props = dict(props)
+                for key, value in event_props.items():
                     if type(key) is str and (
                         verdicts.get(key) is False or not redact(key)
                     ):
                         tv = type(value)
                         if tv is str:
-                            size += len(key) + len(value) + 6
-                            continue
-                        if tv in _FLAT or (tv is float and value - value == 0.0):
+                            if value.isascii():
+                                size += len(key) + len(value) + 6
+                                continue
+                            if size + len(value) <= limit:
+                                try:  # (inline: as cheap as it gets)
+                                    value.encode("utf-8")
+                                except UnicodeEncodeError:
+                                    pass  # the full pass says why
+                                else:
+                                    size += len(key) + len(value) + 6
+                                    continue
+                        elif tv is int:
+                            if -_NUMBER_BOUND < value < _NUMBER_BOUND:
+                                size += len(key) + 12
+                                continue
+                        elif (
+                            tv is bool
+                            or value is None
+                            or (tv is float and value - value == 0.0)
+                        ):
                             size += len(key) + 12
                             continue
-                    props = redact.clean(props)
-                    size = 96 + len(name) + check_properties(props)
+                    event_props, props_size = sanitize(
+                        event_props, redact, PROPERTIES, limit
+                    )
+                    size = 96 + len(name) + props_size
                     break
             else:
-                props = {}
-            if user_id is not None and type(user_id) is not str:
-                user_id = str(user_id)
-            if anonymous_id is not None and type(anonymous_id) is not str:
-                anonymous_id = str(anonymous_id)
+                event_props = {}
             if traits:
-                traits = redact.clean(dict(traits))
-                size += check_properties(traits)
+                traits, traits_size = sanitize(traits, redact, TRAITS, limit)
+                size += traits_size
             if context:
-                context = redact.clean(dict(context))
-                size += check_properties(context)
+                context, context_size = sanitize(context, redact, CONTEXT, limit)
+                size += context_size
+            if size > limit:
+                raise _Invalid(
+                    f"the event is too large: about {size:,} bytes encoded, over "
+                    f"the {limit:,} an event may have (max_batch_bytes)"
+                )
             scope: Scope | None = _scope.get()
             if scope is not None:
                 if user_id is None:
@@ -398,14 +429,44 @@ class Tracker:
                 else:
                     ctx = scope.context
             else:
-                event_traits = dict(traits) if traits else {}
-                ctx = dict(context) if context else {}
+                event_traits = traits if traits else {}  # type: ignore[assignment]
+                ctx = context if context else {}  # type: ignore[assignment]
+            # Identity, whether given or from the scope (which integrations
+            # and identity callbacks set directly): ASCII strings of a sane
+            # length pass at once; anything else is checked (user_id and
+            # anonymous_id of other types converted with str(), as always).
+            if user_id is not None and (
+                type(user_id) is not str
+                or len(user_id) > MAX_ID_LENGTH
+                or not user_id.isascii()
+            ):
+                user_id = text_field(user_id, "user_id", MAX_ID_LENGTH, True)
+            if anonymous_id is not None and (
+                type(anonymous_id) is not str
+                or len(anonymous_id) > MAX_ID_LENGTH
+                or not anonymous_id.isascii()
+            ):
+                anonymous_id = text_field(
+                    anonymous_id, "anonymous_id", MAX_ID_LENGTH, True
+                )
+            if email is not None and (
+                type(email) is not str
+                or len(email) > MAX_EMAIL_LENGTH
+                or not email.isascii()
+            ):
+                email = text_field(email, "email", MAX_EMAIL_LENGTH)
+            if phone is not None and (
+                type(phone) is not str
+                or len(phone) > MAX_PHONE_LENGTH
+                or not phone.isascii()
+            ):
+                phone = text_field(phone, "phone", MAX_PHONE_LENGTH)
             event: Event = _new_tuple(
                 Event,
                 (
-                    event_id if event_id is not None else _fast_bits(128),
+                    _fast_bits(128) if event_id is None else check_event_id(event_id),
                     name,
-                    props,
+                    event_props,
                     user_id,
                     anonymous_id,
                     email,
@@ -415,40 +476,16 @@ class Tracker:
                     _now()
                     if timestamp is None
                     else timestamp
-                    if type(timestamp) is float and timestamp - timestamp == 0.0
-                    else _unix_time(timestamp),
+                    if type(timestamp) is float
+                    and MIN_TIMESTAMP <= timestamp < END_TIMESTAMP
+                    else unix_time(timestamp),
                     size,
                 ),
             )
-            for hook in self._hooks:
-                try:
-                    result = hook(event)
-                except Exception:
-                    _log.error(
-                        f"hook:{getattr(hook, '__qualname__', hook)}",
-                        "trackware: before_send hook %r raised; event %r dropped",
-                        getattr(hook, "__qualname__", hook),
-                        name,
-                        exc_info=True,
-                    )
-                    self._drop(event, "hook_error")
-                    return None
+            if self._hooks:
+                result = self._run_hooks(event)
                 if result is None:
-                    self._drop(event, "before_send")
                     return None
-                if result is not event:
-                    if type(result) is not Event:
-                        _log.error(
-                            f"hook-type:{getattr(hook, '__qualname__', hook)}",
-                            "trackware: before_send hook %r returned %s, not an "
-                            "Event or None; event %r dropped",
-                            getattr(hook, "__qualname__", hook),
-                            type(result).__name__,
-                            name,
-                        )
-                        self._drop(event, "hook_error")
-                        return None
-                    result = self._recheck(result)
                 event = result
             if self._pending:
                 return self._after_pending(event)
@@ -462,12 +499,56 @@ class Tracker:
             _log.error(
                 "track-internal",
                 "trackware: track(%r) failed internally: %s",
-                name,
+                name if type(name) is str and len(name) < 200 else type(name),
                 type(exc).__name__,
                 exc_info=True,
             )
             self._drop(None, "internal_error")
             return None
+
+    def _run_hooks(self, event: Event) -> Event | None:
+        """The ``before_send`` hooks, in order; then the event they leave is
+        checked and redacted again in full (:meth:`_recheck`), whether they
+        replaced it or changed it in place. ``None``: dropped (counted)."""
+        original = event
+        name = event.name
+        for hook in self._hooks:
+            try:
+                result = hook(event)
+            except InvalidEventError as exc:
+                # Event.replace() or Event(...) refused what the hook made.
+                self._invalid(
+                    f"before_send hook {getattr(hook, '__qualname__', hook)!r} "
+                    f"made an invalid event: {exc}"
+                )
+                return None
+            except Exception:
+                _log.error(
+                    f"hook:{getattr(hook, '__qualname__', hook)}",
+                    "trackware: before_send hook %r raised; event %r dropped",
+                    getattr(hook, "__qualname__", hook),
+                    name,
+                    exc_info=True,
+                )
+                self._drop(event, "hook_error")
+                return None
+            if result is None:
+                self._drop(event, "before_send")
+                return None
+            if result is not event and type(result) is not Event:
+                _log.error(
+                    f"hook-type:{getattr(hook, '__qualname__', hook)}",
+                    "trackware: before_send hook %r returned %s, not an "
+                    "Event or None; event %r dropped",
+                    getattr(hook, "__qualname__", hook),
+                    type(result).__name__,
+                    name,
+                )
+                self._drop(event, "hook_error")
+                return None
+            event = result
+        del original
+        return self._recheck(event)
 
     def _route(self, event: Event) -> Event:
         """Offer a finished event to every destination that takes it (the last
@@ -644,7 +725,7 @@ class Tracker:
             self._tracked_in_batches += len(events)
 
     def _sendable_traits(self, traits: dict[str, t.Any]) -> dict[str, t.Any]:
-        kept, reasons = valid_subset(self._redact.clean(traits))
+        kept, reasons = valid_subset(traits, self._redact, TRAITS)
         for reason in reasons:
             _log.warn(f"traits:{reason[:80]}", "trackware: trait left out: %s", reason)
         return kept
@@ -661,21 +742,11 @@ class Tracker:
         dest.count_filtered()
 
     def _recheck(self, event: Event) -> Event:
-        """Redact, validate and size an event a ``before_send`` hook replaced."""
-        redact = self._redact
-        props = redact.clean(event.properties)
-        traits = redact.clean(event.traits)
-        ctx = event.context
-        size = (
-            96
-            + len(event.name)
-            + check_properties(props)
-            + check_properties(traits)
-            + check_properties(ctx)
-        )
-        fields = tuple(event)
+        """Check, redact and size again everything a ``before_send`` hook can
+        change: name, ids, email, phone, properties, traits, context,
+        timestamp (raises ``_Invalid``)."""
         result: Event = _new_tuple(
-            Event, (*fields[:2], props, *fields[3:7], traits, ctx, fields[9], size)
+            Event, checked(tuple(event), self._redact, self._max_event_bytes)
         )
         return result
 
