@@ -338,6 +338,38 @@ def test_one_bad_value_never_stalls_a_destination(sink: Sink) -> None:
     tracker.shutdown()
 
 
+# --- item 10: properties= as a keyword ----------------------------------------------
+
+
+def test_properties_may_be_passed_by_keyword() -> None:
+    tracker, exporter = make()
+    event = tracker.track("e", properties={"a": 1})
+    assert event is not None and event.properties == {"a": 1}
+    trackware.set_tracker(tracker)
+    event = trackware.track("m", properties={"b": 2}, user_id="u")
+    assert event is not None and event.properties == {"b": 2}
+    assert event.user_id == "u"
+    positional = trackware.track("p", {"c": 3})
+    assert positional is not None and positional.properties == {"c": 3}
+    assert tracker.stats()["dropped"] == {}
+    tracker.shutdown(timeout=1)
+
+
+def test_properties_both_positional_and_by_keyword_is_invalid() -> None:
+    tracker, _ = make()
+    trackware.set_tracker(tracker)
+    reasons = dropped_reasons(tracker)
+    assert tracker.track("e", {"a": 1}, properties={"a": 2}) is None  # type: ignore[call-arg]
+    assert trackware.track("e", {"a": 1}, properties={"a": 2}) is None
+    assert tracker.stats()["dropped"] == {"invalid": 2}
+    assert "properties" in reasons[0]
+    strict, _ = make(strict=True)
+    with pytest.raises(InvalidEventError):
+        strict.track("e", {"a": 1}, properties={"a": 2})  # type: ignore[call-arg]
+    strict.shutdown(timeout=1)
+    tracker.shutdown(timeout=1)
+
+
 # --- item 17: identity fields, ids, timestamps, hooks, Event() ----------------------
 
 BAD_FIELDS: list[tuple[str, dict[str, t.Any], str]] = [

@@ -295,6 +295,7 @@ class Tracker:
         props: t.Mapping[str, t.Any] | None = None,
         /,
         *,
+        properties: t.Mapping[str, t.Any] | None = None,
         user_id: str | None = None,
         anonymous_id: str | None = None,
         email: str | None = None,
@@ -306,8 +307,9 @@ class Tracker:
     ) -> Event | None:
         """Record that something happened; returns the event, or ``None`` if dropped.
 
-        Identity and context not given here come from the current scope (the
-        request being handled, or :func:`trackware.identify`). Never raises, except
+        ``properties`` may be given by position or by keyword. Identity and
+        context not given here come from the current scope (the request
+        being handled, or :func:`trackware.identify`). Never raises, except
         :class:`InvalidEventError` when the tracker is strict: an event that
         breaks a rule (see the README's "Events") is counted as
         ``dropped["invalid"]`` and logged with the rule. Never blocks on I/O,
@@ -318,6 +320,12 @@ class Tracker:
                 not self._admit()
             ):
                 return None
+            if properties is not None:
+                if props is not None:
+                    raise _Invalid(
+                        "properties given twice: by position and as properties="
+                    )
+                props = properties
             limit = self._max_event_bytes
             if type(name) is not str or not name or not name.isascii():
                 name = check_name(name, limit)
