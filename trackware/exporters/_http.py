@@ -53,6 +53,9 @@ if not any(isinstance(f, _log._ScrubFilter) for f in _httpx_logger.filters):
 certifi.where()
 "localhost".encode("idna")
 _build_lock = threading.Lock()
+# Registered after logging's own fork hook (logging is imported first), so this
+# one runs before logging takes its module lock for the fork: a build that logs
+# is never waited for while that lock is held.
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_build_lock.acquire,
