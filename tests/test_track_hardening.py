@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import logging
 import typing as t
 
 import pytest
@@ -367,6 +368,27 @@ def test_properties_both_positional_and_by_keyword_is_invalid() -> None:
     with pytest.raises(InvalidEventError):
         strict.track("e", {"a": 1}, properties={"a": 2})  # type: ignore[call-arg]
     strict.shutdown(timeout=1)
+    tracker.shutdown(timeout=1)
+
+
+# --- item 13: no tracker configured -------------------------------------------------
+
+
+def test_track_without_a_tracker_returns_none_counts_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="trackware"):
+        assert trackware.track("lonely") is None
+        assert trackware.track("lonely", {"a": 1}) is None
+    stats = trackware.stats()
+    assert stats["dropped"] == {"no_tracker": 2}
+    assert stats["tracked"] == 0
+    hints = [r for r in caplog.records if "set_tracker" in r.getMessage()]
+    assert len(hints) == 1, caplog.records
+    # Configuring a tracker later takes over.
+    tracker, exporter = make()
+    trackware.set_tracker(tracker)
+    assert trackware.track("found") is not None
     tracker.shutdown(timeout=1)
 
 

@@ -1035,9 +1035,10 @@ def set_tracker(tracker: Tracker) -> None:
 def get_tracker() -> Tracker:
     """The tracker for the current context: the request's, else the process default.
 
-    With none configured, a tracker without destinations is created: its events
-    are counted as ``unrouted`` (and a warning is logged once) rather than
-    vanishing.
+    With none configured, a stand-in without destinations is returned: its
+    ``track()`` returns ``None`` and counts each event in its ``stats()`` as
+    ``dropped["no_tracker"]`` (and how to configure a tracker is logged once)
+    rather than letting events vanish.
     """
     scope = _scope.get()
     if scope is not None and scope.tracker is not None:
@@ -1048,24 +1049,42 @@ def get_tracker() -> Tracker:
     return tracker
 
 
+class _NoTracker(Tracker):
+    """The process default until one is configured (see :func:`get_tracker`).
+
+    It is created disabled, so every event reaches ``_admit``, which counts
+    it as ``no_tracker``: ``track()`` returns ``None`` for an event that goes
+    nowhere, and ``trackware.stats()`` says why.
+    """
+
+    def _admit(self) -> bool:
+        self._drop(None, "no_tracker")
+        return False
+
+
 def _make_fallback() -> Tracker:
     global _default
     with _default_lock:
         if _default is None:
             _log.warn(
                 "no-tracker",
-                "trackware: no tracker configured; call "
-                "trackware.set_tracker(trackware.Tracker(exporters=[...])). "
-                "Events are counted as unrouted until then.",
+                "trackware: no tracker configured, so events go nowhere: they are "
+                "counted as dropped['no_tracker'] in trackware.stats(). Configure "
+                "one at start-up with "
+                "trackware.set_tracker(trackware.Tracker(exporters=[...])).",
             )
-            _default = Tracker(dead_letter=None, register_atexit=False)
+            _default = _NoTracker(
+                dead_letter=None, register_atexit=False, enabled=False
+            )
         return _default
 
 
 def track(
     name: str, properties: t.Mapping[str, t.Any] | None = None, /, **kwargs: t.Any
 ) -> Event | None:
-    """Track an event with the current tracker. See :meth:`Tracker.track`."""
+    """Track an event with the current tracker. See :meth:`Tracker.track`
+    (``properties`` may be given by position or by keyword). Returns ``None``
+    when no tracker is configured (counted as ``dropped["no_tracker"]``)."""
     return get_tracker().track(name, properties, **kwargs)
 
 
