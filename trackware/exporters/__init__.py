@@ -9,7 +9,7 @@ Write your own by subclassing :class:`BaseExporter` (or
 
 from __future__ import annotations
 
-from ._base import BaseExporter, Exporter, ExportResult, Rejection
+from ._base import BaseExporter, Exporter, ExportResult, Rejection, report_progress
 from ._http import BaseHTTPExporter, HTTPExporter, HTTPRequest
 from ._local import ConsoleExporter, JSONLinesExporter
 
@@ -23,4 +23,5 @@ __all__ = [
     "HTTPRequest",
     "JSONLinesExporter",
     "Rejection",
+    "report_progress",
 ]

@@ -475,6 +475,9 @@ class BaseHTTPExporter(BaseExporter):
             if content is None:  # not through prepare()
                 content = dumps(request.json).encode("utf-8")
             headers.setdefault("Content-Type", "application/json")
+        if self._halt.is_set():
+            # Halted while the request was being prepared (a token fetch).
+            raise ExporterStopped(f"{self.name}: {self._stopped_reason()}")
         client = self.client
         self.requests_sent += 1
         try:
