@@ -54,6 +54,44 @@ def test_nothing_is_imported_on_a_worker_thread(sink: Sink) -> None:
     assert len(sink.ids) == 3
 
 
+def test_nothing_is_imported_on_a_worker_thread_by_yotpo(emulator: t.Any) -> None:
+    """Yotpo normalizes phone numbers on its worker; libphonenumber loads a
+    region's metadata module at the first number of that region, which must
+    not happen there either."""
+    proc = run_script(
+        """
+        import json, sys, threading
+
+        imports = []
+
+        def hook(event, args):
+            if event == "import":
+                imports.append((threading.current_thread().name, args[0]))
+
+        sys.addaudithook(hook)
+        import trackware
+        from trackware.exporters.yotpo import CustomEventExporter
+
+        yotpo = CustomEventExporter(
+            "yotpo-test-store",
+            "yotpo-test-secret-0001",
+            base_url=sys.argv[1],
+            event_names={"order.shipped": "order_shipped"},
+        )
+        tracker = trackware.Tracker([yotpo], flush_interval=0, dead_letter=None)
+        phones = ["+14155552671", "+447700900123", "+4930123456", "+33612345678"]
+        for phone in phones:
+            tracker.track("order.shipped", user_id="u-1", email="a@b.co", phone=phone)
+        assert tracker.flush(20)
+        assert tracker.stats()["destinations"]["yotpo"]["sent"] == 4
+        print(json.dumps([m for name, m in imports if name.startswith("trackware")]))
+        """,
+        emulator.url,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+
+
 def test_fork_while_the_first_export_is_in_flight(sink: Sink) -> None:
     """30 times: a fresh process tracks an event (its worker starts the first
     export: building the HTTP client, connecting, sending) and forks at a

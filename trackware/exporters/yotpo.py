@@ -164,12 +164,17 @@ def normalize_phone_libphonenumber(
 
 
 try:
-    import phonenumbers as _phonenumbers  # noqa: F401
+    import phonenumbers as _phonenumbers
 except ImportError:  # pragma: no cover - exercised through normalize_phone_strict
     #: Whether the ``phonenumbers`` library is installed (``trackware[phone]``).
     PHONE_LIBRARY = False
 else:
     PHONE_LIBRARY = True
+    # libphonenumber imports a region's metadata module the first time it
+    # parses a number of that region: here, on the worker thread, where a
+    # fork in the middle of an import breaks the child (see exporters._http).
+    # All of them are loaded now, on the importing thread (about 0.1 s).
+    _phonenumbers.PhoneMetadata.load_all()
 
 #: ``value`` as an E.164 number or ``None``: :func:`normalize_phone_libphonenumber`
 #: when ``phonenumbers`` is installed (``pip install 'trackware[phone]'``),
