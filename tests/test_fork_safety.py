@@ -171,29 +171,33 @@ def test_fork_while_the_first_export_is_in_flight(sink: Sink) -> None:
 def test_child_forked_while_parent_threads_hold_trackware_locks(
     sink: Sink, tmp_path: t.Any
 ) -> None:
-    """A parent thread may be writing a dead letter or logging (holding those
-    locks) at the moment of a fork, and the child reuses the thread ids of the
-    parent's workers for its own new threads. The child still dead-letters,
-    logs, flushes from a new thread and shuts down, within a deadline."""
+    """A parent thread may be writing a dead letter, a JSON-lines export or a
+    log line (holding those locks) at the moment of a fork, and the child
+    reuses the thread ids of the parent's workers for its own new threads. The
+    child still dead-letters, exports, logs, flushes from a new thread and
+    shuts down, within a deadline."""
     sink.default_status = 400  # every event is rejected: dead letter and a log line
     proc = run_script(
         """
         import os, signal, sys, threading, time
         import trackware
         from trackware import _log
-        from trackware.exporters import HTTPExporter
+        from trackware.exporters import HTTPExporter, JSONLinesExporter
 
+        lines = JSONLinesExporter(sys.argv[3])
         tracker = trackware.Tracker(
-            [HTTPExporter(sys.argv[1])], flush_interval=0, dead_letter=sys.argv[2]
+            [HTTPExporter(sys.argv[1]), lines],
+            flush_interval=0,
+            dead_letter=sys.argv[2],
         )
         tracker.track("parent")
         assert tracker.flush(10)  # the worker thread exists; its id is known
         # A parent thread caught at the fork in the middle of a dead-letter
-        # write and of a log call (both locks held).
+        # write, an export to a file and a log call (their locks held).
         held, release = threading.Event(), threading.Event()
 
         def writer():
-            with tracker.dead_letter._lock, _log._throttle._lock:
+            with tracker.dead_letter._lock, lines._lock, _log._throttle._lock:
                 held.set()
                 release.wait()
 
@@ -228,12 +232,15 @@ def test_child_forked_while_parent_threads_hold_trackware_locks(
         """,
         sink.url,
         str(tmp_path / "dead.jsonl"),
+        str(tmp_path / "events.jsonl"),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0", proc.stderr[-3000:]
-    lines = (tmp_path / "dead.jsonl").read_text().splitlines()
-    names = [json.loads(x)["event"]["name"] for x in lines]
-    assert sorted(names) == ["child", "parent"]
+    for name in ("dead.jsonl", "events.jsonl"):
+        lines = (tmp_path / name).read_text().splitlines()
+        records = [json.loads(x) for x in lines]
+        names = [r["event"]["name"] if "event" in r else r["name"] for r in records]
+        assert sorted(names) == ["child", "parent"], name
 
 
 # --- ending by SIGTERM ---------------------------------------------------------

@@ -112,5 +112,11 @@ class JSONLinesExporter(BaseExporter):
         result.sent.extend(kept)
         return result
 
+    def after_fork(self) -> None:
+        # A parent thread may have been writing when the process forked,
+        # holding the lock: the child's would never be released.
+        super().after_fork()
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"<JSONLinesExporter name={self.name!r} path={str(self.path)!r}>"
