@@ -471,6 +471,23 @@ def test_an_invalid_identity_from_the_scope_is_caught_too(
     assert tracker.stats()["dropped"] == {"invalid": 1}
 
 
+def test_a_scope_identity_changed_after_an_event_is_checked_again(
+    tracker: trackware.Tracker,
+) -> None:
+    """track() remembers the identity it checked per scope; a new value in
+    the scope (or given to track()) is checked again."""
+    with trackware.request_scope(tracker=tracker, user_id="u-1") as scope:
+        assert trackware.track("e") is not None
+        scope.user_id = "u" + SURROGATE
+        assert trackware.track("e") is None
+        scope.user_id = "u-2"
+        event = trackware.track("e")
+        assert event is not None and event.user_id == "u-2"
+        assert trackware.track("e", phone=SURROGATE) is None
+        assert trackware.track("e", user_id=7) is not None
+    assert tracker.stats()["dropped"] == {"invalid": 2}
+
+
 def test_identify_leaves_out_what_cannot_be_sent(tracker: trackware.Tracker) -> None:
     """identify() never raises: bad values are left out with a warning."""
     with trackware.request_scope(tracker=tracker) as scope:

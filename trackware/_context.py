@@ -40,6 +40,7 @@ class Scope:
     """Who is acting and in which request. Mutable, one per request/context."""
 
     __slots__ = (
+        "_checked_ids",
         "_clean_traits",
         "anonymous_id",
         "context",
@@ -72,6 +73,10 @@ class Scope:
         self.context: dict[str, t.Any] = _sendable(context, "context")
         self.tracker = tracker
         self._clean_traits: tuple[t.Any, t.Any, dict[str, t.Any]] | None = None
+        #: The identity (user_id, anonymous_id, email, phone) track() last
+        #: found valid in this scope: while the fields are these very
+        #: objects, it checks nothing again.
+        self._checked_ids: tuple[t.Any, ...] | None = None
 
     def bind(self, **context: t.Any) -> None:
         """Add request/session facts that every later event in this scope carries.

@@ -88,6 +88,36 @@ def _takes_all(exporter: Exporter) -> bool:
     return method is BaseExporter.applies and getattr(exporter, "_only", 0) is None
 
 
+def _identity(
+    user_id: t.Any, anonymous_id: t.Any, email: t.Any, phone: t.Any
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """An event's identity fields checked: ASCII strings of a sane length
+    pass at once; anything else is looked at closely (user_id and
+    anonymous_id of other types converted with str(), as always). Raises
+    ``_Invalid``."""
+    if user_id is not None and (
+        type(user_id) is not str
+        or len(user_id) > MAX_ID_LENGTH
+        or not user_id.isascii()
+    ):
+        user_id = text_field(user_id, "user_id", MAX_ID_LENGTH, True)
+    if anonymous_id is not None and (
+        type(anonymous_id) is not str
+        or len(anonymous_id) > MAX_ID_LENGTH
+        or not anonymous_id.isascii()
+    ):
+        anonymous_id = text_field(anonymous_id, "anonymous_id", MAX_ID_LENGTH, True)
+    if email is not None and (
+        type(email) is not str or len(email) > MAX_EMAIL_LENGTH or not email.isascii()
+    ):
+        email = text_field(email, "email", MAX_EMAIL_LENGTH)
+    if phone is not None and (
+        type(phone) is not str or len(phone) > MAX_PHONE_LENGTH or not phone.isascii()
+    ):
+        phone = text_field(phone, "phone", MAX_PHONE_LENGTH)
+    return user_id, anonymous_id, email, phone
+
+
 class Bridge:
     """A connection from a blinker signal to a tracker; ``disconnect()`` undoes it."""
 
@@ -436,39 +466,35 @@ class Tracker:
                     ctx.update(context)
                 else:
                     ctx = scope.context
+                # Identity, given or from the scope (which integrations and
+                # identity callbacks set directly), is checked once per scope
+                # while it stays the same (strings are immutable).
+                try:
+                    known = scope._checked_ids
+                except AttributeError:  # a scope made without __init__
+                    known = None
+                if (
+                    known is None
+                    or known[0] is not user_id
+                    or known[1] is not anonymous_id
+                    or known[2] is not email
+                    or known[3] is not phone
+                ):
+                    known = _identity(user_id, anonymous_id, email, phone)
+                    scope._checked_ids = known
+                    user_id, anonymous_id, email, phone = known
             else:
                 event_traits = traits if traits else {}  # type: ignore[assignment]
                 ctx = context if context else {}  # type: ignore[assignment]
-            # Identity, whether given or from the scope (which integrations
-            # and identity callbacks set directly): ASCII strings of a sane
-            # length pass at once; anything else is checked (user_id and
-            # anonymous_id of other types converted with str(), as always).
-            if user_id is not None and (
-                type(user_id) is not str
-                or len(user_id) > MAX_ID_LENGTH
-                or not user_id.isascii()
-            ):
-                user_id = text_field(user_id, "user_id", MAX_ID_LENGTH, True)
-            if anonymous_id is not None and (
-                type(anonymous_id) is not str
-                or len(anonymous_id) > MAX_ID_LENGTH
-                or not anonymous_id.isascii()
-            ):
-                anonymous_id = text_field(
-                    anonymous_id, "anonymous_id", MAX_ID_LENGTH, True
-                )
-            if email is not None and (
-                type(email) is not str
-                or len(email) > MAX_EMAIL_LENGTH
-                or not email.isascii()
-            ):
-                email = text_field(email, "email", MAX_EMAIL_LENGTH)
-            if phone is not None and (
-                type(phone) is not str
-                or len(phone) > MAX_PHONE_LENGTH
-                or not phone.isascii()
-            ):
-                phone = text_field(phone, "phone", MAX_PHONE_LENGTH)
+                if (
+                    user_id is not None
+                    or anonymous_id is not None
+                    or email is not None
+                    or phone is not None
+                ):
+                    user_id, anonymous_id, email, phone = _identity(
+                        user_id, anonymous_id, email, phone
+                    )
             event: Event = _new_tuple(
                 Event,
                 (

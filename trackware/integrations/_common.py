@@ -717,6 +717,7 @@ class RequestTracker:
         state.phone = None
         state.traits = {}
         state._clean_traits = None
+        state._checked_ids = None
         state.anonymous_id = visitor
         state.tracker = tracker
         state.context = context if trusted else _sendable(context, "context")
