@@ -285,6 +285,19 @@ odd_id = st.one_of(
     user_id=odd_id,
     email=st.one_of(st.none(), odd_text),
     phone=st.one_of(st.none(), odd_text),
+    timestamp=st.one_of(
+        st.none(),
+        st.floats(),
+        st.integers(),
+        st.builds(
+            dt.datetime,
+            st.integers(1, 9999),
+            st.integers(1, 12),
+            st.integers(1, 28),
+            tzinfo=odd_zone,
+        ),
+    ),
+    event_id=st.one_of(st.none(), odd_text, st.integers()),
 )
 def test_whatever_track_accepts_the_worker_can_encode(
     tracker: trackware.Tracker,
@@ -295,6 +308,8 @@ def test_whatever_track_accepts_the_worker_can_encode(
     user_id: t.Any,
     email: str | None,
     phone: str | None,
+    timestamp: t.Any,
+    event_id: t.Any,
 ) -> None:
     """The caller never sees an exception; every accepted event encodes."""
     before = tracker.stats()["dropped"]
@@ -306,6 +321,8 @@ def test_whatever_track_accepts_the_worker_can_encode(
         phone=phone,
         traits=traits,
         context=context,
+        timestamp=timestamp,
+        event_id=event_id,
     )
     dropped = tracker.stats()["dropped"]
     assert "internal_error" not in dropped
