@@ -388,6 +388,22 @@ def test_properties_both_positional_and_by_keyword_is_invalid() -> None:
     tracker.shutdown(timeout=1)
 
 
+def test_tracked_properties_callable_returning_a_non_dict_is_counted() -> None:
+    """@tracked's properties= callable returning a list: counted as invalid
+    (it was logged but counted nowhere), never raised into the call."""
+    tracker, _ = make()
+    reasons = dropped_reasons(tracker)
+
+    @trackware.tracked("job", tracker=tracker, properties=lambda result: [result])
+    def job() -> int:
+        return 1
+
+    assert job() == 1
+    assert tracker.stats()["dropped"] == {"invalid": 1}
+    assert "returned list" in reasons[0]
+    tracker.shutdown(timeout=1)
+
+
 # --- item 13: no tracker configured -------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 import typing as t
+from collections.abc import Mapping
 
 import wrapt
 
@@ -105,6 +106,13 @@ def tracked(
                             exc_info=True,
                         )
                         extra = None
+                    if extra and not isinstance(extra, Mapping):
+                        # Counted like any invalid event (never raised).
+                        (tracker or get_tracker())._invalid(
+                            f"properties callable of @tracked({event_name!r}) "
+                            f"returned {type(extra).__name__}, not a dict or None"
+                        )
+                        return
                     if extra:
                         props.update(extra)
                 elif properties:
