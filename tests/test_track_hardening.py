@@ -469,6 +469,8 @@ def test_identity_ids_and_timestamps_are_checked(
     assert tracker.track("e", {"a": 1}, **kwargs) is None
     assert tracker.stats()["dropped"] == {"invalid": 1}
     assert len(reasons) == 1 and why in reasons[0], reasons
+    # Identity is personal data: the reason never quotes it.
+    assert "@x.com" not in reasons[0] and SURROGATE not in reasons[0]
     with pytest.raises(InvalidEventError):
         Event("e", {"a": 1}, **kwargs)
 

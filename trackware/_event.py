@@ -711,7 +711,8 @@ def text_field(value: t.Any, what: str, max_length: int, convert: bool = False) 
             f"{what} is {len(value):,} characters long; at most {max_length} are sent"
         )
     if not value.isascii() and not encodable(value):
-        raise _Invalid(f"{what} {_short(value)} {_SURROGATE_RULE}")
+        # Not the value itself: identity is personal data, kept out of logs.
+        raise _Invalid(f"{what} {_SURROGATE_RULE}")
     return t.cast(str, value)
 
 
