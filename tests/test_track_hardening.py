@@ -404,6 +404,16 @@ def test_tracked_properties_callable_returning_a_non_dict_is_counted() -> None:
     tracker.shutdown(timeout=1)
 
 
+def test_module_track_with_an_unknown_keyword_is_counted_not_raised() -> None:
+    tracker, _ = make()
+    trackware.set_tracker(tracker)
+    reasons = dropped_reasons(tracker)
+    assert trackware.track("e", propertes={"a": 1}) is None
+    assert tracker.stats()["dropped"] == {"invalid": 1}
+    assert "propertes" in reasons[0]
+    tracker.shutdown(timeout=1)
+
+
 # --- item 13: no tracker configured -------------------------------------------------
 
 

@@ -1110,8 +1110,18 @@ def track(
 ) -> Event | None:
     """Track an event with the current tracker. See :meth:`Tracker.track`
     (``properties`` may be given by position or by keyword). Returns ``None``
-    when no tracker is configured (counted as ``dropped["no_tracker"]``)."""
-    return get_tracker().track(name, properties, **kwargs)
+    when no tracker is configured (counted as ``dropped["no_tracker"]``), and
+    for an unknown keyword (counted as invalid, never raised)."""
+    tracker = get_tracker()
+    try:
+        return tracker.track(name, properties, **kwargs)
+    except InvalidEventError:
+        raise  # a strict tracker's
+    except TypeError as exc:
+        # Tracker.track raises nothing else: the call itself was refused
+        # (an unknown keyword, e.g. a typo).
+        tracker._invalid(f"track() was called wrongly: {exc}")
+        return None
 
 
 def flush(timeout: float | None = 10.0) -> bool:
