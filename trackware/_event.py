@@ -68,8 +68,9 @@ class Event(tuple):  # type: ignore[type-arg]
 
     Build events with :meth:`trackware.Tracker.track`; use :meth:`replace` to
     derive a changed copy (for example in a ``before_send`` hook). Building
-    one directly checks every field as ``track()`` does (see the rules above
-    ``MAX_DEPTH`` below; no redaction) and raises :class:`InvalidEventError`. Fields
+    one directly checks every field as ``track()`` does (the rules: the
+    README's "Events", and the comment above ``MAX_DEPTH``), without
+    redaction, and raises :class:`InvalidEventError`. Fields
     cannot be reassigned. ``properties``, ``traits`` and ``context`` are the
     event's own copies of what was tracked (later changes by the caller do not
     reach them); treat them as read-only, as the same event may be in several
