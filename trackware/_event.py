@@ -316,7 +316,6 @@ _NUMBER_BOUND = 1 << 1024
 _FLOAT_MAX = sys.float_info.max
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-_RICH = (_dt.datetime, _dt.date, decimal.Decimal, uuid.UUID, enum.Enum)
 _SURROGATE_RULE = (
     "contains a lone surrogate (undecodable client data?), which UTF-8 cannot "
     "encode; clean it first, e.g. text.encode('utf-8', 'replace').decode()"
