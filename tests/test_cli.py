@@ -154,3 +154,23 @@ def test_dead_letter_prints_records(tmp_path: t.Any) -> None:
     assert record["event"]["name"] == "order.placed"
     assert record["destination"] == "http"
     assert "1 record(s)" in proc.stderr
+
+
+def test_send_test_answers_bad_input_without_a_traceback(
+    emulator: VendorEmulator,
+) -> None:
+    env = {
+        "TRACKWARE_SYNERISE_API_KEY": "test-synerise-api-key",
+        "TRACKWARE_SYNERISE_BASE_URL": emulator.url,
+    }
+    cases = [
+        (["--properties", "{not json"], "--properties is not valid JSON"),
+        (["--properties", "[1, 2]"], "--properties must be a JSON object"),
+        (["--email", "a\udcffb@example.com"], "invalid event"),
+    ]
+    for extra, message in cases:
+        proc = trackware_cli("send-test", "synerise", *extra, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert emulator.synerise.events == []

@@ -20,7 +20,7 @@ import typing as t
 from . import _env
 from ._deadletter import JSONLinesDeadLetter
 from ._event import Event
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, InvalidEventError
 
 #: destination -> (module, class, default test event name, default properties)
 DESTINATIONS: dict[str, tuple[str, str, str, dict[str, t.Any]]] = {
@@ -76,15 +76,30 @@ def _send_test(args: argparse.Namespace) -> int:
         return 2
     properties = dict(default_props)
     if args.properties:
-        properties.update(json.loads(args.properties))
-    event = Event(
-        args.event or default_event,
-        properties,
-        user_id=args.user_id,
-        email=args.email,
-        phone=args.phone,
-        anonymous_id=args.anonymous_id,
-    )
+        try:
+            extra = json.loads(args.properties)
+        except ValueError as exc:
+            exporter.close()
+            print(f"--properties is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(extra, dict):
+            exporter.close()
+            print("--properties must be a JSON object", file=sys.stderr)
+            return 2
+        properties.update(extra)
+    try:
+        event = Event(
+            args.event or default_event,
+            properties,
+            user_id=args.user_id,
+            email=args.email,
+            phone=args.phone,
+            anonymous_id=args.anonymous_id,
+        )
+    except InvalidEventError as exc:
+        exporter.close()
+        print(f"invalid event: {exc}", file=sys.stderr)
+        return 2
     try:
         if not exporter.applies(event):
             print(
