@@ -238,13 +238,17 @@ def example_env(emulator_url: str, dead_letter: t.Any) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[None]:
-    """Every test gets its own dead-letter path and no process-default tracker."""
+    """Every test gets its own dead-letter path, no process-default tracker and
+    an empty secret registry (a secret one test registers, "client" say, would
+    otherwise be scrubbed from the text a later test reads)."""
     monkeypatch.setenv("TRACKWARE_DEAD_LETTER_PATH", str(tmp_path / "dead.jsonl"))
     monkeypatch.delenv("TRACKWARE_DISABLED", raising=False)
     from trackware import _log, _tracker
 
     monkeypatch.setattr(_tracker, "_default", None)
     monkeypatch.setattr(_log, "_throttle", _log._Throttle())
+    monkeypatch.setattr(_log, "_secrets", collections.OrderedDict())
+    monkeypatch.setattr(_log, "_by_length", ())
     yield
 
 

@@ -310,30 +310,6 @@ def test_the_command_line_checks_at_start_whatever_the_command(
     assert str(tmp_path) not in proc.stderr
 
 
-def test_flask_config_key_names_the_closest_option(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    flask = pytest.importorskip("flask")
-    from trackware.integrations.flask import Trackware
-
-    app = flask.Flask("config")
-    app.secret_key = "test-secret-key-not-for-production"
-    app.config["TRACKWARE_SESION_TIMEOUT"] = 60
-    app.config["TRACKWARE_SYNERISE_API_KEY"] = "must-not-be-logged-0001"
-    tracker = Tracker([], dead_letter=None, register_atexit=False)
-    try:
-        with caplog.at_level(logging.WARNING, logger="trackware"):
-            Trackware(app, tracker=tracker)
-    finally:
-        tracker.shutdown(timeout=5)
-    (misspelt,) = warnings_about(caplog, "TRACKWARE_SESION_TIMEOUT")
-    assert "did you mean TRACKWARE_SESSION_TIMEOUT?" in misspelt
-    assert "PAGE_EVENT" not in misspelt  # no list of every option
-    (env_name,) = warnings_about(caplog, "TRACKWARE_SYNERISE_API_KEY")
-    assert "environment variable" in env_name
-    assert "must-not-be-logged-0001" not in caplog.text
-
-
 def test_every_trackware_name_in_the_source_is_registered() -> None:
     """A name spelt out in trackware's source (``os.environ.get("TRACKWARE_X")``,
     ``COOKIE_SECRET_ENV = "TRACKWARE_COOKIE_SECRET"``...) is a variable read
