@@ -21,8 +21,11 @@ import pytest
 
 import trackware
 from trackware import ConfigurationError
+from trackware.exporters import mxo
 from trackware.integrations.flask import Trackware
 from trackware.testing import CapturedEvents
+from trackware.testing.emulators import EmulatorServer
+from trackware.testing.emulators._mxo import MXOAPI
 
 MakeApp = t.Callable[..., tuple[flask.Flask, t.Any]]
 NewApp = t.Callable[[str], flask.Flask]
@@ -227,11 +230,8 @@ def test_a_forged_tid_is_never_sent_to_mxo(
     """End to end with the MXO emulator: a visitor presenting another
     customer's tid (unsigned, or signed with another key) gets a thread of its
     own; nothing is written into the victim's."""
-    mxo = pytest.importorskip("trackware.exporters.mxo")
-    emulators = pytest.importorskip("trackware.testing.emulators._mxo")
-    server_mod = pytest.importorskip("trackware.testing.emulators._server")
-    api = emulators.MXOAPI()
-    with server_mod.EmulatorServer([api]) as server:
+    api = MXOAPI()
+    with EmulatorServer([api]) as server:
         exporter = mxo.LightweightExporter(
             base_url=server.url,
             site_key="ONE-ABCDEFGHIJ-1234",
@@ -471,11 +471,8 @@ def test_a_forged_tid_never_reaches_interact(new_app: NewApp) -> None:
     """interact() (MXO's optimizations, read live) uses the request's tid: a
     visitor presenting another customer's tid, unsigned or signed with another
     key, asks MXO in a thread of its own, never in the victim's."""
-    mxo = pytest.importorskip("trackware.exporters.mxo")
-    emulators = pytest.importorskip("trackware.testing.emulators")
-    mxo_api = pytest.importorskip("trackware.testing.emulators._mxo")
-    api = mxo_api.MXOAPI(client_id="mxo-client", client_secret="mxo-s3cret")
-    with emulators.EmulatorServer([api]) as server:
+    api = MXOAPI(client_id="mxo-client", client_secret="mxo-s3cret")
+    with EmulatorServer([api]) as server:
         exporter = mxo.InteractionExporter(
             base_url=server.url,
             client_id="mxo-client",
