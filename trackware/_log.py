@@ -93,7 +93,9 @@ class _Throttle:
                 self._suppressed[key] += 1
                 return False, 0
             if len(self._last) > 1024:
+                # Bounded memory whatever the keys: both tables start over.
                 self._last.clear()
+                self._suppressed.clear()
             self._last[key] = now
             return True, self._suppressed.pop(key, 0)
 
