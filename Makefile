@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 
 .PHONY: test lint typecheck test-core test-integrations demo demo-serve bench clean
 
-# Full environment: every extra plus the dev tools.
+# Full environment: every extra plus the dev tools and the frameworks
+# (PEP 735 dependency groups in pyproject.toml: pip >= 25.1, hence the upgrade).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all,dev,frameworks]'
+	$(PY) -m pip install --quiet -e '.[all]' --group dev --group frameworks
 	touch $@
 
 # Core environment: no framework installed, so tests/ proves `import trackware`
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 $(CORE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(CORE_VENV)
 	$(CORE_PY) -m pip install --quiet --upgrade pip
-	$(CORE_PY) -m pip install --quiet -e '.[dev]'
+	$(CORE_PY) -m pip install --quiet -e . --group dev
 	touch $@
 
 $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
