@@ -1,26 +1,52 @@
-"""The ``trackware`` command line.
+"""The ``trackware`` command line (also ``python -m trackware``).
 
-* ``trackware emulate [--port N]``: run the local vendor emulators.
+* ``trackware emulate [--host H] [--port N]``: run the local vendor emulators,
+  print their credentials and the ``export`` lines for ``from_env()``, log one
+  line per request.
 * ``trackware send-test DESTINATION``: send one test event with the
   credentials from the environment and print the vendor's answer.
-* ``trackware dead-letter [--last N]``: print the dead-letter file.
+* ``trackware dead-letter [--path P] [--last N]``: print the dead-letter file.
+* ``trackware --version``.
 
 Every command first reports ``TRACKWARE_*`` environment variables trackware
 does not read, naming the closest known one (see ``trackware._env``).
+Errors are one line on stderr and exit status 2 (bad arguments, configuration
+or input) or 1 (the vendor refused, the file has unreadable lines); never a
+traceback, unless ``--traceback`` asks for one. docs/cli.md is the reference.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
+import os
 import sys
 import typing as t
 
-from . import _env
-from ._deadletter import JSONLinesDeadLetter
+from . import _env, _log
+from ._deadletter import default_dead_letter_path
 from ._event import Event
 from .exceptions import ConfigurationError, InvalidEventError
+
+#: destination -> the variables that make up the URLs it calls (a 404 means
+#: one of them is wrong, not the credentials).
+URL_VARIABLES: dict[str, tuple[str, ...]] = {
+    "cardlytics": ("TRACKWARE_CARDLYTICS_BASE_URL",),
+    "mxo": (
+        "TRACKWARE_MXO_BASE_URL",
+        "TRACKWARE_MXO_TOKEN_URL",
+        "TRACKWARE_MXO_SITE_KEY",
+    ),
+    "mxo-lightweight": ("TRACKWARE_MXO_BASE_URL", "TRACKWARE_MXO_SITE_KEY"),
+    "synerise": ("TRACKWARE_SYNERISE_BASE_URL",),
+    "yotpo": (
+        "TRACKWARE_YOTPO_BASE_URL",
+        "TRACKWARE_YOTPO_STORE_ID",
+        "TRACKWARE_YOTPO_EVENT_PATH",
+    ),
+}
 
 #: destination -> (module, class, default test event name, default properties)
 DESTINATIONS: dict[str, tuple[str, str, str, dict[str, t.Any]]] = {
@@ -57,11 +83,56 @@ DESTINATIONS: dict[str, tuple[str, str, str, dict[str, t.Any]]] = {
 }
 
 
+def version() -> str:
+    """The installed trackware's version."""
+    found = getattr(importlib.import_module("trackware"), "__version__", None)
+    if isinstance(found, str) and found:
+        return found
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        return dist_version("trackware")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"trackware: {message}", file=sys.stderr)
+    return status
+
+
 def _emulate(args: argparse.Namespace) -> int:
     from .testing.emulators import serve
 
-    serve(host=args.host, port=args.port)
+    try:
+        serve(host=args.host, port=args.port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason += " (another `trackware emulate`? choose another --port)"
+        return _fail(f"emulate: cannot listen on {args.host}:{args.port}: {reason}")
     return 0
+
+
+def _not_found(destination: str, detail: str) -> str:
+    """A 404: the URL (base URL, or a value that is part of the path) is
+    wrong; the credentials were never looked at."""
+    names = " / ".join(URL_VARIABLES[destination])
+    return (
+        f"{destination}: the vendor answered 404 (not found): the URL is wrong, "
+        f"not the credentials: check {names} ({detail})"
+    )
+
+
+def _detail(reason: str) -> str:
+    """The vendor's answer without the exporter's "authentication refused"
+    lead (a 404 from a token endpoint says nothing about the credentials)."""
+    for lead in ("authentication refused: ", "authentication failed: "):
+        if reason.startswith(lead):
+            reason = reason[len(lead) :]
+    # Yotpo's token error blames the credentials; a 404 does not.
+    return reason.replace(" (check the store id and API secret)", "")
 
 
 def _send_test(args: argparse.Namespace) -> int:
@@ -118,41 +189,121 @@ def _send_test(args: argparse.Namespace) -> int:
         print(f"{args.destination}: event {event.event_id} accepted")
         return 0
     for rejection in result.rejected:
-        print(f"{args.destination}: rejected: {rejection.reason}")
+        if rejection.status == 404:
+            print(_not_found(args.destination, _detail(rejection.reason)))
+        else:
+            print(f"{args.destination}: rejected: {rejection.reason}")
     if result.retry:
-        print(f"{args.destination}: failed (would be retried): {result.error}")
+        if result.status == 404:  # a custom retry policy may retry it
+            print(_not_found(args.destination, _detail(str(result.error))))
+        else:
+            print(f"{args.destination}: failed (would be retried): {result.error}")
+            if result.status is None:
+                names = " / ".join(URL_VARIABLES[args.destination][:1])
+                print(
+                    f"{args.destination}: no HTTP answer: check {names} and that "
+                    "the server is running"
+                )
     return 1
 
 
 def _dead_letter(args: argparse.Namespace) -> int:
-    dl = JSONLinesDeadLetter(args.path or None)
-    records = dl.read()
+    # Read here rather than with JSONLinesDeadLetter.read(), which raises on
+    # the first unreadable line: a line cut short by a crash mid-write must
+    # not hide the records around it.
+    path = os.fspath(args.path) if args.path else str(default_dead_letter_path())
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        where = "--path" if args.path else "TRACKWARE_DEAD_LETTER_PATH or --path"
+        print(
+            f"0 record(s): there is no file at {path} (nothing has been "
+            f"dead-lettered there yet; another file? give {where})",
+            file=sys.stderr,
+        )
+        return 0
+    except OSError as exc:
+        return _fail(f"dead-letter: cannot read {path}: {exc.strerror or exc}")
+    records: list[t.Any] = []
+    bad: list[int] = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            bad.append(number)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(number)
     for record in records[-args.last :] if args.last else records:
         print(json.dumps(record, ensure_ascii=False))
-    print(f"{len(records)} record(s) in {dl.path}", file=sys.stderr)
+    print(f"{len(records)} record(s) in {path}", file=sys.stderr)
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:10]) + (", ..." if len(bad) > 10 else "")
+        print(
+            f"trackware: dead-letter: {len(bad)} line(s) of {path} are not JSON "
+            f"records and were skipped (line {shown})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
-def main(argv: t.Sequence[str] | None = None) -> int:
-    # A misspelt TRACKWARE_* variable is reported before anything reads the
-    # environment (by the trackware logger: with no logging configured, its
-    # warnings go to stderr).
-    _env.check_environment()
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="trackware", description="trackware command line"
+        prog="trackware",
+        description="trackware command line: local vendor emulators, test "
+        "events, the dead-letter file (reference: docs/cli.md)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"trackware {version()}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an unexpected error, show the Python traceback (a bug report)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     emulate = sub.add_parser(
-        "emulate", help="run the local vendor API emulators (for tests and demos)"
+        "emulate",
+        help="run the local vendor API emulators (for tests and demos)",
+        description="Run the local vendor API emulators in the foreground: print "
+        "the credentials they accept and the TRACKWARE_* export lines, then one "
+        "line per request; the page at / lists what they received.",
     )
-    emulate.add_argument("--host", default="127.0.0.1")
-    emulate.add_argument("--port", type=int, default=8900)
+    emulate.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (127.0.0.1)"
+    )
+    emulate.add_argument(
+        "--port", type=_port, default=8900, help="0 picks a free port (8900)"
+    )
     emulate.set_defaults(func=_emulate)
 
     send = sub.add_parser(
         "send-test",
         help="send one test event with credentials from TRACKWARE_* variables",
+        description="Send one test event to DESTINATION with the exporter built "
+        "by its from_env(), and print the vendor's answer.",
     )
     send.add_argument("destination", choices=sorted(DESTINATIONS))
     send.add_argument("--event", default=None, help="event name (a mapped one)")
@@ -163,15 +314,45 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     send.add_argument("--anonymous-id", default=None)
     send.set_defaults(func=_send_test)
 
-    dead = sub.add_parser("dead-letter", help="print the dead-letter file's records")
-    dead.add_argument(
-        "--path", default=None, help="default: the tracker's default path"
+    dead = sub.add_parser(
+        "dead-letter",
+        help="print the dead-letter file's records",
+        description="Print the records of a dead-letter file (JSON lines) to "
+        "stdout, and their count to stderr.",
     )
-    dead.add_argument("--last", type=int, default=0, help="only the last N records")
+    dead.add_argument(
+        "--path",
+        default=None,
+        help="default: $TRACKWARE_DEAD_LETTER_PATH, else "
+        "$XDG_STATE_HOME/trackware/dead-letter.jsonl",
+    )
+    dead.add_argument(
+        "--last", type=_non_negative, default=0, help="only the last N records"
+    )
     dead.set_defaults(func=_dead_letter)
+    return parser
 
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+
+def main(argv: t.Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    # A misspelt TRACKWARE_* variable is reported before anything reads the
+    # environment (by the trackware logger: with no logging configured, its
+    # warnings go to stderr).
+    _env.check_environment()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.traceback:
+            raise
+        text = _log.scrub(f"{type(exc).__name__}: {exc}")[:500]
+        return _fail(
+            f"{args.command}: unexpected error: {text} (this is a bug in "
+            "trackware; --traceback shows where)",
+            1,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,14 +14,22 @@ bodies, and recorded. Faults can be scripted per route::
         ...  # point exporters at emu.url
         assert len(emu.synerise.events) == 10
 
-Also runnable as ``trackware emulate --port 8900``.
+Also runnable as ``trackware emulate --port 8900``, which prints the
+credentials each emulated vendor accepts and the ``TRACKWARE_*`` variables
+for the exporters' ``from_env()`` (:meth:`VendorEmulator.environment`), logs
+one line per request, and serves a page listing what it received at ``/``
+(JSON at ``/_emulator/received``).
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
+import threading
 import typing as t
 
 from ._server import (
+    RECEIVED_PATH,
     EmulatorServer,
     Fault,
     HTTPError,
@@ -51,6 +59,15 @@ __all__ = [
     "serve",
 ]
 
+#: The MXO site key the emulator's environment uses: the emulator accepts any
+#: key of the form ``ONE-XXXXXXXXXX-NNNN`` unless ``site_keys`` is set.
+MXO_SITE_KEY = "ONE-NX8P2RSAAU-1813"
+#: A value for ``TRACKWARE_CARDLYTICS_CUSTOMER_ID_KEY``: the key the exporter
+#: hashes customer ids with (the client's own; the emulator takes any).
+CARDLYTICS_CUSTOMER_ID_KEY = "test-customer-id-hmac-key"
+#: The MXO touchpoint ``TRACKWARE_MXO_TOUCHPOINT`` is set to.
+MXO_TOUCHPOINT = "web://trackware-demo"
+
 
 class VendorEmulator(EmulatorServer):
     """All vendor APIs on one local server.
@@ -61,7 +78,13 @@ class VendorEmulator(EmulatorServer):
             accepted (``events``).
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log: t.Callable[[str], None] | None = None,
+    ) -> None:
         from ._cardlytics import CardlyticsAPI
         from ._mxo import MXOAPI
         from ._synerise import SyneriseAPI
@@ -75,19 +98,117 @@ class VendorEmulator(EmulatorServer):
             [self.cardlytics, self.mxo, self.synerise, self.yotpo],
             host=host,
             port=port,
+            log=log,
         )
 
     def __enter__(self) -> VendorEmulator:
         self.start()
         return self
 
+    def credentials(self) -> dict[str, dict[str, str]]:
+        """The credentials each emulated vendor accepts (test values, not
+        secrets), by vendor: the first of each when several are configured."""
+        cardlytics_id, cardlytics_secret = next(
+            iter(self.cardlytics.credentials.items()), ("", "")
+        )
+        store_id, store_secret = next(iter(self.yotpo.stores.items()), ("", ""))
+        site_key = sorted(self.mxo.site_keys)[0] if self.mxo.site_keys else MXO_SITE_KEY
+        return {
+            "cardlytics": {
+                "client_id": cardlytics_id,
+                "client_secret": cardlytics_secret,
+            },
+            "mxo": {
+                "client_id": self.mxo.client_id,
+                "client_secret": self.mxo.client_secret,
+                "site_key": site_key,
+            },
+            "synerise": {
+                "api_key": next(iter(self.synerise.api_keys), ""),
+                "tracker_key": next(iter(sorted(self.synerise.tracker_keys)), ""),
+            },
+            "yotpo": {"store_id": store_id, "secret": store_secret},
+        }
+
+    def environment(self) -> dict[str, str]:
+        """The ``TRACKWARE_*`` variables that make every exporter's
+        ``from_env()`` (Cardlytics, MXO Interaction and Lightweight, Synerise,
+        Yotpo) and ``trackware send-test`` talk to this emulator with
+        credentials it accepts, plus ``TRACKWARE_EMULATOR_URL`` (read by the
+        example apps)."""
+        url = self.url
+        creds = self.credentials()
+        return {
+            "TRACKWARE_EMULATOR_URL": url,
+            "TRACKWARE_CARDLYTICS_BASE_URL": url,
+            "TRACKWARE_CARDLYTICS_CLIENT_ID": creds["cardlytics"]["client_id"],
+            "TRACKWARE_CARDLYTICS_CLIENT_SECRET": creds["cardlytics"]["client_secret"],
+            "TRACKWARE_CARDLYTICS_CUSTOMER_ID_KEY": CARDLYTICS_CUSTOMER_ID_KEY,
+            "TRACKWARE_MXO_BASE_URL": url,
+            "TRACKWARE_MXO_CLIENT_ID": creds["mxo"]["client_id"],
+            "TRACKWARE_MXO_CLIENT_SECRET": creds["mxo"]["client_secret"],
+            "TRACKWARE_MXO_SITE_KEY": creds["mxo"]["site_key"],
+            "TRACKWARE_MXO_TOUCHPOINT": MXO_TOUCHPOINT,
+            "TRACKWARE_SYNERISE_BASE_URL": url,
+            "TRACKWARE_SYNERISE_API_KEY": creds["synerise"]["api_key"],
+            "TRACKWARE_SYNERISE_TRACKER_KEY": creds["synerise"]["tracker_key"],
+            "TRACKWARE_YOTPO_BASE_URL": url,
+            "TRACKWARE_YOTPO_STORE_ID": creds["yotpo"]["store_id"],
+            "TRACKWARE_YOTPO_SECRET": creds["yotpo"]["secret"],
+        }
+
+    def banner(self) -> str:
+        """What ``trackware emulate`` prints at start: the URL, the page, the
+        credentials each vendor accepts and the ``export`` lines."""
+        url = self.url
+        creds = self.credentials()
+        lines = [
+            f"trackware vendor emulators listening on {url}",
+            f"  what they received: {url}/ (JSON: {url}{RECEIVED_PATH})",
+            "",
+            "Credentials the emulators accept (test values, not secrets):",
+        ]
+        for vendor, values in creds.items():
+            pairs = "  ".join(f"{key}={value}" for key, value in values.items())
+            lines.append(f"  {vendor:<11} {pairs}")
+        lines.append(
+            "  (MXO takes any site key of the form ONE-XXXXXXXXXX-NNNN; "
+            "the Cardlytics customer id key is yours to choose)"
+        )
+        lines += [
+            "",
+            "# For the exporters' from_env() and `trackware send-test`, paste:",
+        ]
+        lines += [
+            f"export {name}={shlex.quote(value)}"
+            for name, value in self.environment().items()
+        ]
+        lines += ["", "Requests (one line each):"]
+        return "\n".join(lines)
+
 
 def serve(host: str = "127.0.0.1", port: int = 8900) -> None:
-    """Run :class:`VendorEmulator` in the foreground until interrupted."""
+    """Run :class:`VendorEmulator` in the foreground until interrupted: print
+    :meth:`VendorEmulator.banner`, then one line per request, each flushed.
+
+    Raises:
+        OSError: the address cannot be listened on (a port in use, say).
+    """
     import time
 
-    emulator = VendorEmulator(host=host, port=port).start()
-    print(f"trackware vendor emulators listening on {emulator.url}", flush=True)
+    lock = threading.Lock()
+
+    def log(line: str) -> None:
+        with lock:
+            try:
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+            except (OSError, ValueError):  # the reader went away
+                pass
+
+    emulator = VendorEmulator(host=host, port=port, log=log)
+    emulator.start()
+    log(emulator.banner())
     try:
         while True:
             time.sleep(3600)

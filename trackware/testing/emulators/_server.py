@@ -4,6 +4,10 @@ A :class:`VendorAPI` declares routes (method, path pattern, handler). The
 :class:`EmulatorServer` is a real threaded HTTP/1.1 server on 127.0.0.1 that
 hosts several APIs at once, records every request with the answer it got, and
 applies scripted faults (:class:`Fault`) before a request reaches its handler.
+It can log one line per request (``log=``), and it answers ``GET /`` with a
+small HTML page and ``GET /_emulator/received`` with JSON listing what each
+vendor received (:meth:`EmulatorServer.received`); these two are not vendor
+routes and are not recorded.
 
 Handlers answer by returning a :class:`Reply` or by raising :class:`HTTPError`
 (the vendor's documented status and error body).
@@ -12,6 +16,7 @@ Handlers answer by returning a :class:`Reply` or by raising :class:`HTTPError`
 from __future__ import annotations
 
 import dataclasses
+import html
 import http.server
 import json
 import re
@@ -46,6 +51,116 @@ def loads_json(data: bytes) -> t.Any:
 def _in_scope(route_name: str, scope: str) -> bool:
     """``scope`` is ``route_name`` itself or its vendor (``"cardlytics"``)."""
     return route_name == scope or route_name.startswith(scope + ".")
+
+
+#: The paths of the emulator's own pages (not vendor routes, not recorded).
+PAGE_PATH = "/"
+RECEIVED_PATH = "/_emulator/received"
+
+#: Header names whose values are credentials, hidden from the request log.
+_SECRET_HEADER_WORDS = ("auth", "token", "key", "secret", "cookie", "password")
+#: JSON body keys whose values are credentials (token requests).
+_SECRET_BODY_KEYS = frozenset(
+    {"apikey", "secret", "clientsecret", "client_secret", "password", "token"}
+)
+
+
+def rule_broken(body: t.Any) -> str | None:
+    """The rule an emulator's error body names, on one line, or None.
+
+    Reads each vendor's error shape: Synerise ``errors`` (strings), Yotpo
+    ``errors`` (``{rule, field, message}``), Cardlytics ``validationErrors``
+    (or its ``title``), MXO ``{error: <rule>, message}`` and the server's own
+    ``{error}`` (404, 405).
+    """
+    text: str | None = None
+    if isinstance(body, dict):
+        for key in ("errors", "validationErrors"):
+            items = body.get(key)
+            if isinstance(items, list) and items:
+                first = items[0]
+                if isinstance(first, dict):
+                    head = " ".join(
+                        str(first[k]) for k in ("rule", "field") if first.get(k)
+                    )
+                    message = first.get("message")
+                    text = f"{head}: {message}" if head and message else head
+                    text = text or str(message or first)
+                else:
+                    text = str(first)
+                if len(items) > 1:
+                    text += f" (+{len(items) - 1} more)"
+                break
+        if text is None:
+            error, message = body.get("error"), body.get("message")
+            if isinstance(error, str) and isinstance(message, str) and message:
+                text = f"{error}: {message}"
+            elif isinstance(error, str):
+                text = error
+            elif isinstance(body.get("title"), str):
+                text = body["title"]
+    elif isinstance(body, str) and body:
+        text = body
+    if not text:
+        return None
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _secret_values(request: Request) -> list[str]:
+    """Credential values a request carries (headers, query, token bodies),
+    longest first, so that the request log can hide them."""
+    found: set[str] = set()
+    for name, value in request.headers.items():
+        if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
+            found.add(value)
+            found.update(value.split())
+    for name, value in request.query.items():
+        if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
+            found.add(value)
+    if request.body and len(request.body) <= 65536:
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if isinstance(body, dict):
+            for key, value in body.items():
+                if isinstance(value, str) and key.lower() in _SECRET_BODY_KEYS:
+                    found.add(value)
+        else:  # a form body (OAuth2 token requests)
+            try:
+                form = urllib.parse.parse_qs(request.body.decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                form = {}
+            for key, values in form.items():
+                if key.lower() in _SECRET_BODY_KEYS:
+                    found.update(values)
+    return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
+
+
+def request_log_line(
+    route: str | None, request: Request, status: int, reply: t.Any, note: str = ""
+) -> str:
+    """One line describing a request and its answer: time, vendor, route name,
+    method, path (query values hidden), status, and the rule broken for a 4xx.
+    Credentials the request carried never appear in it."""
+    vendor = route.split(".", 1)[0] if route else "-"
+    path = request.path if len(request.path) <= 200 else request.path[:197] + "..."
+    if request.query:
+        path += "?" + "&".join(f"{key}=..." for key in request.query)
+    line = (
+        f"{time.strftime('%H:%M:%S')} {vendor} {route or '-'} "
+        f"{request.method} {path} -> {status or 'no answer'}"
+    )
+    if note:
+        line += f" ({note})"
+    if 400 <= status < 500:
+        rule = rule_broken(reply)
+        if rule:
+            line += f" rule: {rule}"
+    for secret in _secret_values(request):
+        line = line.replace(secret, "***")
+    return line.encode("ascii", "backslashreplace").decode("ascii")
 
 
 class Headers:
@@ -231,13 +346,21 @@ class EmulatorServer:
     """A real HTTP server on 127.0.0.1 hosting several :class:`VendorAPI` s.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
-    ``port=0`` picks a free port; :attr:`url` is the base URL.
+    ``port=0`` picks a free port; :attr:`url` is the base URL. ``log``, when
+    given, is called with one line per request (see :func:`request_log_line`;
+    credentials are hidden); an exception it raises is ignored.
     """
 
     def __init__(
-        self, apis: t.Iterable[VendorAPI], *, host: str = "127.0.0.1", port: int = 0
+        self,
+        apis: t.Iterable[VendorAPI],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log: t.Callable[[str], None] | None = None,
     ) -> None:
         self.apis = list(apis)
+        self.log = log
         self._routes = [route for api in self.apis for route in api.routes]
         self._faults: list[Fault] = []
         self._lock = threading.Condition()
@@ -320,6 +443,48 @@ class EmulatorServer:
         for api in self.apis:
             api.reset()
 
+    def received(self, last: int = 20) -> dict[str, t.Any]:
+        """What each vendor received, JSON-serialisable (served at
+        ``/_emulator/received``): per vendor the number of requests, their
+        count by route and status, the number of accepted ``events`` and the
+        last ``last`` of them, and the last ``last`` requests (method, path
+        without query values, status, rule broken). Headers, and so
+        credentials, are never included."""
+        last = max(0, last)
+        requests = self.recorded()
+        vendors: dict[str, t.Any] = {}
+        for api in self.apis:
+            mine = [
+                r
+                for r in requests
+                if r.route is not None and _in_scope(r.route, api.vendor)
+            ]
+            by_route: dict[str, dict[str, int]] = {}
+            for r in mine:
+                counts = by_route.setdefault(t.cast(str, r.route), {})
+                counts[str(r.status)] = counts.get(str(r.status), 0) + 1
+            with api.lock:
+                events = getattr(api, "events", None)
+                accepted = list(events) if isinstance(events, list) else []
+            vendors[api.vendor] = {
+                "requests": len(mine),
+                "by_route": by_route,
+                "events": len(accepted),
+                "last_events": accepted[-last:] if last else [],
+                "last_requests": [_summary(r) for r in mine[-last:]] if last else [],
+            }
+        unrouted = [r for r in requests if r.route is None]
+        return {
+            "url": self.url,
+            "vendors": vendors,
+            "unrouted": {
+                "requests": len(unrouted),
+                "last_requests": (
+                    [_summary(r) for r in unrouted[-last:]] if last else []
+                ),
+            },
+        }
+
     # --- dispatch --------------------------------------------------------------------
     def _take_fault(self, route_name: str) -> Fault | None:
         with self._lock:
@@ -362,8 +527,19 @@ class EmulatorServer:
         return None, Reply(404, {"error": f"no such endpoint: {request.path}"})
 
     def _record(
-        self, route: str | None, request: Request, status: int, reply: t.Any
+        self,
+        route: str | None,
+        request: Request,
+        status: int,
+        reply: t.Any,
+        note: str = "",
     ) -> None:
+        log = self.log
+        if log is not None:
+            try:
+                log(request_log_line(route, request, status, reply, note))
+            except Exception:  # a log must not break the answer
+                pass
         with self._lock:
             self.requests.append(
                 RecordedRequest(
@@ -379,6 +555,64 @@ class EmulatorServer:
                 )
             )
             self._lock.notify_all()
+
+
+def _summary(r: RecordedRequest) -> dict[str, t.Any]:
+    return {
+        "at": r.at,
+        "route": r.route,
+        "method": r.method,
+        "path": r.path,
+        "query": sorted(r.query),
+        "status": r.status,
+        "rule": rule_broken(r.reply) if 400 <= r.status < 500 else None,
+    }
+
+
+def _page(received: dict[str, t.Any]) -> bytes:
+    """The HTML page at ``/``: :meth:`EmulatorServer.received`, readable."""
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        "<meta http-equiv='refresh' content='3'>",
+        "<title>trackware vendor emulators</title>",
+        "<style>body{font-family:sans-serif;margin:2em}"
+        "td,th{padding:2px 8px;text-align:left}"
+        "pre{background:#f4f4f4;padding:4px;white-space:pre-wrap}</style>",
+        "</head><body><h1>trackware vendor emulators</h1>",
+        f"<p>{esc(received['url'])}: what each vendor received (this page "
+        f"reloads every 3 s; JSON at <a href='{RECEIVED_PATH}'>{RECEIVED_PATH}"
+        "</a>).</p>",
+    ]
+    for vendor, info in received["vendors"].items():
+        parts.append(
+            f"<h2>{esc(vendor)}: {info['events']} event(s) accepted, "
+            f"{info['requests']} request(s)</h2>"
+        )
+        if info["by_route"]:
+            parts.append("<table><tr><th>route</th><th>answers</th></tr>")
+            for route, counts in info["by_route"].items():
+                answers = ", ".join(f"{n}&times; {esc(s)}" for s, n in counts.items())
+                parts.append(f"<tr><td>{esc(route)}</td><td>{answers}</td></tr>")
+            parts.append("</table>")
+        refused = [r for r in info["last_requests"] if r["rule"]]
+        for r in refused[-5:]:
+            parts.append(
+                f"<p>{esc(r['method'])} {esc(r['path'])} &rarr; {r['status']}: "
+                f"{esc(r['rule'])}</p>"
+            )
+        for event in reversed(info["last_events"]):
+            text = json.dumps(event, indent=1, default=str, ensure_ascii=False)
+            parts.append(f"<pre>{esc(text)}</pre>")
+    unrouted = received["unrouted"]
+    if unrouted["requests"]:
+        parts.append(f"<h2>no such endpoint: {unrouted['requests']} request(s)</h2>")
+        for r in unrouted["last_requests"]:
+            parts.append(
+                f"<p>{esc(r['method'])} {esc(r['path'])} &rarr; {r['status']}</p>"
+            )
+    parts.append("</body></html>")
+    return "".join(parts).encode("utf-8")
 
 
 class _QuietServer(http.server.ThreadingHTTPServer):
@@ -421,6 +655,9 @@ def _make_handler(emulator: EmulatorServer) -> type[http.server.BaseHTTPRequestH
                     parsed.query, keep_blank_values=True
                 ).items()
             }
+            if self.command == "GET" and parsed.path in (PAGE_PATH, RECEIVED_PATH):
+                self._own_page(parsed.path, query)
+                return
             request = Request(
                 self.command,
                 parsed.path,
@@ -445,16 +682,35 @@ def _make_handler(emulator: EmulatorServer) -> type[http.server.BaseHTTPRequestH
             self.end_headers()
             self.wfile.write(payload)
 
+        def _own_page(self, path: str, query: dict[str, str]) -> None:
+            try:
+                last = int(query.get("last", "20"))
+            except ValueError:
+                last = 20
+            received = emulator.received(min(max(last, 0), 1000))
+            if path == RECEIVED_PATH:
+                payload = json.dumps(received, default=str).encode("utf-8")
+                kind = "application/json"
+            else:
+                payload = _page(received)
+                kind = "text/html; charset=utf-8"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         def _fault(self, route: str | None, request: Request, fault: Fault) -> None:
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.drop:
-                emulator._record(route, request, 0, "dropped")
+                emulator._record(route, request, 0, "dropped", "fault: dropped")
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             if fault.partial:
-                emulator._record(route, request, 0, "partial")
+                emulator._record(route, request, 0, "partial", "fault: partial answer")
                 self.close_connection = True
                 self.wfile.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -465,7 +721,7 @@ def _make_handler(emulator: EmulatorServer) -> type[http.server.BaseHTTPRequestH
                 return
             status = int(fault.status or 500)
             body = fault.body if fault.body is not None else {"error": "injected"}
-            emulator._record(route, request, status, body)
+            emulator._record(route, request, status, body, "fault")
             payload = _encode(body)
             self.send_response(status)
             for key, value in fault.headers.items():
