@@ -174,7 +174,7 @@ def test_known_names_and_far_off_names(
         _env.check_environment({"TRACKWARE_SESSION_TIMEOUT": "60"})
     (far,) = warnings_about(caplog, "TRACKWARE_ZZZ")
     assert "did you mean" not in far
-    assert "README" in far
+    assert "docs/configuration.md" in far  # the reference page
     (flask_key,) = warnings_about(caplog, "TRACKWARE_SESSION_TIMEOUT")
     assert "app.config" in flask_key
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from . import exporters, signals
 from ._auth import AuthError, TokenCache
+from ._config import DestinationStats, TrackerOptions, TrackerStats
 from ._context import Scope, current_scope, identify, request_scope
 from ._deadletter import (
     DeadLetter,
@@ -33,6 +34,7 @@ from ._tracker import (
     bridge,
     flush,
     get_tracker,
+    init,
     set_tracker,
     shutdown,
     stats,
@@ -52,6 +54,7 @@ __all__ = [
     "ConfigurationError",
     "DeadLetter",
     "DeadLetterRecord",
+    "DestinationStats",
     "Event",
     "EventQueue",
     "ExportResult",
@@ -66,6 +69,8 @@ __all__ = [
     "Scope",
     "TokenCache",
     "Tracker",
+    "TrackerOptions",
+    "TrackerStats",
     "TrackwareError",
     "bridge",
     "current_scope",
@@ -73,6 +78,7 @@ __all__ = [
     "flush",
     "get_tracker",
     "identify",
+    "init",
     "new_event_id",
     "request_scope",
     "set_tracker",

@@ -44,6 +44,14 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
         "TRACKWARE_DISABLED",  # Tracker(enabled=...)
         "TRACKWARE_DEAD_LETTER_PATH",  # the default dead-letter file
         "TRACKWARE_COOKIE_SECRET",  # the integrations' cookie key
+        # Tracker.from_env() / trackware.init() (trackware/_config.py)
+        "TRACKWARE_FLUSH_INTERVAL",
+        "TRACKWARE_MAX_QUEUE_SIZE",
+        "TRACKWARE_MAX_BATCH_SIZE",
+        "TRACKWARE_SHUTDOWN_TIMEOUT",
+        "TRACKWARE_QUEUE_FULL_POLICY",
+        "TRACKWARE_STRICT",
+        "TRACKWARE_HTTP_URL",
         # The vendor emulators' address, read by the example apps and the
         # test helpers (not by the library).
         "TRACKWARE_EMULATOR_URL",
@@ -168,7 +176,7 @@ def _hint(name: str) -> str:
     match = closest(name, KNOWN_VARIABLES)
     if match is not None:
         return f"did you mean {match}?"
-    return "the variables trackware reads are listed in its README"
+    return "the variables trackware reads are listed in docs/configuration.md"
 
 
 def _flask_config_keys() -> frozenset[str]:

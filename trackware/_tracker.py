@@ -18,7 +18,8 @@ from collections.abc import Mapping
 
 import blinker
 
-from . import _env, _lifecycle, _log, signals
+from . import _config, _env, _lifecycle, _log, signals
+from ._config import TrackerStats
 from ._context import Scope, _scope
 from ._deadletter import DeadLetter, JSONLinesDeadLetter
 from ._event import (
@@ -50,12 +51,18 @@ from ._worker import Destination, _count_value, _worker_threads
 from .exceptions import ConfigurationError, InvalidEventError
 from .exporters._base import BaseExporter, Exporter
 
+if t.TYPE_CHECKING:
+    from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
+
+    from ._config import DestinationStats, TrackerOptions
+
 __all__ = [
     "Bridge",
     "Tracker",
     "bridge",
     "flush",
     "get_tracker",
+    "init",
     "set_tracker",
     "shutdown",
     "stats",
@@ -302,6 +309,47 @@ class Tracker:
         if register_atexit:
             _live.add(self)
             _watch_exit()
+
+    @classmethod
+    def from_env(
+        cls,
+        exporters: Exporter | t.Iterable[Exporter] = (),
+        *,
+        environ: t.Mapping[str, str] | None = None,
+        **options: Unpack[TrackerOptions],
+    ) -> Tracker:
+        """A tracker configured by ``TRACKWARE_*`` environment variables
+        (``environ``, default ``os.environ``); keyword options win over them.
+
+        A vendor's exporter is added when any of its ``TRACKWARE_<VENDOR>_*``
+        variables is set, built by that exporter's ``from_env()`` (MXO:
+        ``InteractionExporter`` when ``TRACKWARE_MXO_CLIENT_ID`` or
+        ``_CLIENT_SECRET`` is set, else ``LightweightExporter``); an
+        ``HTTPExporter`` for ``TRACKWARE_HTTP_URL``; then ``exporters``.
+        Tracker options come from ``TRACKWARE_FLUSH_INTERVAL``,
+        ``TRACKWARE_MAX_QUEUE_SIZE``, ``TRACKWARE_MAX_BATCH_SIZE``,
+        ``TRACKWARE_SHUTDOWN_TIMEOUT``, ``TRACKWARE_QUEUE_FULL_POLICY``,
+        ``TRACKWARE_STRICT``, ``TRACKWARE_DEAD_LETTER_PATH`` and
+        ``TRACKWARE_DISABLED``. Which destinations were built is logged
+        (INFO, names only). See docs/configuration.md.
+
+        Raises:
+            ConfigurationError: a vendor configured in part (naming the
+                missing variables), a value that does not parse, or no
+                destination at all while tracking is enabled (naming the
+                variables to set).
+        """
+        extra = [exporters] if isinstance(exporters, Exporter) else list(exporters)
+        built, merged = _config.build_arguments(environ, extra, options)
+        try:
+            return cls(built, **merged)
+        except BaseException:
+            for exporter in built[: len(built) - len(extra)]:
+                try:
+                    exporter.close()
+                except Exception:  # pragma: no cover - closing a fresh exporter
+                    pass
+            raise
 
     @staticmethod
     def _make_dead_letter(value: t.Any) -> DeadLetter | None:
@@ -946,8 +994,12 @@ class Tracker:
             )
         return ok
 
-    def stats(self) -> dict[str, t.Any]:
-        """Counters for the tracker and each destination.
+    def stats(self) -> TrackerStats:
+        """Counters for the tracker and each destination, in this process
+        (a :class:`trackware.TrackerStats`, ready for ``json.dumps``).
+
+        Each process counts its own: under a server with several worker
+        processes, each worker answers with its own counters.
 
         ``tracked`` counts events built and routed; ``dropped`` counts, by
         reason, events that never reached a destination. Per destination:
@@ -957,13 +1009,18 @@ class Tracker:
         """
         self._drain()  # recorded page events are counted as tracked
         with self._lock:
-            top: dict[str, t.Any] = {
-                "tracked": _count_value(self._tracked) + self._tracked_in_batches,
-                "unrouted": _count_value(self._unrouted),
-                "dropped": dict(self._dropped),
-            }
-        top["destinations"] = {d.name: d.stats() for d in self.destinations}
-        return top
+            tracked = _count_value(self._tracked) + self._tracked_in_batches
+            unrouted = _count_value(self._unrouted)
+            dropped = dict(self._dropped)
+        destinations = {
+            d.name: t.cast("DestinationStats", d.stats()) for d in self.destinations
+        }
+        return {
+            "tracked": tracked,
+            "unrouted": unrouted,
+            "dropped": dropped,
+            "destinations": destinations,
+        }
 
     # --- process lifecycle -----------------------------------------------------------
     def _after_fork(self) -> None:
@@ -1058,6 +1115,52 @@ def set_tracker(tracker: Tracker) -> None:
     _default = tracker
 
 
+def init(
+    exporters: Exporter | t.Iterable[Exporter] = (),
+    *,
+    environ: t.Mapping[str, str] | None = None,
+    **options: Unpack[TrackerOptions],
+) -> Tracker:
+    """Build a tracker with :meth:`Tracker.from_env` and make it the process
+    default (:func:`set_tracker`); returns it. Call it once, at start-up.
+
+    A default set before is replaced (not shut down: it delivers what it has
+    queued at exit).
+
+    Raises:
+        ConfigurationError: as :meth:`Tracker.from_env`.
+    """
+    tracker = Tracker.from_env(exporters, environ=environ, **options)
+    set_tracker(tracker)
+    return tracker
+
+
+def _adopt_default(tracker: Tracker) -> bool:
+    """Make ``tracker`` the process default unless one was set (the stand-in
+    :func:`get_tracker` makes does not count). The integrations call it with
+    the tracker they are given; returns whether it became the default."""
+    global _default
+    if not isinstance(tracker, Tracker):
+        return False
+    with _default_lock:
+        current = _default
+        if current is not None and type(current) is not _NoTracker:
+            return current is tracker
+        _default = tracker
+    if current is not None:
+        # What the stand-in counted stays visible in its own stats() only:
+        # say so, once, rather than let the counts seem to vanish.
+        dropped = current.stats()["dropped"].get("no_tracker", 0)
+        if dropped:
+            _log.warn(
+                "no-tracker-replaced",
+                "trackware: %d event(s) tracked before a tracker was configured "
+                "went nowhere (dropped['no_tracker'])",
+                dropped,
+            )
+    return True
+
+
 def get_tracker() -> Tracker:
     """The tracker for the current context: the request's, else the process default.
 
@@ -1134,7 +1237,7 @@ def shutdown(timeout: float | None = None) -> bool:
     return get_tracker().shutdown(timeout)
 
 
-def stats() -> dict[str, t.Any]:
+def stats() -> TrackerStats:
     """The current tracker's counters. See :meth:`Tracker.stats`."""
     return get_tracker().stats()
 

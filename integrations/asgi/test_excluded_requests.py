@@ -118,9 +118,9 @@ def test_the_apps_events_reach_the_middlewares_tracker(
     ]
     if make_app is fastapi_app:  # background tasks too: curl, HEAD, OPTIONS, control
         assert len(recorder.events("app.background")) == 4
-    # Nothing went to a process default (none is configured: it would have
-    # been created on first use, without destinations).
-    assert _tracker._default is None
+    # No stand-in default was made (it would have been created on first use,
+    # without destinations): the middleware's tracker is the default.
+    assert _tracker._default is recorder.tracker
 
 
 def test_streamed_body_and_websocket_of_excluded_requests(
@@ -139,7 +139,7 @@ def test_streamed_body_and_websocket_of_excluded_requests(
 
     asyncio.run(socket())
     assert [e.name for e in recorder.events()] == ["app.streamed", "app.socket"]
-    assert _tracker._default is None
+    assert _tracker._default is recorder.tracker
 
 
 def test_excluded_request_without_a_tracker_uses_the_process_default(

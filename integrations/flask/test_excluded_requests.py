@@ -86,7 +86,8 @@ def test_the_apps_events_reach_the_extensions_tracker(
     pages, events = pages_and_events(tracker, memory)
     assert events == [(m, p) for m, p, _, _ in REQUESTS]
     assert pages == [(m, p) for m, p, _, page in REQUESTS if page]
-    assert _tracker._default is None  # nothing went to a process default
+    # No stand-in default was made: the extension's tracker is the default.
+    assert _tracker._default is tracker
 
 
 def test_streamed_body_of_an_excluded_request(
@@ -100,4 +101,4 @@ def test_streamed_body_of_an_excluded_request(
     assert response.data == b"ab"
     assert tracker.flush(10)
     assert [e.name for e in memory.events] == ["app.streamed"]
-    assert _tracker._default is None
+    assert _tracker._default is tracker

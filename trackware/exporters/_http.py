@@ -29,6 +29,11 @@ from ._base import (
     report_progress,
 )
 
+if t.TYPE_CHECKING:
+    from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
+
+    from .._config import HTTPExporterOptions
+
 __all__ = ["BaseHTTPExporter", "ExporterStopped", "HTTPExporter", "HTTPRequest"]
 
 # httpx logs every request line (query string included) at INFO on its own
@@ -538,7 +543,7 @@ class HTTPExporter(BaseHTTPExporter):
         body: str | t.Callable[[list[Event]], t.Any] = "batch",
         method: str = "POST",
         max_batch_size: int = 500,
-        **options: t.Any,
+        **options: Unpack[HTTPExporterOptions],
     ) -> None:
         static = dict(headers or {})
         basic = None

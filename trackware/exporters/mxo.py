@@ -48,6 +48,11 @@ from ._http import (
     response_text,
 )
 
+if t.TYPE_CHECKING:
+    from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
+
+    from .._config import ExporterOptions, LightweightExporterOptions
+
 __all__ = [
     "DEFAULT_PROFILE_EVENTS",
     "InteractionExporter",
@@ -199,7 +204,7 @@ class _MXOExporter(BaseHTTPExporter):
         properties_from: PropertySource | None = None,
         event_id_property: str | None = None,
         max_visitors: int = 10_000,
-        **options: t.Any,
+        **options: Unpack[LightweightExporterOptions],
     ) -> None:
         super().__init__(base_url=base_url, **options)
         cls = type(self).__name__
@@ -501,7 +506,7 @@ class InteractionExporter(_MXOExporter):
         event_id_property: str | None = None,
         max_visitors: int = 10_000,
         max_batch_size: int = MAX_OFFLINE_BATCH,
-        **options: t.Any,
+        **options: Unpack[ExporterOptions],
     ) -> None:
         cls = type(self).__name__
         # Registered before anything can fail, so no error message shows them.
@@ -977,7 +982,7 @@ class LightweightExporter(_MXOExporter):
         properties_from: PropertySource | None = None,
         event_id_property: str | None = None,
         max_visitors: int = 10_000,
-        **options: t.Any,
+        **options: Unpack[LightweightExporterOptions],
     ) -> None:
         if properties_format not in ("array", "object"):
             raise ConfigurationError(

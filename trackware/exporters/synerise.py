@@ -31,6 +31,11 @@ from ._http import (
     response_text,
 )
 
+if t.TYPE_CHECKING:
+    from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
+
+    from .._config import ExporterOptions
+
 __all__ = ["AI_EVENT_TYPES", "DEFAULT_ACTIONS", "SyneriseExporter"]
 
 #: Events routed to the AI events API instead of ``/v4/events``.
@@ -239,7 +244,7 @@ class SyneriseExporter(BaseHTTPExporter):
         token_ttl: float = 3550.0,
         token_refresh_margin: float = 60.0,
         max_batch_size: int = 100,
-        **options: t.Any,
+        **options: Unpack[ExporterOptions],
     ) -> None:
         if not isinstance(api_key, str) or not api_key.strip():
             raise ConfigurationError(

@@ -56,6 +56,11 @@ from ._http import (
     response_text,
 )
 
+if t.TYPE_CHECKING:
+    from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
+
+    from .._config import ExporterOptions
+
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_FIELD_MAP",
@@ -485,7 +490,7 @@ class CustomEventExporter(BaseHTTPExporter):
         token_max_age: float = 13 * 86400.0,
         max_rate_limit_sleep: float = 5.0,
         max_batch_size: int = 10,
-        **options: t.Any,
+        **options: Unpack[ExporterOptions],
     ) -> None:
         if isinstance(secret, str) and secret:
             _log.register_secret(secret)

@@ -165,7 +165,11 @@ class TrackwareMiddleware:
 
     Args:
         app: the ASGI application (ASGI 3, or ASGI 2 double-callable).
-        tracker: where events go (default: the process default tracker).
+        tracker: where events go (default: the process default tracker). It
+            becomes the process default too when none is set (an earlier
+            ``trackware.set_tracker()`` or ``trackware.init()`` is kept), so
+            ``trackware.track()`` in background tasks, ``trackware.stats()``
+            and ``trackware.flush()`` use it.
         identity: a sync or async callable ``(scope) -> Identity``.
         websocket_connect_event: name of the event tracked when a websocket
             is accepted (``None``: not tracked).
@@ -211,6 +215,12 @@ class TrackwareMiddleware:
         self.app: ASGI3Application = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.engine = RequestTracker(TrackingOptions(tracker=tracker, **options))
         self.engine._state_type = _RequestScope
+        if tracker is not None:
+            # trackware.track()/stats()/flush() outside requests use it too,
+            # unless a process default was set already (which is kept).
+            from .._tracker import _adopt_default
+
+            _adopt_default(tracker)
         self.identity = identity
         self.websocket_connect_event = websocket_connect_event
         self.websocket_disconnect_event = websocket_disconnect_event

@@ -190,8 +190,12 @@ class Trackware:
     Args:
         app: the app to register with now (or call :meth:`init_app` later).
         tracker: where events go (default: the process default tracker, looked
-            up per request). Sampling per event name is the tracker's
-            ``sample_rates`` (e.g. ``{"page": 0.1}``).
+            up per request). It becomes the process default too when none is
+            set (``trackware.set_tracker()`` or ``trackware.init()`` before
+            keeps theirs), so ``trackware.track()`` in background jobs,
+            ``trackware.stats()`` and ``trackware.flush()`` use it. Sampling
+            per event name is the tracker's ``sample_rates`` (e.g.
+            ``{"page": 0.1}``).
         options: any :class:`TrackingOptions` field (``page_event``,
             ``session_timeout``, ``identity``, ``exclude_routes``,
             ``tid_source``...). ``TRACKWARE_<FIELD>`` keys in ``app.config``
@@ -264,6 +268,12 @@ class Trackware:
                 state, app.full_dispatch_request
             )
             _connect_login_signals(app)
+        if options.tracker is not None:
+            # trackware.track()/stats()/flush() outside requests use it too,
+            # unless a process default was set already (which is kept).
+            from .._tracker import _adopt_default
+
+            _adopt_default(options.tracker)
 
     def _resolve(self, app: flask.Flask) -> TrackingOptions:
         values: dict[str, t.Any] = {}

@@ -1,0 +1,285 @@
+"""Typed option objects, the shapes of ``stats()``, and building a tracker
+from ``TRACKWARE_*`` environment variables (:meth:`Tracker.from_env`,
+:func:`trackware.init`).
+
+The option ``TypedDict`` s let a type checker catch a misspelt option where
+keyword arguments are passed on (``Tracker.from_env(**options)``, the
+exporters' ``**options``, which go to ``BaseHTTPExporter``). ``typing.Unpack``
+is Python 3.11+, and ``typing_extensions`` is not a dependency, so the
+modules that use them import ``Unpack`` only for the type checker (which
+ships ``typing_extensions``' stubs); at run time annotations are not
+evaluated (``from __future__ import annotations``).
+
+docs/configuration.md describes everything here; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+from . import _env, _log
+from .exceptions import ConfigurationError
+
+if t.TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
+    from ._deadletter import DeadLetter
+    from ._event import Event
+    from ._queue import EventQueue
+    from ._retry import RetryPolicy
+    from .exporters._base import Exporter
+
+__all__ = [
+    "DestinationStats",
+    "ExporterOptions",
+    "HTTPExporterOptions",
+    "LightweightExporterOptions",
+    "TrackerOptions",
+    "TrackerStats",
+]
+
+
+# --- options ------------------------------------------------------------------------
+
+
+_Hook = t.Callable[["Event"], "Event | None"]
+
+
+class TrackerOptions(t.TypedDict, total=False):
+    """Every keyword option of :class:`~trackware.Tracker` (see its docstring).
+
+    ``tests/test_config.py`` checks that these keys are exactly the keyword
+    parameters of ``Tracker.__init__``.
+    """
+
+    max_queue_size: int
+    max_queue_bytes: int
+    max_batch_size: int | None
+    max_batch_bytes: int
+    flush_interval: float
+    queue_full_policy: str
+    block_timeout: float
+    retry: RetryPolicy | None
+    dead_letter: DeadLetter | str | os.PathLike[str] | None
+    before_send: _Hook | t.Iterable[_Hook]
+    redact_keys: t.Iterable[str] | None
+    redact_allow: t.Iterable[str] | None
+    filters: t.Mapping[str, t.Callable[[Event], bool]] | None
+    sample_rates: t.Mapping[str, float] | None
+    strict: bool
+    enabled: bool
+    shutdown_timeout: float
+    register_atexit: bool
+    queue_factory: t.Callable[[Exporter], EventQueue] | None
+
+
+class HTTPExporterOptions(t.TypedDict, total=False):
+    """The connection options every HTTP exporter passes on to
+    :class:`~trackware.exporters.BaseHTTPExporter` (``HTTPExporter``'s
+    ``**options``)."""
+
+    timeout: float
+    connect_timeout: float
+    verify: bool | str | ssl.SSLContext
+    cert: str | tuple[str, str] | None
+    events: t.Iterable[str] | None
+    retry: RetryPolicy | None
+    transport: httpx.BaseTransport | None
+
+
+class ExporterOptions(HTTPExporterOptions, total=False):
+    """The ``**options`` of the vendor exporters (Synerise, Yotpo, MXO
+    interactions): the connection options and the destination ``name``."""
+
+    name: str | None
+
+
+class LightweightExporterOptions(ExporterOptions, total=False):
+    """The ``**options`` of MXO's ``LightweightExporter``."""
+
+    max_batch_size: int
+
+
+# --- stats --------------------------------------------------------------------------
+
+
+class DestinationStats(t.TypedDict):
+    """The counters of one destination (``Tracker.stats()["destinations"][name]``)."""
+
+    enqueued: int
+    sent: int
+    retried: int
+    rejected: int
+    failed: int
+    dead_lettered: int
+    dropped: dict[str, int]
+    not_applicable: int
+    filtered: int
+    queue_depth: int
+    queue_bytes: int
+    in_flight: int
+    circuit: str
+    last_error: str | None
+    batches: int
+
+
+class TrackerStats(t.TypedDict):
+    """What :meth:`Tracker.stats` returns: plain ints, strings, ``None`` and
+    dicts, so ``json.dumps`` takes it as it is. The counters are this
+    process's only (each worker of a multi-process server has its own)."""
+
+    tracked: int
+    unrouted: int
+    dropped: dict[str, int]
+    destinations: dict[str, DestinationStats]
+
+
+# --- from the environment -----------------------------------------------------------
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no")
+
+#: Tracker options read by Tracker.from_env(): variable -> (option, type).
+TRACKER_VARIABLES: dict[str, tuple[str, type]] = {
+    "TRACKWARE_FLUSH_INTERVAL": ("flush_interval", float),
+    "TRACKWARE_MAX_QUEUE_SIZE": ("max_queue_size", int),
+    "TRACKWARE_MAX_BATCH_SIZE": ("max_batch_size", int),
+    "TRACKWARE_SHUTDOWN_TIMEOUT": ("shutdown_timeout", float),
+    "TRACKWARE_QUEUE_FULL_POLICY": ("queue_full_policy", str),
+    "TRACKWARE_STRICT": ("strict", bool),
+}
+
+#: The variable that adds an HTTPExporter.
+HTTP_URL = "TRACKWARE_HTTP_URL"
+
+#: The vendors Tracker.from_env() can add, by the prefix of their variables.
+VENDOR_PREFIXES = ("CARDLYTICS", "MXO", "SYNERISE", "YOTPO")
+
+
+def disabled(env: t.Mapping[str, str]) -> bool:
+    """``TRACKWARE_DISABLED`` as ``Tracker()`` reads it."""
+    return env.get("TRACKWARE_DISABLED", "") in _TRUE
+
+
+def tracker_options(env: t.Mapping[str, str]) -> dict[str, t.Any]:
+    """The tracker options set by variables in ``env``."""
+    options: dict[str, t.Any] = {}
+    for var, (option, kind) in TRACKER_VARIABLES.items():
+        raw = env.get(var, "").strip()
+        if not raw:
+            continue
+        if kind is bool:
+            if raw.lower() not in _TRUE + _FALSE:
+                raise ConfigurationError(
+                    f"{var} must be 1/true/yes or 0/false/no, got {raw!r}"
+                )
+            options[option] = raw.lower() in _TRUE
+            continue
+        try:
+            options[option] = kind(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"{var} must be {'an integer' if kind is int else 'a number'}, "
+                f"got {raw!r}"
+            ) from None
+    if disabled(env):
+        options["enabled"] = False
+    path = env.get("TRACKWARE_DEAD_LETTER_PATH")
+    if path:
+        options["dead_letter"] = path
+    return options
+
+
+def configured_vendors(env: t.Mapping[str, str]) -> list[str]:
+    """The vendors with at least one of their variables set (non-empty)."""
+    found = []
+    for vendor in VENDOR_PREFIXES:
+        prefix = f"TRACKWARE_{vendor}_"
+        if any(
+            name.startswith(prefix) and env.get(name) for name in _env.KNOWN_VARIABLES
+        ):
+            found.append(vendor)
+    return found
+
+
+def exporters_from_env(env: t.Mapping[str, str]) -> list[Exporter]:
+    """One exporter per configured vendor, and an ``HTTPExporter`` for
+    ``TRACKWARE_HTTP_URL``. Raises ConfigurationError (naming the missing
+    variables) for a vendor configured only in part; closes what it built
+    when one fails."""
+    from .exporters import HTTPExporter
+    from .exporters.cardlytics import ClientEventExporter
+    from .exporters.mxo import InteractionExporter, LightweightExporter
+    from .exporters.synerise import SyneriseExporter
+    from .exporters.yotpo import CustomEventExporter
+
+    built: list[Exporter] = []
+    try:
+        for vendor in configured_vendors(env):
+            if vendor == "CARDLYTICS":
+                built.append(ClientEventExporter.from_env(env))
+            elif vendor == "MXO":
+                if env.get("TRACKWARE_MXO_CLIENT_ID") or env.get(
+                    "TRACKWARE_MXO_CLIENT_SECRET"
+                ):
+                    built.append(InteractionExporter.from_env(env))
+                else:
+                    built.append(LightweightExporter.from_env(env))
+            elif vendor == "SYNERISE":
+                built.append(SyneriseExporter.from_env(env))
+            else:
+                built.append(CustomEventExporter.from_env(env))
+        url = env.get(HTTP_URL, "").strip()
+        if url:
+            built.append(HTTPExporter(url))
+    except BaseException:
+        for exporter in built:
+            try:
+                exporter.close()
+            except Exception:  # pragma: no cover - closing a fresh exporter
+                pass
+        raise
+    return built
+
+
+def no_destination_message() -> str:
+    return (
+        "Tracker.from_env(): no destination is configured. Set "
+        f"{HTTP_URL} (your own endpoint), or a vendor's variables: "
+        "TRACKWARE_CARDLYTICS_BASE_URL, _CLIENT_ID, _CLIENT_SECRET and "
+        "_CUSTOMER_ID_KEY; TRACKWARE_MXO_BASE_URL, _SITE_KEY and _TOUCHPOINT "
+        "(and _CLIENT_ID, _CLIENT_SECRET for interactions); "
+        "TRACKWARE_SYNERISE_API_KEY; TRACKWARE_YOTPO_STORE_ID and _SECRET. "
+        "Or pass exporters= yourself, or set TRACKWARE_DISABLED=1 to run "
+        "without delivery (see docs/configuration.md)."
+    )
+
+
+def build_arguments(
+    environ: t.Mapping[str, str] | None,
+    extra: t.Sequence[Exporter],
+    overrides: t.Mapping[str, t.Any],
+) -> tuple[list[Exporter], dict[str, t.Any]]:
+    """The exporters and keyword options of ``Tracker.from_env()``."""
+    env = os.environ if environ is None else environ
+    _env.check_environment(env)  # a misspelt name is reported
+    options = tracker_options(env)
+    options.update(overrides)
+    exporters = exporters_from_env(env)
+    exporters.extend(extra)
+    if not exporters and options.get("enabled", True):
+        raise ConfigurationError(no_destination_message())
+    if exporters:
+        _log.logger.info(
+            "trackware: Tracker.from_env() delivers to %s",
+            ", ".join(e.name for e in exporters),
+        )
+    else:
+        _log.logger.info(
+            "trackware: Tracker.from_env(): tracking is disabled and no "
+            "destination is configured"
+        )
+    return exporters, options
