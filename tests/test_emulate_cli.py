@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import queue
 import re
 import shlex
@@ -17,6 +18,8 @@ import typing as t
 
 import httpx
 import pytest
+
+from trackware.testing.emulators import VendorEmulator
 
 DEADLINE = 30.0
 
@@ -222,3 +225,13 @@ def test_emulate_on_a_port_in_use_is_one_line_and_exit_2() -> None:
         f"trackware: emulate: cannot listen on 127.0.0.1:{port}: Address already "
         "in use (another `trackware emulate`? choose another --port)"
     ]
+
+
+def test_docs_show_the_start_up_block_as_printed() -> None:
+    """docs/cli.md shows what `trackware emulate` prints on port 8900."""
+    docs = pathlib.Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+    text = docs.read_text(encoding="utf-8")
+    start = text.index("trackware vendor emulators listening on")
+    end = text.index("Requests (one line each):", start)
+    shown = text[start:end] + "Requests (one line each):"
+    assert shown == VendorEmulator(port=8900).banner()

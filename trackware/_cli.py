@@ -184,7 +184,8 @@ def _send_test(args: argparse.Namespace) -> int:
         exporter.close()
     answer = getattr(exporter, "last_response", None)
     if answer is not None:
-        print(f"vendor answered HTTP {answer[0]}: {answer[1]}")
+        detail = f": {answer[1]}" if answer[1] else ""
+        print(f"vendor answered HTTP {answer[0]}{detail}")
     if result.sent:
         print(f"{args.destination}: event {event.event_id} accepted")
         return 0
