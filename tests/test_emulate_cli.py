@@ -235,3 +235,24 @@ def test_docs_show_the_start_up_block_as_printed() -> None:
     end = text.index("Requests (one line each):", start)
     shown = text[start:end] + "Requests (one line each):"
     assert shown == VendorEmulator(port=8900).banner()
+
+
+def test_the_log_marks_injected_faults_and_a_failing_log_breaks_nothing() -> None:
+    lines: list[str] = []
+    with VendorEmulator(log=lines.append) as emu:
+        emu.fault("synerise.custom", status=503)
+        emu.fault("synerise.custom", drop=True)
+        url = f"{emu.url}/v4/events/custom"
+        assert httpx.post(url, json={}).status_code == 503
+        with pytest.raises(httpx.TransportError):
+            httpx.post(url, json={})
+        assert emu.wait_for(lambda: len(emu.requests) == 2)
+        assert lines[0].endswith("POST /v4/events/custom -> 503 (fault)")
+        assert lines[1].endswith("-> no answer (fault: dropped)")
+
+        def broken(line: str) -> None:
+            raise OSError("stdout closed")
+
+        emu.log = broken
+        # answered all the same
+        assert httpx.post(url, json={}).status_code in (400, 401)
