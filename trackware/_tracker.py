@@ -1199,8 +1199,9 @@ def _make_fallback() -> Tracker:
                 "no-tracker",
                 "trackware: no tracker configured, so events go nowhere: they are "
                 "counted as dropped['no_tracker'] in trackware.stats(). Configure "
-                "one at start-up with "
-                "trackware.set_tracker(trackware.Tracker(exporters=[...])).",
+                "one at start-up: trackware.init() (from TRACKWARE_* variables), "
+                "trackware.set_tracker(trackware.Tracker(exporters=[...])), or "
+                "Trackware(app, tracker=...) / TrackwareMiddleware(app, tracker=...).",
             )
             _default = _NoTracker(
                 dead_letter=None, register_atexit=False, enabled=False
@@ -1238,7 +1239,8 @@ def shutdown(timeout: float | None = None) -> bool:
 
 
 def stats() -> TrackerStats:
-    """The current tracker's counters. See :meth:`Tracker.stats`."""
+    """The current tracker's counters, in this process (each worker process
+    of a server has its own). See :meth:`Tracker.stats`."""
     return get_tracker().stats()
 
 
