@@ -256,3 +256,23 @@ def test_the_log_marks_injected_faults_and_a_failing_log_breaks_nothing() -> Non
         emu.log = broken
         # answered all the same
         assert httpx.post(url, json={}).status_code in (400, 401)
+
+
+def test_the_log_hides_basic_credentials_but_keeps_the_rule() -> None:
+    import base64
+
+    lines: list[str] = []
+    encoded = base64.b64encode(b"mxo-client-id:wrong-secret-xyz").decode()
+    with VendorEmulator(log=lines.append) as emu:
+        answer = httpx.post(
+            f"{emu.url}/one/oauth2token",
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": f"Basic {encoded}"},
+        )
+        assert answer.status_code == 401
+    (line,) = lines
+    assert line.endswith(
+        "mxo mxo.token POST /one/oauth2token -> 401 rule: invalid_client: "
+        "unknown client id or wrong secret"
+    )
+    assert encoded not in line

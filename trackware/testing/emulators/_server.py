@@ -114,7 +114,7 @@ def _secret_values(request: Request) -> list[str]:
     for name, value in request.headers.items():
         if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
             found.add(value)
-            found.update(value.split())
+            found.add(value.partition(" ")[2].strip())  # after "Bearer"/"Basic"
     for name, value in request.query.items():
         if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
             found.add(value)
