@@ -270,9 +270,20 @@ def test_the_log_hides_basic_credentials_but_keeps_the_rule() -> None:
             headers={"Authorization": f"Basic {encoded}"},
         )
         assert answer.status_code == 401
-    (line,) = lines
-    assert line.endswith(
+        answer = httpx.post(
+            f"{emu.url}/one/oauth2token",
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": "Basic not-base64-at-all!"},
+        )
+        assert answer.status_code == 401
+    first, second = lines
+    assert first.endswith(
         "mxo mxo.token POST /one/oauth2token -> 401 rule: invalid_client: "
         "unknown client id or wrong secret"
     )
-    assert encoded not in line
+    assert encoded not in first
+    # The scheme word is not a secret: the rule naming it stays readable.
+    assert second.endswith(
+        "-> 401 rule: client_authentication: Basic credentials are not base64"
+    )
+    assert "not-base64-at-all" not in second
