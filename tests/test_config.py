@@ -228,6 +228,16 @@ def test_a_value_that_does_not_parse_is_named(
         Tracker.from_env(environ={"TRACKWARE_HTTP_URL": sink.url, name: value})
 
 
+def test_a_misspelt_option_is_refused_with_the_right_name(sink: Sink) -> None:
+    """For callers the type checker does not see (options from a dict)."""
+    options: dict[str, t.Any] = {"flush_intervl": 0.5}
+    with pytest.raises(ConfigurationError, match="did you mean 'flush_interval'"):
+        trackware.init(environ={"TRACKWARE_HTTP_URL": sink.url}, **options)
+    assert _tracker._default is None
+    with pytest.raises(ConfigurationError, match="the options are"):
+        Tracker.from_env(environ={}, **{"zzz": 1})  # type: ignore[typeddict-unknown-key]
+
+
 def test_a_misspelt_variable_is_reported_with_the_right_name(
     sink: Sink, caplog: pytest.LogCaptureFixture
 ) -> None:

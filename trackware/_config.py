@@ -264,6 +264,15 @@ def build_arguments(
     overrides: t.Mapping[str, t.Any],
 ) -> tuple[list[Exporter], dict[str, t.Any]]:
     """The exporters and keyword options of ``Tracker.from_env()``."""
+    known = TrackerOptions.__annotations__
+    for name in sorted(set(overrides) - set(known)):
+        match = _env.closest(name, known)
+        hint = (
+            f"did you mean {match!r}?" if match else f"the options are {sorted(known)}"
+        )
+        raise ConfigurationError(
+            f"Tracker.from_env() got an unknown option {name!r}; {hint}"
+        )
     env = os.environ if environ is None else environ
     _env.check_environment(env)  # a misspelt name is reported
     options = tracker_options(env)
