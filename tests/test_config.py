@@ -265,6 +265,21 @@ def test_tracker_options_are_exactly_the_trackers_keywords() -> None:
     assert _config.TrackerOptions.__total__ is False
 
 
+def test_exporter_options_are_exactly_what_the_base_takes() -> None:
+    """The exporters' **options TypedDicts follow BaseHTTPExporter's keywords
+    (less those each exporter names itself)."""
+    from trackware.exporters import BaseHTTPExporter
+
+    params = inspect.signature(BaseHTTPExporter.__init__).parameters
+    keywords = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    http = set(_config.HTTPExporterOptions.__annotations__)
+    vendor = set(_config.ExporterOptions.__annotations__)
+    light = set(_config.LightweightExporterOptions.__annotations__)
+    assert http == keywords - {"base_url", "name", "max_batch_size"}
+    assert vendor == http | {"name"}
+    assert light == vendor | {"max_batch_size"}
+
+
 def test_stats_have_the_declared_shape_and_serialise(sink: Sink) -> None:
     tracker = Tracker.from_env(environ={"TRACKWARE_HTTP_URL": sink.url})
     try:
