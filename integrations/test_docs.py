@@ -95,6 +95,24 @@ def test_the_readme_quick_starts_are_there() -> None:
     assert {"shop.py", "store.py"} <= files
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_every_relative_link_points_at_a_file() -> None:
+    """A page the docs point to exists (the README once pointed at a
+    vendor-apis.md that was not in the repository)."""
+    broken = []
+    for path in DOCS:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for target in LINK.findall(line):
+                if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                    continue  # a URL or an anchor in the same page
+                file = (path.parent / target.partition("#")[0]).resolve()
+                if not file.exists():
+                    broken.append(f"{path.relative_to(ROOT)}:{n}: {target}")
+    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
+
+
 @pytest.fixture(scope="module")
 def vendors() -> t.Iterator[t.Any]:
     from trackware.testing.emulators import VendorEmulator
