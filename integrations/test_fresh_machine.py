@@ -1,7 +1,9 @@
 """The README's first hour on a fresh machine, scripted.
 
 Build the wheel, make a new virtual environment, ``pip install`` the wheel
-with the extras the README's install lines name, write the README's Flask
+with the extras the README's install lines name (and check what was
+installed: the one version, ``trackware --version``, the licence, the project
+URLs, only user-facing extras), write the README's Flask
 (``shop.py``) and FastAPI (``store.py``) quick starts to files, and run the
 README's commands as written: its ``$ export`` lines, ``trackware emulate``,
 gunicorn and uvicorn on the ports it gives, and its ``curl`` lines. Each block
@@ -343,6 +345,50 @@ def fetch_like_curl(command: Command) -> None:
         pytest.fail(f"README line `$ {command.line}` failed: {exc}")
 
 
+def check_installed_package(bin_dir: Path, wheel: Path) -> None:
+    """The installed distribution: the version written once in
+    trackware/__init__.py (in the wheel's name, its metadata and
+    ``trackware --version``), the licence, the project URLs, and only the
+    user-facing extras (the dev tools and test frameworks are dependency
+    groups, not published)."""
+    match = re.search(
+        r'^__version__ = "([^"]+)"$',
+        (ROOT / "trackware" / "__init__.py").read_text(encoding="utf-8"),
+        re.MULTILINE,
+    )
+    assert match, "trackware/__init__.py sets no __version__"
+    version = match.group(1)
+    assert wheel.name.startswith(f"trackware-{version}-")
+    shown = subprocess.run(
+        [bin_dir / "trackware", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert shown.stdout.strip() == f"trackware {version}"
+    code = (
+        "import importlib.metadata as m, json; d = m.metadata('trackware'); "
+        "print(json.dumps({'version': d['Version'], "
+        "'license': d['License-Expression'], "
+        "'extras': d.get_all('Provides-Extra'), 'urls': d.get_all('Project-URL')}))"
+    )
+    found = json.loads(
+        subprocess.run(
+            [bin_dir / "python", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    assert found["version"] == version
+    assert found["license"] == "MIT"
+    assert set(found["extras"]) == {"flask", "asgi", "redis", "phone", "all"}
+    labels = {url.partition(",")[0] for url in found["urls"]}
+    assert labels == {"Homepage", "Documentation", "Changelog", "Issues"}
+
+
 @pytest.mark.slow
 def test_readme_quick_starts_on_a_fresh_machine(tmp_path: Path) -> None:
     text = README.read_text(encoding="utf-8")
@@ -372,6 +418,8 @@ def test_readme_quick_starts_on_a_fresh_machine(tmp_path: Path) -> None:
         timeout=600,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
+
+    check_installed_package(bin_dir, wheel)
 
     app_dir = tmp_path / "app"
     app_dir.mkdir()
