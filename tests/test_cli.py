@@ -315,3 +315,19 @@ def test_an_unexpected_error_is_one_line_unless_traceback_is_asked(
     )
     with pytest.raises(RuntimeError, match="boom"):
         _cli.main(["--traceback", "send-test", "broken"])
+
+
+class _Interrupted:
+    @classmethod
+    def from_env(cls) -> t.NoReturn:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(
+        _cli.DESTINATIONS, "interrupted", (__name__, "_Interrupted", "a", {})
+    )
+    assert _cli.main(["send-test", "interrupted"]) == 130
+    assert capsys.readouterr().err == ""

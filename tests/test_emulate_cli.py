@@ -287,3 +287,13 @@ def test_the_log_hides_basic_credentials_but_keeps_the_rule() -> None:
         "-> 401 rule: client_authentication: Basic credentials are not base64"
     )
     assert "not-base64-at-all" not in second
+
+
+def test_ctrl_c_stops_emulate_cleanly(emulate: Emulate) -> None:
+    import signal
+
+    emulate.until_requests()
+    emulate.proc.send_signal(signal.SIGINT)
+    assert emulate.proc.wait(30) == 0
+    assert emulate.proc.stderr is not None
+    assert "Traceback" not in emulate.proc.stderr.read()

@@ -112,13 +112,15 @@ def _emulate(args: argparse.Namespace) -> int:
         if exc.errno == errno.EADDRINUSE:
             reason += " (another `trackware emulate`? choose another --port)"
         return _fail(f"emulate: cannot listen on {args.host}:{args.port}: {reason}")
+    except KeyboardInterrupt:  # Ctrl-C is how it stops, whenever it comes
+        pass
     return 0
 
 
 def _not_found(destination: str, detail: str) -> str:
     """A 404: the URL (base URL, or a value that is part of the path) is
     wrong; the credentials were never looked at."""
-    names = " / ".join(URL_VARIABLES[destination])
+    names = " / ".join(URL_VARIABLES.get(destination, ("its base URL",)))
     return (
         f"{destination}: the vendor answered 404 (not found): the URL is wrong, "
         f"not the credentials: check {names} ({detail})"
@@ -200,7 +202,7 @@ def _send_test(args: argparse.Namespace) -> int:
         else:
             print(f"{args.destination}: failed (would be retried): {result.error}")
             if result.status is None:
-                names = " / ".join(URL_VARIABLES[args.destination][:1])
+                names = URL_VARIABLES.get(args.destination, ("its base URL",))[0]
                 print(
                     f"{args.destination}: no HTTP answer: check {names} and that "
                     "the server is running"
