@@ -331,3 +331,23 @@ def test_ctrl_c_exits_130_without_a_traceback(
     )
     assert _cli.main(["send-test", "interrupted"]) == 130
     assert capsys.readouterr().err == ""
+
+
+def test_dead_letter_into_a_pipe_closed_early(tmp_path: t.Any) -> None:
+    """`trackware dead-letter | head -1`: the reader leaves; no traceback."""
+    path = tmp_path / "dead.jsonl"
+    record = {"event": {"name": "a", "properties": {"pad": "x" * 200}}}
+    path.write_text((json.dumps(record) + "\n") * 2000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trackware", "dead-letter", "--path", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert json.loads(proc.stdout.readline()) == record
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(60) == 1
+    assert "Traceback" not in err and "bug" not in err and "Exception" not in err

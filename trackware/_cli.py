@@ -18,6 +18,7 @@ traceback, unless ``--traceback`` asks for one. docs/cli.md is the reference.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import json
@@ -347,6 +348,13 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`trackware dead-letter | head`): not an error
+        # of ours. Point stdout at /dev/null so that the exit flush is silent.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except Exception as exc:
         if args.traceback:
             raise
