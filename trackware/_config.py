@@ -22,6 +22,7 @@ from . import _env, _log
 from .exceptions import ConfigurationError
 
 if t.TYPE_CHECKING:
+    import re
     import ssl
 
     import httpx
@@ -31,11 +32,14 @@ if t.TYPE_CHECKING:
     from ._queue import EventQueue
     from ._retry import RetryPolicy
     from .exporters._base import Exporter
+    from .integrations._common import Identity
 
 __all__ = [
     "DestinationStats",
     "ExporterOptions",
+    "FlaskOptions",
     "HTTPExporterOptions",
+    "IntegrationOptions",
     "LightweightExporterOptions",
     "TrackerOptions",
     "TrackerStats",
@@ -101,6 +105,46 @@ class LightweightExporterOptions(ExporterOptions, total=False):
     """The ``**options`` of MXO's ``LightweightExporter``."""
 
     max_batch_size: int
+
+
+class IntegrationOptions(t.TypedDict, total=False):
+    """The request-tracking options shared by the Flask extension and the ASGI
+    middleware (:class:`~trackware.integrations._common.TrackingOptions`,
+    less ``tracker`` and ``identity``, which each integration types itself).
+
+    ``integrations/test_options.py`` checks these keys against the dataclass.
+    """
+
+    page_event: str | None
+    sessions: bool
+    session_timeout: float
+    session_start_event: str
+    session_end_event: str
+    visitor_cookie: str
+    session_cookie: str
+    tid_cookie: str
+    cookie_domain: str | None
+    cookie_path: str
+    visitor_max_age: int
+    cookie_secure: bool | None
+    cookie_secret: str | bytes | t.Sequence[str | bytes] | None
+    ephemeral_cookie_secret: bool
+    exclude_methods: t.Collection[str]
+    exclude_paths: t.Collection[str | re.Pattern[str]]
+    exclude_routes: t.Collection[str]
+    exclude_endpoints: t.Collection[str]
+    exclude_bots: bool
+    bot_agents: t.Collection[str]
+    query_allow: t.Collection[str]
+    capture_ip: bool
+    capture_user_agent: bool
+    tid_source: t.Callable[[str], str | None] | None
+
+
+class FlaskOptions(IntegrationOptions, total=False):
+    """The options of :class:`~trackware.integrations.flask.Trackware`."""
+
+    identity: t.Callable[[], Identity] | None
 
 
 # --- stats --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import dataclasses
+import difflib
 import hashlib
 import hmac
 import itertools
@@ -255,6 +256,24 @@ def cookie_signer(options: TrackingOptions) -> CookieSigner:
         COOKIE_SECRET_ENV,
     )
     return CookieSigner([os.urandom(32)])
+
+
+def unknown_options(
+    where: str, options: t.Mapping[str, t.Any], known: t.Iterable[str]
+) -> None:
+    """Raise :class:`ConfigurationError` for options not in ``known``, naming the
+    closest valid one ("did you mean")."""
+    valid = sorted(set(known))
+    unknown = sorted(set(options) - set(valid))
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        match = difflib.get_close_matches(name, valid, n=1, cutoff=0.75)
+        hints.append(f"{name!r} (did you mean {match[0]!r}?)" if match else repr(name))
+    raise ConfigurationError(
+        f"{where} got unknown option(s) {', '.join(hints)}; valid options: {valid}"
+    )
 
 
 @dataclasses.dataclass

@@ -89,6 +89,7 @@ from ._common import (
     TrackingOptions,
     _get_tracker,
     _track_in_scope,
+    unknown_options,
 )
 
 if t.TYPE_CHECKING:
@@ -101,7 +102,9 @@ if t.TYPE_CHECKING:
         ASGISendEvent,
         Scope,
     )
+    from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
 
+    from .._config import IntegrationOptions
     from .._tracker import Tracker
 
 __all__ = ["TrackwareMiddleware"]
@@ -190,18 +193,15 @@ class TrackwareMiddleware:
         websocket_connect_event: str | None = "websocket_connect",
         websocket_disconnect_event: str | None = "websocket_disconnect",
         flush_on_shutdown: bool = True,
-        **options: t.Any,
+        **options: Unpack[IntegrationOptions],
     ) -> None:
         names = {f.name for f in dataclasses.fields(TrackingOptions)} - {
             "tracker",
             "identity",
         }
-        unknown = set(options) - names
-        if unknown:
-            raise ConfigurationError(
-                f"TrackwareMiddleware() got unknown option(s) {sorted(unknown)}; "
-                f"valid options: {sorted(names | _EXTRA_OPTIONS | {'tracker'})}"
-            )
+        unknown_options(
+            "TrackwareMiddleware()", options, names | _EXTRA_OPTIONS | {"tracker"}
+        )
         if identity is not None and not callable(identity):
             raise ConfigurationError(
                 "identity must be a callable taking the ASGI scope and returning "

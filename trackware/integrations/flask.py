@@ -83,9 +83,13 @@ from ._common import (
     RequestTracker,
     TrackingOptions,
     secrets_of,
+    unknown_options,
 )
 
 if t.TYPE_CHECKING:
+    from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
+
+    from .._config import FlaskOptions
     from .._tracker import Tracker
 
 __all__ = ["Trackware", "flask_login_identity"]
@@ -213,14 +217,9 @@ class Trackware:
         app: flask.Flask | None = None,
         *,
         tracker: Tracker | None = None,
-        **options: t.Any,
+        **options: Unpack[FlaskOptions],
     ) -> None:
-        unknown = set(options) - set(_FIELDS)
-        if unknown:
-            raise ConfigurationError(
-                f"Trackware() got unknown option(s) {sorted(unknown)}; "
-                f"valid options: {sorted(_FIELDS)}"
-            )
+        unknown_options("Trackware()", options, _FIELDS)
         self._tracker = tracker
         self._options = options
         self._apps: weakref.WeakKeyDictionary[flask.Flask, _AppState] = (
