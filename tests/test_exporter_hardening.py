@@ -712,3 +712,45 @@ def test_synerise_event_naming_nobody_is_not_applicable(emu: VendorEmulator) -> 
     assert result.skipped == [nobody]
     assert "client" in only_rejected(result, not_uuid)
     assert result.sent == [good]
+
+
+def test_a_404_from_the_token_endpoint_is_a_wrong_url_not_bad_credentials(
+    tmp_path: t.Any,
+) -> None:
+    """A base URL with a wrong path makes the token endpoint answer 404: the
+    dead letter says the URL is wrong, and does not blame the credentials."""
+    import trackware
+    from trackware import JSONLinesDeadLetter, RetryPolicy
+    from trackware.exporters.synerise import SyneriseExporter
+    from trackware.exporters.yotpo import CustomEventExporter
+    from trackware.testing.emulators import VendorEmulator
+
+    with VendorEmulator() as emu:
+        wrong = emu.url + "/no-such-prefix"
+        dead = JSONLinesDeadLetter(tmp_path / "dead.jsonl")
+        tracker = trackware.Tracker(
+            [
+                CustomEventExporter(
+                    "yotpo-test-store",
+                    "yotpo-test-secret-0001",
+                    base_url=wrong,
+                    event_names={"order.shipped": "order_shipped"},
+                    rate_limit=None,
+                ),
+                SyneriseExporter(api_key="test-synerise-api-key", base_url=wrong),
+            ],
+            dead_letter=dead,
+            retry=RetryPolicy(base_delay=0.01, max_delay=0.02),
+            flush_interval=0.01,
+            register_atexit=False,
+        )
+        tracker.track("order.shipped", {"n": 1}, user_id="c-1")
+        assert tracker.flush(10)
+        tracker.shutdown(timeout=2)
+    records = dead.read()
+    assert {r["destination"] for r in records} == {"yotpo", "synerise"}
+    for record in records:
+        assert record["status"] == 404, record
+        assert record["reason"].startswith("not found"), record["reason"]
+        assert "authentication refused" not in record["reason"]
+        assert "API secret" not in record["reason"]

@@ -129,13 +129,16 @@ def _not_found(destination: str, detail: str) -> str:
 
 
 def _detail(reason: str) -> str:
-    """The vendor's answer without the exporter's "authentication refused"
-    lead (a 404 from a token endpoint says nothing about the credentials)."""
-    for lead in ("authentication refused: ", "authentication failed: "):
+    """The vendor's answer without the exporter's lead ("authentication
+    refused", "not found ..."): the command says what the status means."""
+    for lead in (
+        "authentication refused: ",
+        "authentication failed: ",
+        "not found (check the base URL and any id in the path): ",
+    ):
         if reason.startswith(lead):
             reason = reason[len(lead) :]
-    # Yotpo's token error blames the credentials; a 404 does not.
-    return reason.replace(" (check the store id and API secret)", "")
+    return reason
 
 
 def _send_test(args: argparse.Namespace) -> int:

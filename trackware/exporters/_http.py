@@ -452,9 +452,16 @@ class BaseHTTPExporter(BaseExporter):
                     status=exc.status,
                     body=exc.body,
                 )
+            # A 404 from the token endpoint means a wrong URL (base_url, a site
+            # key or store id in the path), not wrong credentials.
+            what = (
+                "not found (check the base URL and any id in the path)"
+                if exc.status == 404
+                else "authentication refused"
+            )
             return ExportResult.rejected_all(
                 request.events,
-                f"authentication refused: {exc}",
+                f"{what}: {exc}",
                 status=exc.status,
                 body=exc.body,
             )

@@ -937,7 +937,13 @@ class CustomEventExporter(BaseHTTPExporter):
         retryable = status in RETRYABLE_STATUSES
         raise AuthError(
             f"Yotpo token endpoint answered HTTP {status}"
-            + ("" if retryable else " (check the store id and API secret)"),
+            + (
+                ""
+                if retryable
+                else " (check the store id and base URL)"
+                if status == 404
+                else " (check the store id and API secret)"
+            ),
             retryable=retryable,
             status=status,
             body=response_text(response),
