@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import subprocess
-import sys
 import textwrap
 
 import flask
 import pytest
+from _support import mypy_flags
 from starlette.applications import Starlette
 
-import trackware
 from trackware import ConfigurationError
 from trackware._config import FlaskOptions, IntegrationOptions
 from trackware.integrations._common import TrackingOptions
@@ -70,28 +68,5 @@ def test_option_typos_fail_the_type_checker(tmp_path: pathlib.Path) -> None:
         Trackware(flask.Flask("bad"), session_timeout="30")
         """
     )
-    root = pathlib.Path(trackware.__file__).parent.parent
-    (tmp_path / "good.py").write_text(good)
-    (tmp_path / "bad.py").write_text(bad)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            "--python-version",
-            "3.10",
-            str(tmp_path / "good.py"),
-            str(tmp_path / "bad.py"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        timeout=300,
-    )
-    out = result.stdout
-    assert result.returncode == 1, out
-    assert "good.py" not in out, out
-    bad_lines = {line.split(":")[1] for line in out.splitlines() if "bad.py:" in line}
+    out, bad_lines = mypy_flags(tmp_path, good, bad)
     assert bad_lines == {"7", "8", "9"}, out

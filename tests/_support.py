@@ -267,3 +267,38 @@ def run_script(
         timeout=timeout,
         env=env,
     )
+
+
+def mypy_flags(tmp_path: t.Any, good: str, bad: str) -> tuple[str, set[str]]:
+    """Run ``mypy --strict`` (for Python 3.10) on two snippets written as
+    ``good.py`` and ``bad.py``; assert ``good.py`` is clean and mypy failed,
+    and return its output and the line numbers it flagged in ``bad.py``."""
+    import pathlib
+
+    import trackware
+
+    root = pathlib.Path(trackware.__file__).parent.parent
+    (tmp_path / "good.py").write_text(good)
+    (tmp_path / "bad.py").write_text(bad)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--python-version",
+            "3.10",
+            str(tmp_path / "good.py"),
+            str(tmp_path / "bad.py"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=300,
+    )
+    out = result.stdout
+    assert result.returncode == 1, out
+    assert "good.py" not in out, out
+    flagged = {line.split(":")[1] for line in out.splitlines() if "bad.py:" in line}
+    return out, flagged

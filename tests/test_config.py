@@ -10,13 +10,11 @@ import inspect
 import json
 import logging
 import pathlib
-import subprocess
-import sys
 import textwrap
 import typing as t
 
 import pytest
-from _support import Sink
+from _support import Sink, mypy_flags
 
 import trackware
 from trackware import ConfigurationError, Tracker, _config, _env, _tracker
@@ -326,30 +324,7 @@ def test_option_typos_fail_the_type_checker(tmp_path: pathlib.Path) -> None:
         trackware.stats()["destinations"]["http"]["snet"]
         """
     )
-    root = pathlib.Path(trackware.__file__).parent.parent
-    (tmp_path / "good.py").write_text(good)
-    (tmp_path / "bad.py").write_text(bad)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            "--python-version",
-            "3.10",
-            str(tmp_path / "good.py"),
-            str(tmp_path / "bad.py"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        timeout=300,
-    )
-    out = result.stdout
-    assert result.returncode == 1, out
-    assert "good.py" not in out, out
-    bad_lines = {line.split(":")[1] for line in out.splitlines() if "bad.py:" in line}
+    out, bad_lines = mypy_flags(tmp_path, good, bad)
     assert bad_lines == {"5", "6", "7", "8", "9"}, out
     for typo in ("flush_intervl", "timeot", "conect_timeout", "snet"):
         assert typo in out, out
