@@ -754,3 +754,57 @@ def test_a_404_from_the_token_endpoint_is_a_wrong_url_not_bad_credentials(
         assert record["reason"].startswith("not found"), record["reason"]
         assert "authentication refused" not in record["reason"]
         assert "API secret" not in record["reason"]
+
+
+@pytest.mark.parametrize("vendor", ["cardlytics", "synerise"])
+def test_a_mapping_bug_costs_its_event_only_and_is_logged(
+    vendor: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected exception while mapping one event (a bug, or a user
+    mapping's surprise) rejects that event alone, named by vendor, with its
+    traceback logged; the batch-mate is still built."""
+    from trackware.exporters.cardlytics import ClientEventExporter
+    from trackware.exporters.synerise import SyneriseExporter
+
+    exporter: t.Any
+    if vendor == "cardlytics":
+
+        class BrokenCardlytics(ClientEventExporter):
+            def message(self, event: Event) -> dict[str, t.Any]:
+                if event.name == "offer.boom":
+                    raise RuntimeError("mapping bug")
+                return super().message(event)
+
+        exporter = BrokenCardlytics(
+            base_url="http://127.0.0.1:9",
+            client_id="cardlytics-test-client",
+            client_secret="cardlytics-test-secret",
+            customer_id_key="hmac-key",
+            mapping={"offer.fine": "ActivateOffer", "offer.boom": "ActivateOffer"},
+            session_event=None,
+        )
+        props = {"serveToken": "st-1", "section": "LatestOffers"}
+    else:
+
+        class BrokenSynerise(SyneriseExporter):
+            def _v4_event(self, event: Event, *args: t.Any) -> dict[str, t.Any]:
+                if event.name == "offer.boom":
+                    raise RuntimeError("mapping bug")
+                return super()._v4_event(event, *args)
+
+        exporter = BrokenSynerise(
+            api_key="test-synerise-api-key",
+            base_url="http://127.0.0.1:9",
+            actions={"offer.fine": "offer.fine", "offer.boom": "offer.boom"},
+        )
+        props = {"n": 1}
+    good = Event("offer.fine", props, user_id="c-1")
+    boom = Event("offer.boom", props, user_id="c-1")
+    with caplog.at_level(logging.ERROR, logger="trackware"):
+        requests, result = exporter.build_requests([boom, good])
+    assert [e for r in requests for e in r.events] == [good]
+    (rejection,) = result.rejected
+    assert rejection.event is boom
+    assert rejection.reason == f"{vendor} mapping error: RuntimeError: mapping bug"
+    assert "could not map event 'offer.boom'" in caplog.text
+    exporter.close()

@@ -8,6 +8,7 @@ import threading
 import typing as t
 import uuid
 
+from .. import _log
 from .._event import Event, dumps
 
 if t.TYPE_CHECKING:
@@ -205,6 +206,23 @@ class ExportResult:
         body: str | None = None,
     ) -> None:
         self.rejected.append(Rejection(event, reason, status, body))
+
+    def reject_unmapped(
+        self, event: Event, exc: Exception, destination: str, vendor: str = ""
+    ) -> None:
+        """Reject ``event`` alone because mapping it to the vendor's format
+        raised ``exc`` (a bug, or a user mapping's surprise): it never costs its
+        batch-mates. Call it from the ``except`` block: the traceback is logged
+        (rate-limited per destination)."""
+        _log.error(
+            f"build:{destination}",
+            "trackware: %s could not map event %r",
+            destination,
+            event.name,
+            exc_info=True,
+        )
+        lead = f"{vendor} mapping error" if vendor else "mapping error"
+        self.reject(event, f"{lead}: {type(exc).__name__}: {exc}")
 
     @classmethod
     def rejected_all(

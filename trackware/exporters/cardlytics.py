@@ -592,17 +592,7 @@ class ClientEventExporter(BaseHTTPExporter):
                 result.reject(event, str(exc))
                 continue
             except Exception as exc:
-                # A mapping bug costs this event only, never its batch-mates.
-                _log.error(
-                    f"build:{self.name}",
-                    "trackware: %s could not map event %r",
-                    self.name,
-                    event.name,
-                    exc_info=True,
-                )
-                result.reject(
-                    event, f"cardlytics mapping error: {type(exc).__name__}: {exc}"
-                )
+                result.reject_unmapped(event, exc, self.name, "cardlytics")
                 continue
             group_events, messages = groups.setdefault(
                 self.customer_id(event.user_id), ([], {})

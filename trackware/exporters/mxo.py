@@ -740,7 +740,7 @@ class InteractionExporter(_MXOExporter):
                 result.reject(event, str(exc))
                 continue
             except Exception as exc:  # a user callable failed: this event only
-                result.reject(event, f"mapping error: {type(exc).__name__}: {exc}")
+                result.reject_unmapped(event, exc, self.name)
                 continue
             if not offline:
                 method = "POST" if event.name in self.realtime_events else "PUT"
@@ -1056,7 +1056,7 @@ class LightweightExporter(_MXOExporter):
                 result.reject(event, str(exc))
                 continue
             except Exception as exc:  # a user callable failed: this event only
-                result.reject(event, f"mapping error: {type(exc).__name__}: {exc}")
+                result.reject_unmapped(event, exc, self.name)
                 continue
             if tid is not None:
                 params["tid"] = tid

@@ -781,18 +781,7 @@ class SyneriseExporter(BaseHTTPExporter):
             except ContractViolation as exc:
                 result.reject(event, f"synerise contract: {exc}")
             except Exception as exc:
-                # A mapping bug (or a user mapping's surprise) costs this event
-                # only, never its batch-mates.
-                _log.error(
-                    f"build:{self.name}",
-                    "trackware: %s could not map event %r",
-                    self.name,
-                    event.name,
-                    exc_info=True,
-                )
-                result.reject(
-                    event, f"synerise mapping error: {type(exc).__name__}: {exc}"
-                )
+                result.reject_unmapped(event, exc, self.name, "synerise")
         requests: list[HTTPRequest] = []
         if self.batch_endpoint:
             for chunk in self._chunks([(e, s) for e, s, _ in v4]):

@@ -691,17 +691,7 @@ class CustomEventExporter(BaseHTTPExporter):
                 result.reject(event, f"yotpo contract: {exc}")
                 continue
             except Exception as exc:
-                # A mapping bug must cost this event only, not the whole batch.
-                _log.error(
-                    f"build:{self.name}",
-                    "trackware: %s could not map event %r",
-                    self.name,
-                    event.name,
-                    exc_info=True,
-                )
-                result.reject(
-                    event, f"yotpo mapping error: {type(exc).__name__}: {exc}"
-                )
+                result.reject_unmapped(event, exc, self.name, "yotpo")
                 continue
             requests.append(
                 HTTPRequest(
