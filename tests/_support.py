@@ -302,3 +302,77 @@ def mypy_flags(tmp_path: t.Any, good: str, bad: str) -> tuple[str, set[str]]:
     assert "good.py" not in out, out
     flagged = {line.split(":")[1] for line in out.splitlines() if "bad.py:" in line}
     return out, flagged
+
+
+# --- forged trackware cookies (the Flask and ASGI cookie-forgery suites) ------------
+
+COOKIE_OTHER_SECRET = "someone-elses-secret-key"
+COOKIE_RETIRED_SECRET = "a-secret-key-rotated-out-long-ago"
+VICTIM_VID = "5a2b7c9d0e1f4a3b8c6d2e0f1a9b8c7d"
+VICTIM_TID = "6f1c2b3a-0000-4000-8000-00000000abcd"
+VICTIM_SID = "0d9c8b7a6f5e4d3c2b1a09f8e7d6c5b4"
+
+
+def sign_cookie(secret: str | bytes, name: str, value: str) -> str:
+    """The documented scheme, written independently of trackware's code:
+    key = HMAC-SHA256(secret, "trackware.cookie.v1"); cookie = value "."
+    base64url(HMAC-SHA256(key, name "=" value)), unpadded."""
+    import base64
+    import hashlib
+    import hmac
+
+    raw = secret.encode() if isinstance(secret, str) else secret
+    key = hmac.new(raw, b"trackware.cookie.v1", hashlib.sha256).digest()
+    mac = hmac.new(key, f"{name}={value}".encode(), hashlib.sha256).digest()
+    return f"{value}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def session_payload(sid: str = VICTIM_SID, age: int = 60) -> str:
+    """A session cookie's plain value: started ``age`` s ago, seen 5 s ago."""
+    now = int(time.time())
+    return f"{sid}.{now - age:x}.{now - 5:x}"
+
+
+def _tweak(v: str) -> str:
+    return v[:-1] + ("0" if v[-1] != "0" else "1")
+
+
+def cookie_forgeries(secret: str) -> dict[str, t.Callable[[str, str], str]]:
+    """Ways to forge cookie ``name`` holding ``value`` for an app whose key
+    is ``secret``; none may be trusted."""
+    return {
+        "unsigned (as trackware 0.1.0 wrote the visitor and tid)": lambda n, v: v,
+        "signed with another secret": lambda n, v: sign_cookie(
+            COOKIE_OTHER_SECRET, n, v
+        ),
+        "signed with a retired secret": lambda n, v: sign_cookie(
+            COOKIE_RETIRED_SECRET, n, v
+        ),
+        "the signature of another cookie": lambda n, v: sign_cookie(
+            secret, "tw_tid" if n != "tw_tid" else "tw_vid", v
+        ),
+        "another value under a genuine signature": lambda n, v: (
+            _tweak(v) + "." + sign_cookie(secret, n, v).rsplit(".", 1)[1]
+        ),
+        "a truncated signature": lambda n, v: sign_cookie(secret, n, v)[:-2],
+        "a signature with its last character changed": lambda n, v: _tweak(
+            sign_cookie(secret, n, v)
+        ),
+        "an empty signature": lambda n, v: v + ".",
+        "markup": lambda n, v: '<script>"x"</script>',
+        "non-ASCII in the signature": lambda n, v: v + "." + "\xe9" * 43,
+    }
+
+
+def dropped_reasons(tracker: t.Any) -> list[str]:
+    """A list that collects the detail of every event ``tracker`` drops (its
+    ``event_dropped`` signal), from now on."""
+    import trackware
+
+    reasons: list[str] = []
+
+    def receiver(sender: t.Any, /, **kw: t.Any) -> None:
+        reasons.append(kw["detail"])
+
+    trackware.signals.event_dropped.connect(receiver, sender=tracker, weak=False)
+    return reasons

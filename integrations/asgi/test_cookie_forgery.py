@@ -14,13 +14,22 @@ import hashlib
 import hmac
 import logging
 import re
-import time
 import typing as t
 import uuid
 
 import httpx
 import hypothesis
 import pytest
+from _support import (
+    COOKIE_OTHER_SECRET,
+    COOKIE_RETIRED_SECRET,
+    VICTIM_SID,
+    VICTIM_TID,
+    VICTIM_VID,
+    cookie_forgeries,
+    session_payload,
+)
+from _support import sign_cookie as sign
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,53 +42,16 @@ from trackware.integrations._common import CookieSigner
 from trackware.integrations.asgi import TrackwareMiddleware
 
 SECRET = "asgi-cookie-secret-for-tests"
-OTHER = "someone-elses-secret-key"
+OTHER = COOKIE_OTHER_SECRET
 OLD = "last-years-secret-key"
-RETIRED = "a-secret-key-rotated-out-long-ago"
-
-VICTIM_VID = "5a2b7c9d0e1f4a3b8c6d2e0f1a9b8c7d"
-VICTIM_TID = "6f1c2b3a-0000-4000-8000-00000000abcd"
-VICTIM_SID = "0d9c8b7a6f5e4d3c2b1a09f8e7d6c5b4"
-
-
-def sign(secret: str, name: str, value: str) -> str:
-    """The documented scheme: key = HMAC-SHA256(secret, "trackware.cookie.v1");
-    cookie = value "." base64url(HMAC-SHA256(key, name "=" value)), unpadded."""
-    key = hmac.new(secret.encode(), b"trackware.cookie.v1", hashlib.sha256).digest()
-    mac = hmac.new(key, f"{name}={value}".encode(), hashlib.sha256).digest()
-    return f"{value}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
-
-
-def session_payload(sid: str = VICTIM_SID) -> str:
-    now = int(time.time())
-    return f"{sid}.{now - 60:x}.{now - 5:x}"
+RETIRED = COOKIE_RETIRED_SECRET
 
 
 def plain(name: str) -> str:
     return {"tw_vid": VICTIM_VID, "tw_tid": VICTIM_TID}.get(name) or session_payload()
 
 
-def _tweak(v: str) -> str:
-    return v[:-1] + ("0" if v[-1] != "0" else "1")
-
-
-#: Ways to forge cookie ``name`` holding ``value``; the values are sent as raw
-#: header bytes (latin-1), so a non-ASCII signature really reaches the server.
-FORGERIES: dict[str, t.Callable[[str, str], str]] = {
-    "unsigned (as trackware 0.1.0 wrote the visitor and tid)": lambda n, v: v,
-    "signed with another secret": lambda n, v: sign(OTHER, n, v),
-    "signed with a retired secret": lambda n, v: sign(RETIRED, n, v),
-    "the signature of another cookie": lambda n, v: sign(
-        SECRET, "tw_tid" if n != "tw_tid" else "tw_vid", v
-    ),
-    "another value under a genuine signature": lambda n, v: (
-        _tweak(v) + "." + sign(SECRET, n, v).rsplit(".", 1)[1]
-    ),
-    "a truncated signature": lambda n, v: sign(SECRET, n, v)[:-2],
-    "a signature with one character changed": lambda n, v: _tweak(sign(SECRET, n, v)),
-    "markup": lambda n, v: '<script>"x"</script>',
-    "non-ASCII in the signature": lambda n, v: v + "." + "\xe9" * 43,
-}
+FORGERIES = cookie_forgeries(SECRET)
 
 
 def make_app() -> Starlette:

@@ -8,16 +8,22 @@ engine makes and checks the same wrong way would not pass.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
-import time
 import typing as t
 import uuid
 
 import flask
 import pytest
+from _support import (
+    COOKIE_OTHER_SECRET,
+    COOKIE_RETIRED_SECRET,
+    VICTIM_SID,
+    VICTIM_TID,
+    VICTIM_VID,
+    cookie_forgeries,
+    session_payload,
+)
+from _support import sign_cookie as sign
 
 import trackware
 from trackware import ConfigurationError
@@ -32,27 +38,9 @@ NewApp = t.Callable[[str], flask.Flask]
 SetCookies = t.Callable[[t.Any], dict[str, str]]
 
 SECRET = "test-secret-key-not-for-production"  # conftest's app.secret_key
-OTHER = "someone-elses-secret-key"
+OTHER = COOKIE_OTHER_SECRET
 OLD = "last-years-secret-key"
-RETIRED = "a-secret-key-rotated-out-long-ago"
-
-VICTIM_VID = "5a2b7c9d0e1f4a3b8c6d2e0f1a9b8c7d"
-VICTIM_TID = "6f1c2b3a-0000-4000-8000-00000000abcd"
-VICTIM_SID = "0d9c8b7a6f5e4d3c2b1a09f8e7d6c5b4"
-
-
-def sign(secret: str | bytes, name: str, value: str) -> str:
-    """The documented scheme: key = HMAC-SHA256(secret, "trackware.cookie.v1");
-    cookie = value "." base64url(HMAC-SHA256(key, name "=" value)), unpadded."""
-    raw = secret.encode() if isinstance(secret, str) else secret
-    key = hmac.new(raw, b"trackware.cookie.v1", hashlib.sha256).digest()
-    mac = hmac.new(key, f"{name}={value}".encode(), hashlib.sha256).digest()
-    return f"{value}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
-
-
-def session_payload(sid: str = VICTIM_SID, age: int = 60) -> str:
-    now = int(time.time())
-    return f"{sid}.{now - age:x}.{now - 5:x}"
+RETIRED = COOKIE_RETIRED_SECRET
 
 
 def value_of(header: str) -> str:
@@ -66,28 +54,7 @@ PLAIN = {
     "tw_tid": VICTIM_TID,
 }
 
-#: Ways to forge cookie ``name`` holding ``value``.
-FORGERIES: dict[str, t.Callable[[str, str], str]] = {
-    "unsigned (as trackware 0.1.0 wrote the visitor and tid)": lambda n, v: v,
-    "signed with another secret": lambda n, v: sign(OTHER, n, v),
-    "signed with a retired secret": lambda n, v: sign(RETIRED, n, v),
-    "the signature of another cookie": lambda n, v: sign(
-        SECRET, "tw_tid" if n != "tw_tid" else "tw_vid", v
-    ),
-    "another value under a genuine signature": lambda n, v: (
-        v[:-1]
-        + ("0" if v[-1] != "0" else "1")
-        + "."
-        + sign(SECRET, n, v).rsplit(".", 1)[1]
-    ),
-    "a truncated signature": lambda n, v: sign(SECRET, n, v)[:-2],
-    "a signature with its last character changed": lambda n, v: (
-        sign(SECRET, n, v)[:-1] + ("A" if not sign(SECRET, n, v).endswith("A") else "B")
-    ),
-    "an empty signature": lambda n, v: v + ".",
-    "markup": lambda n, v: '<script>"x"</script>',
-    "non-ASCII in the signature": lambda n, v: v + "." + "é" * 43,
-}
+FORGERIES = cookie_forgeries(SECRET)
 
 
 def plain(name: str) -> str:
