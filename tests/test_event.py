@@ -12,7 +12,7 @@ import typing as t
 import uuid
 
 import pytest
-from _support import Sink
+from _support import Sink, dropped_reasons
 
 import trackware
 from trackware import Event, InvalidEventError, MemoryDeadLetter, RetryPolicy
@@ -34,16 +34,6 @@ def tracker() -> t.Iterator[trackware.Tracker]:
     tr = trackware.Tracker([InMemoryExporter()], dead_letter=None)
     yield tr
     tr.shutdown(timeout=1)
-
-
-def dropped_reasons(tracker: trackware.Tracker) -> list[str]:
-    reasons: list[str] = []
-
-    def receiver(sender: t.Any, /, **kw: t.Any) -> None:
-        reasons.append(kw["detail"])
-
-    trackware.signals.event_dropped.connect(receiver, sender=tracker, weak=False)
-    return reasons
 
 
 def test_event_is_immutable(tracker: trackware.Tracker) -> None:

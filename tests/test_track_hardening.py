@@ -15,7 +15,7 @@ import logging
 import typing as t
 
 import pytest
-from _support import Sink
+from _support import Sink, dropped_reasons
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -74,16 +74,6 @@ def tracker() -> t.Iterator[trackware.Tracker]:
     tr, _ = make()
     yield tr
     tr.shutdown(timeout=1)
-
-
-def dropped_reasons(tracker: trackware.Tracker) -> list[str]:
-    reasons: list[str] = []
-
-    def receiver(sender: t.Any, /, **kw: t.Any) -> None:
-        reasons.append(kw["detail"])
-
-    trackware.signals.event_dropped.connect(receiver, sender=tracker, weak=False)
-    return reasons
 
 
 def encodes(event: Event) -> bool:
