@@ -55,7 +55,7 @@ _Hook = t.Callable[["Event"], "Event | None"]
 class TrackerOptions(t.TypedDict, total=False):
     """Every keyword option of :class:`~trackware.Tracker` (see its docstring).
 
-    ``tests/test_config.py`` checks that these keys are exactly the keyword
+    ``tests/core/test_config.py`` checks that these keys are exactly the keyword
     parameters of ``Tracker.__init__``.
     """
 

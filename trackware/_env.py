@@ -15,7 +15,7 @@ other purpose must not turn into an exception where warnings are errors
 (pytest's ``filterwarnings = error``, ``python -W error``).
 
 When a ``from_env()`` reads a new variable, add it here:
-``tests/test_env_names.py`` reads every ``from_env()``'s variables and fails
+``tests/core/test_env_names.py`` reads every ``from_env()``'s variables and fails
 on one missing from this registry (or listed here and read by none).
 """
 

@@ -229,7 +229,7 @@ def test_emulate_on_a_port_in_use_is_one_line_and_exit_2() -> None:
 
 def test_docs_show_the_start_up_block_as_printed() -> None:
     """docs/cli.md shows what `trackware emulate` prints on port 8900."""
-    docs = pathlib.Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+    docs = pathlib.Path(__file__).resolve().parents[2] / "docs" / "cli.md"
     text = docs.read_text(encoding="utf-8")
     start = text.index("trackware vendor emulators listening on")
     end = text.index("Requests (one line each):", start)
