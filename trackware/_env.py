@@ -1,22 +1,10 @@
 """The ``TRACKWARE_*`` environment variables trackware reads, in one registry,
-and the check that reports the ones it does not (a misspelt
-``TRACKWARE_SYNERISE_BASEURL`` would otherwise be ignored in silence, and the
-app would talk to the vendor's production URL).
+and the check that warns, once per name, about the ones it does not read
+(naming the closest known one). Only names are logged, never values.
 
-The check runs when a ``from_env()`` reads its environment, when a
-:class:`~trackware.Tracker` is made (it reads ``TRACKWARE_DISABLED`` and
-``TRACKWARE_DEAD_LETTER_PATH``) and when the ``trackware`` command starts.
-Each unknown name is reported once per process, as a warning of the
-``trackware`` logger naming the closest known variable. Only names are
-logged, never values (they may be credentials).
-
-A logger warning rather than :func:`warnings.warn`: a variable set for some
-other purpose must not turn into an exception where warnings are errors
-(pytest's ``filterwarnings = error``, ``python -W error``).
-
-When a ``from_env()`` reads a new variable, add it here:
-``tests/core/test_env_names.py`` reads every ``from_env()``'s variables and fails
-on one missing from this registry (or listed here and read by none).
+Keys that are set elsewhere but look like variables (the Flask extension's
+``app.config`` keys) are registered by their owner with
+:func:`register_config_keys`, so that the warning says where they belong.
 """
 
 from __future__ import annotations
@@ -28,7 +16,13 @@ import typing as t
 
 from . import _log
 
-__all__ = ["KNOWN_VARIABLES", "check_environment", "closest"]
+__all__ = [
+    "KNOWN_VARIABLES",
+    "check_environment",
+    "closest",
+    "config_keys",
+    "register_config_keys",
+]
 
 PREFIX = "TRACKWARE_"
 
@@ -127,6 +121,49 @@ _CUTOFF = 0.75
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
+#: Registered look-alike keys (``register_config_keys``) and what to say
+#: about each one found in the environment.
+_config_keys: dict[str, str] = {}
+
+
+def register_config_keys(names: t.Iterable[str], hint: str) -> None:
+    """Register ``TRACKWARE_*`` names that are keys of some other
+    configuration (e.g. the Flask extension's ``app.config`` keys), not
+    environment variables. One found in the environment is still reported,
+    with ``hint`` (what it is and where it is read) instead of a guess.
+
+    For the layers above the core, which the core may not import; call it
+    when the module that defines the keys is imported. Calling it again
+    replaces the hint of the names given.
+    """
+    for name in names:
+        _config_keys[name] = hint
+
+
+def config_keys() -> frozenset[str]:
+    """The names registered with :func:`register_config_keys` so far."""
+    _until_the_integrations_register()
+    return frozenset(_config_keys)
+
+
+def _until_the_integrations_register() -> None:
+    # renovation: remove when the integrations call register_config_keys
+    # (an upward import, kept only until then).
+    if not _config_keys:
+        import dataclasses
+
+        from .integrations._common import TrackingOptions  # no framework import
+
+        if not _config_keys:
+            names = {
+                f"{PREFIX}{f.name.upper()}" for f in dataclasses.fields(TrackingOptions)
+            }
+            register_config_keys(
+                names | {f"{PREFIX}ENABLED"},
+                "it is an app.config key of the Flask extension, which reads it "
+                "from app.config, not from the environment",
+            )
+
 
 def closest(name: str, known: t.Iterable[str]) -> str | None:
     """The known name ``name`` most likely misspells, if one is close enough."""
@@ -168,22 +205,11 @@ def check_environment(environ: t.Mapping[str, str] | None = None) -> list[str]:
 
 
 def _hint(name: str) -> str:
-    if name in _flask_config_keys():
-        return (
-            "it is an app.config key of the Flask extension, which reads it "
-            "from app.config, not from the environment"
-        )
+    _until_the_integrations_register()
+    hint = _config_keys.get(name)
+    if hint is not None:
+        return hint
     match = closest(name, KNOWN_VARIABLES)
     if match is not None:
         return f"did you mean {match}?"
     return "the variables trackware reads are listed in docs/configuration.md"
-
-
-def _flask_config_keys() -> frozenset[str]:
-    """``TRACKWARE_<OPTION>``: the Flask extension's ``app.config`` keys."""
-    import dataclasses
-
-    from .integrations._common import TrackingOptions  # no framework import
-
-    names = {f"{PREFIX}{f.name.upper()}" for f in dataclasses.fields(TrackingOptions)}
-    return frozenset(names | {f"{PREFIX}ENABLED"})

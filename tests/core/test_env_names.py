@@ -179,6 +179,30 @@ def test_known_names_and_far_off_names(
     assert "app.config" in flask_key
 
 
+def test_registered_config_keys_get_their_owners_hint(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The layers above the core register keys that look like variables (the
+    core may not import them): such a name found in the environment is still
+    reported, with the owner's hint instead of a guess."""
+    monkeypatch.setattr(_env, "_config_keys", dict(_env._config_keys))
+    _env.register_config_keys(
+        ["TRACKWARE_WIDGET_COLOUR", "TRACKWARE_DISABLEDD"], "it is a widget option"
+    )
+    assert {"TRACKWARE_WIDGET_COLOUR", "TRACKWARE_DISABLEDD"} <= _env.config_keys()
+    with caplog.at_level(logging.WARNING, logger="trackware"):
+        found = _env.check_environment(
+            {"TRACKWARE_WIDGET_COLOUR": "red", "TRACKWARE_DISABLEDD": "1"}
+        )
+    assert found == ["TRACKWARE_DISABLEDD", "TRACKWARE_WIDGET_COLOUR"]
+    (colour,) = warnings_about(caplog, "TRACKWARE_WIDGET_COLOUR")
+    assert colour.endswith("it is a widget option")
+    # The registered hint wins over the closest known name.
+    (disabled,) = warnings_about(caplog, "TRACKWARE_DISABLEDD")
+    assert "did you mean" not in disabled
+    assert disabled.endswith("it is a widget option")
+
+
 class _Recording(dict[str, str]):
     """An environment that notes every name read from it."""
 
@@ -320,7 +344,7 @@ def test_every_trackware_name_in_the_source_is_registered() -> None:
 
     import trackware
 
-    allowed = _env.KNOWN_VARIABLES | _env._flask_config_keys()
+    allowed = _env.KNOWN_VARIABLES | _env.config_keys()
     found: dict[str, str] = {}
     root = pathlib.Path(trackware.__file__).parent
     for path in root.rglob("*.py"):
