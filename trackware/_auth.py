@@ -16,6 +16,7 @@ import time
 import typing as t
 
 from . import _log
+from .exceptions import AuthError  # renovation: re-export, remove at the end
 
 __all__ = ["AuthError", "TokenCache", "jwt_claims"]
 
@@ -34,32 +35,6 @@ def jwt_claims(token: str) -> dict[str, t.Any] | None:
     except (ValueError, TypeError):
         return None
     return claims if isinstance(claims, dict) else None
-
-
-class AuthError(Exception):
-    """A token could not be obtained.
-
-    Attributes:
-        retryable: whether trying again later may help (network error, 5xx),
-            as opposed to bad credentials.
-        status: the token endpoint's HTTP status, if it answered.
-        body: its response body (scrubbed), if any.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        body: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(_log.scrub(message))
-        self.retryable = retryable
-        self.status = status
-        self.body = _log.scrub(body) if body else body
-        self.retry_after = retry_after
 
 
 class _Entry:

@@ -116,3 +116,19 @@ def test_formats_are_checked_to_the_very_end() -> None:
         assert pattern.match(good), pattern.pattern
         assert not pattern.match(good + "\n"), pattern.pattern
     assert not yotpo._E164_RE.match("+4812345678\u0669")  # an Arabic-Indic digit
+
+
+def test_auth_error_and_contract_violation_are_trackware_errors() -> None:
+    """One ``except TrackwareError`` catches them; ContractViolation stays a
+    ValueError and both stay importable from their old modules."""
+    from trackware import TrackwareError, _auth
+    from trackware.exceptions import AuthError, ContractViolation
+    from trackware.exporters import _base
+
+    assert issubclass(AuthError, TrackwareError)
+    assert issubclass(ContractViolation, TrackwareError)
+    assert issubclass(ContractViolation, ValueError)
+    assert _auth.AuthError is AuthError
+    assert _base.ContractViolation is ContractViolation
+    error = AuthError("refused", retryable=False, status=401, body="no")
+    assert (error.retryable, error.status, error.body) == (False, 401, "no")

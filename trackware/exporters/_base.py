@@ -10,13 +10,14 @@ import uuid
 
 from .. import _log
 from .._event import Event, dumps
+from ..exceptions import ContractViolation
 
 if t.TYPE_CHECKING:
     from .._retry import RetryPolicy
 
 __all__ = [
     "BaseExporter",
-    "ContractViolation",
+    "ContractViolation",  # renovation: re-export, remove at the end
     "ExportResult",
     "Exporter",
     "Rejection",
@@ -34,14 +35,6 @@ __all__ = [
 # a batch all-or-nothing (MXO /interactions/offline, Synerise /v4/events/batch,
 # Cardlytics clientEvents), so one bad event sent along would cost its
 # batch-mates; an event that fails is rejected alone with the rule it broke.
-
-
-class ContractViolation(ValueError):
-    """An event breaks a destination's contract; the message names the rule.
-
-    Raised by an exporter's mapping; the event is rejected for that destination
-    only (``Rejection.status`` is ``None``: decided before sending).
-    """
 
 
 def encode_event(payload: object) -> str:

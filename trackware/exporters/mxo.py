@@ -82,10 +82,6 @@ CustomerKey: t.TypeAlias = "str | t.Callable[[Event], str | None]"
 PropertySource: t.TypeAlias = "t.Callable[[Event], t.Mapping[str, t.Any]]"
 
 
-class _Violation(ContractViolation):
-    """An event breaks the MXO contract (rejected for this destination only)."""
-
-
 @dataclasses.dataclass
 class _MXORequest(HTTPRequest):
     #: anonymous ids whose tid the answer tells us.
@@ -141,7 +137,7 @@ def _string_value(value: t.Any) -> str | None:
         plain = to_jsonable(value)
         return plain if isinstance(plain, str) else encode_event(plain)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise _Violation(
+        raise ContractViolation(
             f"json: a property value of type {type(value).__name__} cannot be "
             f"encoded as JSON ({type(exc).__name__}); MXO property values are text"
         ) from None
@@ -321,7 +317,7 @@ class _MXOExporter(BaseHTTPExporter):
                 or not value.strip()
                 or value != value.strip()
             ):
-                raise _Violation(
+                raise ContractViolation(
                     f"uri: the touchpoint mapping returned {value!r}; MXO needs a "
                     "non-empty interaction URI without surrounding spaces"
                 )
@@ -346,7 +342,7 @@ class _MXOExporter(BaseHTTPExporter):
         pairs: list[tuple[str, t.Any]] = []
         for key, value in props.items():
             if not isinstance(key, str) or not key.strip():
-                raise _Violation(
+                raise ContractViolation(
                     f"properties: property name {key!r} is not a non-empty string "
                     "(MXO properties[].name)"
                 )
@@ -681,11 +677,11 @@ class InteractionExporter(_MXOExporter):
         if when <= now:
             problem = iso_time_problem(when, self.timestamp_field)
             if problem:
-                raise _Violation(problem)
+                raise ContractViolation(problem)
             return when
         ahead = when - now
         if ahead > self.future_tolerance:
-            raise _Violation(
+            raise ContractViolation(
                 f"{self.timestamp_field}: the event time {iso_time(min(when, 2e11))} "
                 f"is {ahead:.0f} s in the future; MXO refuses offline interactions "
                 "timestamped later than its server time (check the clock of the "
