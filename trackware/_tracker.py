@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import blinker
 
-from . import _config, _env, _lifecycle, _log, signals
+from . import _config, _env, _intake, _lifecycle, _log, signals
 from ._config import TrackerStats
 from ._context import Scope, _scope
 from ._deadletter import DeadLetter, JSONLinesDeadLetter
@@ -55,6 +55,7 @@ if t.TYPE_CHECKING:
     from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
 
     from ._config import DestinationStats, TrackerOptions
+    from ._intake import PageRecord
 
 __all__ = [
     "Bridge",
@@ -81,11 +82,6 @@ _getpid = os.getpid
 #: Forks seen by this process's children (bumped after every ``os.fork()``):
 #: track() compares it instead of making a ``getpid()`` syscall per event.
 _forks = 0
-#: Page events an integration recorded, waiting for the tracker's intake
-#: thread, at most (beyond it they are built on the recording thread).
-_PENDING_MAX = 4096
-#: How long the intake thread lets page events gather after it is woken.
-_INTAKE_GATHER = 0.05
 
 
 def _takes_all(exporter: Exporter) -> bool:
@@ -286,9 +282,10 @@ class Tracker:
         self._routes = self._build_routes()
         self._offer_many = self._build_offer_many()
         self._lock = threading.Lock()
-        #: Whether an integration's page events may be built off its request
-        #: thread (see _page): nothing must run on that thread for them.
-        self._defer_pages = (
+        #: For integrations: whether page events may be recorded with
+        #: record_page() and built off the request thread (nothing must run
+        #: on that thread for them: no hooks, no sampling, no redacted page key).
+        self.pages_deferred = (
             not self._hooks
             and not self._sample
             and self._redact.page_keys_clear
@@ -296,6 +293,7 @@ class Tracker:
                 getattr(d.queue, "policy", None) != "block" for d in self.destinations
             )
         )
+        self._defer_pages = self.pages_deferred  # renovation: remove at the end
         self._init_intake()
         self._tracked = itertools.count()
         self._unrouted = itertools.count()
@@ -659,22 +657,20 @@ class Tracker:
         return event
 
     # --- page events recorded by the integrations ----------------------------------
-    def _page(self, record: tuple[t.Any, ...]) -> None:
-        """Track the page event an integration recorded when its request ended.
+    def record_page(self, record: PageRecord) -> None:
+        """For integrations: track the page event ``record`` describes, recorded
+        when its request ended (see :class:`trackware._intake.PageRecord`).
 
-        ``record[0](record)`` builds the :class:`Event` (or returns ``None``
-        when it tracked the event through :meth:`track` instead); the rest of
-        ``record`` is the builder's, every value taken from the request when
-        it ended (its identity included), so the build may happen on another
-        thread. It normally does: the record waits for the tracker's intake
-        thread, which builds and routes the waiting events in batches, off the
-        request thread. Only trackers whose ``_defer_pages`` holds (no hooks,
-        no sampling, page keys not redacted) get records. A record is built
-        here instead when something must see the event on this thread (an
-        ``event_tracked`` receiver, e.g. ``trackware.testing.capture_events``),
-        when the tracker is not accepting, or after a fork; and the waiting
-        records are built here when the intake is ``_PENDING_MAX`` behind
-        (back-pressure rather than unbounded memory).
+        The record normally waits for the tracker's intake thread, which builds
+        and routes waiting records in batches, off the request thread. Only
+        trackers whose ``pages_deferred`` holds (no hooks, no sampling, page
+        keys not redacted, no blocking queue) should get records. A record is
+        built here instead when something must see the event on this thread
+        (an ``event_tracked`` receiver, e.g.
+        ``trackware.testing.capture_events``), when the tracker is not
+        accepting, or after a fork; and the waiting records are built here when
+        the intake is ``PENDING_MAX`` behind (back-pressure rather than
+        unbounded memory).
         """
         pending = self._pending
         if (
@@ -685,25 +681,34 @@ class Tracker:
             pending.append(record)
             waiting = len(pending)
             if waiting == 1:
-                self._wake_intake()
-            elif waiting > _PENDING_MAX:
-                self._drain()  # the intake thread is behind: catch up here
+                self._pages.wake()
+            elif waiting > _intake.PENDING_MAX:
+                self._pages.drain()  # the intake thread is behind: catch up here
             if not self._accepting:  # shutdown began meanwhile: never strand it
-                self._drain()
+                self._pages.drain()
         elif self._admit():
             pending.append(record)  # after what waits: the order is kept
-            self._drain()
+            self._pages.drain()
+
+    # renovation: remove when integrations switch (they call record_page)
+    if t.TYPE_CHECKING:
+
+        def _page(self, record: t.Any) -> None: ...
+
+    else:
+        _page = record_page
 
     def _after_pending(self, event: Event) -> Event:
         """An event ``track()`` built while recorded page events wait: it
         follows them (each destination gets events in the order tracked)."""
         pending = self._pending
-        pending.append((_prebuilt, event))
+        pending.append(event)
         waiting = len(pending)
-        if _tracked_signal.receivers or waiting > _PENDING_MAX:
-            self._drain()  # receivers see it now, on this thread; or back-pressure
+        if _tracked_signal.receivers or waiting > _intake.PENDING_MAX:
+            # Receivers see it now, on this thread; or back-pressure.
+            self._pages.drain()
         elif waiting == 1:  # drained meanwhile
-            self._wake_intake()
+            self._pages.wake()
         return event
 
     def _admit(self) -> bool:
@@ -719,79 +724,14 @@ class Tracker:
         return True
 
     def _init_intake(self) -> None:
-        self._pending: collections.deque[tuple[t.Any, ...]] = collections.deque()
-        # Held while records are built and routed, so that flush() and stats()
-        # (which drain first) see them queued. Reentrant: an event_tracked
-        # receiver may call stats().
-        self._intake_lock = threading.RLock()
-        self._intake_wake = threading.Event()
-        self._intake_thread: threading.Thread | None = None
-        self._intake_start_lock = threading.Lock()
+        self._pages = _intake.Intake(self._route_many, self._drop)
+        #: The intake's deque, read by track() on every event.
+        self._pending = self._pages.pending
         self._tracked_in_batches = 0
 
-    def _wake_intake(self) -> None:
-        if self._intake_thread is None:
-            with self._intake_start_lock:
-                if self._intake_thread is None and not self._shut:
-                    thread = threading.Thread(
-                        target=self._intake_run, name="trackware-intake", daemon=True
-                    )
-                    try:
-                        thread.start()
-                    except RuntimeError:
-                        # Interpreter shutdown: no new threads; the at-exit
-                        # shutdown drains on its own thread.
-                        return
-                    self._intake_thread = thread
-        self._intake_wake.set()
-
-    def _intake_run(self) -> None:
-        wake = self._intake_wake
-        while not self._shut:
-            # Woken when the first record arrives; the timeout is a safety net
-            # for a record whose wake-up raced with the previous drain.
-            wake.wait(1.0)
-            wake.clear()
-            if self._pending and not self._shut:
-                time.sleep(_INTAKE_GATHER)
-                try:
-                    self._drain()
-                except Exception:  # pragma: no cover - defensive: never die
-                    _log.error(
-                        "intake",
-                        "trackware: the intake thread hit an internal error",
-                        exc_info=True,
-                    )
-
     def _drain(self) -> None:
-        """Build and route every waiting record, in order (on any thread)."""
-        pending = self._pending
-        if not pending:
-            return
-        with self._intake_lock:
-            popleft = pending.popleft
-            while pending:
-                events: list[Event] = []
-                append = events.append
-                # Only this drain takes records (it holds the lock); others
-                # only append.
-                for _ in range(min(len(pending), 1024)):
-                    record = popleft()
-                    try:
-                        event = record[0](record)
-                    except Exception as exc:
-                        _log.error(
-                            "track-internal",
-                            "trackware: a page event failed internally: %s",
-                            type(exc).__name__,
-                            exc_info=True,
-                        )
-                        self._drop(None, "internal_error")
-                        continue
-                    if event is not None:
-                        append(event)
-                if events:
-                    self._route_many(events)
+        """Build and route every waiting page record (see :class:`Intake`)."""
+        self._pages.drain()
 
     def _route_many(self, events: list[Event]) -> None:
         """:meth:`_route` for a batch: one queue operation per destination when
@@ -953,8 +893,8 @@ class Tracker:
             self._shut = True
             self._accepting = False
         # Page events recorded before this point are delivered like the rest.
-        self._drain()
-        self._intake_wake.set()  # the intake thread sees _shut and ends
+        self._pages.drain()
+        self._pages.close()  # the intake thread ends
         budget = self.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         for dest in self.destinations:
@@ -1051,11 +991,6 @@ class Tracker:
     def __repr__(self) -> str:
         names = ", ".join(d.name for d in self.destinations)
         return f"<Tracker destinations=[{names}]>"
-
-
-def _prebuilt(record: tuple[t.Any, ...]) -> Event:
-    """The "builder" of an event track() built already (see _after_pending)."""
-    return t.cast(Event, record[1])
 
 
 # --- bridges ------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def held() -> tuple[trackware.Tracker, InMemoryExporter, RequestTracker]:
     """A tracker whose intake thread is never woken (records wait), its
     exporter and an engine."""
     tracker, mem = make()
-    tracker._wake_intake = lambda: None  # type: ignore[method-assign]
+    tracker._pages.wake = lambda: None  # type: ignore[method-assign]
     return tracker, mem, engine_for(tracker)
 
 
@@ -77,14 +77,14 @@ def test_a_recorded_page_is_built_on_the_intake_thread_and_delivered() -> None:
     tracker, mem = make()
     built_on: list[str] = []
     built = threading.Event()
-    original = tracker._route_many
+    [original] = tracker._offer_many
 
     def spy(events: list[trackware.Event]) -> None:
         built_on.append(threading.current_thread().name)
         original(events)
         built.set()
 
-    tracker._route_many = spy  # type: ignore[method-assign]
+    tracker._offer_many = (spy,)
     engine = engine_for(tracker)
     request(engine)
     # Wait for the build itself (no flush() or stats(): they would build it here).
@@ -264,9 +264,9 @@ def test_shutdown_delivers_waiting_records_and_counts_later_ones() -> None:
 
 
 def test_the_waiting_records_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import trackware._tracker as core
+    import trackware._intake as intake
 
-    monkeypatch.setattr(core, "_PENDING_MAX", 10)
+    monkeypatch.setattr(intake, "PENDING_MAX", 10)
     tracker, mem, engine = held()
     most = 0
     for _ in range(95):
@@ -290,6 +290,49 @@ def test_a_failing_build_is_counted_not_raised() -> None:
     tracker.shutdown(1)
 
 
+class _Record:
+    """A minimal :class:`trackware._intake.PageRecord`."""
+
+    def __init__(self, build: t.Callable[[], trackware.Event | None]) -> None:
+        self.build = build
+
+
+def test_record_page_builds_a_typed_record_on_the_intake_thread() -> None:
+    tracker, mem = make()
+    built_on: list[str] = []
+    built = threading.Event()
+
+    def build() -> trackware.Event:
+        built_on.append(threading.current_thread().name)
+        built.set()
+        return trackware.Event("viewed", {"path": "/x"})
+
+    assert tracker.pages_deferred
+    tracker.record_page(_Record(build))
+    assert built.wait(10)  # no flush(): it would build the record here
+    assert tracker.flush(10)
+    assert built_on == ["trackware-intake"]
+    assert mem.names() == ["viewed"]
+    assert tracker.stats()["tracked"] == 1
+    tracker.record_page(_Record(lambda: None))  # tracked through track() itself
+    assert tracker.flush(10)
+    assert tracker.stats()["tracked"] == 1
+    tracker.shutdown(1)
+
+
+def test_a_failing_typed_record_is_counted_not_raised() -> None:
+    tracker, mem = make()
+
+    def broken() -> trackware.Event:
+        raise RuntimeError("boom")
+
+    tracker.record_page(_Record(broken))
+    assert tracker.flush(10)
+    assert tracker.stats()["dropped"] == {"internal_error": 1}
+    assert mem.events == []
+    tracker.shutdown(1)
+
+
 _SCRIPT_HEAD = """
     import json, os, sys
     import trackware
@@ -300,7 +343,7 @@ _SCRIPT_HEAD = """
     tracker = trackware.Tracker(
         [HTTPExporter(sys.argv[1])], flush_interval=0.05, dead_letter=None
     )
-    tracker._wake_intake = lambda: None  # records wait: the worst case
+    tracker._pages.wake = lambda: None  # records wait: the worst case
     engine = RequestTracker(
         TrackingOptions(tracker=tracker, sessions=False, cookie_secret="test-secret")
     )
@@ -365,9 +408,9 @@ def _events(sink: Sink) -> list[dict[str, t.Any]]:
 def test_events_tracked_behind_waiting_records_are_bounded_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import trackware._tracker as core
+    import trackware._intake as intake
 
-    monkeypatch.setattr(core, "_PENDING_MAX", 10)
+    monkeypatch.setattr(intake, "PENDING_MAX", 10)
     tracker, mem, engine = held()
     request(engine)  # one record waits: what track() builds queues behind it
     most = 0
