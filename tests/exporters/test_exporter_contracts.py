@@ -132,3 +132,32 @@ def test_auth_error_and_contract_violation_are_trackware_errors() -> None:
     assert _base.ContractViolation is ContractViolation
     error = AuthError("refused", retryable=False, status=401, body="no")
     assert (error.retryable, error.status, error.body) == (False, 401, "no")
+
+
+def test_the_http_retry_vocabulary() -> None:
+    """Retryable statuses, ``Retry-After`` (seconds or HTTP date) and
+    ``RateLimit-Reset`` (delta seconds or an epoch timestamp) as a floor."""
+    import email.utils
+    import time
+
+    from trackware.exporters._http import (
+        RETRYABLE_STATUSES,
+        parse_retry_after,
+        retry_floor,
+    )
+
+    assert {408, 425, 429, 500, 502, 503, 504} == RETRYABLE_STATUSES
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("") is None
+    assert parse_retry_after(" 7 ") == 7.0
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("soon") is None
+    date = email.utils.formatdate(1_000_030.0, usegmt=True)
+    assert parse_retry_after(date, now=1_000_000.0) == 30.0
+    assert parse_retry_after(date, now=2_000_000.0) == 0.0
+    assert retry_floor({}) is None
+    assert retry_floor({"retry-after": "5", "ratelimit-reset": "9"}) == 9.0
+    assert retry_floor({"retry-after": "5", "x-ratelimit-reset": "2"}) == 5.0
+    assert retry_floor({"ratelimit-reset": "later"}) is None
+    epoch = retry_floor({"ratelimit-reset": str(time.time() + 60)})
+    assert epoch is not None and 0 < epoch <= 60

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import email.utils
 import logging
 import os
 import ssl
@@ -19,7 +20,7 @@ import httpx
 from .. import _log
 from .._auth import AuthError
 from .._event import Event, dumps
-from .._retry import RETRYABLE_STATUSES, RetryPolicy, retry_floor
+from .._retry import RetryPolicy
 from ..exceptions import ConfigurationError
 from ._base import (
     BaseExporter,
@@ -34,7 +35,15 @@ if t.TYPE_CHECKING:
 
     from .._config import HTTPExporterOptions
 
-__all__ = ["BaseHTTPExporter", "ExporterStopped", "HTTPExporter", "HTTPRequest"]
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "BaseHTTPExporter",
+    "ExporterStopped",
+    "HTTPExporter",
+    "HTTPRequest",
+    "parse_retry_after",
+    "retry_floor",
+]
 
 # httpx logs every request line (query string included) at INFO on its own
 # logger; credentials some vendors take as query parameters (Synerise's tracker
@@ -67,6 +76,48 @@ if hasattr(os, "register_at_fork"):
         after_in_parent=_build_lock.release,
         after_in_child=_build_lock.release,
     )
+
+# --- the HTTP retry vocabulary -------------------------------------------------------
+
+#: HTTP statuses that mean "try again later" for every vendor.
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` (delta-seconds or HTTP date) value."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_floor(headers: t.Mapping[str, str]) -> float | None:
+    """The longest wait any of ``Retry-After`` / ``RateLimit-Reset`` asks for."""
+    floor = parse_retry_after(headers.get("retry-after"))
+    reset = headers.get("ratelimit-reset") or headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            seconds = float(reset)
+        except ValueError:
+            seconds = -1.0
+        # RateLimit-Reset is delta-seconds (IETF draft, Yotpo); some servers send
+        # an epoch timestamp instead, recognisable by its size.
+        if seconds > 1_000_000_000:
+            seconds = seconds - time.time()
+        if seconds >= 0:
+            floor = seconds if floor is None else max(floor, seconds)
+    return floor
+
 
 _BODY_LIMIT = 4096
 #: Query keys whose values are treated as credentials whatever their length.

@@ -36,16 +36,17 @@ from .._auth import AuthError, TokenCache
 from .._context import current_scope
 from .._env import check_environment
 from .._event import Event, dumps, iso_time, to_jsonable
-from .._retry import RETRYABLE_STATUSES, retry_floor
 from ..exceptions import ConfigurationError
 from ._base import ContractViolation, ExportResult, encode_event, iso_time_problem
 from ._http import (
+    RETRYABLE_STATUSES,
     BaseHTTPExporter,
     HTTPRequest,
     redact_url,
     register_url_secrets,
     response_json,
     response_text,
+    retry_floor,
 )
 
 if t.TYPE_CHECKING:
