@@ -21,11 +21,16 @@ import typing as t
 from . import _env, _log
 from .exceptions import ConfigurationError
 
+# renovation: re-export, remove at the end (the exporters' options live in
+# trackware/exporters/_options.py)
+from .exporters._options import ExporterOptions as ExporterOptions
+from .exporters._options import HTTPExporterOptions as HTTPExporterOptions
+from .exporters._options import (
+    LightweightExporterOptions as LightweightExporterOptions,
+)
+
 if t.TYPE_CHECKING:
     import re
-    import ssl
-
-    import httpx
 
     from ._deadletter import DeadLetter
     from ._event import Event
@@ -78,33 +83,6 @@ class TrackerOptions(t.TypedDict, total=False):
     shutdown_timeout: float
     register_atexit: bool
     queue_factory: t.Callable[[Exporter], EventQueue] | None
-
-
-class HTTPExporterOptions(t.TypedDict, total=False):
-    """The connection options every HTTP exporter passes on to
-    :class:`~trackware.exporters.BaseHTTPExporter` (``HTTPExporter``'s
-    ``**options``)."""
-
-    timeout: float
-    connect_timeout: float
-    verify: bool | str | ssl.SSLContext
-    cert: str | tuple[str, str] | None
-    events: t.Iterable[str] | None
-    retry: RetryPolicy | None
-    transport: httpx.BaseTransport | None
-
-
-class ExporterOptions(HTTPExporterOptions, total=False):
-    """The ``**options`` of the vendor exporters (Synerise, Yotpo, MXO
-    interactions): the connection options and the destination ``name``."""
-
-    name: str | None
-
-
-class LightweightExporterOptions(ExporterOptions, total=False):
-    """The ``**options`` of MXO's ``LightweightExporter``."""
-
-    max_batch_size: int
 
 
 class IntegrationOptions(t.TypedDict, total=False):

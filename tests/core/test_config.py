@@ -266,13 +266,13 @@ def test_tracker_options_are_exactly_the_trackers_keywords() -> None:
 def test_exporter_options_are_exactly_what_the_base_takes() -> None:
     """The exporters' **options TypedDicts follow BaseHTTPExporter's keywords
     (less those each exporter names itself)."""
-    from trackware.exporters import BaseHTTPExporter
+    from trackware.exporters import BaseHTTPExporter, _options
 
     params = inspect.signature(BaseHTTPExporter.__init__).parameters
     keywords = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
-    http = set(_config.HTTPExporterOptions.__annotations__)
-    vendor = set(_config.ExporterOptions.__annotations__)
-    light = set(_config.LightweightExporterOptions.__annotations__)
+    http = set(_options.HTTPExporterOptions.__annotations__)
+    vendor = set(_options.ExporterOptions.__annotations__)
+    light = set(_options.LightweightExporterOptions.__annotations__)
     assert http == keywords - {"base_url", "name", "max_batch_size"}
     assert vendor == http | {"name"}
     assert light == vendor | {"max_batch_size"}
