@@ -629,7 +629,7 @@ def test_session_token_header_style(server: EmulatorServer, api: CardlyticsAPI) 
 
 
 def test_token_lifetime_is_read_from_the_jwt() -> None:
-    from trackware.exporters.cardlytics import _jwt_expiry
+    from trackware.exporters.cardlytics._session import _jwt_expiry
 
     def jwt(claims: str) -> str:
         import base64

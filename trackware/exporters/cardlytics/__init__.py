@@ -1,64 +1,40 @@
 """Cardlytics Publisher API v2: customer activity via ``POST /v2/events/clientEvent``.
 
-App events are mapped by name to a Cardlytics ``clientEvent``; the
-``clientEventType`` is derived from Cardlytics' reference table, so the two can
-never be paired wrongly. Ad events (``AdImpression``/``AdInteraction``) carry a
-``clientEventMetadata`` object built from the event's properties; the others
-send ``null``. Sessions are per end customer (``x-source-customer-id``, an
-HMAC-SHA-256 pseudonym of the user id) and come from
-``POST /v2/session/startSession``.
-
-Contract choices where Cardlytics' documents disagree:
-
-* ``RewardSummaryLinkClicked`` is sent as ``CustomerProfileAction`` (the
-  reference table), not ``SessionAction`` as in one seed example;
-  ``ExpandRedemption`` (seed only) is a ``CustomerProfileAction``.
-* ``serveToken`` is required for Ad events by default (``require_serve_token``),
-  although the vendor table marks it optional: it is the only link to the ad.
-* Session lifetime: read from the JWT (``exp`` or
-  ``sessionExpirationTimestamp``) when it decodes, else ``session_ttl`` (900 s);
-  sessions are renewed ``refresh_margin`` (180 s) early, so at ~12 minutes.
-* startSession answers bad credentials with **500**: after
-  ``max_session_failures`` consecutive 500s the events are rejected as an
-  authentication/configuration error instead of being retried forever.
-* A ``200`` whose body carries ``type`` or ``status >= 400`` is a failure.
-* The batch size is undocumented: ``max_batch_size`` defaults to 50.
+:class:`ClientEventExporter` batches events per customer (one session each);
+``_contract`` maps an event to a ``ClientEventMessage``, ``_session`` starts the
+customer sessions. docs/architecture.md records the choices where Cardlytics'
+documents disagree.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import hmac
-import math
 import os
 import ssl
-import threading
-import time
 import typing as t
 import uuid
 
 import httpx
 
-from .. import _env, _log
-from .._auth import AuthError, TokenCache, jwt_claims
-from .._event import Event, dumps
-from .._retry import RETRYABLE_STATUSES, RetryPolicy, retry_floor
-from ..exceptions import ConfigurationError
-from ._base import (
-    ContractViolation,
-    ExportResult,
-    encode_event,
-    iso_time_problem,
-    stable_uuid,
+from ... import _env, _log
+from ..._auth import TokenCache
+from ..._event import Event
+from ..._retry import RetryPolicy
+from ...exceptions import ConfigurationError, ContractViolation
+from .._base import ExportResult, encode_event
+from .._http import BaseHTTPExporter, HTTPRequest, redact_url, response_json
+from ._contract import (
+    AD_EVENT_TYPES,
+    CHANNELS,
+    CLIENT_EVENT_TYPES,
+    DEFAULT_MAPPING,
+    NO_USER,
+    SECTIONS,
+    ClientEventContract,
+    error_body,
 )
-from ._http import (
-    BaseHTTPExporter,
-    HTTPRequest,
-    redact_url,
-    response_json,
-    response_text,
-)
+from ._session import SESSION_PATH, SessionBody, SessionStarter
 
 __all__ = [
     "AD_EVENT_TYPES",
@@ -70,110 +46,8 @@ __all__ = [
     "ClientEventExporter",
 ]
 
-#: ``clientEvent`` -> its ``clientEventType`` (Cardlytics' reference table,
-#: plus ``ExpandRedemption``, which only the seed example uses).
-CLIENT_EVENT_TYPES: t.Mapping[str, str] = {
-    "DisplayElementExpanded": "AdInteraction",
-    "DisplayElementCollapsed": "AdInteraction",
-    "UrlLinkClicked": "AdInteraction",
-    "UrlLinkContinue": "AdInteraction",
-    "ActivateOffer": "AdInteraction",
-    "ParkOffer": "AdInteraction",
-    "UnParkOffer": "AdInteraction",
-    "UnParkAllOffers": "SessionAction",
-    "AdViewableImpression": "AdImpression",
-    "LogEnrollment": "SessionAction",
-    "RewardSummaryLinkClicked": "CustomerProfileAction",
-    "LearnMoreLinkClicked": "CustomerProfileAction",
-    "FaqLinkClicked": "CustomerProfileAction",
-    "ExpiredOffersLinkClicked": "AdInteraction",
-    "ExpandRedemption": "CustomerProfileAction",
-}
-#: Types whose events need ``clientEventMetadata``.
-AD_EVENT_TYPES = frozenset({"AdImpression", "AdInteraction"})
-CHANNELS = frozenset(
-    {"Email", "SMS", "MMS", "OLB", "MobileWeb", "MobileApp", "MobileWallet"}
-)
-SECTIONS = frozenset(
-    {
-        "Email",
-        "SMS",
-        "MMS",
-        "Transaction",
-        "Summary",
-        "Dashboard",
-        "Landing",
-        "OnboardingPage",
-        "LatestOffers",
-        "ExpiringSoon",
-        "RewardSummaryListView",
-        "FeaturedOffers",
-        "EntertainmentCategory",
-        "FoodCategory",
-        "RetailCategory",
-        "ServicesCategory",
-        "TravelCategory",
-    }
-)
-#: The ``x-source-customer-id`` of events without a user id.
-NO_USER = "no-user-available"
-#: Applied under the user's mapping: the session-start event logs enrollment.
-DEFAULT_MAPPING: t.Mapping[str, str] = {"session_start": "LogEnrollment"}
-
 _CLIENT_EVENT_PATH = "/v2/events/clientEvent"
-_SESSION_PATH = "/v2/session/startSession"
 _HEADER_STYLES = ("bearer", "session-token")
-#: (metadata key, property names looked up in order)
-_METADATA_PROPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("serveToken", ("serveToken", "serve_token")),
-    ("section", ("section",)),
-    ("channel", ("channel",)),
-    ("imageSlots", ("imageSlots", "image_slots")),
-    ("categoryId", ("categoryId", "category_id")),
-    ("curationId", ("curationId", "curation_id")),
-    ("displayPosition", ("displayPosition", "display_position")),
-)
-
-
-class _Violation(ContractViolation):
-    """An event breaks the Cardlytics contract (the message names the rule)."""
-
-
-def _timestamp(unix: float) -> str:
-    """ISO-8601 UTC with ``Z``; milliseconds only when there are any."""
-    seconds = math.floor(unix)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    ms = min(int(round((unix - seconds) * 1000)), 999)
-    return f"{text}.{ms:03d}Z" if ms else f"{text}Z"
-
-
-def _client_event_id(event_id: str) -> str:
-    # Lowercase: Cardlytics compares ids case-insensitively, so two ids that
-    # differ only in case would be duplicates and fail the whole request.
-    return stable_uuid(event_id).lower()
-
-
-def _jwt_expiry(token: str) -> float | None:
-    """Epoch seconds from a JWT's ``exp`` or ``sessionExpirationTimestamp``."""
-    claims = jwt_claims(token) if token.count(".") == 2 else None
-    if claims is None:
-        return None
-    for key in ("exp", "sessionExpirationTimestamp"):
-        value = claims.get(key)
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            # Milliseconds are recognisable by their size.
-            return float(value) / 1000.0 if value > 100_000_000_000 else float(value)
-        if isinstance(value, str) and value:
-            try:
-                when = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                continue
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=_dt.timezone.utc)
-            return when.timestamp()
-    return None
 
 
 def _flag(value: str, variable: str) -> bool:
@@ -201,7 +75,7 @@ def _parse_mapping(value: str, variable: str) -> dict[str, str]:
     return mapping
 
 
-class ClientEventExporter(BaseHTTPExporter):
+class ClientEventExporter(ClientEventContract, BaseHTTPExporter):
     """Sends mapped events to Cardlytics ``POST /v2/events/clientEvent``.
 
     Events are grouped per customer (one session token each), so events of
@@ -275,7 +149,7 @@ class ClientEventExporter(BaseHTTPExporter):
         require_serve_token: bool = True,
         send_anonymous: bool = True,
         header_style: str = "bearer",
-        session_body: str | t.Callable[[str], t.Mapping[str, t.Any]] = "credentials",
+        session_body: SessionBody = "credentials",
         session_ttl: float = 900.0,
         refresh_margin: float = 180.0,
         max_session_failures: int = 2,
@@ -382,28 +256,31 @@ class ClientEventExporter(BaseHTTPExporter):
         self.send_anonymous = send_anonymous
         self.header_style = header_style
         self.max_session_failures = max_session_failures
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._session_body = session_body
         self._key = (
             customer_id_key.encode("utf-8")
             if isinstance(customer_id_key, str)
             else bytes(customer_id_key)
         )
+        self._starter = SessionStarter(
+            lambda: self.client,
+            self.base_url + SESSION_PATH,
+            client_id=client_id,
+            client_secret=client_secret,
+            body=session_body,
+            max_failures=max_session_failures,
+        )
         self.sessions: TokenCache[str] = TokenCache(
-            self._start_session,
+            self._starter,
             refresh_margin=refresh_margin,
             default_ttl=session_ttl,
         )
-        self._failures_lock = threading.Lock()
-        self._session_failures = 0
 
     def after_fork(self) -> None:
         # A parent thread may have held a session lock at fork time: start the
         # child with fresh locks (it fetches its own sessions).
         super().after_fork()
         self.sessions = self.sessions.fresh()
-        self._failures_lock = threading.Lock()
+        self._starter.after_fork()
 
     # --- configuration from the environment ------------------------------------------
     @classmethod
@@ -491,88 +368,7 @@ class ClientEventExporter(BaseHTTPExporter):
             self.send_anonymous or bool(event.user_id)
         )
 
-    # --- mapping -------------------------------------------------------------------
-    def message(self, event: Event) -> dict[str, t.Any]:
-        """The ``ClientEventMessage`` for ``event``; raises ``ValueError`` naming
-        the broken rule when the event cannot satisfy the contract."""
-        client_event = self.mapping[event.name]
-        kind = CLIENT_EVENT_TYPES[client_event]
-        problem = iso_time_problem(event.unix_time, "clientEventTimestamp")
-        if problem:
-            raise _Violation(problem)
-        return {
-            "clientEventId": _client_event_id(event.event_id),
-            "clientEventType": kind,
-            "clientEvent": client_event,
-            "clientEventTimestamp": _timestamp(event.unix_time),
-            "clientEventMetadata": (
-                self._metadata(event, client_event) if kind in AD_EVENT_TYPES else None
-            ),
-        }
-
-    def _metadata(self, event: Event, client_event: str) -> dict[str, t.Any]:
-        props = event.properties
-        values: dict[str, t.Any] = {}
-        for key, names in _METADATA_PROPS:
-            for prop in names:
-                value = props.get(prop)
-                if value is not None:
-                    values[key] = value
-                    break
-        rule = f"{client_event} clientEventMetadata"
-        if "section" not in values and self.default_section is not None:
-            values["section"] = self.default_section
-        if "channel" not in values and self.default_channel is not None:
-            values["channel"] = self.default_channel
-        token = values.get("serveToken")
-        if token is None:
-            if self.require_serve_token:
-                raise _Violation(
-                    f"{rule}.serveToken is required for Ad events: set the "
-                    "'serveToken' property (the ad's adServeToken from getAds)"
-                )
-        elif not isinstance(token, str) or not token:
-            raise _Violation(f"{rule}.serveToken must be a non-empty string")
-        for key, enum, enum_name in (
-            ("section", SECTIONS, "Section"),
-            ("channel", CHANNELS, "Channel"),
-        ):
-            value = values.get(key)
-            if value is None:
-                raise _Violation(
-                    f"{rule}.{key} is required: set the {key!r} property "
-                    f"(a {enum_name} value)"
-                )
-            if not isinstance(value, str) or value not in enum:
-                raise _Violation(
-                    f"{rule}.{key} {value!r} is not a Cardlytics {enum_name} value "
-                    f"(one of {', '.join(sorted(enum))})"
-                )
-        slots = values.get("imageSlots")
-        if slots is not None:
-            if not isinstance(slots, (list, tuple)) or not all(
-                isinstance(s, str) for s in slots
-            ):
-                raise _Violation(f"{rule}.imageSlots must be a list of strings")
-            values["imageSlots"] = list(slots)
-        for key in ("categoryId", "curationId"):
-            value = values.get(key)
-            if value is None or isinstance(value, str):
-                continue
-            if isinstance(value, int) and not isinstance(value, bool):
-                values[key] = str(value)
-            else:
-                raise _Violation(f"{rule}.{key} must be a string")
-        position = values.get("displayPosition")
-        if position is not None and (
-            not isinstance(position, int) or isinstance(position, bool) or position < 0
-        ):
-            raise _Violation(
-                f"{rule}.displayPosition must be a zero-based integer (>= 0)"
-            )
-        # Cardlytics' documented field order, defaults included.
-        return {key: values[key] for key, _ in _METADATA_PROPS if key in values}
-
+    # --- batching -------------------------------------------------------------------
     def build_requests(
         self, events: t.Sequence[Event]
     ) -> tuple[list[HTTPRequest], ExportResult]:
@@ -639,115 +435,6 @@ class ClientEventExporter(BaseHTTPExporter):
             headers["X-CDLX-Session-Token"] = token
         return headers
 
-    def _session_request_body(self, customer: str) -> t.Mapping[str, t.Any]:
-        body = self._session_body
-        if callable(body):
-            return body(customer)
-        if body == "customer":
-            return {"sourceCustomerId": customer, "scopes": ["api:customer"]}
-        return {"clientId": self._client_id, "secret": self._client_secret}
-
-    def _start_session(self, customer: str) -> tuple[str, float | None]:
-        """TokenCache fetch: ``POST /v2/session/startSession`` for ``customer``."""
-        try:
-            content = dumps(self._session_request_body(customer)).encode("utf-8")
-        except Exception as exc:
-            # A broken session_body callable fails the same way every time.
-            raise AuthError(
-                f"could not build the startSession body ({type(exc).__name__})",
-                retryable=False,
-            ) from None
-        try:
-            response = self.client.post(
-                self.base_url + _SESSION_PATH,
-                content=content,
-                headers={
-                    "Content-Type": "application/json",
-                    "x-source-customer-id": customer,
-                    "X-CDLX-Request-Id": str(uuid.uuid4()),
-                },
-            )
-        except httpx.TimeoutException as exc:
-            raise AuthError(
-                f"startSession timed out ({type(exc).__name__})", retryable=True
-            ) from None
-        except httpx.HTTPError as exc:
-            raise AuthError(
-                f"startSession connection error ({type(exc).__name__}: "
-                f"{_log.scrub(str(exc))[:200]})",
-                retryable=True,
-            ) from None
-        status = response.status_code
-        text = response_text(response)
-        if 200 <= status < 300:
-            token, body_status = self._token_from(response)
-            if token is None:
-                raise AuthError(
-                    f"startSession answered HTTP {status} without a sessionToken",
-                    retryable=body_status in RETRYABLE_STATUSES,
-                    status=body_status or status,
-                    body=text,
-                )
-            _log.register_secret(token)
-            with self._failures_lock:
-                self._session_failures = 0
-            expiry = _jwt_expiry(token)
-            return token, None if expiry is None else max(0.0, expiry - time.time())
-        if status == 500:
-            with self._failures_lock:
-                self._session_failures += 1
-                failures = self._session_failures
-            if failures >= self.max_session_failures:
-                raise AuthError(
-                    f"startSession answered HTTP 500 {failures} times in a row; "
-                    "Cardlytics answers invalid clientId/secret with 500: check "
-                    "client_id and client_secret (TRACKWARE_CARDLYTICS_CLIENT_ID / "
-                    "_CLIENT_SECRET)",
-                    retryable=False,
-                    status=status,
-                    body=text,
-                )
-            raise AuthError(
-                "startSession answered HTTP 500 (invalid credentials, or a "
-                "server error)",
-                retryable=True,
-                status=status,
-                body=text,
-                retry_after=retry_floor(response.headers),
-            )
-        if status in RETRYABLE_STATUSES:
-            raise AuthError(
-                f"startSession answered HTTP {status}",
-                retryable=True,
-                status=status,
-                body=text,
-                retry_after=retry_floor(response.headers),
-            )
-        data = response_json(response) or {}
-        title = f": {data['title']}" if isinstance(data.get("title"), str) else ""
-        raise AuthError(
-            f"startSession refused customer session (HTTP {status}{title})",
-            retryable=False,
-            status=status,
-            body=text,
-        )
-
-    @staticmethod
-    def _token_from(response: httpx.Response) -> tuple[str | None, int | None]:
-        """The session token of a 2xx answer (``None`` for an error body), and
-        the ``status`` an error body carries."""
-        data = response_json(response)
-        if data is None:
-            return None, None
-        failed, body_status = _error_body(data)
-        if failed:
-            return None, body_status
-        for key in ("sessionToken", "token", "accessToken", "access_token"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                return value, None
-        return None, body_status
-
     # --- outcomes ------------------------------------------------------------------
     def classify(self, request: HTTPRequest, response: httpx.Response) -> ExportResult:
         """2xx is success unless the body carries an error (``type`` or
@@ -755,7 +442,7 @@ class ClientEventExporter(BaseHTTPExporter):
         status = response.status_code
         if 200 <= status < 300:
             data = response_json(response) or {}
-            failed, body_status = _error_body(data)
+            failed, body_status = error_body(data)
             if not failed:
                 return ExportResult.success(request.events)
             return self.error_outcome(
@@ -772,11 +459,3 @@ class ClientEventExporter(BaseHTTPExporter):
             f"base_url={redact_url(self.base_url)!r} "
             f"events={len(self.mapping)}>"
         )
-
-
-def _error_body(data: dict[str, t.Any]) -> tuple[bool, int | None]:
-    """Does a Cardlytics answer body report an error (a ``type``, or a
-    ``status`` of 400 or more)? And that status, when it is an int."""
-    status = data.get("status")
-    code = status if type(status) is int else None
-    return "type" in data or (code or 0) >= 400, code
