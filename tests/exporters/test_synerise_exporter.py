@@ -13,7 +13,8 @@ from _support import free_port
 import trackware
 from trackware import Event, MemoryDeadLetter, RetryPolicy
 from trackware.exceptions import ConfigurationError
-from trackware.exporters.synerise import SyneriseExporter, jwt_lifetime
+from trackware.exporters.synerise import SyneriseExporter
+from trackware.exporters.synerise._login import jwt_lifetime
 from trackware.testing.emulators import EmulatorServer
 from trackware.testing.emulators._synerise import SyneriseAPI
 

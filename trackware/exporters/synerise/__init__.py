@@ -1,126 +1,50 @@
 """Synerise: v4 events, transactions and the AI (recommendation) events API.
 
-See :class:`SyneriseExporter`.
+:class:`SyneriseExporter` routes, batches and authenticates; ``_mapping`` builds
+each event's body against Synerise's rules. docs/architecture.md records the
+choices where Synerise's documents leave room.
 """
 
 from __future__ import annotations
 
 import base64
-import collections
 import json
-import math
 import os
 import re
-import threading
 import time
 import typing as t
 
-import httpx
-
-from .. import _env, _log
-from .._auth import AuthError, TokenCache, jwt_claims
-from .._event import Event, dumps, iso_time
-from .._retry import RETRYABLE_STATUSES, retry_floor
-from ..exceptions import ConfigurationError
-from ._base import ContractViolation, ExportResult, encode_event, iso_time_problem
-from ._http import (
-    BaseHTTPExporter,
-    HTTPRequest,
-    redact_url,
-    response_json,
-    response_text,
+from ... import _env, _log
+from ..._auth import TokenCache
+from ..._event import Event
+from ...exceptions import ConfigurationError, ContractViolation
+from .._base import ExportResult, encode_event
+from .._http import BaseHTTPExporter, HTTPRequest, redact_url
+from ._login import API_VERSION, LOGIN_PATH, WorkspaceLogin
+from ._mapping import _UUID_RE as _UUID_RE  # renovation: re-export, remove at the end
+from ._mapping import (
+    ACTION_RE,
+    AI_EVENT_TYPES,
+    DEFAULT_ACTIONS,
+    TRANSACTION_ACTION,
+    SyneriseMapping,
 )
 
 if t.TYPE_CHECKING:
     from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
 
-    from .._config import ExporterOptions
+    from .._options import ExporterOptions
 
 __all__ = ["AI_EVENT_TYPES", "DEFAULT_ACTIONS", "SyneriseExporter"]
 
-#: Events routed to the AI events API instead of ``/v4/events``.
-AI_EVENT_TYPES = frozenset(
-    {"recommendation.view", "recommendation.click", "item.search.click"}
-)
-TRANSACTION_ACTION = "transaction.charge"
-#: The Flask/ASGI integrations' own events, as Synerise's native actions
-#: (``page.visit`` is what Synerise's web SDK sends for a page view). Applied
-#: under ``actions=``: map one of them yourself to send it under another name.
-DEFAULT_ACTIONS: t.Mapping[str, str] = {
-    "page": "page.visit",
-    "session_start": "session.start",
-    "session_end": "session.end",
-}
 DEFAULT_BASE_URL = "https://api.synerise.com"
-API_VERSION = "4.4"
 AI_ENDPOINTS = ("events/v1", "ai-compat")
-LOGIN_PATH = "/uauth/v2/auth/login/profile"
 
-_ACTION_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+\Z")
+_ACTION_RE = ACTION_RE  # renovation: re-export, remove at the end
 _KEBAB_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
-_UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
-)
-_HEX32_RE = re.compile(r"^[0-9a-fA-F]{32}\Z")
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
-_CLAMP_MEMORY = 10_000
 
 
-def _as_uuid(value: str | None) -> str | None:
-    """``value`` as a lowercase dashed UUID, if it is one (dashed or 32 hex digits).
-
-    The Flask and ASGI integrations' visitor ids are 32 hex digits; Synerise
-    wants the dashed form.
-    """
-    if not value:
-        return None
-    if _UUID_RE.match(value):
-        return value.lower()
-    if _HEX32_RE.match(value):
-        h = value.lower()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-    return None
-
-
-class _Reject(ContractViolation):
-    """An event breaks the Synerise contract; the message names the rule."""
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-
-
-def _first(props: t.Mapping[str, t.Any], *keys: str) -> t.Any:
-    for key in keys:
-        if key in props and props[key] is not None:
-            return props[key]
-    return None
-
-
-def jwt_lifetime(token: str) -> float | None:
-    """Seconds a JWT is valid for, from its ``exp`` (and ``iat``) claims.
-
-    ``exp - iat`` when both are present (immune to clock skew between us and
-    Synerise), else ``exp - now``; ``None`` when the token carries no
-    readable ``exp``.
-    """
-    claims = jwt_claims(token)
-    if claims is None:
-        return None
-    exp = claims.get("exp")
-    if not _is_number(exp):
-        return None
-    iat = claims.get("iat")
-    if _is_number(iat):
-        return float(t.cast(float, exp)) - float(t.cast(float, iat))
-    return float(t.cast(float, exp)) - time.time()
-
-
-class SyneriseExporter(BaseHTTPExporter):
+class SyneriseExporter(SyneriseMapping, BaseHTTPExporter):
     """Delivers events to Synerise.
 
     Routing, per event (after ``actions`` renames it):
@@ -260,7 +184,6 @@ class SyneriseExporter(BaseHTTPExporter):
             # (_http.py scrubs the httpx logger, which logs the query string.)
             _log.register_secret(tracker_key)
         super().__init__(base_url=base_url, max_batch_size=max_batch_size, **options)
-        self._api_key = api_key
         self._tracker_key = tracker_key
         self._basic: str | None = None
         if workspace_guid is not None:
@@ -299,7 +222,7 @@ class SyneriseExporter(BaseHTTPExporter):
                     f"SyneriseExporter: actions[{name!r}] must be a non-empty string"
                 )
             routed = action in AI_EVENT_TYPES or action == TRANSACTION_ACTION
-            if strict and not routed and not _ACTION_RE.match(action):
+            if strict and not routed and not ACTION_RE.match(action):
                 raise ConfigurationError(
                     f"SyneriseExporter: actions[{name!r}] = {action!r} is not "
                     "dot-separated lowercase (like 'dog.bark'); rename it or pass "
@@ -337,20 +260,25 @@ class SyneriseExporter(BaseHTTPExporter):
             | AI_EVENT_TYPES
             | {TRANSACTION_ACTION}
         )
-        # The margin is applied in _login (TokenCache would cap it at ttl/4).
+        # The margin is applied by WorkspaceLogin (TokenCache would cap it at ttl/4).
+        self._login = WorkspaceLogin(
+            lambda: self.client,
+            self.base_url + LOGIN_PATH,
+            api_key,
+            ttl=self.token_ttl,
+            refresh_margin=self.token_refresh_margin,
+        )
         self._tokens: TokenCache[str] = TokenCache(
             self._login, refresh_margin=0.0, default_ttl=self.token_ttl
         )
-        self._clamped: collections.OrderedDict[str, float] = collections.OrderedDict()
-        self._clamp_lock = threading.Lock()
-        self.logins = 0
+        self._init_clamps()
 
     def after_fork(self) -> None:
         # Locks the parent's threads held at fork time stay held in the child:
         # a fresh token cache (the child logs in itself) and clamp lock.
         super().after_fork()
         self._tokens = self._tokens.fresh()
-        self._clamp_lock = threading.Lock()
+        self._clamps_after_fork()
 
     # --- construction from the environment --------------------------------------------
     @classmethod
@@ -402,48 +330,10 @@ class SyneriseExporter(BaseHTTPExporter):
         return self.send_unmapped or name in self._mapped
 
     # --- auth -------------------------------------------------------------------------
-    def _login(self, key: str) -> tuple[str, float | None]:
-        """Fetch a workspace JWT; returns it with the seconds to cache it."""
-        try:
-            response = self.client.post(
-                self.base_url + LOGIN_PATH,
-                content=dumps({"apiKey": self._api_key}).encode("utf-8"),
-                headers={
-                    "Accept": "application/json",
-                    "Api-Version": API_VERSION,
-                    "Content-Type": "application/json",
-                },
-            )
-        except httpx.HTTPError as exc:
-            detail = _log.scrub(str(exc))[:200]
-            raise AuthError(
-                f"Synerise login failed: {type(exc).__name__}: {detail}",
-                retryable=True,
-            ) from None
-        status = response.status_code
-        if status != 200:
-            body = response_text(response)
-            raise AuthError(
-                f"Synerise login answered HTTP {status}: {body[:300]}",
-                retryable=status in RETRYABLE_STATUSES,
-                status=status,
-                body=body,
-                retry_after=retry_floor(response.headers),
-            )
-        token = (response_json(response) or {}).get("token")
-        if not isinstance(token, str) or not token:
-            raise AuthError(
-                "Synerise login answered 200 without a token",
-                retryable=True,
-                status=status,
-                body=response_text(response),
-            )
-        _log.register_secret(token)
-        self.logins += 1
-        lifetime = jwt_lifetime(token)
-        if lifetime is None:
-            return token, self.token_ttl
-        return token, max(0.0, lifetime - self.token_refresh_margin)
+    @property
+    def logins(self) -> int:
+        """Workspace JWTs fetched so far."""
+        return self._login.count
 
     def auth_headers(
         self, request: HTTPRequest, *, refresh: bool = False
@@ -454,259 +344,6 @@ class SyneriseExporter(BaseHTTPExporter):
             return {"Authorization": self._basic}
         token = self._tokens.get("jwt", refresh=refresh)
         return {"Authorization": f"Bearer {token}"}
-
-    # --- mapping ----------------------------------------------------------------------
-    def _time(self, event: Event, now: float) -> float:
-        """The event's time, clamped to ``now`` when in the future.
-
-        The clamped value is remembered per event id (bounded), so a retry
-        sends the same ``time`` and the vendor overwrites instead of adding.
-        """
-        with self._clamp_lock:
-            remembered = self._clamped.get(event.event_id)
-            if remembered is not None:
-                return remembered
-            when = event.unix_time
-            if when <= now:
-                problem = iso_time_problem(when, "time")
-                if problem:
-                    raise _Reject(problem)
-                return when
-            self._clamped[event.event_id] = now
-            while len(self._clamped) > _CLAMP_MEMORY:
-                self._clamped.popitem(last=False)
-        _log.warn(
-            f"future-time:{self.name}",
-            "trackware: %s: event %r has a time in the future; sending the "
-            "current time instead (Synerise would replace it and break "
-            "eventSalt overwrites)",
-            self.name,
-            event.name,
-        )
-        return now
-
-    def _names_someone(self, event: Event) -> bool:
-        """Whether ``event`` carries any identity a profile could come from
-        (usable or not: an unusable one is rejected, since someone can fix
-        it)."""
-        if event.user_id or event.email or event.anonymous_id:
-            return True
-        trait = self.client_id_trait
-        return trait is not None and event.traits.get(trait) is not None
-
-    def _profile(self, event: Event) -> dict[str, t.Any]:
-        client: dict[str, t.Any] = {}
-        if self.client_id_trait is not None:
-            raw = event.traits.get(self.client_id_trait)
-            if raw is not None:
-                if isinstance(raw, int) and not isinstance(raw, bool):
-                    client["id"] = raw
-                elif isinstance(raw, str) and raw.isascii() and raw.isdigit():
-                    client["id"] = int(raw)
-                else:
-                    raise _Reject(
-                        f"client.id: trait {self.client_id_trait!r} must be an "
-                        f"integer, got {type(raw).__name__}"
-                    )
-        if event.user_id:
-            client["customId"] = str(event.user_id)
-        anonymous = _as_uuid(event.anonymous_id)
-        if anonymous is not None:
-            client["uuid"] = anonymous
-        if event.email:
-            client["email"] = event.email
-        if not client:
-            trait = f", trait {self.client_id_trait!r}" if self.client_id_trait else ""
-            raise _Reject(
-                "client: at least one of id, customId, uuid, email is required "
-                f"(the event has no user_id, email, UUID anonymous_id{trait})"
-            )
-        return client
-
-    def _label(self, event: Event, default: str) -> str:
-        label = self.labels.get(event.name)
-        if label:
-            return label
-        if self.label_property is not None:
-            value = event.properties.get(self.label_property)
-            if isinstance(value, str) and value:
-                return value
-        return default
-
-    def _v4_event(self, event: Event, now: float, action: str) -> dict[str, t.Any]:
-        etype = self.dedicated.get(event.name)
-        if etype is None and self.strict and not _ACTION_RE.match(action):
-            raise _Reject(
-                f"action: {action[:100]!r} is not dot-separated lowercase (like "
-                "'dog.bark'); map the event name with actions= or pass strict=False"
-            )
-        body: dict[str, t.Any] = {"type": etype or "custom"}
-        if etype is None:
-            body["action"] = action
-        body["label"] = self._label(event, action if etype is None else event.name)
-        body["client"] = self._profile(event)
-        body["time"] = iso_time(self._time(event, now))
-        params = dict(event.properties)
-        if self.label_property is not None:
-            params.pop(self.label_property, None)
-        if params:
-            body["params"] = params
-        body["eventSalt"] = event.event_id
-        return body
-
-    def _ai_event(self, event: Event) -> dict[str, t.Any]:
-        props = event.properties
-        correlation = _first(props, "correlationId", "correlation_id")
-        if not isinstance(correlation, str) or not correlation:
-            raise _Reject("correlationId: required, a non-empty string property")
-        client_uuid = _first(props, "clientUUID", "client_uuid")
-        if client_uuid is None:
-            client_uuid = _as_uuid(event.anonymous_id)
-        if not isinstance(client_uuid, str) or not _UUID_RE.match(client_uuid):
-            raise _Reject(
-                "clientUUID: required, a UUID (property clientUUID, or a UUID "
-                "anonymous_id)"
-            )
-        raw_items = props.get("items", [])
-        if not isinstance(raw_items, (list, tuple)) or not all(
-            isinstance(i, str) or (isinstance(i, int) and not isinstance(i, bool))
-            for i in raw_items
-        ):
-            raise _Reject("items: must be a list of item IDs (strings)")
-        body: dict[str, t.Any] = {
-            "correlationId": correlation,
-            "clientUUID": client_uuid.lower(),
-            "items": [str(i) for i in raw_items],
-            "eventTimestamp": int(round(event.unix_time * 1000)),
-        }
-        if body["eventTimestamp"] < 0:
-            raise _Reject(
-                "eventTimestamp: must be Unix time in milliseconds >= 0; the event "
-                "is dated before 1970"
-            )
-        campaign = _first(props, "campaignId", "campaign_id")
-        if campaign is not None:
-            if not isinstance(campaign, (str, int)) or isinstance(campaign, bool):
-                raise _Reject("campaignId: must be a string")
-            body["campaignId"] = str(campaign)
-        return body
-
-    @staticmethod
-    def _money(value: object, currency: object, field: str) -> dict[str, t.Any]:
-        if isinstance(value, dict):
-            amount, currency = value.get("amount"), value.get("currency", currency)
-        else:
-            amount = value
-        if not _is_number(amount):
-            raise _Reject(f"{field}.amount: required, a number")
-        if not isinstance(currency, str) or not _CURRENCY_RE.match(currency):
-            raise _Reject(f"{field}.currency: required, a 3-letter currency code")
-        return {"amount": amount, "currency": currency}
-
-    def _transaction(self, event: Event, now: float) -> dict[str, t.Any]:
-        props = dict(event.properties)
-        used = {
-            "order_id",
-            "orderId",
-            "currency",
-            "revenue",
-            "value",
-            "discount",
-            "discountAmount",
-            "products",
-            "paymentInfo",
-            "payment_method",
-            "source",
-            "metadata",
-        }
-        currency = props.get("currency")
-        order_id = _first(props, "orderId", "order_id")
-        if isinstance(order_id, int) and not isinstance(order_id, bool):
-            order_id = str(order_id)
-        if not isinstance(order_id, str) or not order_id:
-            raise _Reject("orderId: required, a non-empty string (property order_id)")
-        if props.get("revenue") is None:
-            raise _Reject("revenue: required (property revenue with currency)")
-        revenue = self._money(props["revenue"], currency, "revenue")
-        value = (
-            self._money(props["value"], currency, "value")
-            if props.get("value") is not None
-            else dict(revenue)
-        )
-        body: dict[str, t.Any] = {
-            "client": self._profile(event),
-            "orderId": order_id,
-            "recordedAt": iso_time(self._time(event, now)),
-            "revenue": revenue,
-            "value": value,
-        }
-        discount = _first(props, "discountAmount", "discount")
-        if discount is not None:
-            body["discountAmount"] = self._money(discount, currency, "discountAmount")
-        products = props.get("products")
-        if not isinstance(products, (list, tuple)) or not products:
-            raise _Reject(
-                "products: required, a non-empty list of products (property "
-                "products: [{sku, name, price, quantity}, ...]); Synerise makes a "
-                "product.buy event of each"
-            )
-        body["products"] = [
-            self._product(p, currency, i) for i, p in enumerate(products)
-        ]
-        payment = _first(props, "paymentInfo", "payment_method")
-        if isinstance(payment, str) and payment:
-            body["paymentInfo"] = {"method": payment}
-        elif isinstance(payment, dict) and isinstance(payment.get("method"), str):
-            body["paymentInfo"] = dict(payment)
-        elif payment is not None:
-            raise _Reject("paymentInfo: must be {method: str} (or payment_method)")
-        source = props.get("source", self.transaction_source)
-        if source is not None:
-            if not isinstance(source, str):
-                raise _Reject("source: must be a string")
-            body["source"] = source
-        metadata = props.get("metadata")
-        if metadata is None:
-            metadata = {k: v for k, v in props.items() if k not in used}
-        if not isinstance(metadata, dict):
-            raise _Reject("metadata: must be an object")
-        if metadata:
-            body["metadata"] = metadata
-        body["eventSalt"] = event.event_id
-        return body
-
-    def _product(self, raw: object, currency: object, index: int) -> dict[str, t.Any]:
-        where = f"products[{index}]"
-        if not isinstance(raw, dict):
-            raise _Reject(f"{where}: must be an object")
-        product = dict(raw)
-        sku = product.pop("sku", None) or product.pop("product_id", None)
-        if isinstance(sku, int) and not isinstance(sku, bool):
-            sku = str(sku)
-        if not isinstance(sku, str) or not sku:
-            raise _Reject(f"{where}.sku: required, a non-empty string")
-        name = product.pop("name", None)
-        if not isinstance(name, str) or not name:
-            raise _Reject(f"{where}.name: required, a non-empty string")
-        out: dict[str, t.Any] = {"sku": sku, "name": name}
-        quantity = product.pop("quantity", None)
-        if quantity is not None:
-            if not _is_number(quantity) or quantity <= 0:
-                raise _Reject(f"{where}.quantity: must be a number > 0")
-            out["quantity"] = quantity
-        price = product.pop("finalUnitPrice", None)
-        if price is None:
-            price = product.pop("price", None)
-        if price is None:
-            raise _Reject(f"{where}.finalUnitPrice: required (or price)")
-        out["finalUnitPrice"] = self._money(
-            price, product.pop("currency", currency), f"{where}.finalUnitPrice"
-        )
-        for key in ("regularPrice", "discountPrice", "netUnitPrice"):
-            if product.get(key) is not None:
-                out[key] = self._money(product.pop(key), currency, f"{where}.{key}")
-        out.update(product)
-        return out
 
     # --- requests ---------------------------------------------------------------------
     def _request(
