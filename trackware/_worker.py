@@ -1,52 +1,31 @@
-"""A destination: one exporter, its queue, its worker thread, its accounting.
+"""The delivery loop of one destination: its worker thread, batching, attempts, retries.
 
-Destinations are isolated from each other: each has its own bounded queue, its
-own worker thread (started lazily on the first event), its own retry state and
-circuit breaker. A vendor that hangs, rate-limits or is down delays only its
-own events.
-
-Within a destination, one batch never holds up the others: while a batch waits
-for its retry, the worker goes on sending newer batches (up to
-``Destination.retry_batches`` batches' worth of events wait at once; a vendor
-that is really down opens the circuit breaker, and then everything waits). A
-batch that fails again while other batches get through is retried in halves,
-so the events that can be delivered are, and only the event the vendor keeps
-refusing ends in the dead letter. An exporter that raises is bisected the
-same way: the event that makes it raise on its own is rejected (an encoding
-error) or retried alone (any other exception).
+A :class:`Destination` owns one exporter, its queue and a worker thread
+(started on the first event). The worker takes batches, exports them, retries
+what failed without holding up newer batches, splits a batch that keeps
+failing while others get through, and drains or gives up at shutdown. What
+came of each event is recorded by its :class:`~trackware._settle.Ledger`.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
-import itertools
 import math
-import operator
 import threading
 import time
 import typing as t
 
-from . import _log, signals
-from ._context import suppressed
-from ._deadletter import DeadLetter, DeadLetterRecord
+from . import _log
+from ._deadletter import DeadLetter
 from ._event import Event
-from ._queue import EventQueue, QueuedEvent
+from ._queue import EventQueue
 from ._retry import CircuitBreaker, RetryPolicy
+from ._settle import Batch, Ledger, count_value
 from .exporters._base import Exporter, ExportResult, _export_scope
 
-if t.TYPE_CHECKING:
-    from ._tracker import Tracker
+__all__ = ["Destination", "in_worker_thread"]
 
-__all__ = ["Destination"]
-
-
-def _count_value(counter: itertools.count[int]) -> int:
-    """The next value an ``itertools.count`` would return, without consuming it."""
-    # repr is "count(N)"; reading it is the one way that is neither deprecated
-    # nor racy (next() on a count is atomic in CPython, which is why we use it).
-    return int(repr(counter)[6:-1])
-
+_count_value = count_value  # renovation: re-export, remove at the end
 
 _worker_threads: set[int] = set()
 
@@ -71,54 +50,7 @@ def _exception_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
-class _RetryBatch:
-    __slots__ = (
-        "abandoned",
-        "attempts",
-        "first_attempt",
-        "items",
-        "mark",
-        "narrowed",
-        "next_at",
-        "partial",
-        "result",
-        "split",
-    )
-
-    def __init__(
-        self, items: list[QueuedEvent], first_attempt: float, mark: int = 0
-    ) -> None:
-        self.abandoned = False  # given up by shutdown() while the worker had it
-        self.items = items
-        self.attempts = 0
-        self.first_attempt = first_attempt
-        self.next_at = 0.0
-        self.result: ExportResult | None = None
-        #: Destination.batches when this batch's last attempt began: a higher
-        #: count later means other batches got through since it failed.
-        self.mark = mark
-        #: A half of a split batch that has not been attempted yet (its mark
-        #: is the split's, so a sibling's success counts as evidence).
-        self.split = False
-        #: Split because other batches got through: its failures say something
-        #: about its content, not about the vendor (the breaker ignores them).
-        self.narrowed = False
-        #: What the exporter reported as decided during the export under way
-        #: (see exporters._base.report_progress), for a shutdown that gives
-        #: the batch up before export() returns.
-        self.partial: ExportResult | None = None
-
-    def half(self, items: list[QueuedEvent], mark: int) -> _RetryBatch:
-        child = _RetryBatch(items, self.first_attempt, mark)
-        child.attempts = self.attempts
-        child.result = self.result
-        child.next_at = self.next_at
-        child.split = True
-        child.narrowed = True
-        return child
-
-
-def _next_at(batch: _RetryBatch) -> float:
+def _next_at(batch: Batch) -> float:
     return batch.next_at
 
 
@@ -130,7 +62,10 @@ _HALT_GRACE = 0.2
 
 
 class Destination:
-    """Delivers one exporter's events in the background. Created by the Tracker."""
+    """Delivers one exporter's events in the background. Created by the Tracker.
+
+    ``sender`` is what the delivery signals name as their sender (the tracker).
+    """
 
     #: How many batches' worth of events may wait for a retry while newer
     #: batches are sent. Beyond it the worker takes nothing new until a
@@ -140,7 +75,7 @@ class Destination:
 
     def __init__(
         self,
-        tracker: Tracker,
+        sender: object,
         exporter: Exporter,
         queue: EventQueue,
         *,
@@ -151,7 +86,7 @@ class Destination:
         dead_letter: DeadLetter | None,
         event_filter: t.Callable[[Event], bool] | None = None,
     ) -> None:
-        self.tracker = tracker
+        self.sender = sender
         self.exporter = exporter
         self.name = exporter.name
         self.queue = queue
@@ -169,53 +104,31 @@ class Destination:
         self.retry_policy = getattr(exporter, "retry_policy", None) or retry
         self.dead_letter = dead_letter
         self.event_filter = event_filter
-        self._init_runtime()
-        self._init_counters()
+        self._init_state()
 
-    # --- state that must be rebuilt after fork ---------------------------------------
-    def _init_runtime(self) -> None:
+    def _init_state(self) -> None:
+        """Threads, locks, retry state and accounts: built anew after fork."""
         self._wake = threading.Event()
-        self._progress = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._stopping = False
         self._stopped = False
         self._flush_requests = 0
-        # Batches waiting for their retry, and the events they hold.
-        self._retries: list[_RetryBatch] = []
-        self._current: _RetryBatch | None = None  # being exported right now
-        self._settle_lock = threading.Lock()
         self._shutdown_deadline: float | None = None
         self._halt_at = math.inf
-        self._halted = False  # shutdown told the exporter to stop sending
         self._shutdown_base = 0
-        # A vendor's Retry-After / RateLimit-Reset pauses the whole
-        # destination, not only the batch it answered.
-        self._paused_until = 0.0
-        self.breaker = CircuitBreaker(self.retry_policy)
-
-    def _init_counters(self) -> None:
-        self.sent = 0
-        self.retried = 0
-        self.rejected = 0
-        self.failed = 0
-        self.dead_lettered = 0
-        self.not_applicable = 0
-        # Events the exporter's applies() declined, or the destination's filter
-        # left out (or whose check raised), at track() time: counted on the
-        # caller's thread with atomic itertools.counts (no lock).
-        self._declined = itertools.count()
-        self.count_not_applicable = self._declined.__next__
-        self._filtered = itertools.count()
-        self.count_filtered = self._filtered.__next__
-        self.batches = 0
-        self.dropped: collections.Counter[str] = collections.Counter()
-        self.last_error: str | None = None
+        self.ledger = ledger = Ledger(
+            self.name, self.sender, self.queue, self.dead_letter, self.retry_policy
+        )
+        self.breaker = ledger.breaker
+        # Called per event by the tracker's routing (bound once).
+        self.count_not_applicable = ledger.count_not_applicable
+        self.count_filtered = ledger.count_filtered
 
     def after_fork_in_child(self) -> None:
+        """In a forked child: an empty queue, no thread, fresh accounts."""
         self.queue.reset_after_fork()
-        self._init_runtime()
-        self._init_counters()
+        self._init_state()
         after_fork = getattr(self.exporter, "after_fork", None)
         if after_fork is not None:
             try:
@@ -233,7 +146,7 @@ class Destination:
         """Queue ``event``; never blocks (unless policy is ``block``), never raises."""
         dropped = self._put(event)
         if dropped:
-            self._on_queue_drop(dropped)
+            self.ledger.queue_full(dropped)
         self._nudge()
 
     def offer_many(self, events: list[Event]) -> None:
@@ -245,7 +158,7 @@ class Destination:
             return
         dropped = put_many(events)
         if dropped:
-            self._on_queue_drop(dropped)
+            self.ledger.queue_full(dropped)
         self._nudge()
 
     def _nudge(self) -> None:
@@ -254,26 +167,6 @@ class Destination:
             self._start()
         elif self._depth() >= self.max_batch_size and not self._wake.is_set():
             self._wake.set()
-
-    def _on_queue_drop(self, dropped: list[Event]) -> None:
-        _log.warn(
-            f"queue_full:{self.name}",
-            "trackware: queue of destination %r is full; dropped %d event(s) "
-            "(policy %s). See stats()['destinations'][%r]['dropped'].",
-            self.name,
-            len(dropped),
-            getattr(self.queue, "policy", "?"),
-            self.name,
-        )
-        if signals.event_dropped.receivers:
-            for ev in dropped:
-                signals.event_dropped.send(
-                    self.tracker,
-                    event=ev,
-                    reason="queue_full",
-                    destination=self.name,
-                    detail=None,
-                )
 
     def _start(self) -> None:
         with self._start_lock:
@@ -293,7 +186,6 @@ class Destination:
     # --- worker ----------------------------------------------------------------------
     def _run(self) -> None:
         _worker_threads.add(threading.get_ident())
-        token = suppressed.set(True)
         try:
             while True:
                 try:
@@ -308,26 +200,26 @@ class Destination:
                     )
                     time.sleep(0.1)
         finally:
-            suppressed.reset(token)
             _worker_threads.discard(threading.get_ident())
 
     def _step(self) -> bool:
         """Do one unit of work or wait for some. Returns False to stop."""
-        if self._halted:
+        ledger = self.ledger
+        if ledger.halted:
             # Shutdown told the exporter to stop sending: nothing more goes
             # out; what is left goes to the dead letter.
-            self._give_up_all("stopped sending at shutdown")
+            ledger.give_up_all("stopped sending at shutdown")
             return False
         now = time.monotonic()
         hold = self._hold_until()
         wait = math.inf
         # A snapshot: shutdown() may give the waiting batches up meanwhile.
-        retries = list(self._retries)
+        retries = list(ledger.retries)
         if retries:
             if self._stopping:
                 for batch in retries:
                     if not self._deadline_allows(max(batch.next_at, hold)):
-                        self._abandon(batch, "shutdown before retry was due")
+                        ledger.abandon(batch, "shutdown before retry was due")
                 retries = [b for b in retries if not b.abandoned]
             if retries:
                 # The batch waiting longest for its turn goes first.
@@ -338,15 +230,15 @@ class Destination:
                     return True
                 wait = due - now
         if self.queue.depth():
-            until = self._paused_until if now < self._paused_until else 0.0
+            until = ledger.paused_until if now < ledger.paused_until else 0.0
             if not until and not self.breaker.allow(now):
                 until = self.breaker.open_until
             if until:
                 if self._stopping and not self._deadline_allows(until):
-                    self._drain_to_dead_letter()
+                    ledger.give_up_queued()
                     return True
                 wait = min(wait, until - now)
-            elif self._waiting() >= self.retry_batches * self.max_batch_size:
+            elif ledger.waiting() >= self.retry_batches * self.max_batch_size:
                 # Enough events wait for a retry already: take nothing new
                 # until one of those batches settles (wait is its due time).
                 pass
@@ -359,7 +251,7 @@ class Destination:
             ):
                 items = self.queue.take(self.max_batch_size, self.max_batch_bytes)
                 if items:
-                    self._attempt(_RetryBatch(items, now, self.batches))
+                    self._attempt(Batch(items, now, ledger.batches))
                 return True
             else:
                 wait = min(wait, max(0.0, self.flush_interval - self._head_age()))
@@ -369,10 +261,6 @@ class Destination:
             wait = self.flush_interval if self.flush_interval > 0 else 1.0
         self._wait(wait)
         return True
-
-    def _waiting(self) -> int:
-        """Events waiting for a retry."""
-        return sum(len(b.items) for b in self._retries)
 
     def _head_age(self) -> float:
         # Queue entries carry the event's wall-clock time; interval batching
@@ -391,7 +279,7 @@ class Destination:
 
     def _hold_until(self) -> float:
         """Nothing is sent before this (open circuit, vendor-requested pause)."""
-        return max(self._breaker_due(), self._paused_until)
+        return max(self._breaker_due(), self.ledger.paused_until)
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
@@ -402,9 +290,10 @@ class Destination:
         deadline = self._shutdown_deadline
         return deadline is None or when <= deadline
 
-    def _retry_batch(self, batch: _RetryBatch) -> None:
+    def _retry_batch(self, batch: Batch) -> None:
         """A waiting batch is due: attempt it, or split it in two."""
-        if not batch.split and len(batch.items) > 1 and self.batches > batch.mark:
+        ledger = self.ledger
+        if not batch.split and len(batch.items) > 1 and ledger.batches > batch.mark:
             # Other batches were delivered since this one last failed: the
             # vendor is up and something in this batch is what it refuses
             # (e.g. a 500 caused by one event). Retry it in halves, both due
@@ -414,61 +303,32 @@ class Destination:
             # after the policy's attempts.
             mid = len(batch.items) // 2
             halves = [
-                batch.half(batch.items[:mid], self.batches),
-                batch.half(batch.items[mid:], self.batches),
+                batch.half(batch.items[:mid], ledger.batches),
+                batch.half(batch.items[mid:], ledger.batches),
             ]
-            with self._settle_lock:
-                if batch.abandoned or batch not in self._retries:
+            with ledger.lock:
+                if batch.abandoned or batch not in ledger.retries:
                     return
-                index = self._retries.index(batch)
-                self._retries[index : index + 1] = halves
+                index = ledger.retries.index(batch)
+                ledger.retries[index : index + 1] = halves
             return
         self._attempt(batch)
 
-    def _attempt(self, batch: _RetryBatch) -> None:
-        with self._settle_lock:
-            if batch.abandoned:
-                return
-            self._current = batch
-            if batch in self._retries:
-                self._retries.remove(batch)
-        if batch.split:
-            batch.split = False  # keeps the split's mark for this attempt
-        else:
-            batch.mark = self.batches
+    def _attempt(self, batch: Batch) -> None:
+        """Export ``batch`` once; its ledger settles the outcome."""
+        ledger = self.ledger
+        if not ledger.begin(batch):
+            return
         events = [item[1] for item in batch.items]
-        batch.attempts += 1
-        batch.partial = None
         scope = _export_scope
-        scope.report = functools.partial(self._on_progress, batch)
+        scope.report = functools.partial(ledger.report, batch)
         try:
             result = self._export(batch, events)
         finally:
             scope.report = None
-        with self._settle_lock:
-            self._current = None
-            batch.partial = None  # the result has the final word
-            if batch.abandoned:
-                # shutdown() already dead-lettered and counted this batch.
-                return
-            self._settle(batch, result)
+        ledger.finish(batch, result)
 
-    def _on_progress(self, batch: _RetryBatch, outcome: ExportResult) -> bool:
-        """exporters._base.report_progress for ``batch``: keep what is decided,
-        say whether to go on."""
-        with self._settle_lock:
-            if batch.abandoned:
-                return False
-            if outcome.sent or outcome.rejected or outcome.skipped:
-                partial = batch.partial
-                if partial is None:
-                    partial = batch.partial = ExportResult()
-                partial.sent.extend(outcome.sent)
-                partial.rejected.extend(outcome.rejected)
-                partial.skipped.extend(outcome.skipped)
-            return not self._halted
-
-    def _export(self, batch: _RetryBatch, events: list[Event]) -> ExportResult:
+    def _export(self, batch: Batch, events: list[Event]) -> ExportResult:
         try:
             return self.exporter.export(events)
         except Exception as exc:  # exporters should not raise; be safe if they do
@@ -483,7 +343,7 @@ class Destination:
             return self._isolate(batch, events, exc)
 
     def _isolate(
-        self, batch: _RetryBatch, events: list[Event], exc: Exception
+        self, batch: Batch, events: list[Event], exc: Exception
     ) -> ExportResult:
         """``export(events)`` raised ``exc``: export the halves, recursively, so
         that what exports is delivered and an event that raises alone is
@@ -497,7 +357,7 @@ class Destination:
         mid = len(events) // 2
         raised: list[tuple[list[Event], Exception]] = []
         for half in (events[:mid], events[mid:]):
-            if batch.abandoned or self._halted:
+            if batch.abandoned or self.ledger.halted:
                 result.add_retry(half, f"exporter raised {_exception_text(exc)}")
                 continue
             try:
@@ -505,7 +365,7 @@ class Destination:
             except Exception as error:
                 raised.append((half, error))
                 continue
-            self._on_progress(batch, outcome)
+            self.ledger.report(batch, outcome)
             result.merge(outcome)
         if len(raised) == 2 and not any(
             isinstance(e, _ENCODING_ERRORS) for _, e in raised
@@ -519,270 +379,6 @@ class Destination:
             result.merge(self._isolate(batch, part, failure))
         return result
 
-    def _settle(self, batch: _RetryBatch, result: ExportResult) -> None:
-        items = batch.items
-        if (
-            len(result.sent) == len(items)
-            and not result.retry
-            and not result.rejected
-            and not result.skipped
-            and all(map(operator.is_, result.sent, [i[1] for i in items]))
-        ):
-            # The common case: the whole batch was delivered, in order.
-            self._delivered(batch, items)
-            return
-        self._settle_mixed(batch, result)
-
-    def _delivered(self, batch: _RetryBatch, items: list[QueuedEvent]) -> None:
-        self.breaker.record_success()
-        self._count_sent(items)
-        self._settled(items)
-
-    def _count_sent(self, items: list[QueuedEvent]) -> None:
-        """Count a delivered batch (non-empty) and announce it."""
-        self.sent += len(items)
-        self.batches += 1
-        if signals.batch_exported.receivers:
-            signals.batch_exported.send(
-                self.tracker, destination=self.name, events=[i[1] for i in items]
-            )
-
-    def _account(
-        self, batch: _RetryBatch, result: ExportResult
-    ) -> tuple[list[QueuedEvent], bool]:
-        """Count what ``result`` decided for ``batch`` (sent, skipped,
-        rejected: dead-lettered). ``batch.items`` keeps the undecided rest, in
-        order. Returns the decided items (for ``_settled``) and whether any
-        event was sent."""
-        by_id = {id(item[1]): item for item in batch.items}
-        settled: list[QueuedEvent] = []
-
-        def take(evs: t.Iterable[Event]) -> list[QueuedEvent]:
-            out = []
-            for ev in evs:
-                item = by_id.pop(id(ev), None)
-                if item is not None:
-                    out.append(item)
-            return out
-
-        sent = take(result.sent)
-        skipped = take(result.skipped)
-        # Only rejections of this batch's undecided events (a progress report
-        # and the final result may both carry one).
-        rejections = []
-        for rejection in result.rejected:
-            item = by_id.pop(id(rejection.event), None)
-            if item is not None:
-                rejections.append(rejection)
-                settled.append(item)
-        self.not_applicable += len(skipped)
-        settled.extend(sent)
-        settled.extend(skipped)
-        if sent:
-            self._count_sent(sent)
-        if rejections:
-            self.rejected += len(rejections)
-            self._dead_letter(
-                [
-                    DeadLetterRecord(
-                        self.name, r.reason, r.event, r.status, r.body, batch.attempts
-                    )
-                    for r in rejections
-                ]
-            )
-            first = rejections[0]
-            self.last_error = _log.scrub(first.reason)
-            _log.warn(
-                f"rejected:{self.name}",
-                "trackware: %s rejected %d event(s): %s",
-                self.name,
-                len(rejections),
-                _log.scrub(first.reason)[:300],
-            )
-            self._signal_failed(
-                [r.event for r in rejections], first.reason, first.status, True
-            )
-        batch.items = list(by_id.values())
-        return settled, bool(sent)
-
-    def _settle_mixed(self, batch: _RetryBatch, result: ExportResult) -> None:
-        now = time.monotonic()
-        settled, any_sent = self._account(batch, result)
-        # Whatever the exporter did not account for is retried with the rest.
-        retry_items = batch.items
-        if retry_items and not result.retry:
-            result.error = result.error or "exporter returned no outcome"
-        if retry_items:
-            if any_sent:
-                self.breaker.record_success()
-            elif not batch.narrowed:
-                # (A narrowed batch fails because of what it holds: one poison
-                # event retried alone must not open the circuit for the rest.)
-                self.breaker.record_failure(now)
-            self.last_error = _log.scrub(result.error or "retryable failure")
-            policy = self.retry_policy
-            exhausted = (
-                policy.max_attempts is not None
-                and batch.attempts >= policy.max_attempts
-            ) or (now - batch.first_attempt >= policy.max_retry_time)
-            batch.result = result
-            if self._halted:
-                self._give_up(batch, "shutdown", "stopped sending at shutdown")
-            elif exhausted:
-                self._give_up(batch, "retries_exhausted", self.last_error)
-            else:
-                self.retried += len(retry_items)
-                batch.next_at = now + policy.backoff(batch.attempts, result.retry_after)
-                if result.retry_after is not None:
-                    # The vendor asked for a pause: no other batch goes out
-                    # before it is over either.
-                    self._paused_until = max(
-                        self._paused_until,
-                        now + min(result.retry_after, policy.max_retry_after),
-                    )
-                self._retries.append(batch)
-                _log.warn(
-                    f"retry:{self.name}",
-                    "trackware: %s: %s; %d event(s) will be retried (attempt %d)",
-                    self.name,
-                    self.last_error,
-                    len(retry_items),
-                    batch.attempts,
-                )
-                self._signal_failed(
-                    [i[1] for i in retry_items],
-                    self.last_error,
-                    result.status,
-                    False,
-                )
-        else:
-            self.breaker.record_success()
-        self._settled(settled)
-
-    def _abandon(self, batch: _RetryBatch, detail: str) -> None:
-        """Give ``batch`` up for shutdown, once, whichever thread gets there first."""
-        with self._settle_lock:
-            if batch.abandoned:
-                return
-            batch.abandoned = True
-            self._give_up(batch, "shutdown", detail)
-
-    def _abandon_pending(self) -> None:
-        """From shutdown(): give up the batches the worker holds, if any.
-
-        Of a batch being exported right now, the events the exporter already
-        reported as sent (or rejected) are counted as such; only the others
-        go to the dead letter.
-        """
-        with self._settle_lock:
-            current = self._current
-            if current is not None and not current.abandoned:
-                current.abandoned = True
-                if current.partial is not None:
-                    settled, _ = self._account(current, current.partial)
-                    self._settled(settled)
-                if current.items:
-                    self._give_up(
-                        current,
-                        "shutdown",
-                        "in flight when the shutdown budget ran out (it may have "
-                        "been delivered)",
-                    )
-            for batch in list(self._retries):
-                if not batch.abandoned:
-                    batch.abandoned = True
-                    self._give_up(batch, "shutdown", "retry pending at shutdown")
-
-    def _give_up_all(self, detail: str) -> None:
-        """Dead-letter every waiting batch and everything queued (shutdown)."""
-        for batch in list(self._retries):
-            self._abandon(batch, detail)
-        items = self.queue.take(1 << 30, 1 << 62)
-        if items:
-            self._give_up(_RetryBatch(items, time.monotonic()), "shutdown", detail)
-
-    def _give_up(self, batch: _RetryBatch, reason: str, detail: str | None) -> None:
-        if batch in self._retries:
-            self._retries.remove(batch)
-        result = batch.result
-        events = [item[1] for item in batch.items]
-        if not events:
-            return
-        if reason == "retries_exhausted":
-            self.failed += len(events)
-        else:
-            self.dropped[reason] += len(events)
-        text = f"{reason}: {detail}" if detail else reason
-        self._dead_letter(
-            [
-                DeadLetterRecord(
-                    self.name,
-                    text,
-                    ev,
-                    result.status if result else None,
-                    result.body if result else None,
-                    batch.attempts,
-                )
-                for ev in events
-            ]
-        )
-        _log.error(
-            f"gave-up:{self.name}:{reason}",
-            "trackware: %s: gave up on %d event(s) (%s); they are in the dead letter",
-            self.name,
-            len(events),
-            _log.scrub(text)[:300],
-        )
-        self._signal_failed(events, text, result.status if result else None, True)
-        self._settled(batch.items)
-
-    def _drain_to_dead_letter(self) -> None:
-        """Give up everything still queued, for shutdown."""
-        items = self.queue.take(1 << 30, 1 << 62)
-        if items:
-            batch = _RetryBatch(items, time.monotonic())
-            self._give_up(batch, "shutdown", "destination unavailable at shutdown")
-
-    def _dead_letter(self, records: list[DeadLetterRecord]) -> None:
-        if not records or self.dead_letter is None:
-            return
-        try:
-            self.dead_letter.write(records)
-            self.dead_lettered += len(records)
-            return
-        except Exception:
-            if len(records) > 1:
-                # One record the dead letter cannot store (e.g. an event UTF-8
-                # cannot carry) must not cost the others theirs.
-                for record in records:
-                    self._dead_letter([record])
-                return
-            _log.error(
-                f"dead-letter:{self.name}",
-                "trackware: could not write %d dead letter(s) for %s",
-                len(records),
-                self.name,
-                exc_info=True,
-            )
-
-    def _signal_failed(
-        self, events: list[Event], reason: str, status: int | None, final: bool
-    ) -> None:
-        if signals.export_failed.receivers:
-            signals.export_failed.send(
-                self.tracker,
-                destination=self.name,
-                events=events,
-                reason=_log.scrub(reason),
-                status=status,
-                final=final,
-            )
-
-    def _settled(self, items: t.Sequence[QueuedEvent]) -> None:
-        self.queue.done(items)
-        with self._progress:
-            self._progress.notify_all()
-
     # --- flush and shutdown ----------------------------------------------------------
     def flush(self, deadline: float) -> bool:
         """Wait until everything queued before this call is settled."""
@@ -795,42 +391,40 @@ class Destination:
             self._start()
             if self._thread is None:
                 return self._drain_inline(deadline, target)
-        with self._progress:
+        progress = self.ledger.progress
+        with progress:
             self._flush_requests += 1
         self._wake.set()
         try:
-            with self._progress:
+            with progress:
                 while self.queue.pending_floor() <= target:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    self._progress.wait(min(remaining, 0.05))
+                    progress.wait(min(remaining, 0.05))
                     self._wake.set()
             return True
         finally:
-            with self._progress:
+            with progress:
                 self._flush_requests -= 1
 
     def _drain_inline(self, deadline: float, target: int | None = None) -> bool:
         """Deliver on the calling thread (no worker: e.g. at interpreter exit)."""
-        token = suppressed.set(True)
-        try:
-            while time.monotonic() < deadline:
-                if target is not None and self.queue.pending_floor() > target:
-                    return True
-                if not self._retries and not self.queue.depth():
-                    return True
-                if not self._step_inline(deadline):
-                    return False
-            return self.queue.pending_floor() > (target or self.queue.last_seq())
-        finally:
-            suppressed.reset(token)
+        while time.monotonic() < deadline:
+            if target is not None and self.queue.pending_floor() > target:
+                return True
+            if not self.ledger.retries and not self.queue.depth():
+                return True
+            if not self._step_inline(deadline):
+                return False
+        return self.queue.pending_floor() > (target or self.queue.last_seq())
 
     def _step_inline(self, deadline: float) -> bool:
         # No worker: waiting batches first, then the queue, one at a time.
         now = time.monotonic()
-        if self._retries:
-            retry = min(self._retries, key=_next_at)
+        retries = self.ledger.retries
+        if retries:
+            retry = min(retries, key=_next_at)
             due = max(retry.next_at, self._hold_until())
             if due > deadline:
                 return False
@@ -839,21 +433,22 @@ class Destination:
             self.breaker.allow(time.monotonic())
             self._retry_batch(retry)
             return True
-        if now < self._paused_until or not self.breaker.allow(now):
-            until = max(self._paused_until, self._breaker_due())
+        paused_until = self.ledger.paused_until
+        if now < paused_until or not self.breaker.allow(now):
+            until = max(paused_until, self._breaker_due())
             if until > deadline:
                 return False
             time.sleep(max(0.0, until - now))
             return True
         items = self.queue.take(self.max_batch_size, self.max_batch_bytes)
         if items:
-            self._attempt(_RetryBatch(items, now, self.batches))
+            self._attempt(Batch(items, now, self.ledger.batches))
         return True
 
     def request_stop(self, deadline: float) -> None:
         """Tell the worker to drain what is queued, promptly, then stop."""
         if not self._stopping:
-            self._shutdown_base = self.dropped["shutdown"]
+            self._shutdown_base = self.ledger.dropped["shutdown"]
         if self._shutdown_deadline is None or deadline < self._shutdown_deadline:
             self._shutdown_deadline = deadline
             budget = max(0.0, deadline - time.monotonic())
@@ -879,9 +474,9 @@ class Destination:
         hand settles with what was sent counted as sent, and the worker
         dead-letters the rest (reason ``shutdown``) and ends."""
         thread = self._thread
-        if thread is None or not thread.is_alive() or self._halted:
+        if thread is None or not thread.is_alive() or self.ledger.halted:
             return
-        self._halted = True
+        self.ledger.halted = True
         halt = getattr(self.exporter, "halt", None)
         if halt is not None:
             try:
@@ -911,34 +506,17 @@ class Destination:
         elif thread is None:
             ok = self._drain_inline(deadline)
         self._stopped = True
-        if not ok or self.queue.depth() or self._retries:
+        ledger = self.ledger
+        if not ok or self.queue.depth() or ledger.retries:
             # The worker is stuck (e.g. in a slow request), the budget ran out,
             # or events are left: take over its batch and what it has not
             # started on, so nothing is left unaccounted for when the process
             # exits.
-            self._abandon_pending()
-            self._drain_to_dead_letter()
-        lost = self.dropped["shutdown"] - self._shutdown_base
+            ledger.abandon_pending()
+            ledger.give_up_queued()
+        lost = ledger.dropped["shutdown"] - self._shutdown_base
         return ok and lost == 0 and self.queue.depth() == 0
 
     def stats(self) -> dict[str, t.Any]:
-        dropped = dict(self.dropped)
-        if self.queue.dropped_full:
-            dropped["queue_full"] = self.queue.dropped_full
-        return {
-            "enqueued": self.queue.enqueued,
-            "sent": self.sent,
-            "retried": self.retried,
-            "rejected": self.rejected,
-            "failed": self.failed,
-            "dead_lettered": self.dead_lettered,
-            "dropped": dropped,
-            "not_applicable": self.not_applicable + _count_value(self._declined),
-            "filtered": _count_value(self._filtered),
-            "queue_depth": self.queue.depth(),
-            "queue_bytes": self.queue.nbytes(),
-            "in_flight": self.queue.in_flight(),
-            "circuit": self.breaker.state,
-            "last_error": self.last_error,
-            "batches": self.batches,
-        }
+        """The figures of ``stats()['destinations'][name]``."""
+        return self.ledger.stats()
