@@ -346,6 +346,6 @@ def test_the_signer_is_hmac_sha256_of_name_and_value(
 def test_the_secrets_are_in_no_repr(recorder: t.Any) -> None:
     app = tracked(recorder, cookie_secret=["this-years-key", OLD])
     engine = app.engine
-    shown = repr(engine.options) + repr(engine) + repr(engine._signer)
+    shown = repr(engine.options) + repr(engine) + repr(engine.cookies.signer)
     assert "this-years-key" not in shown and OLD not in shown
     assert not re.search(r"\bcookie_secret=", repr(engine.options))

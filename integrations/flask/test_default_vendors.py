@@ -113,7 +113,7 @@ def test_default_flask_app_with_all_five_vendors_writes_no_dead_letter() -> None
             # old session (session_end) and starts a new one.
             now = int(time.time())
             for client in (returning, customer):
-                expired = engine._session_value(
+                expired = engine.cookies.session_value(
                     (uuid.uuid4().hex, now - 7200, now - 3600)
                 )
                 client.set_cookie("tw_sid", expired)

@@ -33,7 +33,7 @@ def unsigned(value: str) -> str:
 
 def visitor_cookie(app: flask.Flask, visitor: str) -> str:
     engine = app.extensions["trackware"].engine(app)
-    return t.cast(str, engine._sign_cookie("tw_vid", visitor))
+    return t.cast(str, engine.cookies.sign("tw_vid", visitor))
 
 
 def test_first_visit_sets_visitor_and_session_cookies(
@@ -110,7 +110,7 @@ def test_secure_follows_proxyfix_applied_inside_the_extension(
 
 def session_cookie(app: flask.Flask, sid: str, start: int, last: int) -> str:
     engine = app.extensions["trackware"].engine(app)
-    return t.cast(str, engine._session_value((sid, start, last)))
+    return t.cast(str, engine.cookies.session_value((sid, start, last)))
 
 
 def test_expired_session_ends_at_its_last_seen_time(
@@ -202,7 +202,7 @@ def test_session_cookie_signed_with_another_secret_is_refused(
     other = RequestTracker(TrackingOptions(cookie_secret="someone-elses-secret"))
     sid = uuid.uuid4().hex
     now = int(time.time())
-    client.set_cookie("tw_sid", other._session_value((sid, now - 10, now - 5)))
+    client.set_cookie("tw_sid", other.cookies.session_value((sid, now - 10, now - 5)))
     client.get("/")
     assert events.one("session_start").properties["session_id"] != sid
 
@@ -245,6 +245,7 @@ def test_session_secret_defaults_to_the_apps_secret_key(
     sid = uuid.uuid4().hex
     value = session_cookie(app_a, sid, now - 10, now - 5)
     assert (
-        app_b.extensions["trackware"].engine(app_b)._parse_session(value, now) is None
+        app_b.extensions["trackware"].engine(app_b).cookies.parse_session(value, now)
+        is None
     )
-    assert app_a.extensions["trackware"].engine(app_a)._parse_session(value, now)
+    assert app_a.extensions["trackware"].engine(app_a).cookies.parse_session(value, now)

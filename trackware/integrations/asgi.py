@@ -6,67 +6,13 @@ Usage (Starlette, FastAPI, Django, Quart, or any ASGI 2/3 app)::
 
     app = TrackwareMiddleware(app, tracker=tracker)
     # or, in Starlette/FastAPI: app.add_middleware(TrackwareMiddleware, tracker=tracker)
-
-Options are the fields of :class:`~trackware.integrations._common.TrackingOptions`
-(``page_event``, ``session_timeout``, ``exclude_paths``, ``query_allow``...),
-with the same defaults as the Flask extension, plus:
-
-* ``identity``: a callable taking the ASGI scope, sync or ``async``, returning
-  the current user (a user id, a mapping with ``user_id``/``email``/``phone``/
-  ``traits``, or ``None``). It is called when the request starts and again when
-  the response is complete; ``trackware.identify()`` inside endpoints,
-  dependencies (also sync ones FastAPI runs in a thread pool) and background
-  tasks works too.
-* ``websocket_connect_event`` / ``websocket_disconnect_event``: event names
-  (``None`` turns one off).
-* ``flush_on_shutdown``: shut the tracker down, within its ``shutdown_timeout``,
-  in a thread when the server sends ``lifespan.shutdown`` (default ``True``):
-  what it cannot deliver in time is dead-lettered, since servers such as
-  uvicorn end the process by a signal afterwards, where no atexit hook runs.
-
-The visitor, session and MXO tid cookies are signed with a key derived from
-``cookie_secret=`` (a list rotates keys: the first signs, all verify), else
-from the ``TRACKWARE_COOKIE_SECRET`` environment variable; with neither the
-middleware raises :class:`~trackware.ConfigurationError` (or, with
-``ephemeral_cookie_secret=True``, signs with a per-process key and warns).
-
-The middleware is pure ASGI: it imports no framework and never buffers a
-body. Per request it reads the headers once, binds a
-:class:`~trackware.Scope`, adds ``Set-Cookie`` headers to
-``http.response.start`` and tracks the page event when the last body chunk is
-sent (streamed responses and server-sent events included), with the route
-template when the framework exposes it (Starlette/FastAPI ``scope["route"]``,
-Django's URL resolver, Quart's URL map). Exceptions from the app are recorded
-(status 500) and re-raised untouched. A client that disconnects before the
-response is complete is recorded with the context flag ``client_disconnected``
-(status 499 when no response had started). Websockets get
-``websocket_connect`` (when accepted) and ``websocket_disconnect`` (``code``,
-``initiator``, ``accepted``, ``duration``) events instead of a page event.
-
-Wrapping an app twice tracks once: a marker in the scope plus a ContextVar
-guard (the tracked request's own scope, or a flag when it is not tracked;
-so an ASGI app called from inside a tracked request, e.g. through
-``httpx.ASGITransport``, is not tracked a second time either). On
-``lifespan.shutdown`` the tracker is shut down on a thread, never on the event
-loop; apps without lifespan support (Django) get it answered for them.
-
-Route and endpoint exclusions (``exclude_routes``/``exclude_endpoints``) are
-known only after routing: they suppress the page and websocket events, while
-the session cookie of such a request is still maintained. Exclusion never
-changes where the app's own events go: a request excluded before routing
-(method, path, bot user agent) runs with a scope naming the middleware's
-``tracker``, so ``trackware.track()`` in it reaches that tracker as it would
-in a tracked request (without a visitor or session).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import dataclasses
 import inspect
-import sys
-import threading
 import time
 import typing as t
 import urllib.parse
@@ -78,28 +24,21 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
         "trackware.integrations.asgi needs asgiref: pip install 'trackware[asgi]'"
     ) from None
 
-from .. import _log
+from .. import _log, get_tracker
 from .._context import Scope as ContextScope  # (Scope is the ASGI scope here)
 from .._context import _scope
 from ..exceptions import ConfigurationError
-from ._common import (
-    Identity,
-    RequestState,
-    RequestTracker,
-    TrackingOptions,
-    _get_tracker,
-    _track_in_scope,
-    unknown_options,
-)
+from ._lifespan import run_lifespan
+from ._options import Identity, TrackingOptions, unknown_options
+from ._request import RequestState, RequestTracker, track_in_scope
+from ._routes import route_finder
 
 if t.TYPE_CHECKING:
     from asgiref.typing import (
         ASGI3Application,
         ASGIApplication,
         ASGIReceiveCallable,
-        ASGIReceiveEvent,
         ASGISendCallable,
-        ASGISendEvent,
         Scope,
     )
     from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
@@ -124,16 +63,27 @@ _active: contextvars.ContextVar[bool] = contextvars.ContextVar(
 class _RequestScope(RequestState):
     """A request a TrackwareMiddleware tracks (its state and its scope): bound
     to ``_scope`` while it runs, it is also the double-tracking guard (no
-    ``_active`` to set and reset per tracked request)."""
+    ``_active`` to set and reset per tracked request).
+
+    Its flags keep their class defaults until they change (no stores per
+    request); the send and receive wrappers of the request share them.
+    """
+
+    #: HTTP: the response is complete (its last body chunk or trailer sent).
+    complete = False
+    #: HTTP: the page event is recorded (or is being). Websocket: it ended.
+    finished = False
+    #: HTTP: the client went away before the response was complete.
+    disconnected = False
+    #: HTTP: the response announced trailers (it ends with the last one).
+    trailers = False
+    #: Websocket: the connection was accepted.
+    accepted = False
 
 
 #: What the identity callable of the middleware may be.
 IdentityCallable: t.TypeAlias = (
     "t.Callable[[t.Mapping[str, t.Any]], Identity | t.Awaitable[Identity]]"
-)
-
-_RouteFinder: t.TypeAlias = (
-    "t.Callable[[dict[str, t.Any], str, str, str], tuple[str | None, str | None]]"
 )
 
 _SECURE = frozenset({"https", "wss"})
@@ -180,8 +130,7 @@ class TrackwareMiddleware:
             with ``code``, ``duration`` and who closed it (``None``: not tracked).
         flush_on_shutdown: shut the tracker down on ``lifespan.shutdown``
             (deliver within its ``shutdown_timeout``, dead-letter the rest).
-        options: any :class:`~trackware.integrations._common.TrackingOptions`
-            field.
+        options: any :class:`~trackware.integrations.TrackingOptions` field.
     """
 
     def __init__(
@@ -213,8 +162,9 @@ class TrackwareMiddleware:
                 "TrackwareMiddleware(app, tracker=...)"
             )
         self.app: ASGI3Application = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
-        self.engine = RequestTracker(TrackingOptions(tracker=tracker, **options))
-        self.engine._state_type = _RequestScope
+        self.engine = RequestTracker(
+            TrackingOptions(tracker=tracker, **options), state_type=_RequestScope
+        )
         if tracker is not None:
             # trackware.track()/stats()/flush() outside requests use it too,
             # unless a process default was set already (which is kept).
@@ -227,7 +177,7 @@ class TrackwareMiddleware:
         self.flush_on_shutdown = flush_on_shutdown
         self._query = bool(self.engine.options.query_allow)
         self._capture_ip = self.engine.options.capture_ip
-        self._find_route = _route_finder(app)
+        self._find_route = route_finder(app)
 
     # --- dispatch ----------------------------------------------------------------
     async def __call__(
@@ -247,7 +197,9 @@ class TrackwareMiddleware:
             else:
                 await self._websocket(scope, receive, send)
         elif kind == "lifespan" and self.flush_on_shutdown and SCOPE_KEY not in scope:
-            await self._lifespan(scope, receive, send)
+            await run_lifespan(
+                self.app, self.engine.options.tracker, scope, receive, send, SCOPE_KEY
+            )
         else:
             await self.app(scope, receive, send)
 
@@ -276,7 +228,7 @@ class TrackwareMiddleware:
         read: tuple[str, str | None, str | None, str | None],
         method: str,
         who: Identity,
-    ) -> RequestState | None:
+    ) -> _RequestScope | None:
         """Open the request's scope and handle its cookies (``None``: failed)."""
         try:
             path, cookie, user_agent, referrer = read
@@ -289,19 +241,17 @@ class TrackwareMiddleware:
             if self._capture_ip:
                 client = scope.get("client")
                 client_ip = client[0] if client else None
-            return self.engine._begin(
+            return self.engine.begin(
                 method,
                 path,
-                query,
                 cookie,
-                scope.get("scheme") in _SECURE,
-                referrer,
                 user_agent,
-                client_ip,
-                None,
-                _scope,
-                who,
-            )
+                query=query,
+                secure=scope.get("scheme") in _SECURE,
+                referrer=referrer,
+                client_ip=client_ip,
+                identity=who,
+            )  # type: ignore[return-value]  # (its state_type)
         except Exception:
             _log.error(
                 "asgi-begin", "trackware: could not start tracking", exc_info=True
@@ -310,7 +260,7 @@ class TrackwareMiddleware:
 
     async def _open(
         self, scope: t.Any, inner: t.Any, method: str
-    ) -> RequestState | None:
+    ) -> _RequestScope | None:
         """Decide whether the connection is tracked and start tracking it."""
         try:
             read = self._read(scope, method)
@@ -360,14 +310,11 @@ class TrackwareMiddleware:
         inner[SCOPE_KEY] = state
         engine = self.engine
         root_path: str = scope.get("root_path") or ""
-        # [complete, finished, disconnected, trailers]: per-request flags in a
-        # local list the closures share.
-        flags = [False, False, False, False]
 
         async def tracking_receive() -> t.Any:
             message = await receive()
-            if message["type"] == "http.disconnect" and not flags[0]:
-                flags[2] = True
+            if message["type"] == "http.disconnect" and not state.complete:
+                state.disconnected = True
             return message
 
         async def tracking_send(message: t.Any) -> None:
@@ -376,14 +323,14 @@ class TrackwareMiddleware:
                 try:
                     await send(message)
                 except OSError:  # e.g. uvicorn's ClientDisconnected
-                    flags[2] = True
+                    state.disconnected = True
                     raise
-                if flags[0] or message.get("more_body") or flags[3]:
+                if state.complete or message.get("more_body") or state.trailers:
                     return
             elif kind == "http.response.start":
                 state.status = message["status"]
                 if message.get("trailers"):
-                    flags[3] = True
+                    state.trailers = True
                 if (  # the common case (nothing to set) without a call
                     state.new_visitor
                     or state.session_dirty
@@ -394,7 +341,7 @@ class TrackwareMiddleware:
                 return
             else:
                 await send(message)
-                if flags[0]:
+                if state.complete:
                     return
                 if kind == "http.response.trailers":
                     if message.get("more_trailers"):
@@ -402,10 +349,10 @@ class TrackwareMiddleware:
                 elif kind != "http.response.pathsend":
                     return
             # The response is complete.
-            flags[0] = True
+            state.complete = True
             if self.identity is not None:
                 await self._identify(inner, state)
-            flags[1] = True
+            state.finished = True
             self._finish_http(state, inner, root_path, None, False)
 
         error: BaseException | None = None
@@ -416,9 +363,11 @@ class TrackwareMiddleware:
             raise
         finally:
             try:
-                if not flags[1]:
-                    flags[1] = True
-                    self._finish_http(state, inner, root_path, error, flags[2])
+                if not state.finished:
+                    state.finished = True
+                    self._finish_http(
+                        state, inner, root_path, error, state.disconnected
+                    )
             finally:
                 self.engine.close(state)
                 if guard is not None:
@@ -473,8 +422,8 @@ class TrackwareMiddleware:
                     status = 499  # the client left before a response started
             elif error is not None:
                 status = 500
-            self.engine._finish(
-                state, status, route, endpoint, None, error, _scope, False
+            self.engine.finish(
+                state, status, route=route, endpoint=endpoint, error=error, close=False
             )
         except Exception:
             _log.error(
@@ -526,18 +475,16 @@ class TrackwareMiddleware:
         inner[SCOPE_KEY] = state
         engine = self.engine
         root_path: str = scope.get("root_path") or ""
-        # [accepted, ended]
-        flags = [False, False]
 
         def ended(code: int, initiator: str, error: BaseException | None) -> None:
-            flags[1] = True
+            state.finished = True
             name = self.websocket_disconnect_event
             if name is None:
                 return
             props: dict[str, t.Any] = {
                 "code": code,
                 "initiator": initiator,
-                "accepted": flags[0],
+                "accepted": state.accepted,
                 "duration": time.perf_counter() - state.start,
             }
             if error is not None:
@@ -546,17 +493,17 @@ class TrackwareMiddleware:
 
         async def tracking_receive() -> t.Any:
             message = await receive()
-            if message["type"] == "websocket.disconnect" and not flags[1]:
+            if message["type"] == "websocket.disconnect" and not state.finished:
                 ended(int(message.get("code") or 1005), "client", None)
             return message
 
         async def tracking_send(msg: t.Any) -> None:
             message = msg
             kind = msg["type"]
-            if kind == "websocket.accept" and not flags[0]:
+            if kind == "websocket.accept" and not state.accepted:
                 message = _with_cookies(engine, state, msg)
                 await send(message)
-                flags[0] = True
+                state.accepted = True
                 name = self.websocket_connect_event
                 if name is not None:
                     props: dict[str, t.Any] = {}
@@ -567,10 +514,10 @@ class TrackwareMiddleware:
             try:
                 await send(message)
             except OSError:  # the client is gone (1006: closed abnormally)
-                if not flags[1]:
+                if not state.finished:
                     ended(1006, "client", None)
                 raise
-            if flags[1]:
+            if state.finished:
                 return
             if kind == "websocket.close":
                 ended(int(msg.get("code") or 1000), "server", None)
@@ -586,7 +533,7 @@ class TrackwareMiddleware:
             raise
         finally:
             try:
-                if not flags[1]:
+                if not state.finished:
                     ended(1011 if error is not None else 1000, "server", error)
             except Exception:
                 _log.error(
@@ -615,225 +562,12 @@ class TrackwareMiddleware:
         props = {"path": state.path, "route": route, "endpoint": endpoint, **props}
         if state.status is not None:
             props["status"] = state.status
-        tracker = state.tracker or _get_tracker()
+        tracker = state.tracker or get_tracker()
         try:
-            _track_in_scope(tracker, name, props, state)
+            track_in_scope(tracker, name, props, state)
         except Exception:
             _log.error(
                 "asgi-websocket",
                 "trackware: could not track the websocket event",
                 exc_info=True,
             )
-
-    # --- lifespan ----------------------------------------------------------------
-    async def _lifespan(
-        self,
-        scope: t.Any,
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-    ) -> None:
-        used = [False]
-
-        async def lifespan_receive() -> ASGIReceiveEvent:
-            used[0] = True
-            return await receive()
-
-        async def lifespan_send(message: ASGISendEvent) -> None:
-            used[0] = True
-            if message["type"] in (
-                "lifespan.shutdown.complete",
-                "lifespan.shutdown.failed",
-            ):
-                await self._shutdown_tracker()
-            await send(message)
-
-        inner: t.Any = dict(scope)
-        inner[SCOPE_KEY] = None  # an inner TrackwareMiddleware leaves it to us
-        try:
-            await self.app(inner, lifespan_receive, lifespan_send)
-        except Exception:
-            if used[0]:
-                raise
-            # The app does not speak lifespan (Django's ASGIHandler raises):
-            # answer it ourselves so that the tracker is shut down with it.
-        else:
-            if used[0]:
-                return
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self._shutdown_tracker()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _shutdown_tracker(self) -> None:
-        """Shut the tracker down within its budget on a thread (never blocking
-        the loop): delivered or dead-lettered, every event has an outcome.
-
-        A flush is not enough: the app's lifespan ends just before the server
-        process does, and uvicorn ends it by re-raising SIGTERM, where no
-        atexit hook runs; events a flush could not deliver (vendor down or
-        hung) would vanish uncounted. A shutdown dead-letters them.
-        """
-        tracker = self.engine.options.tracker
-        if tracker is None:
-            from .. import _tracker
-
-            tracker = _tracker._default
-        if tracker is None:
-            return
-        try:
-            await _in_thread(tracker.shutdown, tracker.shutdown_timeout)
-        except Exception:
-            _log.error(
-                "asgi-lifespan-shutdown",
-                "trackware: shutting the tracker down on lifespan shutdown failed",
-                exc_info=True,
-            )
-
-
-async def _in_thread(fn: t.Callable[[float], bool], timeout: float) -> bool:
-    """Run ``fn(timeout)`` on a new daemon thread and await its result."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: trio (e.g. hypercorn -k trio)
-        trio = sys.modules.get("trio")
-        if trio is None:
-            return False
-        return t.cast(bool, await trio.to_thread.run_sync(fn, timeout))
-    future: asyncio.Future[bool] = loop.create_future()
-
-    def settle(result: bool | None, exc: BaseException | None) -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(bool(result))
-
-    def run() -> None:
-        try:
-            result = fn(timeout)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="trackware-lifespan-flush", daemon=True).start()
-    return await future
-
-
-# --- route templates ------------------------------------------------------------
-
-
-#: Route objects seen in ``scope["route"]``, by id: (route, template, name,
-#: is_mount). The route is kept so that its id cannot be reused.
-_route_info: dict[int, tuple[t.Any, str | None, str | None, bool]] = {}
-
-
-def _describe(route: t.Any) -> tuple[t.Any, str | None, str | None, bool]:
-    template = getattr(route, "path", None)
-    name = getattr(route, "name", None)
-    info = (
-        route,
-        template if isinstance(template, str) else None,
-        name if isinstance(name, str) else None,
-        hasattr(route, "routes"),  # a Mount (or Host)
-    )
-    if len(_route_info) < 4096:
-        _route_info[id(route)] = info
-    return info
-
-
-def _scope_route(
-    inner: dict[str, t.Any], root_path: str, method: str, path: str
-) -> tuple[str | None, str | None]:
-    """Starlette/FastAPI: the router leaves the matched route in ``scope["route"]``."""
-    route = inner.get("route")
-    if route is None:
-        return None, None
-    info = _route_info.get(id(route))
-    if info is None or info[0] is not route:
-        info = _describe(route)
-    _, template, endpoint, is_mount = info
-    if template is None:
-        return None, endpoint
-    if is_mount:
-        # A Mount answering itself (static files, a plain ASGI sub-app).
-        return template.rstrip("/") + "/{path:path}", endpoint
-    mounted = inner.get("root_path") or ""
-    if mounted != root_path and mounted.startswith(root_path):
-        # Inside a mounted sub-app: the mount's part of the path comes first.
-        template = mounted[len(root_path) :].rstrip("/") + template
-    return template, endpoint
-
-
-def _route_finder(app: t.Any) -> _RouteFinder:
-    """Pick how route templates are found for ``app`` (duck-typed, no imports)."""
-    target = getattr(app, "__self__", app)  # a bound method like quart_app.asgi_app
-    module = type(target).__module__ or ""
-    if module.startswith("django."):
-        return _with_fallback(_django_route)
-    url_map = getattr(target, "url_map", None)
-    if url_map is not None and callable(getattr(url_map, "bind", None)):
-        return _with_fallback(_werkzeug_route(url_map))
-    return _scope_route
-
-
-def _with_fallback(finder: _RouteFinder) -> _RouteFinder:
-    def find(
-        inner: dict[str, t.Any], root_path: str, method: str, path: str
-    ) -> tuple[str | None, str | None]:
-        if "route" in inner:
-            return _scope_route(inner, root_path, method, path)
-        return finder(inner, root_path, method, path)
-
-    return find
-
-
-def _relative(path: str, root_path: str) -> str:
-    if root_path and path.startswith(root_path):
-        return path[len(root_path) :] or "/"
-    return path
-
-
-def _django_route(
-    inner: dict[str, t.Any], root_path: str, method: str, path: str
-) -> tuple[str | None, str | None]:
-    """Django: resolve the path with the URLconf Django itself uses."""
-    urls = sys.modules.get("django.urls")
-    if urls is None:
-        return None, None
-    try:
-        match = urls.resolve(_relative(path, root_path))
-    except Exception:  # Resolver404 and friends: no route
-        return None, None
-    route = getattr(match, "route", None)
-    view_name = getattr(match, "view_name", None)
-    return (
-        "/" + route.lstrip("^/") if isinstance(route, str) else None,
-        view_name if isinstance(view_name, str) else None,
-    )
-
-
-def _werkzeug_route(url_map: t.Any) -> _RouteFinder:
-    """Quart (and other werkzeug-routed ASGI apps): match against ``url_map``."""
-
-    def find(
-        inner: dict[str, t.Any], root_path: str, method: str, path: str
-    ) -> tuple[str | None, str | None]:
-        try:
-            adapter = url_map.bind("localhost")
-            rule, _ = adapter.match(
-                _relative(path, root_path),
-                method=method,
-                return_rule=True,
-                websocket=inner.get("type") == "websocket",
-            )
-        except Exception:  # 404, 405, redirects: no route
-            return None, None
-        return str(rule.rule), str(rule.endpoint)
-
-    return find

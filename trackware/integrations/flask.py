@@ -7,49 +7,11 @@ Usage::
     trackware_ext = Trackware(app, tracker=tracker)     # or:
     trackware_ext = Trackware(tracker=tracker)
     trackware_ext.init_app(app)                         # application factories
-
-Options are the fields of :class:`~trackware.integrations._common.TrackingOptions`,
-given as keyword arguments or as ``TRACKWARE_<NAME>`` keys in ``app.config``
-(keyword arguments win). ``TRACKWARE_ENABLED = False`` turns the extension off.
-
-How a request is tracked (one wrapper, around ``app.wsgi_app``):
-
-1. Before Flask does any work, the wrapper drops the requests that are never
-   tracked: HEAD/OPTIONS, health probes, static files, bots, and the routes
-   and endpoints excluded by name (the URL is matched against the app's
-   ``url_map`` only when the path could belong to such a route: most
-   requests never pay for a second match). Excluded means no page event and
-   no cookies, never lost events: what such a request tracks (its streamed
-   body included) still goes to the extension's ``tracker``.
-2. It reads the cookies and opens the request's :class:`~trackware.Scope`, so
-   everything tracked during the request (hooks, the view, error handlers,
-   teardown) carries the visitor and session. With an ``identity`` callable,
-   which needs the request context, the scope is opened inside Flask instead,
-   by a wrapper around ``app.full_dispatch_request`` (the context is pushed
-   and the URL matched; ``request_started``, ``before_request`` and the view
-   have not run yet); the callable is asked again when the response is made
-   (a login or logout view changed it), and Flask-Login's ``user_logged_in``
-   updates the scope at once.
-3. ``start_response`` (the request state's :meth:`_FlaskState.respond`)
-   gives the status and adds the cookies. The page event (route template,
-   endpoint and blueprint from the request Flask matched) is recorded when
-   ``wsgi_app`` returns with a complete body (a list, a file, or the error
-   page Flask makes for an unhandled HTTP error or exception, marked
-   streamed though complete), or, for a body the app produces while it is
-   sent, when the server closes it (or when it is garbage-collected
-   unclosed, counted as ``page_unclosed`` in :meth:`Trackware.stats`), and
-   built off the request thread by the tracker (see ``Tracker._page``).
-   The scope is closed then, so nothing of one request leaks into the next.
-
-No Flask signal or hook runs per request on trackware's behalf (Flask's
-``got_request_exception`` names the error of a failing view, and is sent only
-then).
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import gc
 import http
 import itertools
@@ -71,20 +33,22 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator as _ClosingIterator
 from werkzeug.wsgi import FileWrapper as _FileWrapper
 
-from .. import _env, _log
+from .. import _log
 from .._context import Scope, _scope
 from .._decorators import tracked_wrapper_of
 from .._worker import _count_value
 from ..exceptions import ConfigurationError
-from ._common import (
-    COOKIE_SECRET_ENV,
+from ._cookies import COOKIE_SECRET_ENV, secrets_of
+from ._options import (
+    FIELDS,
     Identity,
-    RequestState,
-    RequestTracker,
     TrackingOptions,
-    secrets_of,
+    coerce,
+    config_hint,
+    flag,
     unknown_options,
 )
+from ._request import RequestState, RequestTracker
 
 if t.TYPE_CHECKING:
     from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
@@ -101,31 +65,6 @@ _APP_KEY = "trackware.app"
 _STATE_KEY = "trackware.request"
 _ERROR_KEY = "trackware.error"
 _RULE_KEY = "trackware.url_rule"
-
-_FIELDS = {f.name: f for f in dataclasses.fields(TrackingOptions)}
-# Options that hold several strings; a plain string is split on commas (a
-# single regular expression, for exclude_paths), never iterated per character.
-_COLLECTIONS = frozenset(
-    {
-        "exclude_methods",
-        "exclude_paths",
-        "exclude_routes",
-        "exclude_endpoints",
-        "bot_agents",
-        "query_allow",
-    }
-)
-_NUMBERS = {"session_timeout": float, "visitor_max_age": int}
-_FLAGS = frozenset(
-    {
-        "sessions",
-        "exclude_bots",
-        "capture_ip",
-        "capture_user_agent",
-        "cookie_secure",
-        "ephemeral_cookie_secret",
-    }
-)
 
 
 def flask_login_identity() -> str | None:
@@ -219,7 +158,7 @@ class Trackware:
         tracker: Tracker | None = None,
         **options: Unpack[FlaskOptions],
     ) -> None:
-        unknown_options("Trackware()", options, _FIELDS)
+        unknown_options("Trackware()", options, FIELDS)
         self._tracker = tracker
         self._options = options
         self._apps: weakref.WeakKeyDictionary[flask.Flask, _AppState] = (
@@ -241,7 +180,7 @@ class Trackware:
                 "Trackware(app) or init_app(app) once per app, and reuse "
                 "app.extensions['trackware'] elsewhere."
             )
-        if not _flag("TRACKWARE_ENABLED", app.config.get("TRACKWARE_ENABLED", True)):
+        if not flag("TRACKWARE_ENABLED", app.config.get("TRACKWARE_ENABLED", True)):
             return
         options = self._resolve(app)
         identity = options.identity
@@ -255,8 +194,7 @@ class Trackware:
             # both inside the request context; never outside one (a streamed
             # body closing), where it could not work.
             options.identity = _in_request_context(identity)
-        engine = RequestTracker(options)
-        engine._state_type = _FlaskState
+        engine = RequestTracker(options, state_type=_FlaskState)
         state = _AppState(app, engine, identity)
         self._apps[app] = state
         app.extensions[_EXTENSION_KEY] = self
@@ -276,7 +214,7 @@ class Trackware:
 
     def _resolve(self, app: flask.Flask) -> TrackingOptions:
         values: dict[str, t.Any] = {}
-        known = {f"TRACKWARE_{name.upper()}": name for name in _FIELDS}
+        known = {f"TRACKWARE_{name.upper()}": name for name in FIELDS}
         for key, value in app.config.items():
             if not key.startswith("TRACKWARE_"):
                 continue
@@ -289,13 +227,13 @@ class Trackware:
                     "trackware: app.config[%r] is not a trackware option and is "
                     "ignored; %s",
                     key,
-                    _config_hint(key, known),
+                    config_hint(key, known),
                 )
         values.update(self._options)
         if self._tracker is not None:
             values["tracker"] = self._tracker
         for name, value in list(values.items()):
-            values[name] = _coerce(name, value)
+            values[name] = coerce(name, value)
         from .._tracker import Tracker
 
         tracker = values.get("tracker")
@@ -375,54 +313,6 @@ def _cookie_secret(app: flask.Flask, values: dict[str, t.Any]) -> None:
         )
 
 
-def _config_hint(key: str, known: t.Iterable[str]) -> str:
-    """What to say about an unknown ``TRACKWARE_*`` key in ``app.config``:
-    the option it most likely misspells, not the list of all of them."""
-    if key in _env.KNOWN_VARIABLES:
-        return (
-            "it is an environment variable trackware reads from the "
-            "environment (os.environ), not from app.config"
-        )
-    match = _env.closest(key, [*known, "TRACKWARE_ENABLED"])
-    if match is not None:
-        return f"did you mean {match}?"
-    return (
-        "the options are TRACKWARE_ + the upper-case name of a TrackingOptions "
-        "field (listed in the README)"
-    )
-
-
-def _flag(name: str, value: t.Any) -> bool:
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off", ""):
-            return False
-        raise ConfigurationError(f"{name} must be true or false, not {value!r}")
-    return bool(value)
-
-
-def _coerce(name: str, value: t.Any) -> t.Any:
-    """Config values often arrive as strings (environment variables)."""
-    if name in _COLLECTIONS and isinstance(value, str):
-        if name == "exclude_paths":
-            return (value,)
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    if name in _NUMBERS:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigurationError(f"{name} must be a number, not {value!r}")
-        try:
-            return _NUMBERS[name](value)
-        except ValueError:
-            raise ConfigurationError(
-                f"{name} must be a number, not {value!r}"
-            ) from None
-    if name in _FLAGS and isinstance(value, str):
-        return _flag(name, value)
-    return value
-
-
 def _in_request_context(
     identity: t.Callable[[], Identity],
 ) -> t.Callable[[], Identity]:
@@ -490,18 +380,15 @@ def _begin_wsgi(
     query = None
     if options.query_allow and get("QUERY_STRING"):
         query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
-    return engine._begin(
+    return engine.begin(
         method,
         path,
-        query,
         get("HTTP_COOKIE"),
-        get("wsgi.url_scheme") == "https",
-        get("HTTP_REFERER"),
         agent,
-        get("REMOTE_ADDR") if options.capture_ip else None,
-        None,
-        _scope,
-        None,
+        query=query,
+        secure=get("wsgi.url_scheme") == "https",
+        referrer=get("HTTP_REFERER"),
+        client_ip=get("REMOTE_ADDR") if options.capture_ip else None,
     )
 
 
@@ -752,8 +639,14 @@ class _TrackwareWSGI:
             endpoint = rule.endpoint
             if "." in endpoint:  # as Request.blueprint
                 blueprint = endpoint.rpartition(".")[0]
-        self.engine._finish(
-            state, status, route, endpoint, blueprint, error, _scope, True
+        self.engine.finish(
+            state,
+            status,
+            route=route,
+            endpoint=endpoint,
+            blueprint=blueprint,
+            error=error,
+            close=True,
         )
 
     def _refresh(self) -> None:
