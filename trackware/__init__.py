@@ -16,7 +16,7 @@ from __future__ import annotations
 from . import exporters, signals
 from ._auth import AuthError, TokenCache
 from ._config import DestinationStats, TrackerOptions, TrackerStats
-from ._context import Scope, current_scope, identify, request_scope
+from ._context import Scope, current_scope, identify
 from ._deadletter import (
     DeadLetter,
     DeadLetterRecord,
@@ -24,22 +24,22 @@ from ._deadletter import (
     MemoryDeadLetter,
 )
 from ._decorators import tracked
-from ._event import Event, new_event_id
-from ._queue import EventQueue, MemoryQueue, QueuedEvent
-from ._redact import DEFAULT_REDACT_ALLOW, DEFAULT_REDACT_WORDS, REDACTED
-from ._retry import RetryPolicy
-from ._tracker import (
-    Bridge,
-    Tracker,
+from ._default import (
     bridge,
     flush,
     get_tracker,
     init,
+    request_scope,
     set_tracker,
     shutdown,
     stats,
     track,
 )
+from ._event import Event, new_event_id
+from ._queue import EventQueue, MemoryQueue, QueuedEvent
+from ._redact import DEFAULT_REDACT_ALLOW, DEFAULT_REDACT_WORDS, REDACTED
+from ._retry import RetryPolicy
+from ._tracker import Bridge, Tracker
 from .exceptions import ConfigurationError, InvalidEventError, TrackwareError
 from .exporters import Exporter, ExportResult, Rejection
 

@@ -1,20 +1,12 @@
 """Identity and request context, carried by ``contextvars``.
 
 A :class:`Scope` holds who the current visitor is and facts about the current
-request. Integrations open one scope per request (:func:`request_scope`);
-``track()`` reads it; :func:`identify` updates it. Because it lives in a
-``ContextVar``, asyncio tasks and threads started with
-``contextvars.copy_context()`` see the scope of the code that started them.
-
-The scope object itself is shared by reference within a request, so an
-``identify()`` inside a view (or a FastAPI dependency running in a thread pool
-on a copied context) is visible to the middleware that tracks the page event
-when the request ends.
+request; ``track()`` reads it, :func:`identify` updates it. Integrations bind
+one per request (:func:`trackware.request_scope` binds one for any block).
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import typing as t
 
@@ -33,21 +25,25 @@ from ._event import (
 if t.TYPE_CHECKING:
     from ._tracker import Tracker
 
-__all__ = ["Scope", "current_scope", "identify", "request_scope"]
+__all__ = ["Scope", "current_scope", "identify", "scope_var", "sendable"]
 
 
 class Scope:
-    """Who is acting and in which request. Mutable, one per request/context."""
+    """Who is acting and in which request. Mutable, one per request/context.
+
+    ``traits_cache`` and ``identity_cache`` are ``track()``'s (``None`` until
+    it sets them; a subclass built without ``__init__`` sets them to ``None``).
+    """
 
     __slots__ = (
-        "_checked_ids",
-        "_clean_traits",
         "anonymous_id",
         "context",
         "email",
+        "identity_cache",
         "phone",
         "tracker",
         "traits",
+        "traits_cache",
         "user_id",
     )
 
@@ -69,14 +65,33 @@ class Scope:
         # Both dicts are replaced, never mutated: events keep a reference to
         # the dict that was current when they were tracked, and trackers cache
         # the redacted traits per dict.
-        self.traits: dict[str, t.Any] = _sendable(traits, "traits")
-        self.context: dict[str, t.Any] = _sendable(context, "context")
+        self.traits: dict[str, t.Any] = sendable(traits, "traits")
+        self.context: dict[str, t.Any] = sendable(context, "context")
         self.tracker = tracker
-        self._clean_traits: tuple[t.Any, t.Any, dict[str, t.Any]] | None = None
+        #: (traits dict, redactor, its sendable traits): track() redacts and
+        #: checks a scope's traits once per dict and redactor.
+        self.traits_cache: tuple[t.Any, t.Any, dict[str, t.Any]] | None = None
         #: The identity (user_id, anonymous_id, email, phone) track() last
         #: found valid in this scope: while the fields are these very
         #: objects, it checks nothing again.
-        self._checked_ids: tuple[t.Any, ...] | None = None
+        self.identity_cache: tuple[t.Any, ...] | None = None
+
+    # renovation: re-export, remove at the end (the integrations' old names)
+    @property
+    def _clean_traits(self) -> t.Any:
+        return self.traits_cache
+
+    @_clean_traits.setter
+    def _clean_traits(self, value: t.Any) -> None:
+        self.traits_cache = value
+
+    @property
+    def _checked_ids(self) -> t.Any:
+        return self.identity_cache
+
+    @_checked_ids.setter
+    def _checked_ids(self, value: t.Any) -> None:
+        self.identity_cache = value
 
     def bind(self, **context: t.Any) -> None:
         """Add request/session facts that every later event in this scope carries.
@@ -85,7 +100,7 @@ class Scope:
         (with a logged warning), never raised.
         """
         merged = dict(self.context)
-        merged.update(_sendable(context, "context"))
+        merged.update(sendable(context, "context"))
         self.context = merged
 
     def copy(self) -> Scope:
@@ -106,7 +121,7 @@ class Scope:
         )
 
 
-def _sendable(values: t.Mapping[str, t.Any] | None, what: str) -> dict[str, t.Any]:
+def sendable(values: t.Mapping[str, t.Any] | None, what: str) -> dict[str, t.Any]:
     """The entries of ``values`` an event can carry; the others are logged."""
     if not values:
         return {}
@@ -118,19 +133,17 @@ def _sendable(values: t.Mapping[str, t.Any] | None, what: str) -> dict[str, t.An
     return kept
 
 
-_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+#: The current scope (``None`` outside any).
+scope_var: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
     "trackware_scope", default=None
 )
-#: Set while trackware's own exporters run, so that instrumentation never
-#: tracks trackware's own traffic.
-suppressed: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "trackware_suppressed", default=False
-)
+_scope = scope_var  # renovation: re-export, remove at the end
+_sendable = sendable  # renovation: re-export, remove at the end
 
 
 def current_scope() -> Scope | None:
     """The scope bound to the current context, if any."""
-    return _scope.get()
+    return scope_var.get()
 
 
 def identify(
@@ -159,10 +172,10 @@ def identify(
     email, text with a lone surrogate, an over-long id, a trait that cannot be
     encoded) is left out, with a logged warning, and the earlier one kept.
     """
-    scope = _scope.get()
+    scope = scope_var.get()
     if scope is None:
         scope = Scope()
-        _scope.set(scope)
+        scope_var.set(scope)
     if user_id is not None:
         scope.user_id = _identity(
             user_id, "user_id", MAX_ID_LENGTH, True, scope.user_id
@@ -177,7 +190,7 @@ def identify(
         )
     if traits:
         merged = dict(scope.traits)
-        merged.update(_sendable(traits, "traits"))
+        merged.update(sendable(traits, "traits"))
         scope.traits = merged
 
 
@@ -197,35 +210,3 @@ def _identity(
             exc,
         )
         return current
-
-
-@contextlib.contextmanager
-def request_scope(
-    *,
-    flush: bool = False,
-    flush_timeout: float = 5.0,
-    tracker: Tracker | None = None,
-    **identity: t.Any,
-) -> t.Iterator[Scope]:
-    """Bind a fresh scope for a block of work (a request, a job, a function).
-
-    Args:
-        flush: flush the tracker when the block ends: use it in serverless
-            handlers and short-lived jobs whose process may be frozen after
-            they return.
-        flush_timeout: how long that flush may take.
-        tracker: the tracker events in this block go to (default: the
-            process default).
-        identity: ``user_id``, ``anonymous_id``, ``email``, ``phone``,
-            ``traits``, ``context`` for the new scope.
-    """
-    scope = Scope(tracker=tracker, **identity)
-    token = _scope.set(scope)
-    try:
-        yield scope
-    finally:
-        _scope.reset(token)
-        if flush:
-            from ._tracker import get_tracker
-
-            (tracker or get_tracker()).flush(timeout=flush_timeout)

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 import wrapt
 
 from . import _log
-from ._tracker import Tracker, get_tracker
+from ._default import get_tracker
+from ._tracker import Tracker
 
 __all__ = ["tracked"]
 
@@ -108,7 +109,7 @@ def tracked(
                         extra = None
                     if extra and not isinstance(extra, Mapping):
                         # Counted like any invalid event (never raised).
-                        (tracker or get_tracker())._invalid(
+                        (tracker or get_tracker()).reject_invalid(
                             f"properties callable of @tracked({event_name!r}) "
                             f"returned {type(extra).__name__}, not a dict or None"
                         )

@@ -1,69 +1,138 @@
-"""Process exit by SIGTERM: the trackers' shutdown runs before the process ends.
+"""The process lifecycle registry: what runs in a forked child, and at exit.
 
-Trackers registered for exit are shut down (queued events delivered within
-their budget, the rest dead-lettered) by an atexit hook, and by
-multiprocessing's exit finalizers in its child processes. A process that ends
-by SIGTERM runs neither: at its default action SIGTERM ends the process at
-once, and uvicorn, after its graceful shutdown, restores the handler it found
-and raises SIGTERM again, so that the process ends the way it was asked to.
+Components register callbacks; this module owns the one ``os.register_at_fork``
+hook, the one ``atexit`` hook, multiprocessing's exit finalizers and SIGTERM:
 
-:func:`install` is called when a tracker registered for exit is created; on
-the main thread it acts once, on the SIGTERM disposition it finds:
-
-* **The default action** (a plain process; uvicorn with one process, which
-  imports the app before it installs its own handler, saves ours and puts it
-  back before its re-raise): our handler runs the exit hook (bounded by the
-  trackers' budgets), restores the default action and raises SIGTERM again,
-  so the process still ends by the signal, with the same status.
-* **A Python handler** (uvicorn's worker processes, which import the app while
-  their handler is installed; gunicorn workers without ``--preload``): it is
-  chained. When SIGTERM arrives, ours blocks SIGTERM on the main thread, then
-  calls the previous handler as before. A server that re-raises SIGTERM after
-  its graceful shutdown (uvicorn) leaves it pending instead of dying at once;
-  the server returns normally, the exit hooks run (atexit, or
-  multiprocessing's finalizers in a worker process), shut the trackers down
-  and then call :func:`release_held`, which lets the pending SIGTERM through
-  at its default action: the process ends by it, as it would have. A server
-  that does not re-raise (gunicorn's workers call ``sys.exit``) exits as
-  before. While SIGTERM is blocked on the main thread, another SIGTERM sent
-  to the process is still received (by another thread) and handled as usual.
-* **Ignored, or set outside Python**: left alone.
-
-What this cannot cover: SIGKILL (and a crash) ends the process with its
-in-memory queues; and a process whose main thread is stuck in C code runs
-Python signal handlers only when it returns to Python.
+* :func:`on_fork` ``(callback)``: run in the child after ``os.fork()``, in
+  registration order (:data:`forks` is bumped first).
+* :func:`at_exit` ``(callback, budget)``: run at exit (atexit, multiprocessing's
+  exit finalizers, and before the process ends by SIGTERM once
+  :func:`watch_exit` is called), in registration order; ``budget()`` is the
+  longest the callback may take, in seconds.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
 import signal
+import sys
 import threading
 import typing as t
 
-__all__ = ["install", "release_held"]
+__all__ = ["at_exit", "forks", "on_fork", "release_held", "watch_exit"]
 
 _Handler = t.Callable[[int, t.Any], t.Any]
+_logger = logging.getLogger("trackware")
 
-#: Whether install() has acted (in this process or a parent it was forked from).
+#: Forks this process descends from (bumped in the child after every
+#: ``os.fork()``, before the callbacks run): compared per event instead of a
+#: ``getpid()`` syscall.
+forks = 0
+_fork_callbacks: list[t.Callable[[], None]] = []
+_exit_callbacks: list[tuple[t.Callable[[], None], t.Callable[[], float]]] = []
+_atexit_registered = False
+#: Whether the SIGTERM side has acted (in this process or a parent it was
+#: forked from).
 _installed = False
 #: Signals a chained handler blocked on the main thread (see release_held).
 _held: set[int] = set()
-#: What runs before the process ends by SIGTERM, and the seconds it may take.
-_exit_hook: t.Callable[[], None] | None = None
-_budget: t.Callable[[], float] = float
+#: The process whose multiprocessing exit finalizers run the exit callbacks.
+_mp_finalizer_pid = 0
 
 
-def install(exit_hook: t.Callable[[], None], budget: t.Callable[[], float]) -> None:
-    """Make ``exit_hook`` run before the process ends by SIGTERM (see the
-    module docstring). Does nothing off the main thread (a later call from it
-    installs), after it has acted once, or where there is no SIGTERM."""
-    global _installed, _exit_hook, _budget
+def on_fork(callback: t.Callable[[], None]) -> None:
+    """Run ``callback()`` in the child after every ``os.fork()`` (after the
+    callbacks registered before it). An exception is logged, never raised."""
+    _fork_callbacks.append(callback)
+
+
+def at_exit(
+    callback: t.Callable[[], None], budget: t.Callable[[], float] = float
+) -> None:
+    """Run ``callback()`` when the process exits: at interpreter exit, from a
+    multiprocessing child's exit finalizers, and before the process ends by
+    SIGTERM (see :func:`watch_exit`). ``budget()``: the seconds it may take
+    (SIGTERM waits that long at most). Callbacks run in registration order;
+    an exception is logged, never raised."""
+    global _atexit_registered
+    _exit_callbacks.append((callback, budget))
+    if not _atexit_registered:
+        _atexit_registered = True
+        atexit.register(_run_exit)
+
+
+def watch_exit() -> None:
+    """Arm the exit paths that atexit misses, for a component that must run
+    at exit: SIGTERM (on the main thread, once; see docs/architecture.md) and
+    a spawned multiprocessing child's exit finalizers (a fork child's are
+    registered after each fork)."""
+    _install_sigterm()
+    mp_process = sys.modules.get("multiprocessing.process")
+    if mp_process is not None and mp_process.parent_process() is not None:
+        _register_mp_finalizer(None)
+
+
+def _run_exit() -> None:
+    """Every exit callback, then a SIGTERM held back until now (a server's
+    re-raise) ends the process. Idempotent as its callbacks are."""
+    for callback, _ in list(_exit_callbacks):
+        try:
+            callback()
+        except Exception:  # pragma: no cover - never let exit fail
+            _logger.error("trackware: an exit callback failed", exc_info=True)
+    release_held()
+
+
+def _budget() -> float:
+    return sum(budget() for _, budget in list(_exit_callbacks))
+
+
+def _forked() -> None:
+    global forks
+    forks += 1
+    for callback in list(_fork_callbacks):
+        try:
+            callback()
+        except Exception:  # pragma: no cover - defensive
+            _logger.error("trackware: an after-fork callback failed", exc_info=True)
+    # multiprocessing's fork children leave through os._exit(), which skips
+    # atexit; its own exit finalizers do run, so run the exit callbacks from
+    # there too. Its bootstrap clears finalizers registered before it runs,
+    # then calls the "after forkers": register the finalizer from there.
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.register_after_fork(_mp_hook, _register_mp_finalizer)
+
+
+class _MPHook:
+    """A weak-referenceable key for multiprocessing's after-fork registry."""
+
+
+_mp_hook = _MPHook()
+
+
+def _register_mp_finalizer(_: object) -> None:
+    global _mp_finalizer_pid
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None and _mp_finalizer_pid != os.getpid():
+        _mp_finalizer_pid = os.getpid()
+        mp_util.Finalize(None, _run_exit, exitpriority=100)
+
+
+# --- SIGTERM ------------------------------------------------------------------------
+
+
+def _install_sigterm() -> None:
+    """Make the exit callbacks run before the process ends by SIGTERM. Does
+    nothing off the main thread (a later call from it installs), after it has
+    acted once, or where there is no SIGTERM."""
+    global _installed
     if _installed or not hasattr(signal, "SIGTERM"):
         return
     if threading.current_thread() is not threading.main_thread():
         return
-    _exit_hook = exit_hook
-    _budget = budget
     try:
         current = signal.getsignal(signal.SIGTERM)
         if current == signal.SIG_DFL:
@@ -76,8 +145,8 @@ def install(exit_hook: t.Callable[[], None], budget: t.Callable[[], float]) -> N
 
 
 def _terminate(signum: int, frame: t.Any) -> None:
-    """SIGTERM at its default action: shut the trackers down, then end by it."""
-    _run_exit_hook()
+    """SIGTERM at its default action: run the exit callbacks, then end by it."""
+    _run_exit_callbacks_bounded()
     signal.signal(signum, signal.SIG_DFL)
     signal.raise_signal(signum)
 
@@ -95,29 +164,28 @@ def _chain(previous: _Handler) -> _Handler:
     return chained
 
 
-def _run_exit_hook() -> None:
-    """Run the exit hook on a thread of its own, waiting at most the budget.
+def _run_exit_callbacks_bounded() -> None:
+    """Run the exit callbacks on a thread of their own, waiting at most their
+    budget.
 
     Not on the main thread itself: the signal may have interrupted it while it
     held a lock the shutdown needs; then the process still ends, on time.
     """
-    hook = _exit_hook
-    if hook is None:
+    if not _exit_callbacks:
         return
-    thread = threading.Thread(target=hook, name="trackware-exit", daemon=True)
+    thread = threading.Thread(target=_run_exit, name="trackware-exit", daemon=True)
     try:
         thread.start()
     except RuntimeError:  # pragma: no cover - interpreter shutting down
-        hook()
+        _run_exit()
         return
     thread.join(_budget() + 1.0)
 
 
 def release_held() -> None:
-    """From the exit hooks, once the trackers are shut down: unblock what a
-    chained handler blocked. A SIGTERM pending meanwhile (the server's
-    re-raise) is then delivered at its default action: the process ends by
-    it, with the status it would have had."""
+    """From the exit callbacks' end: unblock what a chained handler blocked. A
+    SIGTERM pending meanwhile (the server's re-raise) is then delivered at its
+    default action: the process ends by it, with the status it would have had."""
     if not _held or threading.current_thread() is not threading.main_thread():
         return
     for signum in sorted(_held):
@@ -128,3 +196,7 @@ def release_held() -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
         except (ValueError, OSError):  # pragma: no cover - defensive
             pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)

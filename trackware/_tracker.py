@@ -1,54 +1,35 @@
-"""The Tracker: builds events on the caller's thread and hands them to destinations."""
+"""The Tracker: configuration, routing of prepared events to its destinations,
+flush, shutdown and stats.
+
+``Tracker.track`` is :meth:`trackware._prepare.Preparer.track`; page events
+recorded by integrations wait in its :class:`~trackware._intake.Intake`.
+"""
 
 from __future__ import annotations
 
-import atexit
 import collections
-import datetime as _dt
 import itertools
 import os
 import pathlib
-import random
 import sys
 import threading
 import time
 import typing as t
 import weakref
-from collections.abc import Mapping
 
 import blinker
 
 from . import _config, _env, _intake, _lifecycle, _log, signals
 from ._config import TrackerStats
-from ._context import Scope, _scope
 from ._deadletter import DeadLetter, JSONLinesDeadLetter
-from ._event import (
-    _NUMBER_BOUND,
-    CONTEXT,
-    END_TIMESTAMP,
-    MAX_EMAIL_LENGTH,
-    MAX_ID_LENGTH,
-    MAX_ITEMS,
-    MAX_PHONE_LENGTH,
-    MIN_TIMESTAMP,
-    PROPERTIES,
-    TRAITS,
-    Event,
-    _fast_bits,
-    _Invalid,
-    check_event_id,
-    check_name,
-    checked,
-    sanitize,
-    text_field,
-    unix_time,
-    valid_subset,
-)
+from ._event import Event
+from ._prepare import EventHook, Preparer
 from ._queue import EventQueue, MemoryQueue
 from ._redact import DEFAULT_REDACT_ALLOW, Redactor
 from ._retry import RetryPolicy
-from ._worker import Destination, _count_value, _worker_threads
-from .exceptions import ConfigurationError, InvalidEventError
+from ._settle import count_value
+from ._worker import Destination, _worker_threads
+from .exceptions import ConfigurationError
 from .exporters._base import BaseExporter, Exporter
 
 if t.TYPE_CHECKING:
@@ -57,31 +38,15 @@ if t.TYPE_CHECKING:
     from ._config import DestinationStats, TrackerOptions
     from ._intake import PageRecord
 
-__all__ = [
-    "Bridge",
-    "Tracker",
-    "bridge",
-    "flush",
-    "get_tracker",
-    "init",
-    "set_tracker",
-    "shutdown",
-    "stats",
-    "track",
-]
+__all__ = ["Bridge", "EventHook", "QueueFactory", "Route", "Tracker"]
 
-EventHook = t.Callable[[Event], "Event | None"]
 QueueFactory = t.Callable[[Exporter], EventQueue]
 
 _DEFAULT = object()
+#: The trackers registered for exit (and re-made at once after a fork).
 _live: weakref.WeakSet[Tracker] = weakref.WeakSet()
 _tracked_signal = signals.event_tracked
-_new_tuple = tuple.__new__
-_now = time.time
 _getpid = os.getpid
-#: Forks seen by this process's children (bumped after every ``os.fork()``):
-#: track() compares it instead of making a ``getpid()`` syscall per event.
-_forks = 0
 
 
 def _takes_all(exporter: Exporter) -> bool:
@@ -91,40 +56,64 @@ def _takes_all(exporter: Exporter) -> bool:
     return method is BaseExporter.applies and getattr(exporter, "_only", 0) is None
 
 
-def _identity(
-    user_id: t.Any, anonymous_id: t.Any, email: t.Any, phone: t.Any
-) -> tuple[str | None, str | None, str | None, str | None]:
-    """An event's identity fields checked: ASCII strings of a sane length
-    pass at once; anything else is looked at closely (user_id and
-    anonymous_id of other types converted with str(), as always). Raises
-    ``_Invalid``."""
-    if user_id is not None and (
-        type(user_id) is not str
-        or len(user_id) > MAX_ID_LENGTH
-        or not user_id.isascii()
-    ):
-        user_id = text_field(user_id, "user_id", MAX_ID_LENGTH, True)
-    if anonymous_id is not None and (
-        type(anonymous_id) is not str
-        or len(anonymous_id) > MAX_ID_LENGTH
-        or not anonymous_id.isascii()
-    ):
-        anonymous_id = text_field(anonymous_id, "anonymous_id", MAX_ID_LENGTH, True)
-    if email is not None and (
-        type(email) is not str or len(email) > MAX_EMAIL_LENGTH or not email.isascii()
-    ):
-        email = text_field(email, "email", MAX_EMAIL_LENGTH)
-    if phone is not None and (
-        type(phone) is not str or len(phone) > MAX_PHONE_LENGTH or not phone.isascii()
-    ):
-        phone = text_field(phone, "phone", MAX_PHONE_LENGTH)
-    return user_id, anonymous_id, email, phone
+class Route:
+    """One destination as routing sees it: bound methods looked up once."""
+
+    __slots__ = ("applies", "dest", "event_filter", "not_applicable", "offer")
+
+    def __init__(self, dest: Destination) -> None:
+        #: ``None`` for an exporter that takes every event (the base class's
+        #: ``applies`` with no ``events=`` list): no call per event.
+        self.applies: t.Callable[[Event], bool] | None = (
+            None if _takes_all(dest.exporter) else dest.exporter.applies
+        )
+        self.event_filter: t.Callable[[Event], bool] | None = dest.event_filter
+        self.offer: t.Callable[[Event], None] = dest.offer
+        self.dest = dest
+        self.not_applicable: t.Callable[[], int] = dest.count_not_applicable
 
 
 class Bridge:
-    """A connection from a blinker signal to a tracker; ``disconnect()`` undoes it."""
+    """A connection from a blinker signal to a tracker: each time ``signal``
+    is sent, an event named ``name`` is tracked with the tracker ``target()``
+    returns. ``disconnect()`` undoes it. Made by :meth:`Tracker.bridge` and
+    :func:`trackware.bridge`."""
 
-    def __init__(self, signal: blinker.Signal, receiver: t.Callable[..., None]) -> None:
+    def __init__(
+        self,
+        signal: blinker.Signal,
+        name: str,
+        properties: t.Mapping[str, t.Any] | t.Callable[..., t.Any] | None,
+        sender: t.Any,
+        track_kwargs: dict[str, t.Any],
+        target: t.Callable[[], Tracker],
+    ) -> None:
+        if not isinstance(signal, blinker.Signal):
+            raise ConfigurationError(f"bridge() needs a blinker signal, not {signal!r}")
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("bridge() needs a non-empty event name")
+
+        def receiver(sent_by: t.Any, /, **kwargs: t.Any) -> None:
+            tracker = target()
+            try:
+                if callable(properties):
+                    props = properties(sent_by, **kwargs)
+                    if props is None:
+                        return
+                else:
+                    props = properties
+            except Exception:
+                _log.error(
+                    f"bridge:{name}",
+                    "trackware: properties callable of bridge %r raised; event dropped",
+                    name,
+                    exc_info=True,
+                )
+                tracker.count_dropped(None, "hook_error")
+                return
+            tracker.track(name, props, **track_kwargs)
+
+        signal.connect(receiver, sender=sender, weak=False)
         self.signal = signal
         self.receiver = receiver
 
@@ -132,7 +121,7 @@ class Bridge:
         self.signal.disconnect(self.receiver)
 
 
-class Tracker:
+class Tracker(Preparer):
     """Collects events and delivers them to its exporters in the background.
 
     Each exporter becomes a *destination* with its own bounded queue, worker
@@ -176,10 +165,6 @@ class Tracker:
             and before the process ends by SIGTERM (see trackware._lifecycle).
         queue_factory: builds each destination's queue (default: in memory).
     """
-
-    #: The value of ``_forks`` when the process id was last checked (-1: not
-    #: yet). Where ``os.register_at_fork`` is missing, so is ``os.fork``.
-    _forks_seen = -1
 
     def __init__(
         self,
@@ -279,7 +264,7 @@ class Tracker:
             )
             for exporter in exporters
         )
-        self._routes = self._build_routes()
+        self._routes = tuple(Route(d) for d in self.destinations)
         self._offer_many = self._build_offer_many()
         self._lock = threading.Lock()
         #: For integrations: whether page events may be recorded with
@@ -299,14 +284,14 @@ class Tracker:
         self._unrouted = itertools.count()
         self._dropped: collections.Counter[str] = collections.Counter()
         self._pid = os.getpid()
-        self._forks_seen = _forks  # this process's, as of now
+        self._forks_seen = _lifecycle.forks  # this process's, as of now
         self._shut = False
         self._accepting = self.enabled
         self._shutdown_lock = threading.Lock()
         self._bridges: list[Bridge] = []
         if register_atexit:
             _live.add(self)
-            _watch_exit()
+            _lifecycle.watch_exit()
 
     @classmethod
     def from_env(
@@ -364,290 +349,26 @@ class Tracker:
             "trackware.JSONLinesDeadLetter(path)), or None"
         )
 
-    # --- the hot path ----------------------------------------------------------------
-    def track(
-        self,
-        name: str,
-        props: t.Mapping[str, t.Any] | None = None,
-        /,
-        *,
-        properties: t.Mapping[str, t.Any] | None = None,
-        user_id: str | None = None,
-        anonymous_id: str | None = None,
-        email: str | None = None,
-        phone: str | None = None,
-        traits: t.Mapping[str, t.Any] | None = None,
-        context: t.Mapping[str, t.Any] | None = None,
-        timestamp: float | _dt.datetime | None = None,
-        event_id: str | None = None,
-    ) -> Event | None:
-        """Record that something happened; returns the event, or ``None`` if dropped.
-
-        ``properties`` may be given by position or by keyword. Identity and
-        context not given here come from the current scope (the request
-        being handled, or :func:`trackware.identify`). Never raises, except
-        :class:`InvalidEventError` when the tracker is strict: an event that
-        breaks a rule (see the README's "Events") is counted as
-        ``dropped["invalid"]`` and logged with the rule. Never blocks on I/O,
-        and the work it does is bounded whatever it is given.
-        """
-        try:
-            if (self._forks_seen != _forks or not self._accepting) and (
-                not self._admit()
-            ):
-                return None
-            if properties is not None:
-                if props is not None:
-                    raise _Invalid(
-                        "properties given twice: by position and as properties="
-                    )
-                props = properties
-            limit = self._max_event_bytes
-            if type(name) is not str or not name or not name.isascii():
-                name = check_name(name, limit)
-            if self._sample:
-                rate = self._sample.get(name)
-                if rate is not None and random.random() >= rate:
-                    self._drop(None, "sampled")
-                    return None
-            redact = self._redact
-            verdicts = redact._cache  # known keys: a dict lookup, not a call
-            size = 96 + len(name)
-            event_props: dict[str, t.Any]
-            if props:
-                if type(props) is not dict:
-                    if not isinstance(props, Mapping):
-                        raise _Invalid(
-                            f"properties must be a dict, not {type(props).__name__}"
-                        )
-                    if len(props) > MAX_ITEMS:
-                        sanitize(props, redact, PROPERTIES, limit)  # raises
-                elif len(props) > MAX_ITEMS:
-                    sanitize(props, redact, PROPERTIES, limit)  # raises, at once
-                # One pass over flat values; anything else (nested or rich
-                # values, non-ASCII text, a key to redact, a bad key) takes
-                # the full pass: validate, redact (a deep copy) and size,
-                # with bounded work (trackware._event.sanitize).
-                event_props = dict(props)
-                for key, value in event_props.items():
-                    if type(key) is str and (
-                        verdicts.get(key) is False or not redact(key)
-                    ):
-                        tv = type(value)
-                        if tv is str:
-                            if value.isascii():
-                                size += len(key) + len(value) + 6
-                                continue
-                            if size + len(value) <= limit:
-                                try:  # (inline: as cheap as it gets)
-                                    value.encode("utf-8")
-                                except UnicodeEncodeError:
-                                    pass  # the full pass says why
-                                else:
-                                    size += len(key) + len(value) + 6
-                                    continue
-                        elif tv is int:
-                            if -_NUMBER_BOUND < value < _NUMBER_BOUND:
-                                size += len(key) + 12
-                                continue
-                        elif (
-                            tv is bool
-                            or value is None
-                            or (tv is float and value - value == 0.0)
-                        ):
-                            size += len(key) + 12
-                            continue
-                    event_props, props_size = sanitize(
-                        event_props, redact, PROPERTIES, limit
-                    )
-                    size = 96 + len(name) + props_size
-                    break
-            else:
-                event_props = {}
-            if traits:
-                traits, traits_size = sanitize(traits, redact, TRAITS, limit)
-                size += traits_size
-            if context:
-                context, context_size = sanitize(context, redact, CONTEXT, limit)
-                size += context_size
-            if size > limit:
-                raise _Invalid(
-                    f"the event is too large: about {size:,} bytes encoded, over "
-                    f"the {limit:,} an event may have (max_batch_bytes)"
-                )
-            scope: Scope | None = _scope.get()
-            if scope is not None:
-                if user_id is None:
-                    user_id = scope.user_id
-                if anonymous_id is None:
-                    anonymous_id = scope.anonymous_id
-                if email is None:
-                    email = scope.email
-                if phone is None:
-                    phone = scope.phone
-                scope_traits = scope.traits
-                if scope_traits:
-                    # Redact (and validate: integrations may set them directly)
-                    # once per traits dict: scopes replace it, never mutate it.
-                    cached = scope._clean_traits
-                    if (
-                        cached is None
-                        or cached[0] is not scope_traits
-                        or cached[1] is not redact
-                    ):
-                        cached = (
-                            scope_traits,
-                            redact,
-                            self._sendable_traits(scope_traits),
-                        )
-                        scope._clean_traits = cached
-                    scope_traits = cached[2]
-                if traits:
-                    event_traits = dict(scope_traits)
-                    event_traits.update(traits)
-                else:
-                    event_traits = scope_traits
-                if context:
-                    ctx = dict(scope.context)
-                    ctx.update(context)
-                else:
-                    ctx = scope.context
-                # Identity, given or from the scope (which integrations and
-                # identity callbacks set directly), is checked once per scope
-                # while it stays the same (strings are immutable).
-                try:
-                    known = scope._checked_ids
-                except AttributeError:  # a scope made without __init__
-                    known = None
-                if (
-                    known is None
-                    or known[0] is not user_id
-                    or known[1] is not anonymous_id
-                    or known[2] is not email
-                    or known[3] is not phone
-                ):
-                    known = _identity(user_id, anonymous_id, email, phone)
-                    scope._checked_ids = known
-                    user_id, anonymous_id, email, phone = known
-            else:
-                event_traits = traits if traits else {}  # type: ignore[assignment]
-                ctx = context if context else {}  # type: ignore[assignment]
-                if (
-                    user_id is not None
-                    or anonymous_id is not None
-                    or email is not None
-                    or phone is not None
-                ):
-                    user_id, anonymous_id, email, phone = _identity(
-                        user_id, anonymous_id, email, phone
-                    )
-            event: Event = _new_tuple(
-                Event,
-                (
-                    _fast_bits(128) if event_id is None else check_event_id(event_id),
-                    name,
-                    event_props,
-                    user_id,
-                    anonymous_id,
-                    email,
-                    phone,
-                    event_traits,
-                    ctx,
-                    _now()
-                    if timestamp is None
-                    else timestamp
-                    if type(timestamp) is float
-                    and MIN_TIMESTAMP <= timestamp < END_TIMESTAMP
-                    else unix_time(timestamp),
-                    size,
-                ),
-            )
-            if self._hooks:
-                result = self._run_hooks(event)
-                if result is None:
-                    return None
-                event = result
-            if self._pending:
-                return self._after_pending(event)
-            return self._route(event)
-        except _Invalid as exc:
-            self._invalid(str(exc))
-            return None
-        except InvalidEventError:
-            raise
-        except Exception as exc:
-            _log.error(
-                "track-internal",
-                "trackware: track(%r) failed internally: %s",
-                name if type(name) is str and len(name) < 200 else type(name),
-                type(exc).__name__,
-                exc_info=True,
-            )
-            self._drop(None, "internal_error")
-            return None
-
-    def _run_hooks(self, event: Event) -> Event | None:
-        """The ``before_send`` hooks, in order; then the event they leave is
-        checked and redacted again in full (:meth:`_recheck`), whether they
-        replaced it or changed it in place. ``None``: dropped (counted)."""
-        original = event
-        name = event.name
-        for hook in self._hooks:
-            try:
-                result = hook(event)
-            except InvalidEventError as exc:
-                # Event.replace() or Event(...) refused what the hook made.
-                self._invalid(
-                    f"before_send hook {getattr(hook, '__qualname__', hook)!r} "
-                    f"made an invalid event: {exc}"
-                )
-                return None
-            except Exception:
-                _log.error(
-                    f"hook:{getattr(hook, '__qualname__', hook)}",
-                    "trackware: before_send hook %r raised; event %r dropped",
-                    getattr(hook, "__qualname__", hook),
-                    name,
-                    exc_info=True,
-                )
-                self._drop(event, "hook_error")
-                return None
-            if result is None:
-                self._drop(event, "before_send")
-                return None
-            if result is not event and type(result) is not Event:
-                _log.error(
-                    f"hook-type:{getattr(hook, '__qualname__', hook)}",
-                    "trackware: before_send hook %r returned %s, not an "
-                    "Event or None; event %r dropped",
-                    getattr(hook, "__qualname__", hook),
-                    type(result).__name__,
-                    name,
-                )
-                self._drop(event, "hook_error")
-                return None
-            event = result
-        del original
-        return self._recheck(event)
-
     def _route(self, event: Event) -> Event:
         """Offer a finished event to every destination that takes it (the last
         step of :meth:`track` and of recorded page events)."""
         routed = False
-        for applies, flt, offer, dest, not_applicable in self._routes:
+        for route in self._routes:
             try:
+                applies = route.applies
                 if applies is not None and not applies(event):
-                    not_applicable()
+                    route.not_applicable()
                     continue
+                flt = route.event_filter
                 if flt is not None and not flt(event):
-                    dest.count_filtered()
+                    route.dest.count_filtered()
                     continue
             except Exception:
                 # A broken filter (or exporter check) costs this event this
                 # destination only, never the others.
-                self._route_failed(dest, event)
+                self._route_failed(route.dest, event)
                 continue
-            offer(event)
+            route.offer(event)
             routed = True
         next(self._tracked)  # itertools.count: atomic without a lock
         if not routed:
@@ -675,7 +396,7 @@ class Tracker:
         pending = self._pending
         if (
             self._accepting
-            and self._forks_seen == _forks
+            and self._forks_seen == _lifecycle.forks
             and not _tracked_signal.receivers
         ):
             pending.append(record)
@@ -714,17 +435,17 @@ class Tracker:
     def _admit(self) -> bool:
         """What every new event passes first: after a fork, fresh state; when
         not accepting, the event is counted as dropped."""
-        if self._forks_seen != _forks:
-            self._forks_seen = _forks
+        if self._forks_seen != _lifecycle.forks:
+            self._forks_seen = _lifecycle.forks
             if self._pid != _getpid():
                 self._after_fork()
         if not self._accepting:
-            self._drop(None, "shutdown" if self._shut else "disabled")
+            self.count_dropped(None, "shutdown" if self._shut else "disabled")
             return False
         return True
 
     def _init_intake(self) -> None:
-        self._pages = _intake.Intake(self._route_many, self._drop)
+        self._pages = _intake.Intake(self._route_many, self.count_dropped)
         #: The intake's deque, read by track() on every event.
         self._pending = self._pages.pending
         self._tracked_in_batches = 0
@@ -746,12 +467,6 @@ class Tracker:
         with self._lock:
             self._tracked_in_batches += len(events)
 
-    def _sendable_traits(self, traits: dict[str, t.Any]) -> dict[str, t.Any]:
-        kept, reasons = valid_subset(traits, self._redact, TRAITS)
-        for reason in reasons:
-            _log.warn(f"traits:{reason[:80]}", "trackware: trait left out: %s", reason)
-        return kept
-
     def _route_failed(self, dest: Destination, event: Event) -> None:
         _log.error(
             f"route:{dest.name}",
@@ -763,63 +478,22 @@ class Tracker:
         )
         dest.count_filtered()
 
-    def _recheck(self, event: Event) -> Event:
-        """Check, redact and size again everything a ``before_send`` hook can
-        change: name, ids, email, phone, properties, traits, context,
-        timestamp (raises ``_Invalid``)."""
-        result: Event = _new_tuple(
-            Event, checked(tuple(event), self._redact, self._max_event_bytes)
-        )
-        return result
-
-    def _build_routes(
-        self,
-    ) -> tuple[
-        tuple[
-            t.Callable[[Event], bool] | None,
-            t.Any,
-            t.Callable[[Event], None],
-            Destination,
-            t.Callable[[], int],
-        ],
-        ...,
-    ]:
-        """Bound methods looked up once: the hot path calls them per event.
-
-        ``applies`` is ``None`` for an exporter that takes every event (the
-        base class's ``applies`` with no ``events=`` list): no call per event.
-        """
-        return tuple(
-            (
-                None if _takes_all(d.exporter) else d.exporter.applies,
-                d.event_filter,
-                d.offer,
-                d,
-                d.count_not_applicable,
-            )
-            for d in self.destinations
-        )
-
     def _build_offer_many(self) -> tuple[t.Callable[[list[Event]], None], ...] | None:
         """Each destination's ``offer_many``, when every one takes every event
         (see :meth:`_route_many`); ``None`` otherwise, or with no destination
         (the events are counted as unrouted one by one)."""
         if not self._routes or any(
-            applies is not None or flt is not None
-            for applies, flt, _, _, _ in self._routes
+            r.applies is not None or r.event_filter is not None for r in self._routes
         ):
             return None
         return tuple(d.offer_many for d in self.destinations)
 
-    def _invalid(self, reason: str) -> None:
-        if self.strict:
-            raise InvalidEventError(reason)
-        _log.warn(f"invalid:{reason[:80]}", "trackware: event dropped: %s", reason)
-        self._drop(None, "invalid", reason)
-
-    def _drop(
+    def count_dropped(
         self, event: Event | None, reason: str, detail: str | None = None
     ) -> None:
+        """Count ``event`` (``None``: one not built) as dropped for ``reason``
+        and announce it on ``signals.event_dropped``. For code that tracks
+        for others (bridges, integrations) and drops an event itself."""
         with self._lock:
             self._dropped[reason] += 1
         if signals.event_dropped.receivers:
@@ -845,7 +519,9 @@ class Tracker:
         :meth:`Bridge.disconnect`. A failing callable is logged and counted,
         never raised into the code that sent the signal.
         """
-        return _connect_bridge(self, signal, name, properties, sender, track_kwargs)
+        handle = Bridge(signal, name, properties, sender, track_kwargs, lambda: self)
+        self._bridges.append(handle)
+        return handle
 
     # --- delivery control ------------------------------------------------------------
     def flush(
@@ -949,8 +625,8 @@ class Tracker:
         """
         self._drain()  # recorded page events are counted as tracked
         with self._lock:
-            tracked = _count_value(self._tracked) + self._tracked_in_batches
-            unrouted = _count_value(self._unrouted)
+            tracked = count_value(self._tracked) + self._tracked_in_batches
+            unrouted = count_value(self._unrouted)
             dropped = dict(self._dropped)
         destinations = {
             d.name: t.cast("DestinationStats", d.stats()) for d in self.destinations
@@ -979,7 +655,7 @@ class Tracker:
         self._init_intake()
         for dest in self.destinations:
             dest.after_fork_in_child()
-        self._routes = self._build_routes()
+        self._routes = tuple(Route(d) for d in self.destinations)
         self._offer_many = self._build_offer_many()
 
     def __enter__(self) -> Tracker:
@@ -993,243 +669,12 @@ class Tracker:
         return f"<Tracker destinations=[{names}]>"
 
 
-# --- bridges ------------------------------------------------------------------------
-
-
-def _connect_bridge(
-    tracker: Tracker | None,
-    signal: blinker.Signal,
-    name: str,
-    properties: t.Mapping[str, t.Any] | t.Callable[..., t.Any] | None,
-    sender: t.Any,
-    track_kwargs: dict[str, t.Any],
-) -> Bridge:
-    if not isinstance(signal, blinker.Signal):
-        raise ConfigurationError(f"bridge() needs a blinker signal, not {signal!r}")
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError("bridge() needs a non-empty event name")
-
-    def receiver(sent_by: t.Any, /, **kwargs: t.Any) -> None:
-        target = tracker or get_tracker()
-        try:
-            if callable(properties):
-                props = properties(sent_by, **kwargs)
-                if props is None:
-                    return
-            else:
-                props = properties
-        except Exception:
-            _log.error(
-                f"bridge:{name}",
-                "trackware: properties callable of bridge %r raised; event dropped",
-                name,
-                exc_info=True,
-            )
-            target._drop(None, "hook_error")
-            return
-        target.track(name, props, **track_kwargs)
-
-    signal.connect(receiver, sender=sender, weak=False)
-    handle = Bridge(signal, receiver)
-    if tracker is not None:
-        tracker._bridges.append(handle)
-    return handle
-
-
-# --- the process default tracker ----------------------------------------------------
-
-_default: Tracker | None = None
-_default_lock = threading.Lock()
-
-
-def set_tracker(tracker: Tracker) -> None:
-    """Make ``tracker`` the process default used by :func:`track` and friends."""
-    global _default
-    if not isinstance(tracker, Tracker):
-        raise ConfigurationError(f"set_tracker() needs a Tracker, not {tracker!r}")
-    _default = tracker
-
-
-def init(
-    exporters: Exporter | t.Iterable[Exporter] = (),
-    *,
-    environ: t.Mapping[str, str] | None = None,
-    **options: Unpack[TrackerOptions],
-) -> Tracker:
-    """Build a tracker with :meth:`Tracker.from_env` and make it the process
-    default (:func:`set_tracker`); returns it. Call it once, at start-up.
-
-    A default set before is replaced (not shut down: it delivers what it has
-    queued at exit).
-
-    Raises:
-        ConfigurationError: as :meth:`Tracker.from_env`.
-    """
-    tracker = Tracker.from_env(exporters, environ=environ, **options)
-    set_tracker(tracker)
-    return tracker
-
-
-def _adopt_default(tracker: Tracker) -> bool:
-    """Make ``tracker`` the process default unless one was set (the stand-in
-    :func:`get_tracker` makes does not count). The integrations call it with
-    the tracker they are given; returns whether it became the default."""
-    global _default
-    if not isinstance(tracker, Tracker):
-        return False
-    with _default_lock:
-        current = _default
-        if current is not None and type(current) is not _NoTracker:
-            return current is tracker
-        _default = tracker
-    if current is not None:
-        # What the stand-in counted stays visible in its own stats() only:
-        # say so, once, rather than let the counts seem to vanish.
-        dropped = current.stats()["dropped"].get("no_tracker", 0)
-        if dropped:
-            _log.warn(
-                "no-tracker-replaced",
-                "trackware: %d event(s) tracked before a tracker was configured "
-                "went nowhere (dropped['no_tracker'])",
-                dropped,
-            )
-    return True
-
-
-def get_tracker() -> Tracker:
-    """The tracker for the current context: the request's, else the process default.
-
-    With none configured, a stand-in without destinations is returned: its
-    ``track()`` returns ``None`` and counts each event in its ``stats()`` as
-    ``dropped["no_tracker"]`` (and how to configure a tracker is logged once)
-    rather than letting events vanish.
-    """
-    scope = _scope.get()
-    if scope is not None and scope.tracker is not None:
-        return scope.tracker
-    tracker = _default
-    if tracker is None:
-        tracker = _make_fallback()
-    return tracker
-
-
-class _NoTracker(Tracker):
-    """The process default until one is configured (see :func:`get_tracker`).
-
-    It is created disabled, so every event reaches ``_admit``, which counts
-    it as ``no_tracker``: ``track()`` returns ``None`` for an event that goes
-    nowhere, and ``trackware.stats()`` says why.
-    """
-
-    def _admit(self) -> bool:
-        self._drop(None, "no_tracker")
-        return False
-
-
-def _make_fallback() -> Tracker:
-    global _default
-    with _default_lock:
-        if _default is None:
-            _log.warn(
-                "no-tracker",
-                "trackware: no tracker configured, so events go nowhere: they are "
-                "counted as dropped['no_tracker'] in trackware.stats(). Configure "
-                "one at start-up: trackware.init() (from TRACKWARE_* variables), "
-                "trackware.set_tracker(trackware.Tracker(exporters=[...])), or "
-                "Trackware(app, tracker=...) / TrackwareMiddleware(app, tracker=...).",
-            )
-            _default = _NoTracker(
-                dead_letter=None, register_atexit=False, enabled=False
-            )
-        return _default
-
-
-def track(
-    name: str, properties: t.Mapping[str, t.Any] | None = None, /, **kwargs: t.Any
-) -> Event | None:
-    """Track an event with the current tracker. See :meth:`Tracker.track`
-    (``properties`` may be given by position or by keyword). Returns ``None``
-    when no tracker is configured (counted as ``dropped["no_tracker"]``), and
-    for an unknown keyword (counted as invalid, never raised)."""
-    tracker = get_tracker()
-    try:
-        return tracker.track(name, properties, **kwargs)
-    except InvalidEventError:
-        raise  # a strict tracker's
-    except TypeError as exc:
-        # Tracker.track raises nothing else: the call itself was refused
-        # (an unknown keyword, e.g. a typo).
-        tracker._invalid(f"track() was called wrongly: {exc}")
-        return None
-
-
-def flush(timeout: float | None = 10.0) -> bool:
-    """Flush the current tracker. See :meth:`Tracker.flush`."""
-    return get_tracker().flush(timeout)
-
-
-def shutdown(timeout: float | None = None) -> bool:
-    """Shut the current tracker down. See :meth:`Tracker.shutdown`."""
-    return get_tracker().shutdown(timeout)
-
-
-def stats() -> TrackerStats:
-    """The current tracker's counters, in this process (each worker process
-    of a server has its own). See :meth:`Tracker.stats`."""
-    return get_tracker().stats()
-
-
-def bridge(
-    signal: blinker.Signal,
-    name: str,
-    *,
-    properties: t.Mapping[str, t.Any] | t.Callable[..., t.Any] | None = None,
-    sender: t.Any = blinker.ANY,
-    **track_kwargs: t.Any,
-) -> Bridge:
-    """Like :meth:`Tracker.bridge`, delivering to whichever tracker is current
-    when the signal is sent."""
-    return _connect_bridge(None, signal, name, properties, sender, track_kwargs)
-
-
-_TRACK_KEYWORDS = frozenset(
-    {
-        "user_id",
-        "anonymous_id",
-        "email",
-        "phone",
-        "traits",
-        "context",
-        "timestamp",
-        "event_id",
-    }
-)
-
-
-def _on_action(sender: t.Any, /, **kwargs: t.Any) -> None:
-    target = kwargs.pop("tracker", None) or get_tracker()
-    name = kwargs.pop("name", None)
-    properties = kwargs.pop("properties", None)
-    unknown = set(kwargs) - _TRACK_KEYWORDS
-    if unknown:
-        target._invalid(
-            f"signals.action.send() got unknown keyword(s) {sorted(unknown)}; "
-            f"it takes name, properties, tracker and {sorted(_TRACK_KEYWORDS)}"
-        )
-        return
-    if isinstance(sender, str) and sender:
-        ctx = dict(kwargs.pop("context", None) or {})
-        ctx.setdefault("sender", sender)
-        kwargs["context"] = ctx
-    target.track(t.cast(str, name), properties, **kwargs)
-
-
-signals.action.connect(_on_action, weak=False)
+# --- process lifecycle (trackware._lifecycle calls these) ---------------------------
 
 
 def _shutdown_all_at_exit() -> None:
-    """The exit hook: atexit, multiprocessing's exit finalizers, and SIGTERM
-    (trackware._lifecycle). Idempotent: a shut tracker leaves ``_live``."""
+    """The exit callback: shut down every tracker registered for exit.
+    Idempotent: a shut tracker leaves ``_live``."""
     trackers = list(_live)
     for tr in trackers:
         tr._drain()  # recorded page events join the queues before they stop
@@ -1240,73 +685,84 @@ def _shutdown_all_at_exit() -> None:
             tr.shutdown()
         except Exception:  # pragma: no cover - never let exit fail
             _log.error("atexit", "trackware: at-exit shutdown failed", exc_info=True)
-    # A SIGTERM held back until now (a server's re-raise) ends the process here.
-    _lifecycle.release_held()
 
 
 def _exit_budget() -> float:
-    """The longest the exit hook may take: the trackers' budgets."""
+    """The longest the exit callback may take: the trackers' budgets."""
     return sum(tr.shutdown_timeout for tr in list(_live))
 
 
-def _watch_exit() -> None:
-    """For each tracker registered for exit: the hooks that shut it down.
-
-    atexit is registered at import. Ending by SIGTERM skips it: _lifecycle
-    installs the SIGTERM side. A multiprocessing child leaves by os._exit(),
-    which skips it too: its exit finalizers run our hook instead (a fork
-    child's is registered by _after_fork_all; a spawned child's, such as a
-    uvicorn worker's, here).
-    """
-    _lifecycle.install(_shutdown_all_at_exit, _exit_budget)
-    mp_process = sys.modules.get("multiprocessing.process")
-    if mp_process is not None and mp_process.parent_process() is not None:
-        _register_mp_finalizer(None)
-
-
 def _after_fork_all() -> None:
-    global _default_lock
-    _default_lock = threading.Lock()  # a parent thread may have held it
     # The child's new threads get the ids of the parent's threads (glibc hands
     # their stacks out again): a request thread must not pass for a trackware
     # worker, on which flush() returns False at once.
     _worker_threads.clear()
     for tr in list(_live):
         tr._after_fork()
-    if _default is not None and _default not in _live:
-        _default._after_fork()
-    # multiprocessing's fork children leave through os._exit(), which skips
-    # atexit; its own exit finalizers do run, so deliver from there too.
-    # Its bootstrap clears finalizers registered before it runs, then calls
-    # the "after forkers": register the finalizer from there.
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:
-        mp_util.register_after_fork(_mp_hook, _register_mp_finalizer)
 
 
-class _MPHook:
-    """A weak-referenceable key for multiprocessing's after-fork registry."""
+def after_fork(tracker: Tracker) -> None:
+    """In a forked child: make ``tracker`` fresh now, not at its next event
+    (for the process default, which may not be registered for exit)."""
+    if tracker not in _live:
+        tracker._after_fork()
 
 
-_mp_hook = _MPHook()
-#: The process whose multiprocessing exit finalizers run our hook.
-_mp_finalizer_pid = 0
+_lifecycle.at_exit(_shutdown_all_at_exit, _exit_budget)
+_lifecycle.on_fork(_after_fork_all)
 
 
-def _register_mp_finalizer(_: object) -> None:
-    global _mp_finalizer_pid
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None and _mp_finalizer_pid != os.getpid():
-        _mp_finalizer_pid = os.getpid()
-        mp_util.Finalize(None, _shutdown_all_at_exit, exitpriority=100)
+# renovation: re-export, remove at the end. The process default and the module
+# functions moved to trackware._default; ``_tracker._default`` (read and
+# monkeypatched by tests and integrations) is the default there.
+_MOVED = frozenset(
+    {
+        "bridge",
+        "flush",
+        "get_tracker",
+        "init",
+        "set_tracker",
+        "shutdown",
+        "stats",
+        "track",
+        "_adopt_default",
+        "_NoTracker",
+        "_on_action",
+    }
+)
 
 
-def _count_fork() -> None:
-    global _forks
-    _forks += 1
+if t.TYPE_CHECKING:
+    from ._default import _adopt_default as _adopt_default
+    from ._default import get_tracker as get_tracker
 
 
-atexit.register(_shutdown_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_count_fork)
-    os.register_at_fork(after_in_child=_after_fork_all)
+def __getattr__(name: str) -> t.Any:
+    if name in _MOVED:
+        from . import _default
+
+        return getattr(_default, name)
+    if name == "_default":
+        from . import _default
+
+        return _default.current
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Module(type(sys)):  # type: ignore[misc]
+    """``_tracker._default = x`` sets the process default (tests do)."""
+
+    def __setattr__(self, name: str, value: t.Any) -> None:
+        if name == "_default":
+            from . import _default
+
+            _default.current = value
+            return
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name != "_default":
+            super().__delattr__(name)
+
+
+sys.modules[__name__].__class__ = _Module
