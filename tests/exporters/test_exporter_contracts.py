@@ -94,7 +94,9 @@ def test_a_token_from_the_auth_callable_is_scrubbed_from_logs() -> None:
         "http://127.0.0.1:9/events",
         auth=lambda: {"Authorization": f"Bearer {token}"},
     )
-    assert exporter.auth_headers(None) == {"Authorization": f"Bearer {token}"}  # type: ignore[arg-type]
+    credentials = exporter.credentials(None)  # type: ignore[arg-type]
+    assert credentials is not None
+    assert credentials(False) == {"Authorization": f"Bearer {token}"}
     scrubbed = _log.scrub(f"vendor said: invalid token {token}")
     assert token not in scrubbed
 

@@ -18,10 +18,10 @@ import httpcore  # noqa: F401 - imported for fork safety (see _build_lock)
 import httpx
 
 from .. import _log
-from .._auth import AuthError
+from .._auth import Credentials, TokenAuth, no_credentials
 from .._event import Event, dumps
 from .._retry import RetryPolicy
-from ..exceptions import ConfigurationError
+from ..exceptions import AuthError, ConfigurationError
 from ._base import (
     BaseExporter,
     ContractViolation,
@@ -141,8 +141,8 @@ class HTTPRequest:
         events: the events whose fate this call decides.
         method, url: the call (``url`` absolute, or relative to ``base_url``).
         json: the body, encoded with trackware's JSON encoder (or ``content``).
-        headers: extra headers (auth headers come from ``auth_headers``).
-        auth_key: passed to ``auth_headers``: which credential/session to use.
+        headers: extra headers (auth headers come from ``credentials``).
+        auth_key: which credential/session to use (for ``credentials``).
         params: query parameters.
     """
 
@@ -184,11 +184,12 @@ class BaseHTTPExporter(BaseExporter):
     """Sends events over HTTP with pooling, auth refresh and outcome classification.
 
     Subclasses implement :meth:`build_requests` (and usually
-    :meth:`auth_headers`); :meth:`classify` turns a response into per-event
+    :meth:`credentials`); :meth:`classify` turns a response into per-event
     outcomes: 2xx sent; 408, 425, 429 and 5xx retried (``Retry-After`` /
     ``RateLimit-Reset`` honoured as a floor); other statuses rejected with the
     vendor's body. A 401 (or a status in ``reauth_statuses``) makes the
-    exporter drop its token, fetch a new one and resend once.
+    exporter refresh its credentials and resend once
+    (:class:`~trackware._auth.TokenAuth`).
 
     After a retryable failure the rest of the batch is not attempted in this
     round (it is retried with it), so a struggling vendor is not hammered.
@@ -336,13 +337,24 @@ class BaseHTTPExporter(BaseExporter):
         decided (rejected against the vendor contract, or skipped)."""
         raise NotImplementedError
 
+    def credentials(self, request: HTTPRequest) -> Credentials:
+        """What authenticates ``request``: a callable ``(refresh) -> headers``,
+        typically ``CachedToken(self._tokens, request.auth_key, header)``
+        (default: none). It is called once per attempt, with ``refresh=True``
+        for the resend after a 401, and raises
+        :class:`~trackware.exceptions.AuthError` when no credential can be
+        had. Called once per request, before anything is fetched."""
+        if type(self).auth_headers is BaseHTTPExporter.auth_headers:
+            return no_credentials
+        # renovation: the old auth_headers hook, until every vendor overrides
+        # credentials(); remove it (and auth_headers) at the end.
+        return lambda refresh: self.auth_headers(request, refresh=refresh)
+
     def auth_headers(
         self, request: HTTPRequest, *, refresh: bool = False
     ) -> dict[str, str]:
-        """Headers that authenticate ``request``; ``refresh`` after a 401.
-
-        Raise :class:`trackware.AuthError` when no credential can be had.
-        """
+        """Deprecated hook (override :meth:`credentials`): headers that
+        authenticate ``request``; ``refresh`` after a 401."""
         return {}
 
     def classify(self, request: HTTPRequest, response: httpx.Response) -> ExportResult:
@@ -479,21 +491,13 @@ class BaseHTTPExporter(BaseExporter):
             # Closed or halted while waiting (shutdown): do not send.
             return ExportResult.failure(request.events, self._stopped_reason())
         try:
-            headers = dict(request.headers)
-            headers.update(self.auth_headers(request))
-            response = self._call(request, headers)
-            if response.status_code in self.reauth_statuses:
-                stale = response
-                headers = dict(request.headers)
-                headers.update(self.auth_headers(request, refresh=True))
-                response = self._call(request, headers)
-                if response.status_code in self.reauth_statuses:
-                    _log.warn(
-                        f"reauth:{self.name}",
-                        "trackware: %s answered %d even with a fresh token",
-                        self.name,
-                        stale.status_code,
-                    )
+            auth = TokenAuth(
+                self.credentials(request),
+                reauth_statuses=self.reauth_statuses,
+                before_send=self._before_attempt,
+                refused_again=self._refused_again,
+            )
+            response = self._call(request, auth)
         except AuthError as exc:
             if exc.retryable:
                 return ExportResult.failure(
@@ -531,18 +535,30 @@ class BaseHTTPExporter(BaseExporter):
         self.after_response(request, response)
         return self.classify(request, response)
 
-    def _call(self, request: HTTPRequest, headers: dict[str, str]) -> httpx.Response:
+    def _before_attempt(self) -> None:
+        """Right before each attempt goes out (after any token fetch)."""
+        if self._halt.is_set():
+            # Halted while the request was being prepared (a token fetch).
+            raise ExporterStopped(f"{self.name}: {self._stopped_reason()}")
+        self.requests_sent += 1
+
+    def _refused_again(self, status: int) -> None:
+        _log.warn(
+            f"reauth:{self.name}",
+            "trackware: %s answered %d even with a fresh token",
+            self.name,
+            status,
+        )
+
+    def _call(self, request: HTTPRequest, auth: TokenAuth) -> httpx.Response:
         url = request.url if "://" in request.url else self.base_url + request.url
         content = request.content
+        headers = dict(request.headers)
         if request.json is not None:
             if content is None:  # not through prepare()
                 content = dumps(request.json).encode("utf-8")
             headers.setdefault("Content-Type", "application/json")
-        if self._halt.is_set():
-            # Halted while the request was being prepared (a token fetch).
-            raise ExporterStopped(f"{self.name}: {self._stopped_reason()}")
         client = self.client
-        self.requests_sent += 1
         try:
             return client.request(
                 request.method,
@@ -550,6 +566,7 @@ class BaseHTTPExporter(BaseExporter):
                 content=content,
                 headers=headers,
                 params=request.params,
+                auth=auth,
             )
         except RuntimeError:
             # httpx refuses a client closed meanwhile (close() from shutdown).
@@ -685,11 +702,12 @@ class HTTPExporter(BaseHTTPExporter):
             )
         return requests, result
 
-    def auth_headers(
-        self, request: HTTPRequest, *, refresh: bool = False
-    ) -> dict[str, str]:
-        if self.auth is None:
-            return {}
+    def credentials(self, request: HTTPRequest) -> Credentials:
+        return no_credentials if self.auth is None else self._callable_headers
+
+    def _callable_headers(self, refresh: bool) -> dict[str, str]:
+        """The ``auth`` callable's headers (called anew for the resend)."""
+        assert self.auth is not None
         try:
             headers = dict(self.auth())
         except Exception as exc:

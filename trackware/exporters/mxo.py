@@ -32,11 +32,11 @@ import typing as t
 import httpx
 
 from .. import _log
-from .._auth import AuthError, TokenCache
+from .._auth import CachedToken, Credentials, TokenAuth, TokenCache
 from .._context import current_scope
 from .._env import check_environment
 from .._event import Event, dumps, iso_time, to_jsonable
-from ..exceptions import ConfigurationError
+from ..exceptions import AuthError, ConfigurationError
 from ._base import ContractViolation, ExportResult, encode_event, iso_time_problem
 from ._http import (
     RETRYABLE_STATUSES,
@@ -87,8 +87,6 @@ PropertySource: t.TypeAlias = "t.Callable[[Event], t.Mapping[str, t.Any]]"
 class _MXORequest(HTTPRequest):
     #: anonymous ids whose tid the answer tells us.
     visitors: tuple[str, ...] = ()
-    #: the bearer token this call was made with (to refresh it, not a newer one).
-    token: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -658,14 +656,8 @@ class InteractionExporter(_MXOExporter):
                 ttl = None
         return token, ttl
 
-    def auth_headers(
-        self, request: HTTPRequest, *, refresh: bool = False
-    ) -> dict[str, str]:
-        stale = request.token if isinstance(request, _MXORequest) else None
-        token = self._tokens.get("token", refresh=refresh, stale=stale)
-        if isinstance(request, _MXORequest):
-            request.token = token
-        return {"Authorization": f"Bearer {token}"}
+    def credentials(self, request: HTTPRequest) -> Credentials:
+        return CachedToken(self._tokens, "token")
 
     # --- mapping ----------------------------------------------------------------------
     def _offline_time(self, event: Event, now: float) -> float:
@@ -877,11 +869,17 @@ class InteractionExporter(_MXOExporter):
         request = _MXORequest([], "POST", INTERACTION_PATH, params=self._params(tid))
         content = dumps(item).encode("utf-8")
         try:
-            response = self._post_interaction(request, content, timeout)
-            if response.status_code in self.reauth_statuses:
-                response = self._post_interaction(
-                    request, content, timeout, refresh=True
-                )
+            response = self.client.post(
+                self.base_url + INTERACTION_PATH,
+                content=content,
+                headers={"Content-Type": _JSON, "dataMimeType": _JSON, "Accept": _JSON},
+                params=request.params,
+                timeout=timeout,
+                auth=TokenAuth(
+                    CachedToken(self._tokens, "token"),
+                    reauth_statuses=self.reauth_statuses,
+                ),
+            )
         except AuthError as exc:
             return InteractionResult(error=f"authentication failed: {exc}")
         except httpx.TimeoutException as exc:
@@ -914,24 +912,6 @@ class InteractionExporter(_MXOExporter):
             else [],
             tid=new_tid,
             status=status,
-        )
-
-    def _post_interaction(
-        self,
-        request: _MXORequest,
-        content: bytes,
-        timeout: float,
-        *,
-        refresh: bool = False,
-    ) -> httpx.Response:
-        headers = {"Content-Type": _JSON, "dataMimeType": _JSON, "Accept": _JSON}
-        headers.update(self.auth_headers(request, refresh=refresh))
-        return self.client.post(
-            self.base_url + INTERACTION_PATH,
-            content=content,
-            headers=headers,
-            params=request.params,
-            timeout=timeout,
         )
 
 
