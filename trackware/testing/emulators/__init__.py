@@ -1,24 +1,10 @@
 """Strict local emulators of the vendor APIs trackware delivers to.
 
-:class:`VendorEmulator` is a real HTTP server on 127.0.0.1 hosting all five
-APIs (Cardlytics clientEvent, MXO Interaction and Lightweight, Synerise v4 and
-AI events, Yotpo custom customer events) plus each vendor's token endpoint.
-Every request is validated as strictly as the vendors document (see the README
-of each emulator module), answered with the vendor's status codes and error
-bodies, and recorded. Faults can be scripted per route::
-
-    from trackware.testing.emulators import VendorEmulator
-
-    with VendorEmulator() as emu:
-        emu.fault("synerise.batch", status=503, times=2)
-        ...  # point exporters at emu.url
-        assert len(emu.synerise.events) == 10
-
-Also runnable as ``trackware emulate --port 8900``, which prints the
-credentials each emulated vendor accepts and the ``TRACKWARE_*`` variables
-for the exporters' ``from_env()`` (:meth:`VendorEmulator.environment`), logs
-one line per request, and serves a page listing what it received at ``/``
-(JSON at ``/_emulator/received``).
+:class:`VendorEmulator` serves all five vendor APIs and their token endpoints
+on one local HTTP server, validating requests as strictly as the vendors
+document; ``trackware emulate`` runs it in the foreground (:func:`serve`).
+How the emulators validate, and where each vendor's rules live, is in
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -28,17 +14,9 @@ import sys
 import threading
 import typing as t
 
-from ._server import (
-    RECEIVED_PATH,
-    EmulatorServer,
-    Fault,
-    HTTPError,
-    RecordedRequest,
-    Reply,
-    Request,
-    Route,
-    VendorAPI,
-)
+from ._api import HTTPError, Reply, Request, Route, VendorAPI
+from ._records import RECEIVED_PATH, RecordedRequest
+from ._server import EmulatorServer, Fault
 
 if t.TYPE_CHECKING:
     from ._cardlytics import CardlyticsAPI

@@ -1,42 +1,9 @@
-"""A strict emulator of the Cardlytics Publisher API v2 session and clientEvent calls.
+"""The Cardlytics emulator: startSession and clientEvent (Publisher API v2).
 
-Routes (vendor ``"cardlytics"``):
-
-* ``cardlytics.startSession``: ``POST /v2/session/startSession``
-* ``cardlytics.clientEvent``: ``POST /v2/events/clientEvent``
-
-Every rule of the two Cardlytics rows of the vendor contract table is checked
-and a violation is answered with Cardlytics' v2 error envelope
-``{"type", "title", "status", "validationErrors", "requestId"}`` whose
-``validationErrors`` name the rule that failed. ``X-CDLX-Request-Id`` is echoed
-as ``requestId`` on every answer (a random UUID when absent).
-
-Choices made where the vendor's documents disagree (each is repeated where
-the rule is applied):
-
-* Bad ``clientId``/``secret`` on startSession is answered **500**
-  ``InternalServerError``, not 401: that is what Cardlytics documents.
-* startSession accepts both documented bodies: ``{clientId, secret}`` (newer
-  docs) and ``{sourceCustomerId, scopes?}`` (the OpenAPI file).
-* Session lifetime: ``token_ttl`` seconds, default 900 (the "15 minutes"
-  page); set it to 3600 for the "one hour" page.
-* ``clientEventType``/``clientEvent`` pairing follows the reference table;
-  the seed's (``SessionAction``, ``RewardSummaryLinkClicked``) is accepted as a
-  known documentation variant and ``ExpandRedemption`` (seed only) as a
-  ``CustomerProfileAction``.
-* ``serveToken`` is optional in the vendor's table but required in strict
-  mode; in strict mode non-Ad events must send ``clientEventMetadata: null``
-  (lenient: ``null`` or absent) and unknown keys are refused.
-* A request is all-or-nothing: one invalid event rejects the whole request
-  with every violation listed (Cardlytics does not document partial success).
-* Whether Cardlytics de-duplicates ``clientEventId`` is not documented: the
-  emulator rejects a repeat *within* one request, accepts repeats across
-  requests, keeps the first in :attr:`CardlyticsAPI.events` and records each
-  repeat in :attr:`CardlyticsAPI.duplicates`.
-* A 401 carries no hint of *why* (expired and unknown tokens look the same),
-  as Cardlytics documents.
-* The maximum of events per request is undocumented: ``max_events`` (default
-  100) makes the client's chunking testable.
+Routes ``cardlytics.startSession`` (``POST /v2/session/startSession``) and
+``cardlytics.clientEvent`` (``POST /v2/events/clientEvent``): sessions,
+authentication, Cardlytics' error envelope and what was accepted. The body
+rules and enum tables are in ``_cardlytics_rules``.
 """
 
 from __future__ import annotations
@@ -47,104 +14,30 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import time
 import typing as t
 import uuid
 
-from ._server import HTTPError, Reply, Request, VendorAPI, loads_json
+from ._api import HTTPError, Reply, Request, VendorAPI, loads_json
+from ._cardlytics_rules import (
+    AD_EVENT_TYPES,
+    CHANNELS,
+    CLIENT_EVENTS,
+    NO_USER,
+    SCOPES,
+    SECTIONS,
+    client_event_errors,
+)
 
-__all__ = ["AD_EVENT_TYPES", "CHANNELS", "CLIENT_EVENTS", "SECTIONS", "CardlyticsAPI"]
-
-# The vendor's enum tables are stated here again, not imported from the
-# exporter, on purpose: the emulator is an independent reading of the contract,
-# so a wrong table in the exporter fails its tests instead of agreeing with
-# itself.
-#: ``clientEvent`` -> the ``clientEventType`` it belongs to (reference table,
-#: plus the seed-only ``ExpandRedemption``).
-CLIENT_EVENTS: dict[str, str] = {
-    "DisplayElementExpanded": "AdInteraction",
-    "DisplayElementCollapsed": "AdInteraction",
-    "UrlLinkClicked": "AdInteraction",
-    "UrlLinkContinue": "AdInteraction",
-    "ActivateOffer": "AdInteraction",
-    "ParkOffer": "AdInteraction",
-    "UnParkOffer": "AdInteraction",
-    "UnParkAllOffers": "SessionAction",
-    "AdViewableImpression": "AdImpression",
-    "LogEnrollment": "SessionAction",
-    "RewardSummaryLinkClicked": "CustomerProfileAction",
-    "LearnMoreLinkClicked": "CustomerProfileAction",
-    "FaqLinkClicked": "CustomerProfileAction",
-    "ExpiredOffersLinkClicked": "AdInteraction",
-    "ExpandRedemption": "CustomerProfileAction",
-}
-#: (type, event) pairs the seed uses although the reference table disagrees.
-DOCUMENTED_VARIANTS: frozenset[tuple[str, str]] = frozenset(
-    {("SessionAction", "RewardSummaryLinkClicked")}
-)
-CLIENT_EVENT_TYPES = frozenset(
-    {"AdImpression", "AdInteraction", "SessionAction", "CustomerProfileAction"}
-)
-#: Types whose events must carry a ``clientEventMetadata`` object.
-AD_EVENT_TYPES = frozenset({"AdImpression", "AdInteraction"})
-CHANNELS = frozenset(
-    {"Email", "SMS", "MMS", "OLB", "MobileWeb", "MobileApp", "MobileWallet"}
-)
-SECTIONS = frozenset(
-    {
-        "Email",
-        "SMS",
-        "MMS",
-        "Transaction",
-        "Summary",
-        "Dashboard",
-        "Landing",
-        "OnboardingPage",
-        "LatestOffers",
-        "ExpiringSoon",
-        "RewardSummaryListView",
-        "FeaturedOffers",
-        "EntertainmentCategory",
-        "FoodCategory",
-        "RetailCategory",
-        "ServicesCategory",
-        "TravelCategory",
-    }
-)
-SCOPES = frozenset({"api:customer", "api:institution"})
-NO_USER = "no-user-available"
+__all__ = [
+    "AD_EVENT_TYPES",
+    "CHANNELS",
+    "CLIENT_EVENTS",
+    "SECTIONS",
+    "CardlyticsAPI",
+]
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?"
-    r"([Zz]|[+-]\d{2}:\d{2})",
-    re.ASCII,
-)
-_ITEM_KEYS = frozenset(
-    {
-        "clientEventId",
-        "clientEventType",
-        "clientEvent",
-        "clientEventTimestamp",
-        "clientEventMetadata",
-    }
-)
-_METADATA_KEYS = frozenset(
-    {
-        "serveToken",
-        "section",
-        "channel",
-        "imageSlots",
-        "categoryId",
-        "curationId",
-        "displayPosition",
-        "price",
-    }
-)
 _NOT_ENROLLED = "User is not enrolled in the program and should not receive events."
 _NO_ACCOUNTS = "User has no accounts"
 
@@ -158,22 +51,6 @@ class _Session(t.NamedTuple):
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _valid_timestamp(value: object) -> bool:
-    """RFC 3339 date-time with a time-zone designator (``Z`` or an offset)."""
-    if not isinstance(value, str):
-        return False
-    match = _RFC3339.fullmatch(value)
-    if match is None:
-        return False
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    try:
-        # datetime refuses hour 24 and minute 60; a leap second (:60) is valid.
-        _dt.datetime(year, month, day, hour, minute, min(second, 59))
-    except ValueError:
-        return False
-    return second <= 60
 
 
 class CardlyticsAPI(VendorAPI):
@@ -523,105 +400,4 @@ class CardlyticsAPI(VendorAPI):
     # --- body validation -------------------------------------------------------------
     def validate(self, body: t.Mapping[str, t.Any]) -> list[str]:
         """Every violation of the clientEvent body rules (empty when valid)."""
-        events = body.get("clientEvents")
-        if not isinstance(events, list):
-            return ["clientEvents: required array of ClientEventMessage"]
-        if not events:
-            return ["clientEvents: must not be empty"]
-        if len(events) > self.max_events:
-            return [
-                f"clientEvents: at most {self.max_events} events per request, "
-                f"got {len(events)}"
-            ]
-        errors: list[str] = []
-        ids: set[str] = set()
-        for index, item in enumerate(events):
-            where = f"clientEvents[{index}]"
-            if not isinstance(item, dict):
-                errors.append(f"{where}: must be an object")
-                continue
-            event_id = item.get("clientEventId")
-            if not isinstance(event_id, str) or not _UUID.fullmatch(event_id):
-                errors.append(f"{where}.clientEventId: must be a UUID string")
-            elif event_id.lower() in ids:
-                errors.append(
-                    f"{where}.clientEventId: duplicate {event_id} within the request"
-                )
-            else:
-                ids.add(event_id.lower())
-            kind = item.get("clientEventType")
-            name = item.get("clientEvent")
-            kind_ok = isinstance(kind, str) and kind in CLIENT_EVENT_TYPES
-            if not kind_ok:
-                errors.append(
-                    f"{where}.clientEventType: must be one of "
-                    f"{sorted(CLIENT_EVENT_TYPES)}, got {kind!r}"
-                )
-            if not isinstance(name, str) or name not in CLIENT_EVENTS:
-                errors.append(f"{where}.clientEvent: not a ClientEvent value: {name!r}")
-            elif kind_ok:
-                expected = CLIENT_EVENTS[name]
-                if kind != expected and (kind, name) not in DOCUMENTED_VARIANTS:
-                    errors.append(
-                        f"{where}.clientEventType: {name} belongs to {expected}, "
-                        f"not {kind}"
-                    )
-            if not _valid_timestamp(item.get("clientEventTimestamp")):
-                errors.append(
-                    f"{where}.clientEventTimestamp: must be an RFC 3339 date-time "
-                    "with a time zone (e.g. 2023-03-11T08:00:00Z)"
-                )
-            if self.strict:
-                unknown = sorted(set(item) - _ITEM_KEYS)
-                if unknown:
-                    errors.append(f"{where}: unknown keys {unknown}")
-            if kind_ok:
-                errors.extend(self._validate_metadata(where, str(kind), item))
-        return errors
-
-    def _validate_metadata(
-        self, where: str, kind: str, item: t.Mapping[str, t.Any]
-    ) -> list[str]:
-        where = f"{where}.clientEventMetadata"
-        present = "clientEventMetadata" in item
-        metadata = item.get("clientEventMetadata")
-        if kind not in AD_EVENT_TYPES:
-            if metadata is not None:
-                return [f"{where}: must be null for {kind} events"]
-            if self.strict and not present:
-                return [f"{where}: required (null for {kind} events)"]
-            return []
-        if not isinstance(metadata, dict):
-            return [f"{where}: required object for {kind} events"]
-        errors: list[str] = []
-        section = metadata.get("section")
-        if section not in SECTIONS:
-            errors.append(f"{where}.section: required Section value, got {section!r}")
-        channel = metadata.get("channel")
-        if channel not in CHANNELS:
-            errors.append(f"{where}.channel: required Channel value, got {channel!r}")
-        token = metadata.get("serveToken")
-        if token is None:
-            if self.strict:
-                errors.append(f"{where}.serveToken: required (strict)")
-        elif not isinstance(token, str) or not token:
-            errors.append(f"{where}.serveToken: must be a non-empty string")
-        slots = metadata.get("imageSlots")
-        if slots is not None and (
-            not isinstance(slots, list) or not all(isinstance(s, str) for s in slots)
-        ):
-            errors.append(f"{where}.imageSlots: must be an array of strings")
-        for key in ("categoryId", "curationId"):
-            value = metadata.get(key)
-            if value is not None and not isinstance(value, str):
-                errors.append(f"{where}.{key}: must be a string")
-        position = metadata.get("displayPosition")
-        if position is not None and (type(position) is not int or position < 0):
-            errors.append(f"{where}.displayPosition: must be an integer >= 0")
-        if metadata.get("price") is not None:
-            errors.append(f"{where}.price: must be null (undocumented field)")
-        if self.strict:
-            unknown = sorted(set(metadata) - _METADATA_KEYS)
-            if unknown:
-                errors.append(f"{where}: unknown keys {unknown}")
-        return errors
+        return client_event_errors(body, strict=self.strict, max_events=self.max_events)

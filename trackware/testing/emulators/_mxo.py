@@ -1,54 +1,35 @@
-"""Emulator of Medallia MXO (ex-Thunderhead ONE): Interaction API and Lightweight API.
+"""The MXO emulator: OAuth2 token, Interaction API and Lightweight API.
 
-Routes (``vendor = "mxo"``):
-
-* ``mxo.token``: ``POST /one/oauth2token`` (OAuth2 client credentials, HTTP
-  Basic client authentication, form body ``grant_type=client_credentials``).
-* ``mxo.interaction``: ``POST`` (real time, returns optimizations) and ``PUT``
-  (profile update) ``/one/oauth2/rt/api/2.0/interaction`` (trailing ``/``
-  optional, as the docs show both).
-* ``mxo.offline``: ``PUT /one/oauth2/rt/api/2.0/interaction/offline``, one
-  historic interaction with a ``timestamp``.
-* ``mxo.offline_batch``: ``PUT /one/oauth2/rt/api/2.0/interactions/offline``,
-  a JSON array of 1..100 historic interactions.
-* ``mxo.lightweight``: ``POST /one/rt/track/{sk}/events``, no authentication.
-
-Every rule of the MXO rows of the vendor notes' validation table is enforced;
-an error answer is ``{"statusCode": <status>, "error": <rule>, "message": ...}``
-(MXO documents no error body, so trackware's emulator names the broken rule).
-Choices made where the documentation is silent or contradicts itself are
-stated where they are made, in comments marked "Choice:".
+Routes ``mxo.token``, ``mxo.interaction``, ``mxo.offline``,
+``mxo.offline_batch`` and ``mxo.lightweight``: methods, authentication,
+site keys, tids and what was accepted. The body rules are in ``_mxo_rules``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime as _dt
 import json
-import re
 import secrets
 import time
 import typing as t
 import urllib.parse
 import uuid
 
-from ._server import HTTPError, Reply, Request, VendorAPI
+from ._api import HTTPError, Reply, Request, VendorAPI
+from ._mxo_rules import (
+    SITE_KEY_RE,
+    TID_RE,
+    fail,
+    interaction_problem,
+    lightweight_body,
+    parse_iso8601,
+)
 
-__all__ = ["MXOAPI"]
+__all__ = ["MXOAPI", "parse_iso8601"]
 
 _ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _PREFIX = "/one/oauth2/rt/api/2.0"
-_SITE_KEY_RE = re.compile(r"ONE-[A-Z0-9]{10}-\d{4}", re.ASCII)
-_TID_RE = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
-_ISO_RE = re.compile(
-    r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?"
-    r"(Z|z|[+-]\d{2}:?\d{2})",
-    re.ASCII,
-)
-
 #: The canned optimization a real-time POST returns by default.
 DEFAULT_OPTIMIZATIONS: list[dict[str, t.Any]] = [
     {
@@ -64,33 +45,12 @@ DEFAULT_OPTIMIZATIONS: list[dict[str, t.Any]] = [
 ]
 
 
-def _fail(status: int, rule: str, message: str) -> HTTPError:
-    return HTTPError(status, {"statusCode": status, "error": rule, "message": message})
-
-
 def _json(request: Request) -> t.Any:
     """The body as JSON, or 400 in MXO's error shape."""
     try:
         return request.json()
     except HTTPError as exc:
-        raise _fail(400, "json", exc.reply.body["error"]) from None
-
-
-def parse_iso8601(value: str) -> _dt.datetime | None:
-    """An aware datetime from ISO-8601 text with a zone designator, else None."""
-    match = _ISO_RE.fullmatch(value)
-    if match is None:
-        return None
-    date, clock, fraction, zone = match.groups()
-    micros = (fraction or "0")[:6].ljust(6, "0")
-    if zone in ("Z", "z"):
-        zone = "+00:00"
-    elif ":" not in zone:
-        zone = f"{zone[:3]}:{zone[3:]}"
-    try:
-        return _dt.datetime.fromisoformat(f"{date}T{clock}.{micros}{zone}")
-    except ValueError:
-        return None
+        raise fail(400, "json", exc.reply.body["error"]) from None
 
 
 class MXOAPI(VendorAPI):
@@ -225,14 +185,14 @@ class MXOAPI(VendorAPI):
     def _token(self, request: Request) -> Reply:
         _method(request, {"POST"})
         if request.content_type != "application/x-www-form-urlencoded":
-            raise _fail(
+            raise fail(
                 415,
                 "content_type",
                 "Content-Type must be application/x-www-form-urlencoded",
             )
         value = request.credentials("basic")
         if value is None:
-            raise _fail(
+            raise fail(
                 401,
                 "client_authentication",
                 "Authorization: Basic base64(client_id:client_secret) is required",
@@ -240,7 +200,7 @@ class MXOAPI(VendorAPI):
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise _fail(
+            raise fail(
                 401, "client_authentication", "Basic credentials are not base64"
             ) from None
         client_id, sep, client_secret = decoded.partition(":")
@@ -248,7 +208,7 @@ class MXOAPI(VendorAPI):
             secrets.compare_digest(client_id, self.client_id)
             and secrets.compare_digest(client_secret, self.client_secret)
         ):
-            raise _fail(401, "invalid_client", "unknown client id or wrong secret")
+            raise fail(401, "invalid_client", "unknown client id or wrong secret")
         try:
             form = urllib.parse.parse_qs(
                 request.body.decode("utf-8"), keep_blank_values=True
@@ -256,7 +216,7 @@ class MXOAPI(VendorAPI):
         except UnicodeDecodeError:
             form = {}
         if form.get("grant_type") != ["client_credentials"]:
-            raise _fail(
+            raise fail(
                 400,
                 "unsupported_grant_type",
                 "form field grant_type=client_credentials is required",
@@ -275,7 +235,7 @@ class MXOAPI(VendorAPI):
     def _authorize(self, request: Request) -> None:
         token = request.credentials("bearer")
         if token is None:
-            raise _fail(
+            raise fail(
                 401,
                 "bearer_token",
                 "Invalid OAuth 2.0 token: Authorization: Bearer <token> is required",
@@ -283,7 +243,7 @@ class MXOAPI(VendorAPI):
         with self.lock:
             expires = self.tokens.get(token)
         if expires is None or time.monotonic() >= expires:
-            raise _fail(401, "bearer_token", "Invalid OAuth 2.0 token")
+            raise fail(401, "bearer_token", "Invalid OAuth 2.0 token")
 
     def _common(
         self, request: Request, methods: set[str]
@@ -292,93 +252,50 @@ class MXOAPI(VendorAPI):
         _method(request, methods)
         self._authorize(request)
         if request.content_type != "application/json":
-            raise _fail(415, "content_type", "Content-Type must be application/json")
+            raise fail(415, "content_type", "Content-Type must be application/json")
         mime = request.headers.get("dataMimeType")
         if request.method == "POST" and self.strict and mime is None:
-            raise _fail(
+            raise fail(
                 400,
                 "dataMimeType",
                 "header dataMimeType: application/json is required on POST",
             )
         # Tolerated on PUT (the SDKs send it everywhere; the docs say required).
         if mime is not None and mime.strip().lower() != "application/json":
-            raise _fail(400, "dataMimeType", "dataMimeType must be application/json")
+            raise fail(400, "dataMimeType", "dataMimeType must be application/json")
         sk = self._site_key(request.query.get("sk"))
         tid = self._check_tid(request.query.get("tid"))
         return sk, tid, _json(request)
 
     def _site_key(self, sk: str | None) -> str:
         if not sk:
-            raise _fail(
+            raise fail(
                 400, "sk", "query parameter sk (the Space's site key) is required"
             )
-        if self.check_site_key and not _SITE_KEY_RE.fullmatch(sk):
-            raise _fail(400, "sk", "site key does not look like ONE-XXXXXXXXXX-NNNN")
+        if self.check_site_key and not SITE_KEY_RE.fullmatch(sk):
+            raise fail(400, "sk", "site key does not look like ONE-XXXXXXXXXX-NNNN")
         if self.site_keys is not None and sk not in self.site_keys:
-            raise _fail(404, "sk", "unknown site key")
+            raise fail(404, "sk", "unknown site key")
         return sk
 
     def _check_tid(self, tid: str | None) -> str | None:
         if tid is None:
             return None
-        if not tid or (self.strict and not _TID_RE.fullmatch(tid)):
-            raise _fail(400, "tid", "tid must be a UUID-like MXO identifier")
+        if not tid or (self.strict and not TID_RE.fullmatch(tid)):
+            raise fail(400, "tid", "tid must be a UUID-like MXO identifier")
         return tid
 
     def _validate_item(
         self, item: t.Any, *, offline: bool, where: str = ""
     ) -> tuple[str, str | None]:
         """Check one interaction object; return (uri field used, problem)."""
-        if not isinstance(item, dict):
-            return "", f"{where}interaction must be a JSON object"
-        # Choice: the seed table says ``url``, every other source ``uri``.
-        # Strict mode takes ``uri`` only; lenient takes exactly one of the two
-        # and records which one arrived.
-        has_uri, has_url = "uri" in item, "url" in item
-        if self.strict and has_url:
-            return "url", f"{where}url is not accepted (strict): send uri"
-        if has_uri and has_url:
-            return "uri", f"{where}send exactly one of uri/url"
-        field = "url" if has_url else "uri"
-        value = item.get(field)
-        if not isinstance(value, str) or not value.strip():
-            return field, f"{where}{field} must be a non-empty string"
-        if "customerKey" in item and (
-            not isinstance(item["customerKey"], str) or not item["customerKey"]
-        ):
-            return field, f"{where}customerKey must be a non-empty string"
-        if "customerKeyName" in item:
-            name = item["customerKeyName"]
-            if not isinstance(name, str) or not name:
-                return field, f"{where}customerKeyName must be a non-empty string"
-            if not item.get("customerKey"):
-                return field, f"{where}customerKeyName requires customerKey"
-        if "properties" in item:
-            problem = _check_properties_array(item["properties"])
-            if problem:
-                return field, f"{where}{problem}"
-        if "device" in item and not isinstance(item["device"], dict):
-            return field, f"{where}device must be an object"
-        if offline:
-            problem = self._check_timestamp(item.get("timestamp"))
-            if problem:
-                return field, f"{where}{problem}"
-        return field, None
-
-    def _check_timestamp(self, value: t.Any) -> str | None:
-        if value is None:
-            return "timestamp is required for offline interactions"
-        if not isinstance(value, str):
-            return "timestamp must be an ISO-8601 string"
-        when = parse_iso8601(value)
-        if when is None:
-            return (
-                "timestamp must be ISO-8601 with a time zone (e.g. ...T12:00:00.000Z)"
-            )
-        now = _dt.datetime.now(_dt.timezone.utc)
-        if when > now + _dt.timedelta(seconds=self.future_skew):
-            return "timestamp is in the future"
-        return None
+        return interaction_problem(
+            item,
+            strict=self.strict,
+            offline=offline,
+            future_skew=self.future_skew,
+            where=where,
+        )
 
     def _assign_tid(self, tid: str | None) -> str:
         with self.lock:
@@ -415,7 +332,7 @@ class MXOAPI(VendorAPI):
         sk, tid, body = self._common(request, {"POST", "PUT"})
         field, problem = self._validate_item(body, offline=False)
         if problem:
-            raise _fail(400, "interaction", problem)
+            raise fail(400, "interaction", problem)
         tid = self._assign_tid(tid)
         self._record(request, "mxo.interaction", sk, tid, [(field, body)])
         # PUT updates the profile only: no optimizations.
@@ -435,7 +352,7 @@ class MXOAPI(VendorAPI):
         sk, tid, body = self._common(request, {"PUT"})
         field, problem = self._validate_item(body, offline=True)
         if problem:
-            raise _fail(400, "interaction", problem)
+            raise fail(400, "interaction", problem)
         tid = self._assign_tid(tid)
         self._record(request, "mxo.offline", sk, tid, [(field, body)])
         return Reply(200, {"statusCode": 200, "tid": tid})
@@ -443,9 +360,9 @@ class MXOAPI(VendorAPI):
     def _offline_batch(self, request: Request) -> Reply:
         sk, tid, body = self._common(request, {"PUT"})
         if not isinstance(body, list) or not body:
-            raise _fail(400, "interactions", "body must be a non-empty JSON array")
+            raise fail(400, "interactions", "body must be a non-empty JSON array")
         if len(body) > self.max_offline_batch:
-            raise _fail(
+            raise fail(
                 400,
                 "max_interactions",
                 f"at most {self.max_offline_batch} offline interactions per call, "
@@ -484,13 +401,13 @@ class MXOAPI(VendorAPI):
         _method(request, {"POST"})
         sk = request.params.get("sk", "")
         if not sk:
-            raise _fail(404, "sk", "the site key is missing from the path")
+            raise fail(404, "sk", "the site key is missing from the path")
         # Choice: on this API the site key is a path segment, so a malformed or
         # unknown one is "not found" (404) rather than a bad parameter (400).
-        if (self.check_site_key and not _SITE_KEY_RE.fullmatch(sk)) or (
+        if (self.check_site_key and not SITE_KEY_RE.fullmatch(sk)) or (
             self.site_keys is not None and sk not in self.site_keys
         ):
-            raise _fail(404, "sk", "unknown site key")
+            raise fail(404, "sk", "unknown site key")
         value = request.headers.get("Content-Type") or ""
         media, _, params = value.partition(";")
         charset = ""
@@ -502,45 +419,14 @@ class MXOAPI(VendorAPI):
             "",
             "utf-8",
         ):
-            raise _fail(
+            raise fail(
                 415,
                 "content_type",
                 "Content-Type must be application/json (optionally; charset=utf-8)",
             )
         tid = self._check_tid(request.query.get("tid"))
         # Any other query parameter (campaign codes ...) is allowed.
-        body = _json(request)
-        if not isinstance(body, dict):
-            raise _fail(400, "body", "body must be a JSON object")
-        if self.strict:
-            for name in ("customerKey", "url"):
-                if name in body:
-                    raise _fail(
-                        400,
-                        name,
-                        f"{name} is not a Lightweight API field (strict): use "
-                        + ("ck" if name == "customerKey" else "uri"),
-                    )
-        uri = body.get("uri")
-        if not isinstance(uri, str) or not uri.strip():
-            raise _fail(400, "uri", "uri must be a non-empty string")
-        if "ck" in body and not isinstance(body["ck"], str):
-            raise _fail(400, "ck", "ck must be a string")
-        if "properties" in body:
-            props = body["properties"]
-            if isinstance(props, dict):
-                for key, val in props.items():
-                    if not key or not _scalar(val):
-                        raise _fail(
-                            400,
-                            "properties",
-                            f"properties.{key}: an object's values must be "
-                            "string, number or boolean",
-                        )
-            else:
-                problem = _check_properties_array(props)
-                if problem:
-                    raise _fail(400, "properties", problem)
+        body = lightweight_body(_json(request), strict=self.strict)
         tid = self._assign_tid(tid)
         self._record(request, "mxo.lightweight", sk, tid, [("uri", body)])
         return Reply(200, {"statusCode": 200, "tid": tid})
@@ -558,24 +444,3 @@ def _method(request: Request, allowed: set[str]) -> None:
             },
             {"Allow": ", ".join(sorted(allowed))},
         )
-
-
-def _scalar(value: t.Any) -> bool:
-    return isinstance(value, (str, bool, int, float))
-
-
-def _check_properties_array(props: t.Any) -> str | None:
-    if not isinstance(props, list):
-        return "properties must be an array of {name, value}"
-    for index, prop in enumerate(props):
-        if not isinstance(prop, dict):
-            return f"properties[{index}] must be an object {{name, value}}"
-        name = prop.get("name")
-        if not isinstance(name, str) or not name:
-            return f"properties[{index}].name must be a non-empty string"
-        if "value" not in prop or not _scalar(prop["value"]):
-            return f"properties[{index}].value must be a string, number or boolean"
-        extra = set(prop) - {"name", "value"}
-        if extra:
-            return f"properties[{index}] has unknown keys {sorted(extra)}"
-    return None
