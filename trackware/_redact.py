@@ -1,13 +1,7 @@
-"""Key-name redaction applied to properties and traits before events are queued.
-
-A key is redacted when one of its words is on the denylist. Words come from
-splitting the key at underscores, dashes, dots, spaces and camelCase humps, so
-``password``, ``userPassword``, ``card_number``, ``X-Api-Key`` and
-``access_token`` are caught while ``discard`` or ``cardlytics_offer`` are not.
-Redaction happens on the caller's thread, before an event reaches any queue,
-log or dead letter, in the same bounded pass that validates the event
-(``trackware._event.sanitize``); it applies to properties, traits and context,
-and again to whatever a ``before_send`` hook returns.
+"""Key-name redaction: the :class:`Redactor` that decides whether a key's
+value is sensitive (a word of the key on the denylist, outside the allow-list),
+with a bounded cache of verdicts. ``trackware._validate``'s walk applies it to
+properties, traits and context on the caller's thread, before any queue.
 """
 
 from __future__ import annotations
@@ -70,12 +64,19 @@ PAGE_KEYS: frozenset[str] = frozenset(
 
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _CACHE_MAX = 10_000
-#: The longest key an event may have (``trackware._event`` rejects longer).
+#: The longest key an event may have (``trackware._validate`` rejects longer).
 MAX_KEY_LENGTH = 1024
 
 
 class Redactor:
-    """Decides, with a cache, whether a key's value must be redacted."""
+    """Decides, with a cache, whether a key's value must be redacted.
+
+    A key is redacted when one of its words (split at ``_ - .``, spaces and
+    camelCase humps, compared lower-case), or all of them run together, is in
+    ``words``, or two adjacent words are ``api key``, ``private key`` or
+    ``session key``; unless the key is in ``allow``. Keys that cannot be sent
+    (too long, a lone surrogate) answer True: the full check rejects them.
+    """
 
     def __init__(
         self,
@@ -86,20 +87,24 @@ class Redactor:
         base = DEFAULT_REDACT_WORDS if words is None else words
         self.words = frozenset(w.lower() for w in base)
         self.allow = frozenset(allow)
-        self._cache: dict[str, bool] = {}
+        #: The verdicts so far, by key (bounded). Read-only outside this
+        #: class: ``track()`` looks known keys up here (a dict lookup is
+        #: cheaper than a call) and calls the redactor for the others.
+        self.verdicts: dict[str, bool] = {}
+        self._cache = self.verdicts  # renovation: re-export, remove at the end
         #: Whether no key of trackware's own page events is redacted (decided
         #: once: a Redactor's words never change).
         self.page_keys_clear = not any(self(k) for k in PAGE_KEYS)
 
     def __call__(self, key: str) -> bool:
-        verdict = self._cache.get(key)
+        verdict = self.verdicts.get(key)
         if verdict is None:
             if len(key) > MAX_KEY_LENGTH:
                 # Never split or cached: track()'s full pass rejects it.
                 return True
             verdict = self._decide(key)
-            if len(self._cache) < _CACHE_MAX:
-                self._cache[key] = verdict
+            if len(self.verdicts) < _CACHE_MAX:
+                self.verdicts[key] = verdict
         return verdict
 
     def _decide(self, key: str) -> bool:

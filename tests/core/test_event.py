@@ -16,7 +16,8 @@ from _support import Sink, dropped_reasons
 
 import trackware
 from trackware import Event, InvalidEventError, MemoryDeadLetter, RetryPolicy
-from trackware._event import dumps, iso_time
+from trackware._event import iso_time
+from trackware._json import dumps
 from trackware.exporters import HTTPExporter
 from trackware.testing import InMemoryExporter
 

@@ -1,7 +1,7 @@
 """What track() accepts: only what every exporter can encode, within bounds.
 
 Everything track() accepts must survive the worker's JSON encoding
-(``trackware._event.dumps`` and UTF-8); everything else is rejected at once,
+(``trackware._json.dumps`` and UTF-8); everything else is rejected at once,
 on the caller's thread, as ``invalid`` with the rule it broke, never raised
 (except by a strict tracker) and never left to jam a destination's batch.
 """
@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 import trackware
 from trackware import Event, InvalidEventError, MemoryDeadLetter, RetryPolicy
-from trackware._event import MAX_ITEMS, dumps
+from trackware._json import dumps
+from trackware._validate import MAX_ITEMS
 from trackware.exporters import HTTPExporter
 from trackware.testing import InMemoryExporter
 
