@@ -4,6 +4,7 @@ that an ``auth`` callable returns never reach the logs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import typing as t
@@ -163,3 +164,47 @@ def test_the_http_retry_vocabulary() -> None:
     assert retry_floor({"ratelimit-reset": "later"}) is None
     epoch = retry_floor({"ratelimit-reset": str(time.time() + 60)})
     assert epoch is not None and 0 < epoch <= 60
+
+
+def test_env_options_reads_prefixed_variables(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The one from_env helper: stripped values, empty as unset, overrides win,
+    every missing required variable named, misspelt names reported."""
+    from trackware.exceptions import ConfigurationError
+    from trackware.exporters._base import env_options
+
+    env = {
+        "TRACKWARE_MXO_BASE_URL": " https://mxo.example ",
+        "TRACKWARE_MXO_SITE_KEY": "   ",
+        "TRACKWARE_MXO_CUSTOMER_KEY": "email",
+        "TRACKWARE_MXO_SIET_KEY_FOR_TEST": "x",
+    }
+    with caplog.at_level(logging.WARNING, logger="trackware"):
+        kwargs = env_options(
+            "Vendor",
+            env,
+            prefix="TRACKWARE_MXO_",
+            required={"BASE_URL": "base_url", "SITE_KEY": "site_key"},
+            optional={"CUSTOMER_KEY": "customer_key", "TOKEN_URL": "token_url"},
+            overrides={"site_key": "ONE-1", "name": "mine"},
+        )
+    assert kwargs == {
+        "base_url": "https://mxo.example",
+        "customer_key": "email",
+        "site_key": "ONE-1",
+        "name": "mine",
+    }
+    assert "TRACKWARE_MXO_SIET_KEY_FOR_TEST" in caplog.text
+    with pytest.raises(ConfigurationError) as info:
+        env_options(
+            "Vendor",
+            env,
+            prefix="TRACKWARE_MXO_",
+            required={"SITE_KEY": "site_key", "CLIENT_ID": "client_id"},
+            overrides={"customer_key": "user_id"},
+            hint=" (the Space's keys)",
+        )
+    message = str(info.value)
+    assert message.startswith("Vendor.from_env: set the environment variable(s) ")
+    assert "TRACKWARE_MXO_SITE_KEY, TRACKWARE_MXO_CLIENT_ID (the Space's" in message

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import threading
 import typing as t
 import uuid
 
-from .. import _log
+from .. import _env, _log
 from .._event import Event, dumps
 from ..exceptions import ContractViolation
 
@@ -22,6 +23,7 @@ __all__ = [
     "Exporter",
     "Rejection",
     "encode_event",
+    "env_options",
     "iso_time_problem",
     "report_progress",
     "stable_uuid",
@@ -378,3 +380,51 @@ def report_progress(outcome: ExportResult) -> bool:
     """
     report = _export_scope.report
     return True if report is None else report(outcome)
+
+
+# --- from_env -------------------------------------------------------------------------
+
+
+def env_options(
+    owner: str,
+    environ: t.Mapping[str, str] | None,
+    *,
+    prefix: str,
+    required: t.Mapping[str, str] = {},
+    optional: t.Mapping[str, str] = {},
+    overrides: t.Mapping[str, t.Any] = {},
+    hint: str = "",
+) -> dict[str, t.Any]:
+    """Constructor keyword arguments for an exporter's ``from_env``.
+
+    ``required`` and ``optional`` map variable names after ``prefix``
+    (``"BASE_URL"`` for ``TRACKWARE_MXO_BASE_URL``) to keyword arguments.
+    Values are stripped; an empty one counts as unset. ``overrides`` win over
+    the environment; a required variable may be missing when its argument is
+    overridden, otherwise :class:`~trackware.exceptions.ConfigurationError`
+    names every missing variable (and ``hint``, e.g. what the values are).
+    ``environ`` defaults to ``os.environ``; a misspelt ``TRACKWARE_*`` name in
+    it is reported (:func:`trackware._env.check_environment`).
+    """
+    from ..exceptions import ConfigurationError
+
+    env = os.environ if environ is None else environ
+    _env.check_environment(env)
+    kwargs: dict[str, t.Any] = {}
+    missing = []
+    for names, needed in ((required, True), (optional, False)):
+        for suffix, arg in names.items():
+            if arg in overrides:
+                continue
+            value = env.get(prefix + suffix, "").strip()
+            if value:
+                kwargs[arg] = value
+            elif needed:
+                missing.append(prefix + suffix)
+    if missing:
+        raise ConfigurationError(
+            f"{owner}.from_env: set the environment variable(s) "
+            f"{', '.join(missing)}{hint} (or pass the matching keyword arguments)"
+        )
+    kwargs.update(overrides)
+    return kwargs

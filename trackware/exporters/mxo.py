@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import collections
 import dataclasses
-import os
 import re
 import threading
 import time
@@ -34,10 +33,15 @@ import httpx
 from .. import _log
 from .._auth import CachedToken, Credentials, TokenAuth, TokenCache
 from .._context import current_scope
-from .._env import check_environment
 from .._event import Event, dumps, iso_time, to_jsonable
 from ..exceptions import AuthError, ConfigurationError
-from ._base import ContractViolation, ExportResult, encode_event, iso_time_problem
+from ._base import (
+    ContractViolation,
+    ExportResult,
+    encode_event,
+    env_options,
+    iso_time_problem,
+)
 from ._http import (
     RETRYABLE_STATUSES,
     BaseHTTPExporter,
@@ -77,6 +81,7 @@ _TID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 _JSON = "application/json"
+_ENV_PREFIX = "TRACKWARE_MXO_"
 
 Touchpoints: t.TypeAlias = "t.Mapping[str, str] | t.Callable[[Event], str | None]"
 CustomerKey: t.TypeAlias = "str | t.Callable[[Event], str | None]"
@@ -151,38 +156,6 @@ def _encode(obj: t.Any) -> bytes:
     """JSON-encode one event's body on the worker, alone (an unencodable value
     breaks the contract: ContractViolation)."""
     return encode_event(obj).encode("utf-8")
-
-
-def _env(
-    cls_name: str,
-    environ: t.Mapping[str, str] | None,
-    required: t.Mapping[str, str],
-    optional: t.Mapping[str, str],
-    overrides: dict[str, t.Any],
-) -> dict[str, t.Any]:
-    env = os.environ if environ is None else environ
-    check_environment(env)  # a misspelt name is reported
-    kwargs: dict[str, t.Any] = {}
-    missing = []
-    for arg, var in required.items():
-        if arg in overrides:
-            continue
-        value = env.get(var, "").strip()
-        if value:
-            kwargs[arg] = value
-        else:
-            missing.append(var)
-    if missing:
-        raise ConfigurationError(
-            f"{cls_name}.from_env: set the environment variable(s) "
-            f"{', '.join(missing)} (or pass the matching keyword arguments)"
-        )
-    for arg, var in optional.items():
-        value = env.get(var, "").strip()
-        if value and arg not in overrides:
-            kwargs[arg] = value
-    kwargs.update(overrides)
-    return kwargs
 
 
 class _MXOExporter(BaseHTTPExporter):
@@ -592,22 +565,31 @@ class InteractionExporter(_MXOExporter):
     ) -> InteractionExporter:
         """Build from ``TRACKWARE_MXO_*`` variables (see the class docstring)."""
         required = {
-            "base_url": "TRACKWARE_MXO_BASE_URL",
-            "client_id": "TRACKWARE_MXO_CLIENT_ID",
-            "client_secret": "TRACKWARE_MXO_CLIENT_SECRET",
-            "site_key": "TRACKWARE_MXO_SITE_KEY",
+            "BASE_URL": "base_url",
+            "CLIENT_ID": "client_id",
+            "CLIENT_SECRET": "client_secret",
+            "SITE_KEY": "site_key",
         }
         optional = {
-            "customer_key": "TRACKWARE_MXO_CUSTOMER_KEY",
-            "customer_key_name": "TRACKWARE_MXO_CUSTOMER_KEY_NAME",
-            "timestamp_field": "TRACKWARE_MXO_TIMESTAMP_FIELD",
-            "token_url": "TRACKWARE_MXO_TOKEN_URL",
+            "CUSTOMER_KEY": "customer_key",
+            "CUSTOMER_KEY_NAME": "customer_key_name",
+            "TIMESTAMP_FIELD": "timestamp_field",
+            "TOKEN_URL": "token_url",
         }
-        if "touchpoints" in overrides:
-            optional["default_touchpoint"] = "TRACKWARE_MXO_TOUCHPOINT"
+        if "touchpoints" in overrides:  # then the default touchpoint is optional
+            optional["TOUCHPOINT"] = "default_touchpoint"
         else:
-            required["default_touchpoint"] = "TRACKWARE_MXO_TOUCHPOINT"
-        return cls(**_env(cls.__name__, environ, required, optional, overrides))
+            required["TOUCHPOINT"] = "default_touchpoint"
+        return cls(
+            **env_options(
+                cls.__name__,
+                environ,
+                prefix=_ENV_PREFIX,
+                required=required,
+                optional=optional,
+                overrides=overrides,
+            )
+        )
 
     # --- auth -------------------------------------------------------------------------
     def _fetch_token(self, _key: str) -> tuple[str, float | None]:
@@ -986,19 +968,25 @@ class LightweightExporter(_MXOExporter):
         cls, environ: t.Mapping[str, str] | None = None, **overrides: t.Any
     ) -> LightweightExporter:
         """Build from ``TRACKWARE_MXO_*`` variables (see the class docstring)."""
-        required = {
-            "base_url": "TRACKWARE_MXO_BASE_URL",
-            "site_key": "TRACKWARE_MXO_SITE_KEY",
-        }
+        required = {"BASE_URL": "base_url", "SITE_KEY": "site_key"}
         optional = {
-            "customer_key": "TRACKWARE_MXO_CUSTOMER_KEY",
-            "properties_format": "TRACKWARE_MXO_PROPERTIES_FORMAT",
+            "CUSTOMER_KEY": "customer_key",
+            "PROPERTIES_FORMAT": "properties_format",
         }
-        if "touchpoints" in overrides:
-            optional["default_touchpoint"] = "TRACKWARE_MXO_TOUCHPOINT"
+        if "touchpoints" in overrides:  # then the default touchpoint is optional
+            optional["TOUCHPOINT"] = "default_touchpoint"
         else:
-            required["default_touchpoint"] = "TRACKWARE_MXO_TOUCHPOINT"
-        return cls(**_env(cls.__name__, environ, required, optional, overrides))
+            required["TOUCHPOINT"] = "default_touchpoint"
+        return cls(
+            **env_options(
+                cls.__name__,
+                environ,
+                prefix=_ENV_PREFIX,
+                required=required,
+                optional=optional,
+                overrides=overrides,
+            )
+        )
 
     def build_requests(
         self, events: t.Sequence[Event]
