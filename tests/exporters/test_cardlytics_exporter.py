@@ -629,7 +629,14 @@ def test_session_token_header_style(server: EmulatorServer, api: CardlyticsAPI) 
 
 
 def test_token_lifetime_is_read_from_the_jwt() -> None:
-    from trackware.exporters.cardlytics._session import _jwt_expiry
+    """A session token states its expiry in ``exp`` or
+    ``sessionExpirationTimestamp`` (seconds, milliseconds or ISO-8601)."""
+    from trackware._auth import jwt_expiry
+    from trackware.exporters.cardlytics._session import SESSION_EXPIRY_CLAIMS
+
+    def _jwt_expiry(token: str) -> float | None:
+        found = jwt_expiry(token, claims=SESSION_EXPIRY_CLAIMS)
+        return None if found is None else found.expires_at
 
     def jwt(claims: str) -> str:
         import base64

@@ -12,9 +12,9 @@ from _support import free_port
 
 import trackware
 from trackware import Event, MemoryDeadLetter, RetryPolicy
+from trackware._auth import jwt_expiry
 from trackware.exceptions import ConfigurationError
 from trackware.exporters.synerise import SyneriseExporter
-from trackware.exporters.synerise._login import jwt_lifetime
 from trackware.testing.emulators import EmulatorServer
 from trackware.testing.emulators._synerise import SyneriseAPI
 
@@ -473,6 +473,12 @@ def test_bad_api_key_dead_letters_without_leaking(
     for text in (caplog.text, str(record), repr(exp), repr(tr), str(tr.stats())):
         assert wrong not in text
     tr.shutdown()
+
+
+def jwt_lifetime(token: str) -> float | None:
+    """The lifetime the exporter caches a workspace JWT for (before the margin)."""
+    found = jwt_expiry(token)
+    return None if found is None else found.lifetime()
 
 
 def test_jwt_lifetime_decoding() -> None:

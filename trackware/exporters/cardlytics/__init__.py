@@ -18,7 +18,7 @@ import uuid
 import httpx
 
 from ... import _env, _log
-from ..._auth import TokenCache
+from ..._auth import CachedToken, Credentials, TokenCache
 from ..._event import Event
 from ..._retry import RetryPolicy
 from ...exceptions import ConfigurationError, ContractViolation
@@ -423,11 +423,14 @@ class ClientEventExporter(ClientEventContract, BaseHTTPExporter):
         return requests, result
 
     # --- sessions --------------------------------------------------------------------
-    def auth_headers(
-        self, request: HTTPRequest, *, refresh: bool = False
-    ) -> dict[str, str]:
+    def credentials(self, request: HTTPRequest) -> Credentials:
+        """The session of the request's customer (``auth_key``)."""
+        return CachedToken(
+            self.sessions, t.cast(str, request.auth_key), self._session_headers
+        )
+
+    def _session_headers(self, token: str) -> dict[str, str]:
         # Called once per HTTP attempt, so the request id is new per attempt.
-        token = self.sessions.get(t.cast(str, request.auth_key), refresh=refresh)
         headers = {"X-CDLX-Request-Id": str(uuid.uuid4())}
         if self.header_style == "bearer":
             headers["Authorization"] = f"Bearer {token}"

@@ -7,50 +7,26 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import math
 import threading
-import time
 import typing as t
 import uuid
 
 import httpx
 
 from ... import _log
-from ..._auth import jwt_claims
+from ..._auth import jwt_expiry
 from ..._event import dumps
 from ...exceptions import AuthError
 from .._http import RETRYABLE_STATUSES, response_json, response_text, retry_floor
 from ._contract import error_body
 
-__all__ = ["SESSION_PATH", "SessionBody", "SessionStarter"]
+__all__ = ["SESSION_EXPIRY_CLAIMS", "SESSION_PATH", "SessionBody", "SessionStarter"]
 
 SESSION_PATH = "/v2/session/startSession"
+#: The JWT claims a session token may state its expiry in, in this order.
+SESSION_EXPIRY_CLAIMS = ("exp", "sessionExpirationTimestamp")
 #: ``"credentials"``, ``"customer"``, or a callable: customer id -> body.
 SessionBody: t.TypeAlias = "str | t.Callable[[str], t.Mapping[str, t.Any]]"
-
-
-def _jwt_expiry(token: str) -> float | None:
-    """Epoch seconds from a JWT's ``exp`` or ``sessionExpirationTimestamp``."""
-    claims = jwt_claims(token) if token.count(".") == 2 else None
-    if claims is None:
-        return None
-    for key in ("exp", "sessionExpirationTimestamp"):
-        value = claims.get(key)
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            # Milliseconds are recognisable by their size.
-            return float(value) / 1000.0 if value > 100_000_000_000 else float(value)
-        if isinstance(value, str) and value:
-            try:
-                when = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                continue
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=_dt.timezone.utc)
-            return when.timestamp()
-    return None
 
 
 class SessionStarter:
@@ -144,8 +120,8 @@ class SessionStarter:
             _log.register_secret(token)
             with self._lock:
                 self._failures = 0
-            expiry = _jwt_expiry(token)
-            return token, None if expiry is None else max(0.0, expiry - time.time())
+            expiry = jwt_expiry(token, claims=SESSION_EXPIRY_CLAIMS)
+            return token, None if expiry is None else max(0.0, expiry.remaining())
         if status == 500:
             with self._lock:
                 self._failures += 1

@@ -15,7 +15,7 @@ import time
 import typing as t
 
 from ... import _env, _log
-from ..._auth import TokenCache
+from ..._auth import CachedToken, Credentials, TokenCache, no_credentials
 from ..._event import Event
 from ...exceptions import ConfigurationError, ContractViolation
 from .._base import ExportResult, encode_event
@@ -335,15 +335,15 @@ class SyneriseExporter(SyneriseMapping, BaseHTTPExporter):
         """Workspace JWTs fetched so far."""
         return self._login.count
 
-    def auth_headers(
-        self, request: HTTPRequest, *, refresh: bool = False
-    ) -> dict[str, str]:
+    def credentials(self, request: HTTPRequest) -> Credentials:
+        """AI calls with a tracker key carry it in the query; v4 calls use Basic
+        auth when a workspace GUID is set; the rest the workspace JWT."""
         if request.auth_key == "ai" and self._tracker_key is not None:
-            return {}
-        if request.auth_key == "v4" and self._basic is not None:
-            return {"Authorization": self._basic}
-        token = self._tokens.get("jwt", refresh=refresh)
-        return {"Authorization": f"Bearer {token}"}
+            return no_credentials
+        basic = self._basic
+        if request.auth_key == "v4" and basic is not None:
+            return lambda refresh: {"Authorization": basic}
+        return CachedToken(self._tokens, "jwt")
 
     # --- requests ---------------------------------------------------------------------
     def _request(

@@ -6,41 +6,20 @@
 
 from __future__ import annotations
 
-import time
 import typing as t
 
 import httpx
 
 from ... import _log
-from ..._auth import jwt_claims
+from ..._auth import jwt_expiry
 from ..._event import dumps
 from ...exceptions import AuthError
 from .._http import RETRYABLE_STATUSES, response_json, response_text, retry_floor
-from ._mapping import is_number
 
-__all__ = ["API_VERSION", "LOGIN_PATH", "WorkspaceLogin", "jwt_lifetime"]
+__all__ = ["API_VERSION", "LOGIN_PATH", "WorkspaceLogin"]
 
 API_VERSION = "4.4"
 LOGIN_PATH = "/uauth/v2/auth/login/profile"
-
-
-def jwt_lifetime(token: str) -> float | None:
-    """Seconds a JWT is valid for, from its ``exp`` (and ``iat``) claims.
-
-    ``exp - iat`` when both are present (immune to clock skew between us and
-    Synerise), else ``exp - now``; ``None`` when the token carries no
-    readable ``exp``.
-    """
-    claims = jwt_claims(token)
-    if claims is None:
-        return None
-    exp = claims.get("exp")
-    if not is_number(exp):
-        return None
-    iat = claims.get("iat")
-    if is_number(iat):
-        return float(t.cast(float, exp)) - float(t.cast(float, iat))
-    return float(t.cast(float, exp)) - time.time()
 
 
 class WorkspaceLogin:
@@ -113,7 +92,9 @@ class WorkspaceLogin:
             )
         _log.register_secret(token)
         self.count += 1
-        lifetime = jwt_lifetime(token)
-        if lifetime is None:
+        # exp - iat when the token states both (immune to clock skew between
+        # us and Synerise), else exp - now.
+        expiry = jwt_expiry(token)
+        if expiry is None:
             return token, self.ttl
-        return token, max(0.0, lifetime - self.refresh_margin)
+        return token, max(0.0, expiry.lifetime() - self.refresh_margin)

@@ -17,7 +17,7 @@ import urllib.parse
 import httpx
 
 from ... import _env, _log
-from ..._auth import TokenCache
+from ..._auth import CachedToken, Credentials, TokenCache
 from ..._event import Event, dumps
 from ...exceptions import AuthError, ConfigurationError, ContractViolation
 from .._base import ExportResult, encode_event
@@ -69,6 +69,10 @@ _SNAKE_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*\Z")
 _REGION_RE = re.compile(r"^[A-Z]{2}\Z")
 _NESTED_MODES = ("reject", "flatten")
 _PREFERENCES = ("email", "phone")
+
+
+def _token_header(token: str) -> dict[str, str]:
+    return {"X-Yotpo-Token": token}
 
 
 def _truthy(value: str) -> bool:
@@ -442,14 +446,17 @@ class CustomEventExporter(YotpoMapping, BaseHTTPExporter):
             retry_after=retry_floor(response.headers) if retryable else None,
         )
 
-    def auth_headers(
-        self, request: HTTPRequest, *, refresh: bool = False
-    ) -> dict[str, str]:
-        if refresh:
-            # The resend after a 401 is a second request: it needs its own token.
-            self._spend_token(request)
-        token = self._tokens.get(self.store_id, refresh=refresh)
-        return {"X-Yotpo-Token": token}
+    def credentials(self, request: HTTPRequest) -> Credentials:
+        """The store's access token; the resend after a 401 is a second
+        request, so it first spends a rate-limit token of its own."""
+        token = CachedToken(self._tokens, self.store_id, _token_header)
+
+        def credentials(refresh: bool) -> t.Mapping[str, str]:
+            if refresh:
+                self._spend_token(request)
+            return token(refresh)
+
+        return credentials
 
     # --- rate limiting ---------------------------------------------------------------
     def _spend_token(self, request: HTTPRequest) -> None:
