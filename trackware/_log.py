@@ -1,18 +1,16 @@
-"""Logging for trackware: one ``trackware`` logger, rate-limited, scrubbed of secrets.
-
-Credentials handed to exporters, and tokens they obtain at run time, are
-registered here. Every record that passes through the ``trackware`` logger has
-those values replaced by ``***`` before any handler sees it, so a secret cannot
-reach a log line even when it appears in an exception message or a URL.
+"""Logging for trackware: one ``trackware`` logger whose records are scrubbed
+of registered secrets (credentials, tokens) before any handler sees them, and
+rate-limited helpers (:func:`warn`, :func:`error`) for repeated messages.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
+
+from . import _lifecycle
 
 logger = logging.getLogger("trackware")
 
@@ -112,8 +110,7 @@ def _after_fork_in_child() -> None:
     _throttle._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_lifecycle.on_fork(_after_fork_in_child)
 
 
 def log_throttled(
