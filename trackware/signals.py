@@ -1,13 +1,7 @@
-"""trackware's signal bus (blinker).
-
-Apps emit events through :data:`action`; trackware announces what happens to
-events through the other signals. All live in trackware's own
-:class:`blinker.Namespace`, never blinker's global one.
-
-Unlike plain blinker signals, these never let a receiver's exception reach the
-sender: a broken receiver is logged (rate-limited) and the remaining receivers
-still run. So a bad subscriber can never break a request, and a bad
-``action`` sender argument never raises into the app.
+"""trackware's signal bus (blinker): apps emit events through :data:`action`;
+trackware announces what happens to events through the other signals. All
+live in trackware's own :class:`blinker.Namespace`, and a receiver that
+raises is logged (rate-limited) and skipped: it never reaches the sender.
 """
 
 from __future__ import annotations
