@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import ssl
 import typing as t
 import uuid
 
 import httpx
 
-from ... import _env, _log
+from ... import _log
 from ..._auth import CachedToken, Credentials, TokenCache
 from ..._event import Event
 from ..._retry import RetryPolicy
 from ...exceptions import ConfigurationError, ContractViolation
-from .._base import ExportResult, encode_event
+from .._base import ExportResult, encode_event, env_options
 from .._http import BaseHTTPExporter, HTTPRequest, redact_url, response_json
 from ._contract import (
     AD_EVENT_TYPES,
@@ -47,6 +46,28 @@ __all__ = [
 ]
 
 _CLIENT_EVENT_PATH = "/v2/events/clientEvent"
+_ENV_PREFIX = "TRACKWARE_CARDLYTICS_"
+_ENV_REQUIRED = {
+    "BASE_URL": "base_url",
+    "CLIENT_ID": "client_id",
+    "CLIENT_SECRET": "client_secret",
+    "CUSTOMER_ID_KEY": "customer_id_key",
+}
+#: Read from the environment only: combined with CERT into ``cert``.
+_CERT_KEY = "<cert key>"
+_ENV_OPTIONAL = {
+    "CERT": "cert",
+    "CERT_KEY": _CERT_KEY,
+    "CA_BUNDLE": "verify",
+    "MAPPING": "mapping",
+    "SESSION_EVENT": "session_event",
+    "DEFAULT_CHANNEL": "default_channel",
+    "DEFAULT_SECTION": "default_section",
+    "HEADER_STYLE": "header_style",
+    "SEND_ANONYMOUS": "send_anonymous",
+    "REQUIRE_CERT": "require_cert",
+    "MAX_BATCH_SIZE": "max_batch_size",
+}
 _HEADER_STYLES = ("bearer", "session-token")
 
 
@@ -289,71 +310,41 @@ class ClientEventExporter(ClientEventContract, BaseHTTPExporter):
     ) -> ClientEventExporter:
         """Build from ``TRACKWARE_CARDLYTICS_*`` variables (see the class docs);
         keyword arguments override them."""
-        env = os.environ if environ is None else environ
-        _env.check_environment(env)  # a misspelt name is reported
-        prefix = "TRACKWARE_CARDLYTICS_"
-
-        def get(suffix: str) -> str | None:
-            value = env.get(prefix + suffix)
-            return value if value else None
-
-        options: dict[str, t.Any] = {}
-        required = {
-            "BASE_URL": "base_url",
-            "CLIENT_ID": "client_id",
-            "CLIENT_SECRET": "client_secret",
-            "CUSTOMER_ID_KEY": "customer_id_key",
-        }
+        required = dict(_ENV_REQUIRED)
         if overrides.get("session_body", "credentials") != "credentials":
             del required["CLIENT_ID"], required["CLIENT_SECRET"]
-        missing = []
-        for suffix, arg in required.items():
-            value = get(suffix)
-            if value is not None:
-                options[arg] = value
-            elif arg not in overrides:
-                missing.append(prefix + suffix)
-        if missing:
-            raise ConfigurationError(
-                f"{cls.__name__}.from_env: set {', '.join(missing)}"
-            )
-        cert, key = get("CERT"), get("CERT_KEY")
-        if key and not cert:
-            raise ConfigurationError(
-                f"{prefix}CERT_KEY is set but {prefix}CERT is not: set both"
-            )
-        if cert:
-            options["cert"] = (cert, key) if key else cert
-        if get("CA_BUNDLE"):
-            options["verify"] = get("CA_BUNDLE")
-        if get("MAPPING"):
-            options["mapping"] = _parse_mapping(
-                t.cast(str, get("MAPPING")), prefix + "MAPPING"
-            )
-        for suffix, arg in (
-            ("SESSION_EVENT", "session_event"),
-            ("DEFAULT_CHANNEL", "default_channel"),
-            ("DEFAULT_SECTION", "default_section"),
-            ("HEADER_STYLE", "header_style"),
-        ):
-            if get(suffix):
-                options[arg] = get(suffix)
-        for suffix, arg in (
-            ("SEND_ANONYMOUS", "send_anonymous"),
-            ("REQUIRE_CERT", "require_cert"),
-        ):
-            raw = get(suffix)
-            if raw is not None:
-                options[arg] = _flag(raw, prefix + suffix)
-        raw_size = get("MAX_BATCH_SIZE")
-        if raw_size is not None:
-            try:
-                options["max_batch_size"] = int(raw_size)
-            except ValueError:
+        options = env_options(
+            cls.__name__,
+            environ,
+            prefix=_ENV_PREFIX,
+            required=required,
+            optional=_ENV_OPTIONAL,
+            overrides=overrides,
+        )
+        key = options.pop(_CERT_KEY, None)
+        if "cert" not in overrides:
+            if key and "cert" not in options:
                 raise ConfigurationError(
-                    f"{prefix}MAX_BATCH_SIZE must be an integer, not {raw_size!r}"
-                ) from None
-        options.update(overrides)
+                    f"{_ENV_PREFIX}CERT_KEY is set but {_ENV_PREFIX}CERT is not: "
+                    "set both"
+                )
+            if key:
+                options["cert"] = (options["cert"], key)
+        for suffix, arg in _ENV_OPTIONAL.items():
+            if arg in overrides or arg not in options:
+                continue
+            variable = _ENV_PREFIX + suffix
+            if arg == "mapping":
+                options[arg] = _parse_mapping(options[arg], variable)
+            elif arg in ("send_anonymous", "require_cert"):
+                options[arg] = _flag(options[arg], variable)
+            elif arg == "max_batch_size":
+                try:
+                    options[arg] = int(options[arg])
+                except ValueError:
+                    raise ConfigurationError(
+                        f"{variable} must be an integer, not {options[arg]!r}"
+                    ) from None
         return cls(**options)
 
     # --- identity ------------------------------------------------------------------

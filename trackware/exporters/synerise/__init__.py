@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import time
 import typing as t
 
-from ... import _env, _log
+from ... import _log
 from ..._auth import CachedToken, Credentials, TokenCache, no_credentials
 from ..._event import Event
 from ...exceptions import ConfigurationError, ContractViolation
-from .._base import ExportResult, encode_event
+from .._base import ExportResult, encode_event, env_options
 from .._http import BaseHTTPExporter, HTTPRequest, redact_url
 from ._login import API_VERSION, LOGIN_PATH, WorkspaceLogin
 from ._mapping import _UUID_RE as _UUID_RE  # renovation: re-export, remove at the end
@@ -39,6 +38,8 @@ __all__ = ["AI_EVENT_TYPES", "DEFAULT_ACTIONS", "SyneriseExporter"]
 
 DEFAULT_BASE_URL = "https://api.synerise.com"
 AI_ENDPOINTS = ("events/v1", "ai-compat")
+
+_ENV_PREFIX = "TRACKWARE_SYNERISE_"
 
 _ACTION_RE = ACTION_RE  # renovation: re-export, remove at the end
 _KEBAB_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
@@ -287,38 +288,31 @@ class SyneriseExporter(SyneriseMapping, BaseHTTPExporter):
     ) -> SyneriseExporter:
         """Build from ``TRACKWARE_SYNERISE_*`` variables (see the class docstring);
         keyword arguments override them."""
-        env = os.environ if environ is None else environ
-        _env.check_environment(env)  # a misspelt name is reported
-        prefix = "TRACKWARE_SYNERISE_"
-        options: dict[str, t.Any] = {}
-        for var, key in (
-            ("BASE_URL", "base_url"),
-            ("TRACKER_KEY", "tracker_key"),
-            ("WORKSPACE_GUID", "workspace_guid"),
-            ("CLIENT_ID_TRAIT", "client_id_trait"),
-            ("AI_ENDPOINT", "ai_endpoint"),
-            ("AI_PATH_PREFIX", "ai_path_prefix"),
-        ):
-            value = env.get(prefix + var)
-            if value:
-                options[key] = value
-        size = env.get(prefix + "MAX_BATCH_SIZE")
-        if size:
+        options = env_options(
+            cls.__name__,
+            environ,
+            prefix=_ENV_PREFIX,
+            required={"API_KEY": "api_key"},
+            optional={
+                "BASE_URL": "base_url",
+                "TRACKER_KEY": "tracker_key",
+                "WORKSPACE_GUID": "workspace_guid",
+                "CLIENT_ID_TRAIT": "client_id_trait",
+                "AI_ENDPOINT": "ai_endpoint",
+                "AI_PATH_PREFIX": "ai_path_prefix",
+                "MAX_BATCH_SIZE": "max_batch_size",
+            },
+            overrides=overrides,
+            hint=" (the workspace API key)",
+        )
+        size = options.get("max_batch_size")
+        if "max_batch_size" not in overrides and size is not None:
             try:
                 options["max_batch_size"] = int(size)
             except ValueError:
                 raise ConfigurationError(
-                    f"{prefix}MAX_BATCH_SIZE must be an integer, got {size!r}"
+                    f"{_ENV_PREFIX}MAX_BATCH_SIZE must be an integer, got {size!r}"
                 ) from None
-        api_key = env.get(prefix + "API_KEY")
-        if api_key:
-            options["api_key"] = api_key
-        options.update(overrides)
-        if not options.get("api_key"):
-            raise ConfigurationError(
-                f"SyneriseExporter.from_env: set {prefix}API_KEY (the workspace API "
-                "key) or pass api_key="
-            )
         return cls(**options)
 
     # --- routing ----------------------------------------------------------------------

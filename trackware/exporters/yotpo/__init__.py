@@ -9,18 +9,17 @@ the per-store rate limit. docs/architecture.md has the details.
 
 from __future__ import annotations
 
-import os
 import re
 import typing as t
 import urllib.parse
 
 import httpx
 
-from ... import _env, _log
+from ... import _log
 from ..._auth import CachedToken, Credentials, TokenCache
 from ..._event import Event, dumps
 from ...exceptions import AuthError, ConfigurationError, ContractViolation
-from .._base import ExportResult, encode_event
+from .._base import ExportResult, encode_event, env_options
 from .._http import (
     RETRYABLE_STATUSES,
     BaseHTTPExporter,
@@ -69,6 +68,23 @@ _SNAKE_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*\Z")
 _REGION_RE = re.compile(r"^[A-Z]{2}\Z")
 _NESTED_MODES = ("reject", "flatten")
 _PREFERENCES = ("email", "phone")
+_ENV_PREFIX = "TRACKWARE_YOTPO_"
+#: Read from the environment only (never an override), converted by from_env.
+_ENV_RAW = {
+    "EVENTS": "<events>",
+    "ALL_EVENTS": "<all events>",
+    "EVENT_PATH": "<event path>",
+    "EVENT_METHOD": "<event method>",
+}
+_ENV_OPTIONAL = {
+    "BASE_URL": "base_url",
+    "SOURCE": "source",
+    "IDENTITY_PREFERENCE": "identity_preference",
+    "DEFAULT_COUNTRY_CODE": "default_country_code",
+    "DEFAULT_REGION": "default_region",
+    "NESTED_PROPERTIES": "nested_properties",
+    **_ENV_RAW,
+}
 
 
 def _token_header(token: str) -> dict[str, str]:
@@ -292,65 +308,42 @@ class CustomEventExporter(YotpoMapping, BaseHTTPExporter):
         Raises:
             ConfigurationError: naming the missing variables.
         """
-        env = os.environ if environ is None else environ
-        _env.check_environment(env)  # a misspelt name is reported
-        prefix = "TRACKWARE_YOTPO_"
-        kwargs: dict[str, t.Any] = {}
-        missing = []
-        for var, arg in (("STORE_ID", "store_id"), ("SECRET", "secret")):
-            value = env.get(prefix + var, "").strip()
-            if value:
-                kwargs[arg] = value
-            elif arg not in overrides:
-                missing.append(prefix + var)
-        if missing:
-            raise ConfigurationError(
-                f"{cls.__name__}.from_env: set {' and '.join(missing)} (the Yotpo "
-                "store id / app_key and its API secret)"
-            )
-        simple = {
-            "BASE_URL": "base_url",
-            "SOURCE": "source",
-            "IDENTITY_PREFERENCE": "identity_preference",
-            "DEFAULT_COUNTRY_CODE": "default_country_code",
-            "DEFAULT_REGION": "default_region",
-            "NESTED_PROPERTIES": "nested_properties",
-        }
-        for var, arg in simple.items():
-            value = env.get(prefix + var, "").strip()
-            if value:
-                kwargs[arg] = value
-        mapping = env.get(prefix + "EVENTS", "").strip()
-        if mapping:
+        options = env_options(
+            cls.__name__,
+            environ,
+            prefix=_ENV_PREFIX,
+            required={"STORE_ID": "store_id", "SECRET": "secret"},
+            optional=_ENV_OPTIONAL,
+            overrides=overrides,
+            hint=" (the Yotpo store id / app_key and its API secret)",
+        )
+        raw = {suffix: options.pop(arg, "") for suffix, arg in _ENV_RAW.items()}
+        if raw["EVENTS"]:
             names: dict[str, str] = {}
-            for pair in mapping.split(","):
+            for pair in raw["EVENTS"].split(","):
                 if not pair.strip():
                     continue
                 app_name, sep, yotpo_name = pair.partition("=")
                 if not sep or not app_name.strip() or not yotpo_name.strip():
                     raise ConfigurationError(
-                        f"{cls.__name__}.from_env: {prefix}EVENTS must look like "
-                        f"'order.shipped=order_shipped,cart.viewed=cart_viewed', got "
-                        f"an entry {pair.strip()!r}"
+                        f"{cls.__name__}.from_env: {_ENV_PREFIX}EVENTS must look "
+                        "like 'order.shipped=order_shipped,cart.viewed=cart_viewed', "
+                        f"got an entry {pair.strip()!r}"
                     )
                 names[app_name.strip()] = yotpo_name.strip()
-            kwargs["event_names"] = names
-            kwargs["all_events"] = _truthy(env.get(prefix + "ALL_EVENTS", ""))
+            options.setdefault("event_names", names)
+            options.setdefault("all_events", _truthy(raw["ALL_EVENTS"]))
         else:
-            kwargs["all_events"] = True
-        path = env.get(prefix + "EVENT_PATH", "").strip()
-        method = env.get(prefix + "EVENT_METHOD", "").strip()
-        if path or method:
+            options.setdefault("all_events", True)
+        if raw["EVENT_PATH"] or raw["EVENT_METHOD"]:
             changes = {}
-            if path:
-                changes["path"] = path
-            if method:
-                changes["method"] = method.upper()
-            kwargs["field_map"] = overrides.pop("field_map", DEFAULT_FIELD_MAP).replace(
-                **changes
-            )
-        kwargs.update(overrides)
-        return cls(**kwargs)
+            if raw["EVENT_PATH"]:
+                changes["path"] = raw["EVENT_PATH"]
+            if raw["EVENT_METHOD"]:
+                changes["method"] = raw["EVENT_METHOD"].upper()
+            field_map = overrides.get("field_map", DEFAULT_FIELD_MAP)
+            options["field_map"] = field_map.replace(**changes)
+        return cls(**options)
 
     # --- routing (application thread: cheap) ---------------------------------------
     def applies(self, event: Event, /) -> bool:
