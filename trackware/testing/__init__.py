@@ -14,7 +14,7 @@ import typing as t
 
 from .. import signals
 from .._event import Event
-from ..exporters._base import BaseExporter, ExportResult
+from ..exporters import BaseExporter, ExportResult
 
 if t.TYPE_CHECKING:
     from .._tracker import Tracker

@@ -20,6 +20,7 @@ from ._api import HTTPError, Reply, Request, VendorAPI
 from ._mxo_rules import (
     SITE_KEY_RE,
     TID_RE,
+    Checked,
     fail,
     interaction_problem,
     lightweight_body,
@@ -43,6 +44,21 @@ DEFAULT_OPTIMIZATIONS: list[dict[str, t.Any]] = [
         "narrative": "trackware-emulator",
     }
 ]
+
+
+class _Call(t.NamedTuple):
+    """An Interaction API call that passed the shared checks."""
+
+    sk: str
+    tid: str | None
+    body: t.Any
+
+
+class _Accepted(t.NamedTuple):
+    """One accepted interaction and which of ``uri``/``url`` it used."""
+
+    uri_field: str
+    interaction: dict[str, t.Any]
 
 
 def _json(request: Request) -> t.Any:
@@ -245,10 +261,8 @@ class MXOAPI(VendorAPI):
         if expires is None or time.monotonic() >= expires:
             raise fail(401, "bearer_token", "Invalid OAuth 2.0 token")
 
-    def _common(
-        self, request: Request, methods: set[str]
-    ) -> tuple[str, str | None, t.Any]:
-        """Checks shared by the Interaction API routes; returns (sk, tid, body)."""
+    def _common(self, request: Request, methods: set[str]) -> _Call:
+        """Checks shared by the Interaction API routes."""
         _method(request, methods)
         self._authorize(request)
         if request.content_type != "application/json":
@@ -265,7 +279,7 @@ class MXOAPI(VendorAPI):
             raise fail(400, "dataMimeType", "dataMimeType must be application/json")
         sk = self._site_key(request.query.get("sk"))
         tid = self._check_tid(request.query.get("tid"))
-        return sk, tid, _json(request)
+        return _Call(sk, tid, _json(request))
 
     def _site_key(self, sk: str | None) -> str:
         if not sk:
@@ -285,10 +299,8 @@ class MXOAPI(VendorAPI):
             raise fail(400, "tid", "tid must be a UUID-like MXO identifier")
         return tid
 
-    def _validate_item(
-        self, item: t.Any, *, offline: bool, where: str = ""
-    ) -> tuple[str, str | None]:
-        """Check one interaction object; return (uri field used, problem)."""
+    def _validate_item(self, item: t.Any, *, offline: bool, where: str = "") -> Checked:
+        """Check one interaction object."""
         return interaction_problem(
             item,
             strict=self.strict,
@@ -312,18 +324,18 @@ class MXOAPI(VendorAPI):
         endpoint: str,
         sk: str,
         tid: str,
-        items: list[tuple[str, dict[str, t.Any]]],
+        items: list[_Accepted],
     ) -> None:
         with self.lock:
-            for field, item in items:
+            for accepted in items:
                 self.events.append(
                     {
                         "endpoint": endpoint,
                         "method": request.method,
                         "sk": sk,
                         "tid": tid,
-                        "uri_field": field,
-                        "interaction": item,
+                        "uri_field": accepted.uri_field,
+                        "interaction": accepted.interaction,
                         "query": dict(request.query),
                     }
                 )
@@ -334,7 +346,7 @@ class MXOAPI(VendorAPI):
         if problem:
             raise fail(400, "interaction", problem)
         tid = self._assign_tid(tid)
-        self._record(request, "mxo.interaction", sk, tid, [(field, body)])
+        self._record(request, "mxo.interaction", sk, tid, [_Accepted(field, body)])
         # PUT updates the profile only: no optimizations.
         optimizations = self.optimizations if request.method == "POST" else []
         return Reply(
@@ -354,7 +366,7 @@ class MXOAPI(VendorAPI):
         if problem:
             raise fail(400, "interaction", problem)
         tid = self._assign_tid(tid)
-        self._record(request, "mxo.offline", sk, tid, [(field, body)])
+        self._record(request, "mxo.offline", sk, tid, [_Accepted(field, body)])
         return Reply(200, {"statusCode": 200, "tid": tid})
 
     def _offline_batch(self, request: Request) -> Reply:
@@ -371,7 +383,7 @@ class MXOAPI(VendorAPI):
         # Choice: all-or-nothing. MXO does not document partial acceptance, so
         # one invalid element rejects the whole call and nothing is recorded;
         # every problem is listed.
-        accepted: list[tuple[str, dict[str, t.Any]]] = []
+        accepted: list[_Accepted] = []
         problems: list[str] = []
         for index, item in enumerate(body):
             field, problem = self._validate_item(
@@ -380,7 +392,7 @@ class MXOAPI(VendorAPI):
             if problem:
                 problems.append(problem)
             else:
-                accepted.append((field, item))
+                accepted.append(_Accepted(field, item))
         if problems:
             raise HTTPError(
                 400,
@@ -428,7 +440,7 @@ class MXOAPI(VendorAPI):
         # Any other query parameter (campaign codes ...) is allowed.
         body = lightweight_body(_json(request), strict=self.strict)
         tid = self._assign_tid(tid)
-        self._record(request, "mxo.lightweight", sk, tid, [("uri", body)])
+        self._record(request, "mxo.lightweight", sk, tid, [_Accepted("uri", body)])
         return Reply(200, {"statusCode": 200, "tid": tid})
 
 

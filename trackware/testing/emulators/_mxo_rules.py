@@ -16,6 +16,7 @@ from ._api import HTTPError
 __all__ = [
     "SITE_KEY_RE",
     "TID_RE",
+    "Checked",
     "fail",
     "interaction_problem",
     "lightweight_body",
@@ -33,6 +34,14 @@ _ISO_RE = re.compile(
     r"(Z|z|[+-]\d{2}:?\d{2})",
     re.ASCII,
 )
+
+
+class Checked(t.NamedTuple):
+    """What :func:`interaction_problem` found: which of ``uri``/``url`` the
+    interaction used, and the rule it broke (None: valid)."""
+
+    uri_field: str
+    problem: str | None
 
 
 def fail(status: int, rule: str, message: str) -> HTTPError:
@@ -64,43 +73,43 @@ def interaction_problem(
     offline: bool,
     future_skew: float,
     where: str = "",
-) -> tuple[str, str | None]:
-    """Check one interaction object; return (uri field used, problem)."""
+) -> Checked:
+    """Check one interaction object."""
     if not isinstance(item, dict):
-        return "", f"{where}interaction must be a JSON object"
+        return Checked("", f"{where}interaction must be a JSON object")
     # Choice: the seed table says ``url``, every other source ``uri``.
     # Strict mode takes ``uri`` only; lenient takes exactly one of the two
     # and records which one arrived.
     has_uri, has_url = "uri" in item, "url" in item
     if strict and has_url:
-        return "url", f"{where}url is not accepted (strict): send uri"
+        return Checked("url", f"{where}url is not accepted (strict): send uri")
     if has_uri and has_url:
-        return "uri", f"{where}send exactly one of uri/url"
+        return Checked("uri", f"{where}send exactly one of uri/url")
     field = "url" if has_url else "uri"
     value = item.get(field)
     if not isinstance(value, str) or not value.strip():
-        return field, f"{where}{field} must be a non-empty string"
+        return Checked(field, f"{where}{field} must be a non-empty string")
     if "customerKey" in item and (
         not isinstance(item["customerKey"], str) or not item["customerKey"]
     ):
-        return field, f"{where}customerKey must be a non-empty string"
+        return Checked(field, f"{where}customerKey must be a non-empty string")
     if "customerKeyName" in item:
         name = item["customerKeyName"]
         if not isinstance(name, str) or not name:
-            return field, f"{where}customerKeyName must be a non-empty string"
+            return Checked(field, f"{where}customerKeyName must be a non-empty string")
         if not item.get("customerKey"):
-            return field, f"{where}customerKeyName requires customerKey"
+            return Checked(field, f"{where}customerKeyName requires customerKey")
     if "properties" in item:
         problem = _properties_array_problem(item["properties"])
         if problem:
-            return field, f"{where}{problem}"
+            return Checked(field, f"{where}{problem}")
     if "device" in item and not isinstance(item["device"], dict):
-        return field, f"{where}device must be an object"
+        return Checked(field, f"{where}device must be an object")
     if offline:
         problem = _timestamp_problem(item.get("timestamp"), future_skew)
         if problem:
-            return field, f"{where}{problem}"
-    return field, None
+            return Checked(field, f"{where}{problem}")
+    return Checked(field, None)
 
 
 def _timestamp_problem(value: t.Any, future_skew: float) -> str | None:

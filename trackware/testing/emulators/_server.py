@@ -29,7 +29,7 @@ from ._records import (
     request_log_line,
 )
 
-__all__ = ["EmulatorServer", "Fault"]
+__all__ = ["Dispatched", "EmulatorServer", "Fault"]
 
 #: How many requests an :class:`EmulatorServer` keeps by default.
 MAX_REQUESTS = 10_000
@@ -63,7 +63,12 @@ class Fault:
         return self.route == "*" or in_scope(route_name, self.route)
 
 
-_Action: t.TypeAlias = "Reply | Fault | None"
+class Dispatched(t.NamedTuple):
+    """What :meth:`EmulatorServer.dispatch` decided: the route (None: no
+    route matched) and the answer, or the fault to act out."""
+
+    route: str | None
+    action: Reply | Fault | None
 
 
 class EmulatorServer:
@@ -71,9 +76,9 @@ class EmulatorServer:
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     ``port=0`` picks a free port; :attr:`url` is the base URL. ``log``, when
-    given, is called with one line per request (see
-    :func:`~trackware.testing.emulators._records.request_log_line`; credentials
-    are hidden); an exception it raises is ignored.
+    given, is called with one line per request (time, route, method, path,
+    status and the rule broken; credentials hidden); an exception it raises is
+    ignored.
 
     :attr:`requests` keeps the last ``max_requests`` :class:`RecordedRequest` s
     (``None``: all); :attr:`requests_dropped` counts the older ones forgotten.
@@ -203,7 +208,7 @@ class EmulatorServer:
                     return fault
         return None
 
-    def dispatch(self, request: Request) -> tuple[str | None, _Action]:
+    def dispatch(self, request: Request) -> Dispatched:
         """Find the route, apply faults, call the handler."""
         allowed: set[str] = set()
         for route in self._routes:
@@ -216,21 +221,26 @@ class EmulatorServer:
             fault = self._take_fault(route.name)
             if fault is not None:
                 if fault.drop or fault.partial or fault.status is not None:
-                    return route.name, fault
+                    return Dispatched(route.name, fault)
                 if fault.delay:
                     time.sleep(fault.delay)
             request.params = {k: v for k, v in match.groupdict().items() if v}
             try:
-                return route.name, route.handler(request)
+                return Dispatched(route.name, route.handler(request))
             except HTTPError as exc:
-                return route.name, exc.reply
+                return Dispatched(route.name, exc.reply)
         if allowed:
-            return None, Reply(
-                405,
-                {"error": "method not allowed"},
-                {"Allow": ", ".join(sorted(allowed))},
+            return Dispatched(
+                None,
+                Reply(
+                    405,
+                    {"error": "method not allowed"},
+                    {"Allow": ", ".join(sorted(allowed))},
+                ),
             )
-        return None, Reply(404, {"error": f"no such endpoint: {request.path}"})
+        return Dispatched(
+            None, Reply(404, {"error": f"no such endpoint: {request.path}"})
+        )
 
     def record(
         self,

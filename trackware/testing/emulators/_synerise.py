@@ -32,7 +32,21 @@ from ._synerise_rules import (
     parse_time,
 )
 
-__all__ = ["AI_EVENT_TYPES", "RESERVED_ACTIONS", "SyneriseAPI", "parse_time"]
+__all__ = [
+    "AI_EVENT_TYPES",
+    "RESERVED_ACTIONS",
+    "IssuedToken",
+    "SyneriseAPI",
+    "parse_time",
+]
+
+
+class IssuedToken(t.NamedTuple):
+    """A JWT the login route issued: for which API key, valid until when
+    (:attr:`SyneriseAPI.clock` time)."""
+
+    api_key: str
+    expires: float
 
 
 def _iso(unix: float) -> str:
@@ -107,7 +121,7 @@ class SyneriseAPI(VendorAPI):
         self.clock: t.Callable[[], float] = time.time
         self._signing_key = secrets.token_bytes(32)
         self.events: list[dict[str, t.Any]] = []
-        self.tokens: dict[str, tuple[str, float]] = {}
+        self.tokens: dict[str, IssuedToken] = {}
         self.logins = 0
         self.overwrites = 0
         self.warnings: list[str] = []
@@ -160,7 +174,7 @@ class SyneriseAPI(VendorAPI):
     def expire_tokens(self) -> None:
         """Make every issued JWT expired (as if its lifetime had passed)."""
         with self.lock:
-            self.tokens = {k: (v[0], 0.0) for k, v in self.tokens.items()}
+            self.tokens = {k: v._replace(expires=0.0) for k, v in self.tokens.items()}
 
     def of_kind(self, kind: str) -> list[dict[str, t.Any]]:
         """Accepted items of one kind: ``"event"``, ``"transaction"`` or ``"ai"``."""
@@ -216,13 +230,13 @@ class SyneriseAPI(VendorAPI):
         ).digest()
         token = f"{head}.{body}.{_b64(signature)}"
         with self.lock:
-            self.tokens[token] = (api_key, now + self.token_ttl)
+            self.tokens[token] = IssuedToken(api_key, now + self.token_ttl)
         return token
 
     def _jwt_valid(self, token: str) -> bool:
         with self.lock:
             entry = self.tokens.get(token)
-        return entry is not None and self.clock() < entry[1]
+        return entry is not None and self.clock() < entry.expires
 
     def _check_bearer(self, token: str) -> None:
         if not self._jwt_valid(token):

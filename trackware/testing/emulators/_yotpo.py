@@ -26,6 +26,13 @@ DEFAULT_STORE_ID = "yotpo-test-store"
 DEFAULT_SECRET = "yotpo-test-secret-0001"
 
 
+class _Token(t.NamedTuple):
+    """An access token: its store, valid until (``time.monotonic()``)."""
+
+    store_id: str
+    until: float
+
+
 class YotpoAPI(VendorAPI):
     """Yotpo's token and custom-customer-event endpoints, validated strictly.
 
@@ -83,7 +90,7 @@ class YotpoAPI(VendorAPI):
         with self.lock:
             self._events: dict[tuple[str, str], dict[str, t.Any]] = {}
             self._stores_of: dict[tuple[str, str], str] = {}
-            self._tokens: dict[str, tuple[str, float]] = {}
+            self._tokens: dict[str, _Token] = {}
             self._windows: dict[str, collections.deque[float]] = {}
             self.upserts = 0
             self.tokens_issued = 0
@@ -105,14 +112,14 @@ class YotpoAPI(VendorAPI):
         """Make every issued token expired (as after 14 days)."""
         with self.lock:
             self._tokens = {
-                tok: (store, 0.0) for tok, (store, _) in self._tokens.items()
+                tok: entry._replace(until=0.0) for tok, entry in self._tokens.items()
             }
 
     def tokens_valid(self) -> int:
         """How many issued tokens are still valid."""
         now = time.monotonic()
         with self.lock:
-            return sum(1 for _, until in self._tokens.values() if until > now)
+            return sum(1 for entry in self._tokens.values() if entry.until > now)
 
     # --- token endpoint --------------------------------------------------------------
     def _token(self, request: Request) -> Reply:
@@ -132,9 +139,9 @@ class YotpoAPI(VendorAPI):
             token = "yt_" + secrets.token_urlsafe(24)
             now = time.monotonic()
             self._tokens = {
-                tok: entry for tok, entry in self._tokens.items() if entry[1] > now
+                tok: entry for tok, entry in self._tokens.items() if entry.until > now
             }
-            self._tokens[token] = (store_id, now + self.token_ttl)
+            self._tokens[token] = _Token(store_id, now + self.token_ttl)
             self.tokens_issued += 1
         return Reply(200, {"access_token": token})
 
@@ -235,10 +242,9 @@ class YotpoAPI(VendorAPI):
             entry = self._tokens.get(token)
         if entry is None:
             raise fail(401, "auth", "X-Yotpo-Token", "unknown access token")
-        owner, until = entry
-        if until <= time.monotonic():
+        if entry.until <= time.monotonic():
             raise fail(401, "auth", "X-Yotpo-Token", "access token expired")
-        if owner != store_id:
+        if entry.store_id != store_id:
             raise fail(
                 401, "auth", "X-Yotpo-Token", "access token issued for another store"
             )
