@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import re
 import typing as t
-import urllib.parse
 
 import httpx
 
 from ... import _log
 from ..._auth import CachedToken, Credentials, TokenCache
-from ..._event import Event, dumps
-from ...exceptions import AuthError, ConfigurationError, ContractViolation
+from ..._event import Event
+from ...exceptions import ConfigurationError, ContractViolation
 from .._base import ExportResult, encode_event, env_options
 from .._http import (
-    RETRYABLE_STATUSES,
     BaseHTTPExporter,
     ExporterStopped,
     HTTPRequest,
     redact_url,
-    response_json,
-    response_text,
     retry_floor,
 )
 from ._fields import DEFAULT_FIELD_MAP, MAX_NAME_LENGTH, YotpoFieldMap, snake_case
@@ -40,6 +36,7 @@ from ._phone import (
     normalize_phone_libphonenumber,
     normalize_phone_strict,
 )
+from ._token import TOKEN_PATH, AccessTokenFetcher
 
 if t.TYPE_CHECKING:
     from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
@@ -61,8 +58,6 @@ __all__ = [
 
 #: Yotpo's Core API host.
 DEFAULT_BASE_URL = "https://api.yotpo.com"
-#: The token endpoint (documented, unlike the event endpoint).
-TOKEN_PATH = "/core/v3/stores/{store_id}/access_tokens"
 
 _SNAKE_RE = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*\Z")
 _REGION_RE = re.compile(r"^[A-Z]{2}\Z")
@@ -272,9 +267,11 @@ class CustomEventExporter(YotpoMapping, BaseHTTPExporter):
         self.token_max_age = float(token_max_age)
         self.max_rate_limit_sleep = float(max_rate_limit_sleep)
         self.store_id = store_id
-        self._secret = secret
         self._limiter = limiter_for(store_id)
         self._tickets: dict[int, list[list[float]]] = {}
+        self._fetch_token = AccessTokenFetcher(
+            lambda: self.client, self.base_url, secret, max_age=self.token_max_age
+        )
         self._tokens: TokenCache[str] = TokenCache(
             self._fetch_token, refresh_margin=0.0, default_ttl=self.token_max_age
         )
@@ -393,52 +390,6 @@ class CustomEventExporter(YotpoMapping, BaseHTTPExporter):
         return normalize_phone
 
     # --- auth ------------------------------------------------------------------------
-    def _fetch_token(self, store_id: str) -> tuple[str, float | None]:
-        url = self.base_url + TOKEN_PATH.replace(
-            "{store_id}", urllib.parse.quote(store_id, safe="")
-        )
-        try:
-            response = self.client.post(
-                url,
-                content=dumps({"secret": self._secret}).encode("utf-8"),
-                headers={
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                },
-            )
-        except httpx.HTTPError as exc:
-            raise AuthError(
-                f"Yotpo token request failed ({type(exc).__name__})", retryable=True
-            ) from None
-        status = response.status_code
-        if 200 <= status < 300:
-            token = (response_json(response) or {}).get("access_token")
-            if not isinstance(token, str) or not token:
-                raise AuthError(
-                    f"Yotpo token endpoint answered HTTP {status} without an "
-                    "access_token",
-                    retryable=True,
-                    status=status,
-                    body=response_text(response),
-                )
-            _log.register_secret(token)
-            return token, self.token_max_age
-        retryable = status in RETRYABLE_STATUSES
-        raise AuthError(
-            f"Yotpo token endpoint answered HTTP {status}"
-            + (
-                ""
-                if retryable
-                else " (check the store id and base URL)"
-                if status == 404
-                else " (check the store id and API secret)"
-            ),
-            retryable=retryable,
-            status=status,
-            body=response_text(response),
-            retry_after=retry_floor(response.headers) if retryable else None,
-        )
-
     def credentials(self, request: HTTPRequest) -> Credentials:
         """The store's access token; the resend after a 401 is a second
         request, so it first spends a rate-limit token of its own."""

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import threading
 import time
+
+from ... import _lifecycle
 
 __all__ = ["DEFAULT_RATE_LIMIT_WAIT", "StoreLimiter", "limiter_for"]
 
@@ -113,5 +114,4 @@ def _reset_limiters_after_fork() -> None:
     _limiters.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_limiters_after_fork)
+_lifecycle.on_fork(_reset_limiters_after_fork)
