@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 CORE_PY := $(CORE_VENV)/bin/python
 BENCH_PY := $(BENCH_VENV)/bin/python
 PYTEST_ARGS ?=
+CALLGRIND_ARGS ?=
 
-.PHONY: test lint typecheck test-core test-integrations demo demo-serve bench clean
+.PHONY: test lint typecheck test-core test-integrations demo demo-serve bench bench-callgrind clean
 
 # Full environment: every extra plus the dev tools and the frameworks
 # (PEP 735 dependency groups in pyproject.toml: pip >= 25.1, hence the upgrade).
@@ -58,8 +59,15 @@ demo: $(VENV)/.installed
 demo-serve: $(VENV)/.installed
 	$(PY) example_apps/demo.py --serve
 
+# The wall-clock tables, then the instruction counts under callgrind.
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_PY) bench/run.py
+	$(BENCH_PY) bench/callgrind.py $(CALLGRIND_ARGS)
+
+# Only the deterministic rows; compare with another checkout by
+# `make bench-callgrind CALLGRIND_ARGS="--against ../old --fail-over 5"`.
+bench-callgrind: $(BENCH_VENV)/.installed
+	$(BENCH_PY) bench/callgrind.py $(CALLGRIND_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) $(BENCH_VENV) build dist *.egg-info
