@@ -18,7 +18,7 @@ import typing as t
 import uuid
 
 from .. import _log
-from .._worker import _count_value
+from .._settle import count_value
 from ..exceptions import ConfigurationError
 
 if t.TYPE_CHECKING:
@@ -253,7 +253,7 @@ class CookieJar:
     def rejections(self) -> dict[str, int]:
         """Cookies (``visitor``, ``session``, ``tid``) ignored since start-up
         because their signature did not verify."""
-        return {kind: _count_value(n) for kind, n in self._rejected.items()}
+        return {kind: count_value(n) for kind, n in self._rejected.items()}
 
     def _reject(self, kind: str, name: str) -> None:
         """Count and log (rate-limited, never the value) a rejected cookie."""

@@ -278,3 +278,12 @@ def config_hint(key: str, known: t.Iterable[str]) -> str:
         "the options are TRACKWARE_ + the upper-case name of a TrackingOptions "
         "field (listed in the README)"
     )
+
+
+# The Flask extension's app.config keys look like environment variables: the
+# environment check says where they belong when it finds one.
+_env.register_config_keys(
+    {f"TRACKWARE_{name.upper()}" for name in FIELDS} | {"TRACKWARE_ENABLED"},
+    "it is an app.config key of the Flask extension, which reads it "
+    "from app.config, not from the environment",
+)

@@ -381,14 +381,14 @@ class RequestTracker:
                 traits = view.traits = state.traits
                 view.context = state.context
                 if (
-                    type(tracker) is Tracker
-                    and tracker._defer_pages
+                    type(tracker) is Tracker  # (not a subclass, nor a stand-in)
+                    and tracker.pages_deferred
                     and not traits
                     and not (state.query and self._query_allow)
                 ):
                     # The common case: built and routed by the tracker's
                     # intake thread.
-                    tracker._page((_build, view))
+                    tracker.record_page(view)
                 else:
                     self._track_page(view)
         except Exception:
@@ -476,11 +476,6 @@ class RequestTracker:
     # renovation: remove when tests/core/test_page_records.py uses cookies.sign()
     def _sign_cookie(self, name: str, value: str) -> str:
         return self.cookies.sign(name, value)
-
-
-def _build(record: tuple[t.Any, ...]) -> t.Any:
-    # renovation: remove when the integrations call Tracker.record_page(view)
-    return record[1].build()
 
 
 def track_in_scope(
