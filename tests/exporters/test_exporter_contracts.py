@@ -104,11 +104,12 @@ def test_a_token_from_the_auth_callable_is_scrubbed_from_logs() -> None:
 
 def test_formats_are_checked_to_the_very_end() -> None:
     """``$`` would also match before a final newline; ``\\Z`` does not."""
-    from trackware.exporters import mxo, synerise, yotpo
+    from trackware.exporters import synerise, yotpo
+    from trackware.exporters.mxo._mapping import SITE_KEY_RE
     from trackware.integrations import _common
 
     patterns = {
-        mxo._SITE_KEY_RE: "ONE-NX8P2RSAAU-1813",
+        SITE_KEY_RE: "ONE-NX8P2RSAAU-1813",
         synerise._ACTION_RE: "product.view",
         synerise._UUID_RE: "0f8fad5b-d9cb-469f-a165-70867728950e",
         yotpo._E164_RE: "+48123456789",

@@ -326,6 +326,11 @@ class BaseHTTPExporter(BaseExporter):
         if client is not None and self._client_pid == os.getpid():
             client.close()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (no further request is made)."""
+        return self._closed
+
     def _stopped_reason(self) -> str:
         return "exporter closed" if self._closed else "exporter stopped at shutdown"
 
