@@ -1,9 +1,16 @@
 """The emulators' server: the request record is bounded, and what it forgets
-is counted (a long ``trackware emulate`` must not grow without end)."""
+is counted (a long ``trackware emulate`` must not grow without end); HTTPS and
+mutual TLS with ``ssl_context``."""
 
 from __future__ import annotations
 
+import pathlib
+import shutil
+import ssl
+import subprocess
+
 import httpx
+import pytest
 
 from trackware.testing.emulators import EmulatorServer, Reply, Request, VendorAPI
 
@@ -60,3 +67,57 @@ def test_by_default_the_record_is_bounded_and_none_keeps_everything() -> None:
                 client.post(f"/ping?n={n}")
         assert len(server.recorded()) == 5
         assert server.requests_dropped == 0
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client one."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    d = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True)
+
+    run(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=emulator test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    extensions = {
+        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "client": "extendedKeyUsage=clientAuth\n",
+    }
+    for who, ext in extensions.items():
+        (d / f"{who}.ext").write_text(ext + "authorityKeyIdentifier=keyid\n")
+        run("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr",
+            "-subj", f"/CN={who}")  # fmt: skip
+        run(
+            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{who}.crt", "-days", "2",
+            "-extfile", f"{who}.ext",
+        )  # fmt: skip
+    return {p.name: str(p) for p in pathlib.Path(d).iterdir()}
+
+
+def test_ssl_context_serves_https_and_can_require_a_client_certificate(
+    pki: dict[str, str],
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki["ca.crt"])
+    context.load_cert_chain(pki["server.crt"], pki["server.key"])
+    with EmulatorServer([Echo()], ssl_context=context) as server:
+        assert server.url.startswith("https://127.0.0.1:")
+        with httpx.Client(base_url=server.url, verify=pki["ca.crt"]) as client:
+            assert client.post("/ping?n=1").status_code == 200
+        context.verify_mode = ssl.CERT_REQUIRED
+        with httpx.Client(base_url=server.url, verify=pki["ca.crt"]) as anonymous:
+            with pytest.raises(httpx.HTTPError):
+                anonymous.post("/ping?n=2")
+        mutual = ssl.create_default_context(cafile=pki["ca.crt"])
+        mutual.load_cert_chain(pki["client.crt"], pki["client.key"])
+        with httpx.Client(base_url=server.url, verify=mutual) as client:
+            assert client.post("/ping?n=3").status_code == 200
+        assert [r.query["n"] for r in server.recorded()] == ["1", "3"]

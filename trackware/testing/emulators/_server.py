@@ -13,6 +13,7 @@ import dataclasses
 import http.server
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -83,6 +84,9 @@ class EmulatorServer:
     :attr:`requests` keeps the last ``max_requests`` :class:`RecordedRequest` s
     (``None``: all); :attr:`requests_dropped` counts the older ones forgotten.
     :meth:`received` still counts every request.
+
+    ``ssl_context`` (server side) serves HTTPS instead; make it require client
+    certificates to emulate mutual TLS.
     """
 
     def __init__(
@@ -93,8 +97,10 @@ class EmulatorServer:
         port: int = 0,
         log: t.Callable[[str], None] | None = None,
         max_requests: int | None = MAX_REQUESTS,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.apis = list(apis)
+        self.ssl_context = ssl_context
         self.log = log
         self._routes = [route for api in self.apis for route in api.routes]
         self._faults: list[Fault] = []
@@ -113,6 +119,10 @@ class EmulatorServer:
         if self._server is not None:
             return self
         server = _QuietServer((self._host, self._port), _make_handler(self))
+        if self.ssl_context is not None:
+            server.socket = self.ssl_context.wrap_socket(
+                server.socket, server_side=True
+            )
         self._server = server
         self._port = int(server.server_address[1])
         threading.Thread(
@@ -141,7 +151,8 @@ class EmulatorServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{self._host}:{self._port}"
 
     # --- faults and records --------------------------------------------------------
     def fault(self, route: str, **kwargs: t.Any) -> Fault:
