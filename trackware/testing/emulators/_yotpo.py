@@ -39,7 +39,9 @@ class YotpoAPI(VendorAPI):
     Args (also plain attributes tests may change):
         stores: store id -> API secret (default one test store).
         strict: the strict reading of contradictory docs (see the module).
-        field_map: path, method and field names of the event endpoint.
+        field_map: path, method and field names of the event endpoint (the
+            exporter's ``YotpoFieldMap`` or any object of that shape; default:
+            the emulator's own copy of the placeholders).
         token_ttl: seconds an access token is valid (Yotpo: 14 days).
         rate_limit: requests per ``rate_window`` per store (``None``: off).
         rate_window: the sliding window, seconds.
