@@ -16,10 +16,13 @@ docs/configuration.md describes everything here; keep the two in step.
 from __future__ import annotations
 
 import os
+import pathlib
 import typing as t
 
 from . import _env, _log
+from ._deadletter import DeadLetter, JSONLinesDeadLetter
 from .exceptions import ConfigurationError
+from .exporters._base import Exporter
 
 # renovation: re-export, remove at the end (the exporters' options live in
 # trackware/exporters/_options.py)
@@ -32,11 +35,9 @@ from .exporters._options import (
 if t.TYPE_CHECKING:
     import re
 
-    from ._deadletter import DeadLetter
     from ._event import Event
     from ._queue import EventQueue
     from ._retry import RetryPolicy
-    from .exporters._base import Exporter
     from .integrations._common import Identity
 
 __all__ = [
@@ -157,6 +158,74 @@ class TrackerStats(t.TypedDict):
     unrouted: int
     dropped: dict[str, int]
     destinations: dict[str, DestinationStats]
+
+
+# --- checks of Tracker()'s arguments ------------------------------------------------
+
+#: ``Tracker(dead_letter=...)``'s default: the JSON-lines file.
+DEFAULT_DEAD_LETTER: t.Any = object()
+
+
+def checked_arguments(
+    exporters: Exporter | t.Iterable[Exporter],
+    *,
+    max_batch_size: int | None,
+    max_batch_bytes: int,
+    flush_interval: float,
+    shutdown_timeout: float,
+    sample_rates: t.Mapping[str, float] | None,
+    filters: t.Mapping[str, t.Any] | None,
+) -> list[Exporter]:
+    """The exporters as a list, once ``Tracker()``'s arguments are checked
+    (raises :class:`ConfigurationError` naming what is wrong)."""
+    if isinstance(exporters, Exporter):
+        exporters = [exporters]
+    exporters = list(exporters)
+    if (max_batch_size is not None and max_batch_size < 1) or max_batch_bytes < 1:
+        raise ConfigurationError("max_batch_size and max_batch_bytes must be >= 1")
+    if flush_interval < 0 or shutdown_timeout < 0:
+        raise ConfigurationError("flush_interval and shutdown_timeout must be >= 0")
+    for rate_name, rate in (sample_rates or {}).items():
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigurationError(
+                f"sample_rates[{rate_name!r}] must be between 0 and 1, not {rate}"
+            )
+    names: set[str] = set()
+    for exporter in exporters:
+        if not isinstance(exporter, Exporter):
+            raise ConfigurationError(
+                f"{exporter!r} is not an exporter: it needs name, "
+                "max_batch_size, applies(), export() and close()"
+            )
+        if exporter.name in names:
+            raise ConfigurationError(
+                f"two exporters are named {exporter.name!r}: pass name=... to "
+                "one of them so stats and dead letters can tell them apart"
+            )
+        names.add(exporter.name)
+    unknown = set(filters or ()) - names
+    if unknown:
+        raise ConfigurationError(
+            f"filters name unknown destination(s) {sorted(unknown)}; "
+            f"destinations are {sorted(names)}"
+        )
+    return exporters
+
+
+def dead_letter_from(value: t.Any) -> DeadLetter | None:
+    """``Tracker(dead_letter=...)`` as a :class:`DeadLetter` (or ``None``)."""
+    if value is DEFAULT_DEAD_LETTER:
+        return JSONLinesDeadLetter()
+    if value is None:
+        return None
+    if isinstance(value, (str, pathlib.PurePath)):
+        return JSONLinesDeadLetter(value)
+    if isinstance(value, DeadLetter):
+        return value
+    raise ConfigurationError(
+        "dead_letter must be a path, a DeadLetter (e.g. "
+        "trackware.JSONLinesDeadLetter(path)), or None"
+    )
 
 
 # --- from the environment -----------------------------------------------------------
@@ -314,3 +383,27 @@ def build_arguments(
             "destination is configured"
         )
     return exporters, options
+
+
+_T = t.TypeVar("_T")
+
+
+def from_env(
+    factory: t.Callable[..., _T],
+    exporters: Exporter | t.Iterable[Exporter],
+    environ: t.Mapping[str, str] | None,
+    options: t.Mapping[str, t.Any],
+) -> _T:
+    """``Tracker.from_env()``: ``factory(exporters, **options)`` with what the
+    environment configures; the exporters built here are closed if it fails."""
+    extra = [exporters] if isinstance(exporters, Exporter) else list(exporters)
+    built, merged = build_arguments(environ, extra, options)
+    try:
+        return factory(built, **merged)
+    except BaseException:
+        for exporter in built[: len(built) - len(extra)]:
+            try:
+                exporter.close()
+            except Exception:  # pragma: no cover - closing a fresh exporter
+                pass
+        raise

@@ -17,12 +17,9 @@ from collections.abc import Mapping
 
 from . import _lifecycle, _log
 from ._context import scope_var
-
-# (from _validate once it is on main: _event re-exports its names meanwhile)
-from ._event import (
-    _NUMBER_BOUND as NUMBER_BOUND,
-)
-from ._event import (
+from ._event import Event, checked, make_event
+from ._redact import DEFAULT_REDACT_ALLOW, Redactor
+from ._validate import (
     CONTEXT,
     END_TIMESTAMP,
     MAX_EMAIL_LENGTH,
@@ -30,26 +27,21 @@ from ._event import (
     MAX_ITEMS,
     MAX_PHONE_LENGTH,
     MIN_TIMESTAMP,
+    NUMBER_BOUND,
     PROPERTIES,
     TRAITS,
-    Event,
+    Invalid,
     check_event_id,
     check_name,
-    checked,
-    make_event,
     sanitize,
     text_field,
     unix_time,
     valid_subset,
 )
-from ._event import (
-    _Invalid as Invalid,
-)
 from .exceptions import InvalidEventError
 
 if t.TYPE_CHECKING:
     from ._context import Scope
-    from ._redact import Redactor
 
 __all__ = ["EventHook", "Preparer"]
 
@@ -112,6 +104,26 @@ class Preparer:
     #: follows them).
     _pending: collections.deque[t.Any]
 
+    def __init__(
+        self,
+        *,
+        strict: bool,
+        max_event_bytes: int,
+        before_send: EventHook | t.Iterable[EventHook],
+        redact_keys: t.Iterable[str] | None,
+        redact_allow: t.Iterable[str] | None,
+        sample_rates: t.Mapping[str, float] | None,
+    ) -> None:
+        self.strict = strict
+        # An event larger could only ever be sent alone, over the batch limit.
+        self._max_event_bytes = max_event_bytes
+        self._hooks = (before_send,) if callable(before_send) else tuple(before_send)
+        self._redact = Redactor(
+            redact_keys,
+            allow=redact_allow if redact_allow is not None else DEFAULT_REDACT_ALLOW,
+        )
+        self._sample = dict(sample_rates or {})
+
     def _admit(self) -> bool:
         raise NotImplementedError
 
@@ -173,7 +185,7 @@ class Preparer:
                     self.count_dropped(None, "sampled")
                     return None
             redact = self._redact
-            verdicts = redact._cache  # known keys: a dict lookup, not a call
+            verdicts = redact.verdicts  # known keys: a dict lookup, not a call
             size = 96 + len(name)
             event_props: dict[str, t.Any]
             if props:

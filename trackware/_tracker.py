@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import pathlib
 import sys
 import threading
 import time
@@ -20,12 +19,11 @@ import weakref
 import blinker
 
 from . import _config, _env, _intake, _lifecycle, _log, signals
+from ._bridge import Bridge
 from ._config import TrackerStats
-from ._deadletter import DeadLetter, JSONLinesDeadLetter
 from ._event import Event
 from ._prepare import EventHook, Preparer
 from ._queue import EventQueue, MemoryQueue
-from ._redact import DEFAULT_REDACT_ALLOW, Redactor
 from ._retry import RetryPolicy
 from ._settle import count_value
 from ._worker import Destination, _worker_threads
@@ -42,7 +40,6 @@ __all__ = ["Bridge", "EventHook", "QueueFactory", "Route", "Tracker"]
 
 QueueFactory = t.Callable[[Exporter], EventQueue]
 
-_DEFAULT = object()
 #: The trackers registered for exit (and re-made at once after a fork).
 _live: weakref.WeakSet[Tracker] = weakref.WeakSet()
 _tracked_signal = signals.event_tracked
@@ -71,54 +68,6 @@ class Route:
         self.offer: t.Callable[[Event], None] = dest.offer
         self.dest = dest
         self.not_applicable: t.Callable[[], int] = dest.count_not_applicable
-
-
-class Bridge:
-    """A connection from a blinker signal to a tracker: each time ``signal``
-    is sent, an event named ``name`` is tracked with the tracker ``target()``
-    returns. ``disconnect()`` undoes it. Made by :meth:`Tracker.bridge` and
-    :func:`trackware.bridge`."""
-
-    def __init__(
-        self,
-        signal: blinker.Signal,
-        name: str,
-        properties: t.Mapping[str, t.Any] | t.Callable[..., t.Any] | None,
-        sender: t.Any,
-        track_kwargs: dict[str, t.Any],
-        target: t.Callable[[], Tracker],
-    ) -> None:
-        if not isinstance(signal, blinker.Signal):
-            raise ConfigurationError(f"bridge() needs a blinker signal, not {signal!r}")
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError("bridge() needs a non-empty event name")
-
-        def receiver(sent_by: t.Any, /, **kwargs: t.Any) -> None:
-            tracker = target()
-            try:
-                if callable(properties):
-                    props = properties(sent_by, **kwargs)
-                    if props is None:
-                        return
-                else:
-                    props = properties
-            except Exception:
-                _log.error(
-                    f"bridge:{name}",
-                    "trackware: properties callable of bridge %r raised; event dropped",
-                    name,
-                    exc_info=True,
-                )
-                tracker.count_dropped(None, "hook_error")
-                return
-            tracker.track(name, props, **track_kwargs)
-
-        signal.connect(receiver, sender=sender, weak=False)
-        self.signal = signal
-        self.receiver = receiver
-
-    def disconnect(self) -> None:
-        self.signal.disconnect(self.receiver)
 
 
 class Tracker(Preparer):
@@ -178,7 +127,7 @@ class Tracker(Preparer):
         queue_full_policy: str = "drop_oldest",
         block_timeout: float = 0.1,
         retry: RetryPolicy | None = None,
-        dead_letter: t.Any = _DEFAULT,
+        dead_letter: t.Any = _config.DEFAULT_DEAD_LETTER,
         before_send: EventHook | t.Iterable[EventHook] = (),
         redact_keys: t.Iterable[str] | None = None,
         redact_allow: t.Iterable[str] | None = None,
@@ -190,41 +139,24 @@ class Tracker(Preparer):
         register_atexit: bool = True,
         queue_factory: QueueFactory | None = None,
     ) -> None:
-        if isinstance(exporters, Exporter):
-            exporters = [exporters]
-        exporters = list(exporters)
-        if (max_batch_size is not None and max_batch_size < 1) or max_batch_bytes < 1:
-            raise ConfigurationError("max_batch_size and max_batch_bytes must be >= 1")
-        if flush_interval < 0 or shutdown_timeout < 0:
-            raise ConfigurationError("flush_interval and shutdown_timeout must be >= 0")
-        for rate_name, rate in (sample_rates or {}).items():
-            if not 0.0 <= rate <= 1.0:
-                raise ConfigurationError(
-                    f"sample_rates[{rate_name!r}] must be between 0 and 1, not {rate}"
-                )
-        names: set[str] = set()
-        for exporter in exporters:
-            if not isinstance(exporter, Exporter):
-                raise ConfigurationError(
-                    f"{exporter!r} is not an exporter: it needs name, "
-                    "max_batch_size, applies(), export() and close()"
-                )
-            if exporter.name in names:
-                raise ConfigurationError(
-                    f"two exporters are named {exporter.name!r}: pass name=... to "
-                    "one of them so stats and dead letters can tell them apart"
-                )
-            names.add(exporter.name)
-        unknown = set(filters or ()) - names
-        if unknown:
-            raise ConfigurationError(
-                f"filters name unknown destination(s) {sorted(unknown)}; "
-                f"destinations are {sorted(names)}"
-            )
-        self.strict = strict
-        #: track() rejects (as invalid) an event whose approximate encoded
-        #: size is larger: it could only ever be sent alone, over the limit.
-        self._max_event_bytes = max_batch_bytes
+        exporters = _config.checked_arguments(
+            exporters,
+            max_batch_size=max_batch_size,
+            max_batch_bytes=max_batch_bytes,
+            flush_interval=flush_interval,
+            shutdown_timeout=shutdown_timeout,
+            sample_rates=sample_rates,
+            filters=filters,
+        )
+        Preparer.__init__(
+            self,
+            strict=strict,
+            max_event_bytes=max_batch_bytes,
+            before_send=before_send,
+            redact_keys=redact_keys,
+            redact_allow=redact_allow,
+            sample_rates=sample_rates,
+        )
         _env.check_environment()  # a misspelt TRACKWARE_DISABLED is reported
         self.enabled = enabled and os.environ.get("TRACKWARE_DISABLED", "") not in (
             "1",
@@ -232,15 +164,7 @@ class Tracker(Preparer):
             "yes",
         )
         self.shutdown_timeout = shutdown_timeout
-        self.dead_letter = self._make_dead_letter(dead_letter)
-        self._hooks: tuple[EventHook, ...] = (
-            (before_send,) if callable(before_send) else tuple(before_send)
-        )
-        self._redact = Redactor(
-            redact_keys,
-            allow=redact_allow if redact_allow is not None else DEFAULT_REDACT_ALLOW,
-        )
-        self._sample = dict(sample_rates or {})
+        self.dead_letter = _config.dead_letter_from(dead_letter)
         self._queue_factory: QueueFactory = queue_factory or (
             lambda _exp: MemoryQueue(
                 max_queue_size,
@@ -322,32 +246,7 @@ class Tracker(Preparer):
                 destination at all while tracking is enabled (naming the
                 variables to set).
         """
-        extra = [exporters] if isinstance(exporters, Exporter) else list(exporters)
-        built, merged = _config.build_arguments(environ, extra, options)
-        try:
-            return cls(built, **merged)
-        except BaseException:
-            for exporter in built[: len(built) - len(extra)]:
-                try:
-                    exporter.close()
-                except Exception:  # pragma: no cover - closing a fresh exporter
-                    pass
-            raise
-
-    @staticmethod
-    def _make_dead_letter(value: t.Any) -> DeadLetter | None:
-        if value is _DEFAULT:
-            return JSONLinesDeadLetter()
-        if value is None:
-            return None
-        if isinstance(value, (str, pathlib.PurePath)):
-            return JSONLinesDeadLetter(value)
-        if isinstance(value, DeadLetter):
-            return value
-        raise ConfigurationError(
-            "dead_letter must be a path, a DeadLetter (e.g. "
-            "trackware.JSONLinesDeadLetter(path)), or None"
-        )
+        return _config.from_env(cls, exporters, environ, options)
 
     def _route(self, event: Event) -> Event:
         """Offer a finished event to every destination that takes it (the last
@@ -407,8 +306,8 @@ class Tracker(Preparer):
                 self._pages.drain()  # the intake thread is behind: catch up here
             if not self._accepting:  # shutdown began meanwhile: never strand it
                 self._pages.drain()
-        elif self._admit():
-            pending.append(record)  # after what waits: the order is kept
+        elif self._admit():  # (after a fork, with a fresh intake)
+            self._pending.append(record)  # after what waits: the order is kept
             self._pages.drain()
 
     # renovation: remove when integrations switch (they call record_page)
