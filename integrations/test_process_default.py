@@ -22,7 +22,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import trackware
-from trackware import _tracker
+from trackware import _default
 from trackware.exporters import HTTPExporter
 from trackware.integrations.asgi import TrackwareMiddleware
 from trackware.integrations.flask import Trackware
@@ -144,7 +144,7 @@ def test_the_stand_in_default_is_replaced_and_its_drops_reported(
     (counted as no_tracker); wrapping the app replaces it, and says how many
     went nowhere."""
     assert trackware.track("too.early") is None
-    stand_in = _tracker._default
+    stand_in = _default.current
     assert stand_in is not None
     assert stand_in.stats()["dropped"] == {"no_tracker": 1}
     tracker = http_tracker(sink)
@@ -166,7 +166,7 @@ def test_without_tracker_no_default_is_made(sink: Sink) -> None:
     app = flask_app()
     Trackware(app)
     TrackwareMiddleware(starlette_app(), cookie_secret="process-default-secret")
-    assert _tracker._default is None
+    assert _default.current is None
 
 
 def test_flask_tracker_from_app_config_becomes_the_default(sink: Sink) -> None:

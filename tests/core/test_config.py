@@ -17,7 +17,7 @@ import pytest
 from _support import Sink, mypy_flags
 
 import trackware
-from trackware import ConfigurationError, Tracker, _config, _env, _tracker
+from trackware import ConfigurationError, Tracker, _config, _default, _env
 from trackware.exporters.mxo import InteractionExporter, LightweightExporter
 
 MXO_SITE_KEY = "ONE-NX8P2RSAAU-1813"
@@ -112,7 +112,7 @@ def test_keyword_options_win_over_variables(sink: Sink, tmp_path: pathlib.Path) 
     finally:
         tracker.shutdown(1)
     # The default (not set by init()) is untouched by from_env().
-    assert _tracker._default is None
+    assert _default.current is None
 
 
 def test_extra_exporters_join_those_from_the_environment(sink: Sink) -> None:
@@ -164,7 +164,7 @@ def test_a_vendor_configured_in_part_names_what_is_missing() -> None:
         assert f"TRACKWARE_CARDLYTICS_{missing}" in message
     with pytest.raises(ConfigurationError, match="TRACKWARE_YOTPO_SECRET"):
         trackware.init(environ={"TRACKWARE_YOTPO_STORE_ID": "store"})
-    assert _tracker._default is None  # init() failed: nothing was set
+    assert _default.current is None  # init() failed: nothing was set
 
 
 def test_no_destination_is_an_error_naming_the_variables() -> None:
@@ -178,7 +178,7 @@ def test_no_destination_is_an_error_naming_the_variables() -> None:
         "docs/configuration.md",
     ):
         assert name in message
-    assert _tracker._default is None
+    assert _default.current is None
 
 
 @pytest.mark.parametrize(
@@ -231,7 +231,7 @@ def test_a_misspelt_option_is_refused_with_the_right_name(sink: Sink) -> None:
     options: dict[str, t.Any] = {"flush_intervl": 0.5}
     with pytest.raises(ConfigurationError, match="did you mean 'flush_interval'"):
         trackware.init(environ={"TRACKWARE_HTTP_URL": sink.url}, **options)
-    assert _tracker._default is None
+    assert _default.current is None
     with pytest.raises(ConfigurationError, match="the options are"):
         Tracker.from_env(environ={}, **{"zzz": 1})  # type: ignore[typeddict-unknown-key]
 
