@@ -144,27 +144,7 @@ def register_config_keys(names: t.Iterable[str], hint: str) -> None:
 
 def config_keys() -> frozenset[str]:
     """The names registered with :func:`register_config_keys` so far."""
-    _until_the_integrations_register()
     return frozenset(_config_keys)
-
-
-def _until_the_integrations_register() -> None:
-    # renovation: remove when the integrations call register_config_keys
-    # (an upward import, kept only until then).
-    if not _config_keys:
-        import dataclasses
-
-        from .integrations._common import TrackingOptions  # no framework import
-
-        if not _config_keys:
-            names = {
-                f"{PREFIX}{f.name.upper()}" for f in dataclasses.fields(TrackingOptions)
-            }
-            register_config_keys(
-                names | {f"{PREFIX}ENABLED"},
-                "it is an app.config key of the Flask extension, which reads it "
-                "from app.config, not from the environment",
-            )
 
 
 def closest(name: str, known: t.Iterable[str]) -> str | None:
@@ -207,7 +187,6 @@ def check_environment(environ: t.Mapping[str, str] | None = None) -> list[str]:
 
 
 def _hint(name: str) -> str:
-    _until_the_integrations_register()
     hint = _config_keys.get(name)
     if hint is not None:
         return hint

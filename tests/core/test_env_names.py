@@ -14,6 +14,7 @@ import typing as t
 
 import pytest
 
+import trackware.integrations._options  # noqa: F401  (registers the Flask keys)
 from trackware import Tracker, _env
 from trackware.exporters.cardlytics import ClientEventExporter
 from trackware.exporters.mxo import InteractionExporter, LightweightExporter
