@@ -1,14 +1,9 @@
 """Dead letters: events a destination refused or gave up on, kept with the reason.
 
-Each record is one JSON line::
-
-    {"time": "...", "destination": "synerise", "reason": "...", "status": 400,
-     "response": "...", "attempts": 1, "event": {...Event.to_dict()...}}
-
-Records never contain credentials: the response body and reason pass through
-the secret scrubber, and events carry no exporter configuration. The file is
-bounded: past ``max_bytes`` it is rotated (``.1``, ``.2``...) and the oldest
-backup is removed, so a long outage cannot fill the disk.
+:class:`JSONLinesDeadLetter` appends one JSON line per event (destination,
+reason, status, scrubbed response, attempts, the event) to a private file it
+rotates past a size bound; :class:`MemoryDeadLetter` keeps them in memory.
+Records never hold credentials: reason and response pass the secret scrubber.
 """
 
 from __future__ import annotations

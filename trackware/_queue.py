@@ -1,14 +1,9 @@
-"""Queues between the application's threads and a destination's worker.
+"""Bounded queues between the application's threads and a destination's worker.
 
-:class:`EventQueue` is the interface; :class:`MemoryQueue` the default
-implementation. Durable implementations (a SQLite spool, Redis Streams) plug in
-behind the same interface without changes to the worker or the exporters.
-
-Every accepted event gets a sequence number. An event is *pending* from
-``put`` until the worker reports it settled with ``done`` (sent, rejected,
-dead-lettered or dropped). ``flush()`` works on these numbers: it waits until
-``pending_floor()`` has passed the last number handed out when it was called,
-which is exactly "everything queued before the call is settled".
+:class:`EventQueue` is the interface (a durable queue plugs in behind it),
+:class:`MemoryQueue` the default. Every accepted event gets a sequence number
+and stays *pending* until the worker settles it (``done``); ``flush()`` waits
+for ``pending_floor()`` to pass the last number handed out before it.
 """
 
 from __future__ import annotations

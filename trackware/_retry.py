@@ -1,19 +1,18 @@
-"""Retry policy, ``Retry-After`` parsing and the per-destination circuit breaker."""
+"""The retry policy and the per-destination circuit breaker.
+
+Pure policy, no I/O: the delivery loop (:mod:`trackware._worker`) asks them
+when to try again; HTTP's own retry vocabulary (retryable statuses,
+``Retry-After``) lives in :mod:`trackware.exporters._http`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import random
-import time
-import typing as t
 
 from .exceptions import ConfigurationError
 
-__all__ = ["CircuitBreaker", "RetryPolicy", "parse_retry_after"]
-
-#: HTTP statuses that mean "try again later" for every vendor.
-RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+__all__ = ["CircuitBreaker", "RetryPolicy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,42 +84,6 @@ class RetryPolicy:
         return delay
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` (delta-seconds or HTTP date) value."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def retry_floor(headers: t.Mapping[str, str]) -> float | None:
-    """The longest wait any of ``Retry-After`` / ``RateLimit-Reset`` asks for."""
-    floor = parse_retry_after(headers.get("retry-after"))
-    reset = headers.get("ratelimit-reset") or headers.get("x-ratelimit-reset")
-    if reset:
-        try:
-            seconds = float(reset)
-        except ValueError:
-            seconds = -1.0
-        # RateLimit-Reset is delta-seconds (IETF draft, Yotpo); some servers send
-        # an epoch timestamp instead, recognisable by its size.
-        if seconds > 1_000_000_000:
-            seconds = seconds - time.time()
-        if seconds >= 0:
-            floor = seconds if floor is None else max(floor, seconds)
-    return floor
-
-
 class CircuitBreaker:
     """Closed / open / half-open state of one destination (worker thread only)."""
 
@@ -144,11 +107,14 @@ class CircuitBreaker:
         return True
 
     def record_success(self) -> None:
+        """An attempt got through: closed, counts and open period start over."""
         self.state = self.CLOSED
         self.failures = 0
         self._open_for = self.policy.open_for
 
     def record_failure(self, now: float) -> None:
+        """An attempt failed at ``now``: open after ``failure_threshold`` in a
+        row, or at once (for twice as long) when the half-open probe fails."""
         self.failures += 1
         if self.state == self.HALF_OPEN:
             self._open_for = min(self._open_for * 2, self.policy.max_open_for)

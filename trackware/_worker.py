@@ -15,7 +15,7 @@ import threading
 import time
 import typing as t
 
-from . import _log
+from . import _lifecycle, _log
 from ._deadletter import DeadLetter
 from ._event import Event
 from ._queue import EventQueue
@@ -28,6 +28,9 @@ __all__ = ["Destination", "in_worker_thread"]
 _count_value = count_value  # renovation: re-export, remove at the end
 
 _worker_threads: set[int] = set()
+# A forked child's new threads get the ids of the parent's threads (glibc hands
+# their stacks out again): none of them may pass for a worker thread.
+_lifecycle.on_fork(_worker_threads.clear)
 
 
 def in_worker_thread() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import typing as t
 
 import pytest
@@ -469,6 +470,12 @@ def test_failing_destination_does_not_hold_back_a_healthy_one(
         assert stats["down"]["queue_depth"] + stats["down"]["in_flight"] == 20
         assert settled(stats["down"]) == 20
         assert tracker.flush(0.2, destinations=["down"]) is False
+        # The down destination keeps retrying (waited for, not timed: a
+        # loaded machine may take longer than the flush above to get there).
+        deadline = time.monotonic() + 30
+        while not tracker.stats()["destinations"]["down"]["retried"]:
+            assert time.monotonic() < deadline, "the down destination never retried"
+            time.sleep(0.01)
         assert tracker.stats()["destinations"]["down"]["retried"] > 0
         tracker.shutdown(timeout=0.1)
         # A request still under way at the deadline settles right after it.
