@@ -10,8 +10,9 @@ Write your own by subclassing :class:`BaseExporter` (or
 from __future__ import annotations
 
 from ._base import BaseExporter, Exporter, ExportResult, Rejection, report_progress
-from ._http import BaseHTTPExporter, HTTPExporter, HTTPRequest
+from ._http import BaseHTTPExporter, HTTPRequest
 from ._local import ConsoleExporter, JSONLinesExporter
+from ._webhook import HTTPExporter
 
 __all__ = [
     "BaseExporter",

@@ -1,20 +1,20 @@
-"""The shared HTTP delivery machinery every vendor exporter builds on."""
+"""The HTTP exporter base every vendor builds on, and the HTTP retry vocabulary.
+
+:class:`BaseHTTPExporter` maps a batch to :class:`HTTPRequest` calls, sends
+them with one re-authentication on 401 (``trackware._auth.TokenAuth``) and
+classifies each answer into per-event outcomes.
+"""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import email.utils
-import logging
 import os
 import ssl
 import threading
 import time
 import typing as t
-import urllib.parse
 
-import certifi
-import httpcore  # noqa: F401 - imported for fork safety (see _build_lock)
 import httpx
 
 from .. import _log
@@ -22,60 +22,22 @@ from .._auth import Credentials, TokenAuth, no_credentials
 from .._event import Event, dumps
 from .._retry import RetryPolicy
 from ..exceptions import AuthError, ConfigurationError
-from ._base import (
-    BaseExporter,
-    ContractViolation,
-    ExportResult,
-    encode_event,
-    report_progress,
-)
-
-if t.TYPE_CHECKING:
-    from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
-
-    from .._config import HTTPExporterOptions
+from ._base import BaseExporter, ExportResult, report_progress
+from ._client import build_client
+from ._urls import redact_url, register_url_secrets
 
 __all__ = [
     "RETRYABLE_STATUSES",
     "BaseHTTPExporter",
     "ExporterStopped",
-    "HTTPExporter",
     "HTTPRequest",
     "parse_retry_after",
+    "redact_url",  # renovation: re-export, remove at the end
+    "register_url_secrets",  # renovation: re-export, remove at the end
+    "response_json",
+    "response_text",
     "retry_floor",
 ]
-
-# httpx logs every request line (query string included) at INFO on its own
-# logger; credentials some vendors take as query parameters (Synerise's tracker
-# key) must not reach an app's logs through it.
-_httpx_logger = logging.getLogger("httpx")
-if not any(isinstance(f, _log._ScrubFilter) for f in _httpx_logger.filters):
-    _httpx_logger.addFilter(_log._ScrubFilter())
-
-# Fork safety. httpx imports httpcore (and h11, h2, certifi...) only when its
-# first client is built, which here happens on a worker thread: a fork while
-# that thread is inside the import leaves the child a half-initialised module
-# ("partially initialized module 'httpcore'" on every retry) or a module lock
-# no thread of the child will ever release. So all of it is imported above, by
-# whoever imports trackware (normally the main thread); certifi's bundle is
-# located now (certifi.where() imports more on its first call), and the idna
-# codec is loaded now (socket.getaddrinfo imports it on its first call). Left
-# of a build is the SSL context: it is made while holding _build_lock, which every
-# fork waits for (the register_at_fork below): no child inherits OpenSSL
-# half-way through loading a bundle. A child builds clients of its own (see
-# after_fork); it never uses its parent's connections or SSL context.
-certifi.where()
-"localhost".encode("idna")
-_build_lock = threading.Lock()
-# Registered after logging's own fork hook (logging is imported first), so this
-# one runs before logging takes its module lock for the fork: a build that logs
-# is never waited for while that lock is held.
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_build_lock.acquire,
-        after_in_parent=_build_lock.release,
-        after_in_child=_build_lock.release,
-    )
 
 # --- the HTTP retry vocabulary -------------------------------------------------------
 
@@ -120,17 +82,6 @@ def retry_floor(headers: t.Mapping[str, str]) -> float | None:
 
 
 _BODY_LIMIT = 4096
-#: Query keys whose values are treated as credentials whatever their length.
-_URL_KEY_WORDS = ("key", "token", "secret", "sig", "pass", "auth", "session", "code")
-_USER_AGENT = "trackware/0.1 (+python-httpx)"
-_SENSITIVE_HEADER_WORDS = (
-    "authorization",
-    "token",
-    "key",
-    "secret",
-    "cookie",
-    "signature",
-)
 
 
 @dataclasses.dataclass
@@ -280,37 +231,18 @@ class BaseHTTPExporter(BaseExporter):
         return client
 
     def _make_client(self) -> httpx.Client:
-        with _build_lock:  # no fork in the middle of it (see _build_lock)
-            return self._build_client()
-
-    def _build_client(self) -> httpx.Client:
-        verify: t.Any = self._verify
-        if self._cert is not None:
-            ctx = (
-                verify
-                if isinstance(verify, ssl.SSLContext)
-                else ssl.create_default_context(
-                    cafile=verify if isinstance(verify, str) else None
-                )
-            )
-            if isinstance(self._cert, str):
-                ctx.load_cert_chain(self._cert)
-            else:
-                ctx.load_cert_chain(self._cert[0], self._cert[1])
-            verify = ctx
-        return httpx.Client(
-            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-            verify=verify,
+        return build_client(
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            verify=self._verify,
+            cert=self._cert,
             transport=self._transport,
-            headers={"User-Agent": _USER_AGENT},
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
         )
 
     def after_fork(self) -> None:
         # The parent's sockets and SSL context must not be used (or closed) by
         # the child: drop the reference and build a new client lazily (nothing
-        # is imported then: see _build_lock).
+        # is imported then: see trackware.exporters._client).
         super().after_fork()
         self._client = None
         self._client_lock = threading.Lock()
@@ -586,143 +518,6 @@ class BaseHTTPExporter(BaseExporter):
         )
 
 
-class HTTPExporter(BaseHTTPExporter):
-    """Delivers events as JSON to any HTTP endpoint of your own (a webhook).
-
-    Credentials in ``url`` never reach a log line, a repr or an error
-    message: ``https://user:password@host/...`` is sent as an
-    ``Authorization: Basic`` header and taken out of the URL; every query
-    value (``?api_key=...``: any of them may be a key) stays in the URL but is
-    scrubbed from every log line (httpx's request line included) and dead
-    letter, and shown as ``***`` in ``repr()``. (Values shorter than four
-    characters cannot be told from ordinary text and are not scrubbed from
-    logs; prefer a header for a credential anyway.)
-
-    Args:
-        url: the endpoint.
-        headers: static headers; values of credential-like headers
-            (Authorization, ``*-Key``, ``*-Token``...) are scrubbed from logs.
-        auth: a callable returning headers per request (e.g. a fresh signature).
-        body: ``"batch"`` (default: ``{"events": [...], "sent_at": ...}``),
-            ``"array"`` (a JSON array of events), ``"single"`` (one event per
-            request, with an ``Idempotency-Key`` header = the event id), or a
-            callable taking the list of events and returning the JSON body.
-        method: HTTP method (default ``POST``).
-        max_batch_size: events per request (default 500).
-    """
-
-    default_name = "http"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        name: str | None = None,
-        headers: t.Mapping[str, str] | None = None,
-        auth: t.Callable[[], t.Mapping[str, str]] | None = None,
-        body: str | t.Callable[[list[Event]], t.Any] = "batch",
-        method: str = "POST",
-        max_batch_size: int = 500,
-        **options: Unpack[HTTPExporterOptions],
-    ) -> None:
-        static = dict(headers or {})
-        basic = None
-        if isinstance(url, str):
-            register_url_secrets(url)
-            url, basic = _split_userinfo(url)
-        if basic is not None:
-            if any(key.lower() == "authorization" for key in static):
-                raise ConfigurationError(
-                    "HTTPExporter: the URL carries credentials (user:password@) "
-                    "and headers has an Authorization header too; use one of them"
-                )
-            static["Authorization"] = basic
-        super().__init__(
-            base_url=url, name=name, max_batch_size=max_batch_size, **options
-        )
-        if not callable(body) and body not in ("batch", "array", "single"):
-            raise ConfigurationError(
-                "HTTPExporter body must be 'batch', 'array', 'single' or a callable"
-            )
-        #: The endpoint, without the userinfo (sent as a Basic header instead).
-        self.url = url
-        self.method = method.upper()
-        self.body = body
-        self.headers = static
-        _register_header_secrets(self.headers)
-        self.auth = auth
-
-    def build_requests(
-        self, events: t.Sequence[Event]
-    ) -> tuple[list[HTTPRequest], ExportResult]:
-        result = ExportResult()
-        # Each event is encoded alone before it joins the batch: one value
-        # JSON cannot carry rejects its event only, not the whole request.
-        batch: list[Event] = []
-        encoded: list[str] = []
-        for event in events:
-            try:
-                text = encode_event(event.to_dict())
-            except ContractViolation as exc:
-                result.reject(event, str(exc))
-                continue
-            batch.append(event)
-            encoded.append(text)
-        if not batch:
-            return [], result
-        bodies: list[tuple[list[Event], str]]
-        if callable(self.body):
-            try:
-                bodies = [(batch, encode_event(self.body(batch)))]
-            except ContractViolation as exc:
-                for event in batch:
-                    result.reject(event, f"the body callable's result: {exc}")
-                return [], result
-        elif self.body == "single":
-            bodies = [([e], text) for e, text in zip(batch, encoded, strict=True)]
-        elif self.body == "array":
-            bodies = [(batch, "[" + ",".join(encoded) + "]")]
-        else:
-            sent_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            bodies = [
-                (
-                    batch,
-                    '{"events":[' + ",".join(encoded) + f'],"sent_at":"{sent_at}"}}',
-                )
-            ]
-        requests = []
-        for evs, text in bodies:
-            headers = dict(self.headers)
-            headers.setdefault("Content-Type", "application/json")
-            if self.body == "single":
-                headers["Idempotency-Key"] = evs[0].event_id
-            requests.append(
-                HTTPRequest(
-                    evs,
-                    self.method,
-                    self.url,
-                    content=text.encode("utf-8"),
-                    headers=headers,
-                )
-            )
-        return requests, result
-
-    def credentials(self, request: HTTPRequest) -> Credentials:
-        return no_credentials if self.auth is None else self._callable_headers
-
-    def _callable_headers(self, refresh: bool) -> dict[str, str]:
-        """The ``auth`` callable's headers (called anew for the resend)."""
-        assert self.auth is not None
-        try:
-            headers = dict(self.auth())
-        except Exception as exc:
-            raise AuthError(
-                f"auth callable raised {type(exc).__name__}", retryable=True
-            ) from None
-        _register_header_secrets(headers)
-        return headers
-
-
 class _EncodeError(Exception):
     """A request body could not be encoded (prepare() tells it from a mapping
     error)."""
@@ -730,110 +525,3 @@ class _EncodeError(Exception):
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-def _split_userinfo(url: str) -> tuple[str, str | None]:
-    """``url`` without its ``user:password@`` part, and that part as a Basic
-    ``Authorization`` value (``None`` when there is none)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return url, None
-    if "@" not in parts.netloc:
-        return url, None
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
-    token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
-    _log.register_secret(token)
-    bare = urllib.parse.urlunsplit(
-        (parts.scheme, host, parts.path, parts.query, parts.fragment)
-    )
-    return bare, f"Basic {token}"
-
-
-def register_url_secrets(url: str) -> None:
-    """Register every part of ``url`` that can carry a secret with the log
-    scrubber: the userinfo (user and password), the fragment, and the query's
-    values, each as written, decoded, and as httpx re-encodes it in its
-    ``HTTP Request:`` log line.
-
-    Choice: a query value is registered when its key looks like a credential
-    (``key``, ``token``, ``secret``, ``sig``, ``pass``, ``auth``...) or when
-    it is 8 characters or longer (a bare key too); a short value of an
-    ordinary key (``format=json``, ``v=2``) is not, since scrubbing it would
-    mangle every log line that contains the word. ``repr()`` and errors hide
-    every query value regardless."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return
-    found: list[str] = []
-    if "@" in parts.netloc:
-        userinfo = parts.netloc.rpartition("@")[0]
-        user, sep, password = userinfo.partition(":")
-        found.append(userinfo)
-        if sep:
-            found.append(password)
-        # The user name too when it may be a key (some APIs take the key as
-        # the user name); a short one (admin) would only mangle log lines.
-        if len(user) >= 8 or not sep:
-            found.append(user)
-    queries = [parts.query]
-    try:
-        queries.append(httpx.URL(url).query.decode("ascii", "replace"))
-    except Exception:  # not a URL httpx takes: it will never log it either
-        pass
-    for query in queries:
-        for item in query.split("&") if query else ():
-            key, sep, value = item.partition("=")
-            if not sep:
-                key, value = "", key
-            if len(value) >= 8 or any(word in key.lower() for word in _URL_KEY_WORDS):
-                found.append(value)
-    if parts.fragment:
-        found.append(parts.fragment)
-    for raw in found:
-        for text in {
-            raw,
-            urllib.parse.unquote(raw),
-            urllib.parse.unquote_plus(raw),
-        }:
-            _log.register_secret(text)
-            _log.register_secret(urllib.parse.quote(text, safe=""))
-            _log.register_secret(urllib.parse.quote_plus(text))
-
-
-def redact_url(url: str) -> str:
-    """``url`` for display: the userinfo, every query value (and bare key)
-    and the fragment replaced by ``***``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<a URL that cannot be parsed>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = "&".join(
-        f"{key}=***" if sep else "***"
-        for key, sep, _ in (item.partition("=") for item in parts.query.split("&"))
-    )
-    return urllib.parse.urlunsplit(
-        (
-            parts.scheme,
-            netloc,
-            parts.path,
-            query if parts.query else "",
-            "***" if parts.fragment else "",
-        )
-    )
-
-
-def _register_header_secrets(headers: t.Mapping[str, str]) -> None:
-    """Keep the credentials in ``headers`` out of logs: the whole value, and
-    the token after ``Bearer``/``Basic`` (a vendor may echo it alone)."""
-    for key, value in headers.items():
-        if any(word in key.lower() for word in _SENSITIVE_HEADER_WORDS):
-            _log.register_secret(value)
-            if value.lower().startswith(("bearer ", "basic ")):
-                _log.register_secret(value.split(" ", 1)[1])
