@@ -41,7 +41,7 @@ def _scope_route(
     """Starlette/FastAPI: the router leaves the matched route in ``scope["route"]``."""
     route = inner.get("route")
     if route is None:
-        return None, None
+        return _endpoint_route(inner)
     info = _route_info.get(id(route))
     if info is None or info[0] is not route:
         info = _describe(route)
@@ -56,6 +56,55 @@ def _scope_route(
         # Inside a mounted sub-app: the mount's part of the path comes first.
         template = mounted[len(root_path) :].rstrip("/") + template
     return template, endpoint
+
+
+#: Starlette before ``scope["route"]``: (router, endpoint) by their ids ->
+#: (router, endpoint, template, name); both kept so that no id is reused.
+_endpoint_info: dict[tuple[int, int], tuple[t.Any, t.Any, str | None, str | None]] = {}
+
+
+def _endpoint_route(inner: dict[str, t.Any]) -> tuple[str | None, str | None]:
+    """Starlette releases without ``scope["route"]`` (before 1.x): the router
+    leaves the endpoint it matched in ``scope["endpoint"]`` and itself in
+    ``scope["router"]``; the route is the one of its routes (searched through
+    mounts) with that endpoint."""
+    endpoint = inner.get("endpoint")
+    router = inner.get("router")
+    if endpoint is None or router is None:
+        return None, None
+    info = _endpoint_info.get((id(router), id(endpoint)))
+    if info is None or info[0] is not router or info[1] is not endpoint:
+        found = _search(getattr(router, "routes", None) or (), endpoint, "", 0)
+        info = (router, endpoint, *(found or (None, None)))
+        if len(_endpoint_info) < 4096:
+            _endpoint_info[(id(router), id(endpoint))] = info
+    return info[2], info[3]
+
+
+def _search(
+    routes: t.Iterable[t.Any], endpoint: t.Any, prefix: str, depth: int
+) -> tuple[str | None, str | None] | None:
+    """The template (under ``prefix``) and name of the first route in
+    ``routes`` serving ``endpoint``; mounts are searched a few levels deep."""
+    for route in routes:
+        path = getattr(route, "path", None)
+        name = getattr(route, "name", None)
+        name = name if isinstance(name, str) else None
+        if not isinstance(path, str):
+            continue
+        sub = getattr(route, "routes", None)
+        if sub is None:
+            if getattr(route, "endpoint", None) is endpoint:
+                return prefix + path, name
+            continue
+        if getattr(route, "app", None) is endpoint:
+            # A Mount answering itself (static files, a plain ASGI sub-app).
+            return prefix + path.rstrip("/") + "/{path:path}", name
+        if depth < 8 and sub:
+            found = _search(sub, endpoint, prefix + path.rstrip("/"), depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def route_finder(app: t.Any) -> RouteFinder:

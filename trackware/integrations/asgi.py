@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import inspect
-import time
 import typing as t
 import urllib.parse
 
@@ -24,14 +23,16 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
         "trackware.integrations.asgi needs asgiref: pip install 'trackware[asgi]'"
     ) from None
 
-from .. import _log, get_tracker
+from .. import _log
 from .._context import Scope as ContextScope  # (Scope is the ASGI scope here)
 from .._context import _scope
 from ..exceptions import ConfigurationError
+from ._connection import Connection, with_cookies
 from ._lifespan import run_lifespan
 from ._options import Identity, TrackingOptions, unknown_options
-from ._request import RequestState, RequestTracker, track_in_scope
+from ._request import RequestState, RequestTracker
 from ._routes import route_finder
+from ._websocket import WebsocketTracking
 
 if t.TYPE_CHECKING:
     from asgiref.typing import (
@@ -60,27 +61,6 @@ _active: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-class _RequestScope(RequestState):
-    """A request a TrackwareMiddleware tracks (its state and its scope): bound
-    to ``_scope`` while it runs, it is also the double-tracking guard (no
-    ``_active`` to set and reset per tracked request).
-
-    Its flags keep their class defaults until they change (no stores per
-    request); the send and receive wrappers of the request share them.
-    """
-
-    #: HTTP: the response is complete (its last body chunk or trailer sent).
-    complete = False
-    #: HTTP: the page event is recorded (or is being). Websocket: it ended.
-    finished = False
-    #: HTTP: the client went away before the response was complete.
-    disconnected = False
-    #: HTTP: the response announced trailers (it ends with the last one).
-    trailers = False
-    #: Websocket: the connection was accepted.
-    accepted = False
-
-
 #: What the identity callable of the middleware may be.
 IdentityCallable: t.TypeAlias = (
     "t.Callable[[t.Mapping[str, t.Any]], Identity | t.Awaitable[Identity]]"
@@ -96,21 +76,6 @@ _EXTRA_OPTIONS = frozenset(
         "flush_on_shutdown",
     }
 )
-
-
-def _with_cookies(engine: RequestTracker, state: RequestState, message: t.Any) -> t.Any:
-    """``message`` (a response start or websocket accept) with our ``Set-Cookie``
-    headers added; never raises (a failure is logged and the message kept)."""
-    try:
-        cookies = engine.response_cookies(state)
-    except Exception:
-        _log.error("asgi-cookies", "trackware: could not set cookies", exc_info=True)
-        return message
-    if not cookies:
-        return message
-    headers = list(message.get("headers") or ())
-    headers.extend((b"set-cookie", value.encode("latin-1")) for value in cookies)
-    return {**message, "headers": headers}
 
 
 class TrackwareMiddleware:
@@ -163,7 +128,7 @@ class TrackwareMiddleware:
             )
         self.app: ASGI3Application = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.engine = RequestTracker(
-            TrackingOptions(tracker=tracker, **options), state_type=_RequestScope
+            TrackingOptions(tracker=tracker, **options), state_type=Connection
         )
         if tracker is not None:
             # trackware.track()/stats()/flush() outside requests use it too,
@@ -178,6 +143,13 @@ class TrackwareMiddleware:
         self._query = bool(self.engine.options.query_allow)
         self._capture_ip = self.engine.options.capture_ip
         self._find_route = route_finder(app)
+        self._websockets = WebsocketTracking(
+            self.app,
+            self.engine,
+            self._find_route,
+            websocket_connect_event,
+            websocket_disconnect_event,
+        )
 
     # --- dispatch ----------------------------------------------------------------
     async def __call__(
@@ -185,11 +157,7 @@ class TrackwareMiddleware:
     ) -> None:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
-            if (
-                SCOPE_KEY in scope
-                or _active.get()
-                or type(_scope.get()) is _RequestScope
-            ):
+            if SCOPE_KEY in scope or _active.get() or type(_scope.get()) is Connection:
                 # An outer TrackwareMiddleware handles this connection already.
                 await self.app(scope, receive, send)
             elif kind == "http":
@@ -228,7 +196,7 @@ class TrackwareMiddleware:
         read: tuple[str, str | None, str | None, str | None],
         method: str,
         who: Identity,
-    ) -> _RequestScope | None:
+    ) -> Connection | None:
         """Open the request's scope and handle its cookies (``None``: failed)."""
         try:
             path, cookie, user_agent, referrer = read
@@ -258,9 +226,7 @@ class TrackwareMiddleware:
             )
             return None
 
-    async def _open(
-        self, scope: t.Any, inner: t.Any, method: str
-    ) -> _RequestScope | None:
+    async def _open(self, scope: t.Any, inner: t.Any, method: str) -> Connection | None:
         """Decide whether the connection is tracked and start tracking it."""
         try:
             read = self._read(scope, method)
@@ -284,7 +250,7 @@ class TrackwareMiddleware:
         method = scope.get("method") or "GET"
         guard: contextvars.Token[bool] | None = None
         if self.identity is None:
-            # No Exception escapes. A tracked request's _RequestScope, bound
+            # No Exception escapes. A tracked request's Connection, bound
             # to _scope, guards against double tracking; an untracked one
             # sets _active.
             try:
@@ -336,7 +302,7 @@ class TrackwareMiddleware:
                     or state.session_dirty
                     or state.context is not state.context0  # a new MXO tid?
                 ):
-                    message = _with_cookies(engine, state, message)
+                    message = with_cookies(engine, state, message)
                 await send(message)
                 return
             else:
@@ -473,101 +439,9 @@ class TrackwareMiddleware:
             await self._untracked(inner, receive, send, guard)
             return
         inner[SCOPE_KEY] = state
-        engine = self.engine
-        root_path: str = scope.get("root_path") or ""
-
-        def ended(code: int, initiator: str, error: BaseException | None) -> None:
-            state.finished = True
-            name = self.websocket_disconnect_event
-            if name is None:
-                return
-            props: dict[str, t.Any] = {
-                "code": code,
-                "initiator": initiator,
-                "accepted": state.accepted,
-                "duration": time.perf_counter() - state.start,
-            }
-            if error is not None:
-                props["error"] = type(error).__name__
-            self._track_ws(state, inner, root_path, name, props)
-
-        async def tracking_receive() -> t.Any:
-            message = await receive()
-            if message["type"] == "websocket.disconnect" and not state.finished:
-                ended(int(message.get("code") or 1005), "client", None)
-            return message
-
-        async def tracking_send(msg: t.Any) -> None:
-            message = msg
-            kind = msg["type"]
-            if kind == "websocket.accept" and not state.accepted:
-                message = _with_cookies(engine, state, msg)
-                await send(message)
-                state.accepted = True
-                name = self.websocket_connect_event
-                if name is not None:
-                    props: dict[str, t.Any] = {}
-                    if msg.get("subprotocol"):
-                        props["subprotocol"] = msg["subprotocol"]
-                    self._track_ws(state, inner, root_path, name, props)
-                return
-            try:
-                await send(message)
-            except OSError:  # the client is gone (1006: closed abnormally)
-                if not state.finished:
-                    ended(1006, "client", None)
-                raise
-            if state.finished:
-                return
-            if kind == "websocket.close":
-                ended(int(msg.get("code") or 1000), "server", None)
-            elif kind == "websocket.http.response.start":
-                state.status = msg.get("status")
-                ended(1008, "server", None)
-
-        error: BaseException | None = None
         try:
-            await self.app(inner, tracking_receive, tracking_send)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            try:
-                if not state.finished:
-                    ended(1011 if error is not None else 1000, "server", error)
-            except Exception:
-                _log.error(
-                    "asgi-websocket",
-                    "trackware: could not track the websocket event",
-                    exc_info=True,
-                )
-            finally:
-                self.engine.close(state)
-                _active.reset(guard)
-
-    def _track_ws(
-        self,
-        state: RequestState,
-        inner: dict[str, t.Any],
-        root_path: str,
-        name: str,
-        props: dict[str, t.Any],
-    ) -> None:
-        try:
-            route, endpoint = self._find_route(inner, root_path, "GET", state.path)
-        except Exception:
-            route = endpoint = None
-        if self.engine.route_excluded(route, endpoint):
-            return
-        props = {"path": state.path, "route": route, "endpoint": endpoint, **props}
-        if state.status is not None:
-            props["status"] = state.status
-        tracker = state.tracker or get_tracker()
-        try:
-            track_in_scope(tracker, name, props, state)
-        except Exception:
-            _log.error(
-                "asgi-websocket",
-                "trackware: could not track the websocket event",
-                exc_info=True,
+            await self._websockets.run(
+                state, inner, scope.get("root_path") or "", receive, send
             )
+        finally:
+            _active.reset(guard)
