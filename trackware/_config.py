@@ -1,16 +1,7 @@
-"""Typed option objects, the shapes of ``stats()``, and building a tracker
-from ``TRACKWARE_*`` environment variables (:meth:`Tracker.from_env`,
-:func:`trackware.init`).
-
-The option ``TypedDict`` s let a type checker catch a misspelt option where
-keyword arguments are passed on (``Tracker.from_env(**options)``, the
-exporters' ``**options``, which go to ``BaseHTTPExporter``). ``typing.Unpack``
-is Python 3.11+, and ``typing_extensions`` is not a dependency, so the
-modules that use them import ``Unpack`` only for the type checker (which
-ships ``typing_extensions``' stubs); at run time annotations are not
-evaluated (``from __future__ import annotations``).
-
-docs/configuration.md describes everything here; keep the two in step.
+"""The tracker's configuration: its typed options (``TrackerOptions``), the
+shapes of ``stats()``, the checks of ``Tracker()``'s arguments, and building
+a tracker from ``TRACKWARE_*`` variables (``Tracker.from_env``,
+``trackware.init``). docs/configuration.md describes it; keep the two in step.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ if t.TYPE_CHECKING:
     from ._config import TrackerOptions
 
 __all__ = [
+    "adopt_default",
     "bridge",
     "flush",
     "get_tracker",
@@ -70,7 +71,7 @@ def init(
     return tracker
 
 
-def _adopt_default(tracker: Tracker) -> bool:
+def adopt_default(tracker: Tracker) -> bool:
     """Make ``tracker`` the process default unless one was set (the stand-in
     :func:`get_tracker` makes does not count). The integrations call it with
     the tracker they are given; returns whether it became the default."""
@@ -94,6 +95,9 @@ def _adopt_default(tracker: Tracker) -> bool:
                 dropped,
             )
     return True
+
+
+_adopt_default = adopt_default  # renovation: re-export, remove at the end
 
 
 def get_tracker() -> Tracker:
