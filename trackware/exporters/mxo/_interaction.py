@@ -15,13 +15,9 @@ from ..._event import Event, dumps, iso_time
 from ...exceptions import AuthError, ConfigurationError, ContractViolation
 from .._base import ExportResult, env_options, iso_time_problem
 from .._http import (
-    RETRYABLE_STATUSES,
     HTTPRequest,
     redact_url,
     register_url_secrets,
-    response_json,
-    response_text,
-    retry_floor,
 )
 from ._exporter import MXOExporter
 from ._mapping import (
@@ -39,6 +35,7 @@ from ._mapping import (
     encode,
 )
 from ._realtime import InteractionResult, caller, read_answer
+from ._token import request_token
 
 if t.TYPE_CHECKING:
     from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
@@ -258,50 +255,7 @@ class InteractionExporter(MXOExporter):
 
     # --- auth -------------------------------------------------------------------------
     def _fetch_token(self, _key: str) -> tuple[str, float | None]:
-        try:
-            response = self.client.post(
-                self.token_url,
-                content=b"grant_type=client_credentials",
-                headers={
-                    "Authorization": self._basic,
-                    "Content-Type": "application/x-www-form-urlencoded",
-                    "Accept": JSON,
-                },
-            )
-        except httpx.HTTPError as exc:
-            raise AuthError(
-                f"MXO token request failed ({type(exc).__name__})", retryable=True
-            ) from None
-        status = response.status_code
-        if not 200 <= status < 300:
-            retryable = status in RETRYABLE_STATUSES
-            raise AuthError(
-                f"MXO token endpoint answered HTTP {status}",
-                retryable=retryable,
-                status=status,
-                body=response_text(response),
-                retry_after=retry_floor(response.headers) if retryable else None,
-            )
-        data = response_json(response) or {}
-        token = data.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise AuthError(
-                "MXO token response has no access_token",
-                retryable=False,
-                status=status,
-                body=response_text(response),
-            )
-        _log.register_secret(token)
-        expires_in = data.get("expires_in")
-        ttl: float | None = None
-        if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
-            ttl = float(expires_in) if expires_in > 0 else None
-        elif isinstance(expires_in, str):
-            try:
-                ttl = float(expires_in)
-            except ValueError:
-                ttl = None
-        return token, ttl
+        return request_token(self.client, self.token_url, self._basic)
 
     def credentials(self, request: HTTPRequest) -> Credentials:
         return CachedToken(self._tokens, "token")
