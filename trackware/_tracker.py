@@ -111,7 +111,7 @@ class Tracker(Preparer):
             ``TRACKWARE_DISABLED=1``).
         shutdown_timeout: the budget of ``shutdown()`` and of the at-exit flush.
         register_atexit: deliver what is queued when the interpreter exits,
-            and before the process ends by SIGTERM (see trackware._lifecycle).
+            and before the process ends by SIGTERM (see docs/architecture.md).
         queue_factory: builds each destination's queue (default: in memory).
     """
 
@@ -278,19 +278,15 @@ class Tracker(Preparer):
 
     # --- page events recorded by the integrations ----------------------------------
     def record_page(self, record: PageRecord) -> None:
-        """For integrations: track the page event ``record`` describes, recorded
-        when its request ended (see :class:`trackware._intake.PageRecord`).
+        """For integrations: track the page event ``record`` describes.
 
-        The record normally waits for the tracker's intake thread, which builds
-        and routes waiting records in batches, off the request thread. Only
-        trackers whose ``pages_deferred`` holds (no hooks, no sampling, page
-        keys not redacted, no blocking queue) should get records. A record is
-        built here instead when something must see the event on this thread
-        (an ``event_tracked`` receiver, e.g.
-        ``trackware.testing.capture_events``), when the tracker is not
-        accepting, or after a fork; and the waiting records are built here when
-        the intake is ``PENDING_MAX`` behind (back-pressure rather than
-        unbounded memory).
+        ``record.build()`` returns the :class:`Event` (or ``None`` when it
+        tracked it through :meth:`track` itself); every value in ``record`` is
+        taken when the request ended, so the build normally happens later, in
+        order, on the tracker's intake thread. Only for a tracker whose
+        ``pages_deferred`` is true. Built on this thread instead when an
+        ``event_tracked`` receiver listens, when the tracker is not accepting,
+        after a fork, or when too many records wait (back-pressure).
         """
         pending = self._pending
         if (

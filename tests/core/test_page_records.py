@@ -400,6 +400,38 @@ def test_a_forked_child_does_not_send_the_parents_records(sink: Sink) -> None:
     assert sum(p.startswith("/child/") for p in paths) == 100
 
 
+@pytest.mark.slow
+def test_a_record_after_a_fork_reaches_the_childs_fresh_intake() -> None:
+    """A tracker not registered for exit is made fresh by its first event
+    after a fork: a page recorded then goes to the fresh intake, not lost."""
+    proc = run_script(
+        """
+        import os, sys, trackware
+        from trackware.testing import InMemoryExporter
+
+        class Record:
+            def build(self):
+                return trackware.Event("viewed", {"path": "/child"})
+
+        mem = InMemoryExporter()
+        tracker = trackware.Tracker(
+            [mem], dead_letter=None, register_atexit=False, flush_interval=0.05
+        )
+        tracker.track("before.fork")
+        assert tracker.flush(10)
+        pid = os.fork()
+        if pid == 0:
+            tracker.record_page(Record())
+            ok = tracker.flush(10)
+            names = [e.name for e in mem.events]
+            os._exit(0 if ok and names == ["before.fork", "viewed"] else 1)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def _events(sink: Sink) -> list[dict[str, t.Any]]:
     """What the sink received (HTTPExporter posts ``{"events": [...]}``)."""
     return [event for body in sink.bodies for event in body["events"]]
