@@ -15,39 +15,34 @@ import time
 import typing as t
 
 from ._validate import (
+    END_TIMESTAMP,
     MAX_EVENT_BYTES,
+    MIN_TIMESTAMP,
+    PROPERTIES,
     Invalid,
+    check_event_id,
+    check_name,
     no_redaction,
+    sanitize,
     too_large,
+    unix_time,
 )
 from .exceptions import InvalidEventError
 
 __all__ = ["Event", "JSONValue", "make_event", "new_event_id"]
 
-# renovation: re-export, remove at the end. The names imported "as"
-# themselves are re-exported for their old importers (the rules and the walk
-# moved to _validate, JSON encoding to _json); at the end, import plainly only
-# those marked "used here".
+# renovation: re-export, remove at the end: names that moved (the rules and
+# the walk to _validate, JSON encoding to _json), imported "as" themselves
+# for their old importers. Those marked "used here" stay as plain imports.
 from ._json import dumps as dumps
 from ._json import to_jsonable as to_jsonable
 from ._validate import CONTEXT as CONTEXT  # used here
-from ._validate import END_TIMESTAMP as END_TIMESTAMP  # used here
-from ._validate import MAX_DEPTH as MAX_DEPTH
 from ._validate import MAX_EMAIL_LENGTH as MAX_EMAIL_LENGTH  # used here
 from ._validate import MAX_ID_LENGTH as MAX_ID_LENGTH  # used here
-from ._validate import MAX_ITEMS as MAX_ITEMS
 from ._validate import MAX_PHONE_LENGTH as MAX_PHONE_LENGTH  # used here
-from ._validate import MIN_TIMESTAMP as MIN_TIMESTAMP  # used here
-from ._validate import NUMBER_BOUND as NUMBER_BOUND
-from ._validate import PROPERTIES as PROPERTIES  # used here
 from ._validate import TRAITS as TRAITS  # used here
-from ._validate import check_event_id as check_event_id  # used here
-from ._validate import check_name as check_name  # used here
 from ._validate import check_properties as check_properties
-from ._validate import encodable as encodable
-from ._validate import sanitize as sanitize  # used here
 from ._validate import text_field as text_field  # used here
-from ._validate import unix_time as unix_time  # used here
 from ._validate import valid_subset as valid_subset
 
 JSONValue: t.TypeAlias = (
@@ -58,9 +53,7 @@ JSONValue: t.TypeAlias = (
 # module registers an at-fork hook), so workers never repeat each other's ids;
 # it costs a fraction of uuid.uuid4(), which makes a syscall per id.
 random_bits = random.getrandbits
-_fast_bits = random_bits  # renovation: re-export, remove at the end
 _Invalid = Invalid  # renovation: re-export, remove at the end
-_NUMBER_BOUND = NUMBER_BOUND  # renovation: re-export, remove at the end
 _UUID4_MASK = 0xFFFFFFFFFFFF0FFF3FFFFFFFFFFFFFFF
 _UUID4_BITS = 0x00000000000040008000000000000000
 

@@ -91,7 +91,6 @@ class Redactor:
         #: class: ``track()`` looks known keys up here (a dict lookup is
         #: cheaper than a call) and calls the redactor for the others.
         self.verdicts: dict[str, bool] = {}
-        self._cache = self.verdicts  # renovation: re-export, remove at the end
         #: Whether no key of trackware's own page events is redacted (decided
         #: once: a Redactor's words never change).
         self.page_keys_clear = not any(self(k) for k in PAGE_KEYS)
