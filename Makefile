@@ -7,9 +7,12 @@ PY := $(VENV)/bin/python
 CORE_PY := $(CORE_VENV)/bin/python
 BENCH_PY := $(BENCH_VENV)/bin/python
 PYTEST_ARGS ?=
+OLDEST_VENV := .venv-oldest
+OLDEST_PY := $(OLDEST_VENV)/bin/python
 CALLGRIND_ARGS ?=
 
 .PHONY: test lint typecheck test-core test-integrations demo demo-serve bench bench-callgrind clean
+.PHONY: test-oldest
 
 # Full environment: every extra plus the dev tools and the frameworks
 # (PEP 735 dependency groups in pyproject.toml: pip >= 25.1, hence the upgrade).
@@ -50,7 +53,21 @@ test-integrations: $(VENV)/.installed
 	if [ $$rc -eq 5 ] && [ -z "$$(find integrations -name 'test_*.py')" ]; then \
 		echo "integrations: no suites yet"; exit 0; fi; exit $$rc
 
-test: lint typecheck test-core test-integrations
+# The oldest versions trackware claims to support (the `oldest` dependency
+# group pins them: Flask/Werkzeug 2.3, asgiref 3.7, Starlette 0.37): the Flask
+# and Starlette suites, without the process-level (slow) tests, run there.
+$(OLDEST_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_PY) -m pip install --quiet --upgrade pip
+	$(OLDEST_PY) -m pip install --quiet -e . --group oldest
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed
+	$(OLDEST_PY) -m pytest integrations/flask integrations/test_decorators_flask.py \
+		integrations/asgi/test_starlette.py integrations/asgi/test_cookie_forgery.py \
+		integrations/asgi/test_routes.py -m "not slow" $(PYTEST_ARGS)
+
+test: lint typecheck test-core test-integrations test-oldest
 
 demo: $(VENV)/.installed
 	$(PY) example_apps/demo.py
@@ -71,3 +88,4 @@ bench-callgrind: $(BENCH_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) $(BENCH_VENV) build dist *.egg-info
+	rm -rf $(OLDEST_VENV)
