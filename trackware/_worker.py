@@ -20,12 +20,10 @@ from ._deadletter import DeadLetter
 from ._event import Event
 from ._queue import EventQueue
 from ._retry import CircuitBreaker, RetryPolicy
-from ._settle import Batch, Ledger, count_value
+from ._settle import Batch, Ledger
 from .exporters._base import Exporter, ExportResult, _export_scope
 
 __all__ = ["Destination", "in_worker_thread"]
-
-_count_value = count_value  # renovation: re-export, remove at the end
 
 _worker_threads: set[int] = set()
 # A forked child's new threads get the ids of the parent's threads (glibc hands
