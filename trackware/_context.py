@@ -76,23 +76,6 @@ class Scope:
         #: objects, it checks nothing again.
         self.identity_cache: tuple[t.Any, ...] | None = None
 
-    # renovation: re-export, remove at the end (the integrations' old names)
-    @property
-    def _clean_traits(self) -> t.Any:
-        return self.traits_cache
-
-    @_clean_traits.setter
-    def _clean_traits(self, value: t.Any) -> None:
-        self.traits_cache = value
-
-    @property
-    def _checked_ids(self) -> t.Any:
-        return self.identity_cache
-
-    @_checked_ids.setter
-    def _checked_ids(self, value: t.Any) -> None:
-        self.identity_cache = value
-
     def bind(self, **context: t.Any) -> None:
         """Add request/session facts that every later event in this scope carries.
 
@@ -119,6 +102,12 @@ class Scope:
             f"Scope(user_id={self.user_id!r}, anonymous_id={self.anonymous_id!r}, "
             f"context_keys={sorted(self.context)!r})"
         )
+
+
+# renovation: re-export, remove at the end (the integrations' old names for
+# the two caches: the very slots, so a store costs what it did)
+Scope._clean_traits = Scope.__dict__["traits_cache"]  # type: ignore[attr-defined]
+Scope._checked_ids = Scope.__dict__["identity_cache"]  # type: ignore[attr-defined]
 
 
 def sendable(values: t.Mapping[str, t.Any] | None, what: str) -> dict[str, t.Any]:
