@@ -16,7 +16,8 @@ import time
 import typing as t
 
 from . import _log
-from ._event import Event, dumps, iso_time
+from ._event import Event, iso_time
+from ._json import dumps
 
 __all__ = [
     "DeadLetter",
