@@ -281,18 +281,7 @@ class BaseHTTPExporter(BaseExporter):
         for the resend after a 401, and raises
         :class:`~trackware.exceptions.AuthError` when no credential can be
         had. Called once per request, before anything is fetched."""
-        if type(self).auth_headers is BaseHTTPExporter.auth_headers:
-            return no_credentials
-        # renovation: the old auth_headers hook, until every vendor overrides
-        # credentials(); remove it (and auth_headers) at the end.
-        return lambda refresh: self.auth_headers(request, refresh=refresh)
-
-    def auth_headers(
-        self, request: HTTPRequest, *, refresh: bool = False
-    ) -> dict[str, str]:
-        """Deprecated hook (override :meth:`credentials`): headers that
-        authenticate ``request``; ``refresh`` after a 401."""
-        return {}
+        return no_credentials
 
     def classify(self, request: HTTPRequest, response: httpx.Response) -> ExportResult:
         """Per-event outcomes from the vendor's answer (see the class docstring)."""
