@@ -15,7 +15,7 @@ __all__ = ["Connection", "with_cookies"]
 
 class Connection(RequestState):
     """A request a TrackwareMiddleware tracks (its state and its scope): bound
-    to ``_scope`` while it runs, it is also the double-tracking guard (no
+    to ``scope_var`` while it runs, it is also the double-tracking guard (no
     ``_active`` to set and reset per tracked request).
 
     Its flags keep their class defaults until they change (no stores per

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wsgi import ClosingIterator as _ClosingIterator
 
 from .. import _log
-from .._context import Scope, _scope
+from .._context import Scope, scope_var
 from .._decorators import tracked_wrapper_of
 from ._options import Identity
 from ._request import RequestState, RequestTracker
@@ -257,11 +257,11 @@ class TrackwareWSGI:
         # scope naming only the tracker (a new one: identify() writes to it),
         # bound while Flask runs and while a streamed body produces its chunks.
         scope = Scope(tracker=tracker)
-        token = _scope.set(scope)
+        token = scope_var.set(scope)
         try:
             body = self.wsgi_app(environ, start_response)
         finally:
-            _scope.reset(token)
+            scope_var.reset(token)
         if type(body) is _ClosingIterator and list_body(body):
             return body  # the common case: a response made from a list
         if body_complete(body, environ):

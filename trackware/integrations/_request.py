@@ -16,7 +16,7 @@ import typing as t
 import uuid
 
 from .. import _log, get_tracker
-from .._context import Scope, _scope, _sendable
+from .._context import Scope, scope_var, sendable
 from .._page import PageView
 from .._tracker import Tracker
 from ._cookies import CookieJar, Session
@@ -263,15 +263,15 @@ class RequestTracker:
         state.email = None
         state.phone = None
         state.traits = {}
-        state._clean_traits = None
-        state._checked_ids = None
+        state.traits_cache = None
+        state.identity_cache = None
         state.anonymous_id = visitor
         state.tracker = tracker
-        state.context = context if trusted else _sendable(context, "context")
+        state.context = context if trusted else sendable(context, "context")
         if (tid is None and not state.drop_tid) or tid is state.incoming_tid:
             # No cookie to write for the tid (unless the request binds one).
             state.context0 = state.context
-        state.token = _scope.set(state)
+        state.token = scope_var.set(state)
         # Identity first, so that session_start/session_end carry the user too.
         if self._identity is not None:
             self.apply_identity(state)
@@ -417,7 +417,7 @@ class RequestTracker:
         if token is not None:
             state.token = None
             try:
-                _scope.reset(token)
+                scope_var.reset(token)
             except ValueError:
                 # Finished in another context (a streamed body closed on a
                 # different thread): nothing of ours is bound there.
@@ -487,7 +487,7 @@ def track_in_scope(
 ) -> None:
     """``track()`` as if in ``scope``, whether or not it is the current one
     (e.g. a streamed body closed outside the request's context)."""
-    if _scope.get() is scope:
+    if scope_var.get() is scope:
         tracker.track(name, props, timestamp=timestamp)
     else:
         tracker.track(

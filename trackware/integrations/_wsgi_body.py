@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator as _ClosingIterator
 from werkzeug.wsgi import FileWrapper as _FileWrapper
 
-from .._context import Scope, _scope
+from .._context import Scope, scope_var
 
 if t.TYPE_CHECKING:
     from ._flask_wsgi import TrackwareWSGI
@@ -132,21 +132,21 @@ class ClosingBody:
     def __next__(self) -> bytes:
         if self._iterator is None:
             self._iterator = iter(self._body)
-        token = _scope.set(self._scope)
+        token = scope_var.set(self._scope)
         try:
             return next(self._iterator)
         finally:
-            _scope.reset(token)
+            scope_var.reset(token)
 
     def close(self) -> None:
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
-                token = _scope.set(self._scope)
+                token = scope_var.set(self._scope)
                 try:
                     close()
                 finally:
-                    _scope.reset(token)
+                    scope_var.reset(token)
         finally:
             on_close = self._on_close
             if on_close is not None:

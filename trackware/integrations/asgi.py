@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
 
 from .. import _log
 from .._context import Scope as ContextScope  # (Scope is the ASGI scope here)
-from .._context import _scope
+from .._context import scope_var
 from ..exceptions import ConfigurationError
 from ._connection import Connection, with_cookies
 from ._lifespan import run_lifespan
@@ -157,7 +157,11 @@ class TrackwareMiddleware:
     ) -> None:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
-            if SCOPE_KEY in scope or _active.get() or type(_scope.get()) is Connection:
+            if (
+                SCOPE_KEY in scope
+                or _active.get()
+                or type(scope_var.get()) is Connection
+            ):
                 # An outer TrackwareMiddleware handles this connection already.
                 await self.app(scope, receive, send)
             elif kind == "http":
@@ -251,7 +255,7 @@ class TrackwareMiddleware:
         guard: contextvars.Token[bool] | None = None
         if self.identity is None:
             # No Exception escapes. A tracked request's Connection, bound
-            # to _scope, guards against double tracking; an untracked one
+            # to scope_var, guards against double tracking; an untracked one
             # sets _active.
             try:
                 read = self._read(scope, method)
@@ -356,12 +360,14 @@ class TrackwareMiddleware:
         default, as a tracked request's do.
         """
         tracker = self.engine.options.tracker
-        token = None if tracker is None else _scope.set(ContextScope(tracker=tracker))
+        token = (
+            None if tracker is None else scope_var.set(ContextScope(tracker=tracker))
+        )
         try:
             await self.app(inner, receive, send)
         finally:
             if token is not None:
-                _scope.reset(token)
+                scope_var.reset(token)
             _active.reset(guard)
 
     def _finish_http(

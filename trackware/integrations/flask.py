@@ -89,10 +89,10 @@ class Trackware:
             ``trackware.stats()`` and ``trackware.flush()`` use it. Sampling
             per event name is the tracker's ``sample_rates`` (e.g.
             ``{"page": 0.1}``).
-        options: any :class:`TrackingOptions` field (``page_event``,
-            ``session_timeout``, ``identity``, ``exclude_routes``,
-            ``tid_source``...). ``TRACKWARE_<FIELD>`` keys in ``app.config``
-            fill in what is not given here.
+        options: any :class:`~trackware.integrations.TrackingOptions` field
+            (``page_event``, ``session_timeout``, ``identity``,
+            ``exclude_routes``, ``tid_source``...). ``TRACKWARE_<FIELD>`` keys
+            in ``app.config`` fill in what is not given here.
 
     Raises:
         ConfigurationError: for an unknown option or an invalid value, or
