@@ -9,7 +9,8 @@ import threading
 import typing as t
 
 from .._event import Event
-from ._base import BaseExporter, ContractViolation, ExportResult, encode_event
+from ..exceptions import ContractViolation
+from ._base import BaseExporter, ExportResult, encode_event
 
 __all__ = ["ConsoleExporter", "JSONLinesExporter"]
 

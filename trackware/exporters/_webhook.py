@@ -7,8 +7,8 @@ import typing as t
 
 from .._auth import Credentials, no_credentials
 from .._event import Event
-from ..exceptions import AuthError, ConfigurationError
-from ._base import ContractViolation, ExportResult, encode_event
+from ..exceptions import AuthError, ConfigurationError, ContractViolation
+from ._base import ExportResult, encode_event
 from ._http import BaseHTTPExporter, HTTPRequest
 from ._urls import register_header_secrets, register_url_secrets, split_userinfo
 

@@ -12,7 +12,8 @@ from ... import _log
 from ..._event import Event
 from ...exceptions import ConfigurationError, ContractViolation
 from .._base import ExportResult
-from .._http import BaseHTTPExporter, HTTPRequest, redact_url, response_json
+from .._http import BaseHTTPExporter, HTTPRequest, response_json
+from .._urls import redact_url
 from ._mapping import (
     IDENTITY_FIELDS,
     SITE_KEY_RE,

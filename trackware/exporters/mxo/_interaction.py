@@ -14,11 +14,8 @@ from ..._auth import CachedToken, Credentials, TokenAuth, TokenCache
 from ..._event import Event, dumps, iso_time
 from ...exceptions import AuthError, ConfigurationError, ContractViolation
 from .._base import ExportResult, env_options, iso_time_problem
-from .._http import (
-    HTTPRequest,
-    redact_url,
-    register_url_secrets,
-)
+from .._http import HTTPRequest
+from .._urls import redact_url, register_url_secrets
 from ._exporter import MXOExporter
 from ._mapping import (
     DEFAULT_PROFILE_EVENTS,
