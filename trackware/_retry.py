@@ -106,6 +106,10 @@ class CircuitBreaker:
             self.state = self.HALF_OPEN
         return True
 
+    def blocked_until(self) -> float:
+        """While open, when the next probe may go (else 0: nothing blocks)."""
+        return self.open_until if self.state == self.OPEN else 0.0
+
     def record_success(self) -> None:
         """An attempt got through: closed, counts and open period start over."""
         self.state = self.CLOSED

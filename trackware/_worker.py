@@ -19,7 +19,7 @@ from . import _lifecycle, _log
 from ._deadletter import DeadLetter
 from ._event import Event
 from ._queue import EventQueue
-from ._retry import CircuitBreaker, RetryPolicy
+from ._retry import RetryPolicy
 from ._settle import Batch, Ledger
 from .exporters._base import Exporter, ExportResult, _export_scope
 
@@ -271,16 +271,9 @@ class Destination:
             return self.flush_interval
         return time.time() - oldest
 
-    def _breaker_due(self) -> float:
-        return (
-            self.breaker.open_until
-            if self.breaker.state == CircuitBreaker.OPEN
-            else 0.0
-        )
-
     def _hold_until(self) -> float:
         """Nothing is sent before this (open circuit, vendor-requested pause)."""
-        return max(self._breaker_due(), self.ledger.paused_until)
+        return max(self.breaker.blocked_until(), self.ledger.paused_until)
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
@@ -436,7 +429,7 @@ class Destination:
             return True
         paused_until = self.ledger.paused_until
         if now < paused_until or not self.breaker.allow(now):
-            until = max(paused_until, self._breaker_due())
+            until = max(paused_until, self.breaker.blocked_until())
             if until > deadline:
                 return False
             time.sleep(max(0.0, until - now))

@@ -165,3 +165,14 @@ def test_each_failed_probe_doubles_the_open_period_up_to_the_cap() -> None:
     for _ in range(POLICY.failure_threshold):
         breaker.record_failure(1_000.0)
     assert breaker.open_until == 1_005.0
+
+
+def test_blocked_until_is_the_end_of_the_open_period_only_while_open() -> None:
+    breaker = CircuitBreaker(POLICY)
+    assert breaker.blocked_until() == 0.0
+    breaker = open_breaker(10.0)
+    assert breaker.blocked_until() == 15.0
+    assert breaker.allow(15.0)  # half-open: the probe may go
+    assert breaker.blocked_until() == 0.0
+    breaker.record_failure(15.0)
+    assert breaker.blocked_until() == 25.0
