@@ -10,7 +10,7 @@ import sys
 import threading
 import typing as t
 
-from .. import _log
+from .. import _default, _log
 
 if t.TYPE_CHECKING:
     from asgiref.typing import (
@@ -84,9 +84,7 @@ async def shutdown_tracker(tracker: Tracker | None) -> None:
     hung) would vanish uncounted. A shutdown dead-letters them.
     """
     if tracker is None:
-        from .. import _tracker
-
-        tracker = _tracker._default
+        tracker = _default.current
     if tracker is None:
         return
     try:

@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
 from .. import _log
 from .._context import Scope as ContextScope  # (Scope is the ASGI scope here)
 from .._context import scope_var
+from .._default import adopt_default
 from ..exceptions import ConfigurationError
 from ._connection import Connection, with_cookies
 from ._lifespan import run_lifespan
@@ -133,9 +134,7 @@ class TrackwareMiddleware:
         if tracker is not None:
             # trackware.track()/stats()/flush() outside requests use it too,
             # unless a process default was set already (which is kept).
-            from .._tracker import _adopt_default
-
-            _adopt_default(tracker)
+            adopt_default(tracker)
         self.identity = identity
         self.websocket_connect_event = websocket_connect_event
         self.websocket_disconnect_event = websocket_disconnect_event

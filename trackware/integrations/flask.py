@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
     ) from None
 
 from .. import _log
+from .._default import adopt_default
 from .._settle import count_value
 from ..exceptions import ConfigurationError
 from ._cookies import COOKIE_SECRET_ENV, secrets_of
@@ -158,9 +159,7 @@ class Trackware:
         if options.tracker is not None:
             # trackware.track()/stats()/flush() outside requests use it too,
             # unless a process default was set already (which is kept).
-            from .._tracker import _adopt_default
-
-            _adopt_default(options.tracker)
+            adopt_default(options.tracker)
 
     def _resolve(self, app: flask.Flask) -> TrackingOptions:
         values: dict[str, t.Any] = {}
