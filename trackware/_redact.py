@@ -45,9 +45,10 @@ _PAIRS = frozenset({("api", "key"), ("private", "key"), ("session", "key")})
 #: ``serveToken`` identifies an ad serve, and the exporter needs it.
 DEFAULT_REDACT_ALLOW: frozenset[str] = frozenset({"serveToken", "serve_token"})
 
-#: The property keys of the integrations' page events, which they build
-#: without the per-key pass of ``track()`` (see
-#: ``trackware.integrations._common._page_event``) unless one is redacted.
+#: The property keys of the integrations' page events, which are built
+#: without the per-key pass of ``track()`` unless one of them is redacted
+#: (``trackware._page.PageView.properties`` writes them; tests/core/
+#: test_page_records.py checks that the two agree).
 PAGE_KEYS: frozenset[str] = frozenset(
     {
         "method",
