@@ -692,6 +692,27 @@ def test_interact_uses_the_current_scope(emu: EmulatorServer, api: MXOAPI) -> No
     exp.close()
 
 
+def test_interact_reads_the_scope_the_front_layer_installs(
+    emu: EmulatorServer, api: MXOAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """interact() asks trackware._ambient for the scope (exporters do not
+    import the front layer): whatever source is installed there is used, and
+    the tid MXO answers is bound to that scope."""
+    from trackware import _ambient
+
+    scope = trackware.Scope(anonymous_id="v-amb", email="amb@example.com")
+    monkeypatch.setattr(_ambient, "_source", lambda: scope)
+    assert _ambient.installed() and _ambient.current() is scope
+    exp = interaction(emu.url, customer_key="email")
+    result = exp.interact("api://shop/ambient")
+    assert result.ok and result.tid
+    assert scope.context["mxo_tid"] == result.tid
+    assert exp.tid_for("v-amb") == result.tid
+    (call,) = emu.recorded("mxo.interaction")
+    assert call.json()["customerKey"] == "amb@example.com"
+    exp.close()
+
+
 def test_interact_refreshes_the_token_once_on_401(
     emu: EmulatorServer, api: MXOAPI
 ) -> None:
