@@ -26,7 +26,7 @@ from ._prepare import EventHook, Preparer
 from ._queue import EventQueue, MemoryQueue
 from ._retry import RetryPolicy
 from ._settle import count_value
-from ._worker import Destination, _worker_threads
+from ._worker import Destination
 from .exceptions import ConfigurationError
 from .exporters._base import BaseExporter, Exporter
 
@@ -588,10 +588,6 @@ def _exit_budget() -> float:
 
 
 def _after_fork_all() -> None:
-    # The child's new threads get the ids of the parent's threads (glibc hands
-    # their stacks out again): a request thread must not pass for a trackware
-    # worker, on which flush() returns False at once.
-    _worker_threads.clear()
     for tr in list(_live):
         tr._after_fork()
 
