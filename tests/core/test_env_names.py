@@ -335,6 +335,29 @@ def test_the_command_line_checks_at_start_whatever_the_command(
     assert str(tmp_path) not in proc.stderr
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="renovation: trackware/_cli.py must import trackware.integrations."
+    "_options (which registers the Flask app.config keys with _env) before its "
+    "environment check; then remove this mark",
+)
+def test_the_command_line_says_where_a_flask_key_belongs() -> None:
+    """A Flask option set in the environment: the command line says it is an
+    app.config key (the integrations register those keys with the core)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKWARE_")}
+    env["TRACKWARE_SESSION_TIMEOUT"] = "60"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trackware._cli", "dead-letter"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "TRACKWARE_SESSION_TIMEOUT" in proc.stderr
+    assert "it is an app.config key of the Flask extension" in proc.stderr
+
+
 def test_every_trackware_name_in_the_source_is_registered() -> None:
     """A name spelt out in trackware's source (``os.environ.get("TRACKWARE_X")``,
     ``COOKIE_SECRET_ENV = "TRACKWARE_COOKIE_SECRET"``...) is a variable read
