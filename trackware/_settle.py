@@ -22,7 +22,7 @@ from ._deadletter import DeadLetter, DeadLetterRecord
 from ._event import Event
 from ._queue import EventQueue, QueuedEvent
 from ._retry import CircuitBreaker, RetryPolicy
-from .exporters._base import ExportResult
+from .exporters import ExportResult
 
 __all__ = ["Batch", "Decided", "Ledger", "count_value"]
 
@@ -69,7 +69,7 @@ class Batch:
         #: about its content, not about the vendor (the breaker ignores them).
         self.narrowed = False
         #: What the exporter reported as decided during the export under way
-        #: (see exporters._base.report_progress), for a shutdown that gives
+        #: (see trackware.exporters.report_progress), for a shutdown that gives
         #: the batch up before export() returns.
         self.partial: ExportResult | None = None
 
@@ -193,8 +193,8 @@ class Ledger:
         return True
 
     def report(self, batch: Batch, outcome: ExportResult) -> bool:
-        """exporters._base.report_progress for ``batch``: keep what is decided,
-        say whether to go on."""
+        """``trackware.exporters.report_progress`` for ``batch``: keep what is
+        decided, say whether to go on."""
         with self.lock:
             if batch.abandoned:
                 return False

@@ -21,7 +21,8 @@ from ._event import Event
 from ._queue import EventQueue
 from ._retry import RetryPolicy
 from ._settle import Batch, Ledger
-from .exporters._base import Exporter, ExportResult, _export_scope
+from .exporters import Exporter, ExportResult
+from .exporters._base import _export_scope
 
 __all__ = ["Destination", "in_worker_thread"]
 
