@@ -27,6 +27,7 @@ from ._mapping import (
     TOKEN_PATH,
     CustomerKey,
     MXORequest,
+    OfflineGroup,
     PropertySource,
     Touchpoints,
     encode,
@@ -305,8 +306,8 @@ class InteractionExporter(MXOExporter):
         requests: list[HTTPRequest] = []
         headers = {"Content-Type": JSON, "dataMimeType": JSON}
         now = time.time()
-        # group key -> (events, encoded interactions, tid), in first-seen order
-        groups: dict[tuple[str, str], tuple[list[Event], list[bytes], str | None]] = {}
+        # one visitor's offline interactions per group, in first-seen order
+        groups: dict[tuple[str, str], OfflineGroup] = {}
         for event in events:
             offline = not (
                 event.name in self.profile_events or event.name in self.realtime_events
@@ -351,13 +352,16 @@ class InteractionExporter(MXOExporter):
                 key = ("customer", str(item["customerKey"]))
             else:
                 key = ("event", event.event_id)
-            group = groups.setdefault(key, ([], [], tid))
-            group[0].append(event)
-            group[1].append(encoded)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = OfflineGroup(tid)
+            group.events.append(event)
+            group.items.append(encoded)
         size = self.max_batch_size
-        for group_events, items, tid in groups.values():
+        for group in groups.values():
+            items = group.items
             for start in range(0, len(items), size):
-                chunk = group_events[start : start + size]
+                chunk = group.events[start : start + size]
                 requests.append(
                     MXORequest(
                         chunk,
@@ -365,7 +369,7 @@ class InteractionExporter(MXOExporter):
                         OFFLINE_BATCH_PATH,
                         content=b"[" + b",".join(items[start : start + size]) + b"]",
                         headers=dict(headers),
-                        params=self._params(tid),
+                        params=self._params(group.tid),
                         visitors=tuple(
                             dict.fromkeys(
                                 e.anonymous_id for e in chunk if e.anonymous_id

@@ -25,6 +25,7 @@ __all__ = [
     "TOKEN_PATH",
     "CustomerKey",
     "MXORequest",
+    "OfflineGroup",
     "PropertySource",
     "Touchpoints",
     "encode",
@@ -61,6 +62,17 @@ class MXORequest(HTTPRequest):
 
     #: anonymous ids whose tid the answer tells us.
     visitors: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class OfflineGroup:
+    """Offline interactions that go in one ``/interactions/offline`` call
+    (one visitor's), and the tid they are sent with."""
+
+    tid: str | None
+    events: list[Event] = dataclasses.field(default_factory=list)
+    #: each event's interaction, JSON-encoded
+    items: list[bytes] = dataclasses.field(default_factory=list)
 
 
 def string_value(value: t.Any) -> str | None:
