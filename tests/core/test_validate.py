@@ -1,4 +1,5 @@
-"""What track() accepts: only what every exporter can encode, within bounds.
+"""What track() accepts (the rules of trackware/_validate.py): only what
+every exporter can encode, within bounds.
 
 Everything track() accepts must survive the worker's JSON encoding
 (``trackware._json.dumps`` and UTF-8); everything else is rejected at once,
