@@ -14,7 +14,8 @@ See the README for the Flask and ASGI integrations and the vendor exporters.
 from __future__ import annotations
 
 from . import exporters, signals
-from ._auth import AuthError, TokenCache
+from ._auth import TokenCache
+from ._bridge import Bridge
 from ._config import DestinationStats, TrackerOptions, TrackerStats
 from ._context import Scope, current_scope, identify
 from ._deadletter import (
@@ -39,8 +40,13 @@ from ._event import Event, new_event_id
 from ._queue import EventQueue, MemoryQueue, QueuedEvent
 from ._redact import DEFAULT_REDACT_ALLOW, DEFAULT_REDACT_WORDS, REDACTED
 from ._retry import RetryPolicy
-from ._tracker import Bridge, Tracker
-from .exceptions import ConfigurationError, InvalidEventError, TrackwareError
+from ._tracker import Tracker
+from .exceptions import (
+    AuthError,
+    ConfigurationError,
+    InvalidEventError,
+    TrackwareError,
+)
 from .exporters import Exporter, ExportResult, Rejection
 
 __version__ = "0.1.0"
