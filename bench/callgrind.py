@@ -41,6 +41,10 @@ ROWS: dict[str, str] = {
 }
 
 
+class RowFailed(Exception):
+    """A scenario process failed; the message says how."""
+
+
 class Measure(t.NamedTuple):
     """One row measured on one tree."""
 
@@ -82,16 +86,14 @@ def measure(row: str, tree: str, workdir: str, scale: float) -> Measure:
     )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        raise SystemExit(
-            f"callgrind: row {row} on {tree} failed (exit {proc.returncode}):\n"
+        raise RowFailed(
+            f"row {row} on {tree} failed (exit {proc.returncode}):\n"
             f"{proc.stderr[-3000:]}"
         )
     result = json.loads(lines[-1])
     expected = os.path.join(os.path.realpath(tree), "trackware", "__init__.py")
     if os.path.realpath(result["trackware"]) != expected:
-        raise SystemExit(
-            f"callgrind: row {row} imported {result['trackware']}, not {expected}"
-        )
+        raise RowFailed(f"row {row} imported {result['trackware']}, not {expected}")
     first, second = (totals(f"{out}.{i}") for i in result["dumps"])
     per_op = (second - first) / (result["n"] - result["n0"])
     return Measure(per_op, result["trackware"], result["check"])
@@ -99,18 +101,26 @@ def measure(row: str, tree: str, workdir: str, scale: float) -> Measure:
 
 def run_all(
     jobs: list[tuple[str, str]], scale: float, parallel: int
-) -> dict[tuple[str, str], Measure]:
-    """Measure every (row, tree) job, ``parallel`` at a time."""
+) -> dict[tuple[str, str], Measure | None]:
+    """Measure every (row, tree) job, ``parallel`` at a time; a job that
+    failed is ``None`` (and said so on stderr at once)."""
     workdir = tempfile.mkdtemp(prefix="trackware-callgrind-")
+    results: dict[tuple[str, str], Measure | None] = {}
     try:
         with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
             futures = {
-                job: pool.submit(measure, job[0], job[1], workdir, scale)
+                pool.submit(measure, job[0], job[1], workdir, scale): job
                 for job in jobs
             }
-            return {job: f.result() for job, f in futures.items()}
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    results[futures[future]] = future.result()
+                except RowFailed as exc:
+                    print(f"callgrind: {exc}", file=sys.stderr, flush=True)
+                    results[futures[future]] = None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,32 +164,43 @@ def main(argv: list[str] | None = None) -> int:
         "## Instructions per operation under callgrind "
         "(deterministic; all threads; fewer is better)"
     )
+    failed = [job for job, m in results.items() if m is None]
+    worse = []
     if len(trees) == 1:
         print(f"  {'row':<40} {'Ir/op':>12}")
         for row in args.rows:
-            print(f"  {ROWS[row]:<40} {results[row, this].per_op:12,.0f}")
+            print(f"  {ROWS[row]:<40} {_count(results[row, this]):>12}")
     else:
         other = "again" if args.repeat and not args.against else args.against
         print(f"  {'row':<40} {'this tree':>12} {other:>12} {'change':>8}")
-    worse = []
-    for row in args.rows if len(trees) > 1 else []:
-        ours, theirs = results[row, trees[0]], results[row, trees[1]]
-        change = (ours.per_op / theirs.per_op - 1) * 100
-        verdict = "ok"
-        if change > threshold:
-            verdict = f"WORSE > {threshold:g} %"
-            worse.append(row)
-        print(
-            f"  {ROWS[row]:<40} {ours.per_op:12,.0f} {theirs.per_op:12,.0f}"
-            f" {change:+7.2f}%  {verdict}"
-        )
+        for row in args.rows:
+            ours, theirs = results[row, trees[0]], results[row, trees[1]]
+            change, verdict = "", "FAILED"
+            if ours is not None and theirs is not None:
+                pct = (ours.per_op / theirs.per_op - 1) * 100
+                change, verdict = f"{pct:+7.2f}%", "ok"
+                if pct > threshold:
+                    verdict = f"WORSE > {threshold:g} %"
+                    worse.append(row)
+            print(
+                f"  {ROWS[row]:<40} {_count(ours):>12} {_count(theirs):>12}"
+                f" {change:>8}  {verdict}"
+            )
     if args.verbose:
-        for (row, _), m in results.items():
-            print(f"  ({row} on {m.trackware}: {json.dumps(m.check)})")
-    if worse and args.fail_over is not None:
+        for (row, _), m in sorted(results.items()):
+            if m is not None:
+                print(f"  ({row} on {m.trackware}: {json.dumps(m.check)})")
+    if failed:
+        print(f"  {len(failed)} run(s) failed (see above): no figure for them")
+    if worse:
         print(f"  rows worse by more than {threshold:g} %: {', '.join(worse)}")
+    if failed or (worse and args.fail_over is not None):
         return 1
     return 0
+
+
+def _count(m: Measure | None) -> str:
+    return "failed" if m is None else f"{m.per_op:,.0f}"
 
 
 if __name__ == "__main__":

@@ -121,7 +121,9 @@ def flask_scenario(variant: str) -> Scenario:
     from trackware.integrations.flask import Trackware
 
     def make_app() -> flask.Flask:
-        app = flask.Flask("bench")
+        # Not "bench": with PYTHONPATH at a checkout, Flask would find the
+        # checkout's bench/ folder as a namespace package and fail.
+        app = flask.Flask(__name__)
         app.secret_key = "bench-secret-key"
 
         @app.route("/hello")
