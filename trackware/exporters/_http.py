@@ -275,12 +275,13 @@ class BaseHTTPExporter(BaseExporter):
         raise NotImplementedError
 
     def credentials(self, request: HTTPRequest) -> Credentials:
-        """What authenticates ``request``: a callable ``(refresh) -> headers``,
-        typically ``CachedToken(self._tokens, request.auth_key, header)``
-        (default: none). It is called once per attempt, with ``refresh=True``
-        for the resend after a 401, and raises
-        :class:`~trackware.exceptions.AuthError` when no credential can be
-        had. Called once per request, before anything is fetched."""
+        """What authenticates ``request``: a callable ``(refresh) -> headers``
+        (:data:`~trackware.exporters.Credentials`), typically a
+        :class:`~trackware.exporters.CachedToken` over the exporter's
+        :class:`~trackware.TokenCache` (default: none). It is called once
+        per attempt, with ``refresh=True`` for the resend after a 401, and
+        raises :class:`~trackware.exceptions.AuthError` when no credential
+        can be had. Called once per request, before anything is fetched."""
         return no_credentials
 
     def classify(self, request: HTTPRequest, response: httpx.Response) -> ExportResult:
