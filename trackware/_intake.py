@@ -121,11 +121,7 @@ class Intake:
                         append(record)
                         continue
                     try:
-                        if type(record) is tuple:
-                            # renovation: remove when integrations switch
-                            event = record[0](record)
-                        else:
-                            event = record.build()
+                        event = record.build()
                     except Exception as exc:
                         _log.error(
                             "track-internal",

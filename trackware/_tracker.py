@@ -202,7 +202,6 @@ class Tracker(Preparer):
                 getattr(d.queue, "policy", None) != "block" for d in self.destinations
             )
         )
-        self._defer_pages = self.pages_deferred  # renovation: remove at the end
         self._init_intake()
         self._tracked = itertools.count()
         self._unrouted = itertools.count()
@@ -305,14 +304,6 @@ class Tracker(Preparer):
         elif self._admit():  # (after a fork, with a fresh intake)
             self._pending.append(record)  # after what waits: the order is kept
             self._pages.drain()
-
-    # renovation: remove when integrations switch (they call record_page)
-    if t.TYPE_CHECKING:
-
-        def _page(self, record: t.Any) -> None: ...
-
-    else:
-        _page = record_page
 
     def _after_pending(self, event: Event) -> Event:
         """An event ``track()`` built while recorded page events wait: it

@@ -14,9 +14,9 @@ from _support import Sink, run_script
 
 import trackware
 from trackware import REDACTED
-from trackware._context import _scope
 from trackware._event import check_properties
-from trackware.integrations._common import RequestTracker, TrackingOptions
+from trackware.integrations._options import TrackingOptions
+from trackware.integrations._request import RequestTracker
 from trackware.testing import InMemoryExporter, capture_events
 
 VISITOR = "0123456789abcdef0123456789abcdef"
@@ -42,22 +42,24 @@ def request(
     during: t.Callable[[], None] | None = None,
 ) -> None:
     """One request through the engine: begin, the view, finish."""
-    state = engine._begin(
+    state = engine.begin(
         "GET",
         path,
-        None,
-        f"tw_vid={engine._sign_cookie('tw_vid', VISITOR)}",
-        False,
-        referrer,
+        f"tw_vid={engine.cookies.sign('tw_vid', VISITOR)}",
         "Mozilla/5.0",
-        None,
-        None,
-        _scope,
-        None,
+        referrer=referrer,
     )
     if during is not None:
         during()
-    engine._finish(state, status, route, endpoint, blueprint, error, _scope, True)
+    engine.finish(
+        state,
+        status,
+        route=route,
+        endpoint=endpoint,
+        blueprint=blueprint,
+        error=error,
+        close=True,
+    )
 
 
 def engine_for(tracker: trackware.Tracker, **kw: t.Any) -> RequestTracker:
@@ -196,7 +198,7 @@ def test_the_identity_is_the_one_the_request_ended_with() -> None:
 
 def test_a_policy_that_redacts_a_page_key_takes_track() -> None:
     tracker, mem = make(redact_keys=["path", "password"])
-    assert not tracker._defer_pages
+    assert not tracker.pages_deferred
     engine = engine_for(tracker)
     request(engine, path="/reset/s3cret")
     assert not tracker._pending
@@ -215,11 +217,11 @@ def test_hooks_and_sampling_run_on_the_request_thread() -> None:
         return event
 
     tracker, mem = make(before_send=hook)
-    assert not tracker._defer_pages
+    assert not tracker.pages_deferred
     request(engine_for(tracker))
     assert seen == [threading.current_thread().name]
     sampled, _ = make(sample_rates={"page": 0.0})
-    assert not sampled._defer_pages
+    assert not sampled.pages_deferred
     request(engine_for(sampled))
     assert sampled.stats()["dropped"] == {"sampled": 1}
     for tr in (tracker, sampled):
@@ -278,18 +280,6 @@ def test_the_waiting_records_are_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     tracker.shutdown(1)
 
 
-def test_a_failing_build_is_counted_not_raised() -> None:
-    tracker, mem = make()
-
-    def broken(record: tuple[t.Any, ...]) -> trackware.Event:
-        raise RuntimeError("boom")
-
-    tracker._page((broken,))
-    assert tracker.flush(10)
-    assert tracker.stats()["dropped"] == {"internal_error": 1}
-    tracker.shutdown(1)
-
-
 class _Record:
     """A minimal :class:`trackware._intake.PageRecord`."""
 
@@ -336,9 +326,9 @@ def test_a_failing_typed_record_is_counted_not_raised() -> None:
 _SCRIPT_HEAD = """
     import json, os, sys
     import trackware
-    from trackware._context import _scope
     from trackware.exporters import HTTPExporter
-    from trackware.integrations._common import RequestTracker, TrackingOptions
+    from trackware.integrations._options import TrackingOptions
+    from trackware.integrations._request import RequestTracker
 
     tracker = trackware.Tracker(
         [HTTPExporter(sys.argv[1])], flush_interval=0.05, dead_letter=None
@@ -349,9 +339,8 @@ _SCRIPT_HEAD = """
     )
 
     def page(path):
-        state = engine._begin("GET", path, None, None, False, None, None, None,
-                              None, _scope, None)
-        engine._finish(state, 200, None, None, None, None, _scope, True)
+        state = engine.begin("GET", path, None, None)
+        engine.finish(state, 200, route=None, endpoint=None, close=True)
 """
 
 
