@@ -29,7 +29,6 @@ if t.TYPE_CHECKING:
     from ._event import Event
     from ._queue import EventQueue
     from ._retry import RetryPolicy
-    from .integrations._common import Identity
 
 __all__ = [
     "DestinationStats",
@@ -111,10 +110,16 @@ class IntegrationOptions(t.TypedDict, total=False):
     tid_source: t.Callable[[str], str | None] | None
 
 
+#: What an identity callable may return (the same as
+#: ``trackware.integrations._options.Identity``; spelt out here so that the
+#: core imports nothing of the integrations).
+_Identity: t.TypeAlias = "str | int | t.Mapping[str, t.Any] | None"
+
+
 class FlaskOptions(IntegrationOptions, total=False):
     """The options of :class:`~trackware.integrations.flask.Trackware`."""
 
-    identity: t.Callable[[], Identity] | None
+    identity: t.Callable[[], _Identity] | None
 
 
 # --- stats --------------------------------------------------------------------------
