@@ -594,36 +594,10 @@ _lifecycle.at_exit(_shutdown_all_at_exit, _exit_budget)
 _lifecycle.on_fork(_after_fork_all)
 
 
-# renovation: re-export, remove at the end. The process default and the module
-# functions moved to trackware._default; ``_tracker._default`` (read and
-# monkeypatched by tests and integrations) is the default there.
-_MOVED = frozenset(
-    {
-        "bridge",
-        "flush",
-        "get_tracker",
-        "init",
-        "set_tracker",
-        "shutdown",
-        "stats",
-        "track",
-        "_adopt_default",
-        "_NoTracker",
-        "_on_action",
-    }
-)
-
-
-if t.TYPE_CHECKING:
-    from ._default import _adopt_default as _adopt_default
-    from ._default import get_tracker as get_tracker
-
-
+# renovation: re-export, remove at the end. The process default moved to
+# trackware._default (``current``); tests still read and monkeypatch
+# ``_tracker._default``.
 def __getattr__(name: str) -> t.Any:
-    if name in _MOVED:
-        from . import _default
-
-        return getattr(_default, name)
     if name == "_default":
         from . import _default
 
