@@ -5,6 +5,8 @@ hook, the one ``atexit`` hook, multiprocessing's exit finalizers and SIGTERM:
 
 * :func:`on_fork` ``(callback)``: run in the child after ``os.fork()``, in
   registration order (:data:`forks` is bumped first).
+* :func:`hold_across_fork` ``(lock)``: a fork waits for ``lock`` and holds it
+  while it forks (released after, in parent and child).
 * :func:`at_exit` ``(callback, budget)``: run at exit (atexit, multiprocessing's
   exit finalizers, and before the process ends by SIGTERM once
   :func:`watch_exit` is called), in registration order; ``budget()`` is the
@@ -21,7 +23,14 @@ import sys
 import threading
 import typing as t
 
-__all__ = ["at_exit", "forks", "on_fork", "release_held", "watch_exit"]
+__all__ = [
+    "at_exit",
+    "forks",
+    "hold_across_fork",
+    "on_fork",
+    "release_held",
+    "watch_exit",
+]
 
 _Handler = t.Callable[[int, t.Any], t.Any]
 _logger = logging.getLogger("trackware")
@@ -31,6 +40,7 @@ _logger = logging.getLogger("trackware")
 #: ``getpid()`` syscall.
 forks = 0
 _fork_callbacks: list[t.Callable[[], None]] = []
+_fork_locks: list[t.Any] = []
 _exit_callbacks: list[tuple[t.Callable[[], None], t.Callable[[], float]]] = []
 _atexit_registered = False
 #: Whether the SIGTERM side has acted (in this process or a parent it was
@@ -46,6 +56,14 @@ def on_fork(callback: t.Callable[[], None]) -> None:
     """Run ``callback()`` in the child after every ``os.fork()`` (after the
     callbacks registered before it). An exception is logged, never raised."""
     _fork_callbacks.append(callback)
+
+
+def hold_across_fork(lock: t.Any) -> None:
+    """Make every ``os.fork()`` wait for ``lock`` (a ``threading.Lock``) and
+    hold it while forking, released after in parent and child: no child
+    inherits it held by a thread that does not exist there. Locks are taken
+    in registration order, before logging takes its own for the fork."""
+    _fork_locks.append(lock)
 
 
 def at_exit(
@@ -89,9 +107,20 @@ def _budget() -> float:
     return sum(budget() for _, budget in list(_exit_callbacks))
 
 
+def _before_fork() -> None:
+    for lock in _fork_locks:
+        lock.acquire()
+
+
+def _release_fork_locks() -> None:
+    for lock in reversed(_fork_locks):
+        lock.release()
+
+
 def _forked() -> None:
     global forks
     forks += 1
+    _release_fork_locks()
     for callback in list(_fork_callbacks):
         try:
             callback()
@@ -199,4 +228,8 @@ def release_held() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
+    # Registered after logging's own hook (logging is imported above): the
+    # "before" hooks run in reverse, so ours runs before logging takes its lock.
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_release_fork_locks, after_in_child=_forked
+    )

@@ -128,3 +128,32 @@ def test_the_trackers_register_with_the_registry() -> None:
         _lifecycle._exit_callbacks
     )
     assert sys.modules["trackware._lifecycle"] is _lifecycle
+
+
+def test_a_fork_waits_for_a_held_lock_and_releases_it_on_both_sides() -> None:
+    proc = run_script(
+        """
+        import os, threading, time
+        from trackware import _lifecycle
+
+        lock = threading.Lock()
+        _lifecycle.hold_across_fork(lock)
+        order = []
+        lock.acquire()
+
+        def release_later():
+            time.sleep(0.3)
+            order.append("released by the other thread")
+            lock.release()
+
+        threading.Thread(target=release_later).start()
+        pid = os.fork()  # waits until the other thread lets the lock go
+        if pid == 0:
+            os._exit(0 if lock.acquire(timeout=5) else 1)
+        order.append("forked")
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), lock.acquire(timeout=5), order)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("0 True ['released by the other thread', 'forked']")
