@@ -104,12 +104,6 @@ class Scope:
         )
 
 
-# renovation: re-export, remove at the end (the integrations' old names for
-# the two caches: the very slots, so a store costs what it did)
-Scope._clean_traits = Scope.__dict__["traits_cache"]  # type: ignore[attr-defined]
-Scope._checked_ids = Scope.__dict__["identity_cache"]  # type: ignore[attr-defined]
-
-
 def sendable(values: t.Mapping[str, t.Any] | None, what: str) -> dict[str, t.Any]:
     """The entries of ``values`` an event can carry; the others are logged."""
     if not values:
@@ -127,7 +121,6 @@ scope_var: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
     "trackware_scope", default=None
 )
 _scope = scope_var  # renovation: re-export, remove at the end
-_sendable = sendable  # renovation: re-export, remove at the end
 
 
 def current_scope() -> Scope | None:
