@@ -38,7 +38,7 @@ def with_cookies(engine: RequestTracker, state: RequestState, message: t.Any) ->
     """``message`` (a response start or websocket accept) with our ``Set-Cookie``
     headers added; never raises (a failure is logged and the message kept)."""
     try:
-        cookies = engine.response_cookies(state)
+        cookies = engine.cookies.response_cookies(state)
     except Exception:
         _log.error("asgi-cookies", "trackware: could not set cookies", exc_info=True)
         return message

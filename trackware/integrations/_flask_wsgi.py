@@ -138,7 +138,7 @@ class FlaskState(RequestState):
                 if wsgi.secure_auto:
                     # Read now: a ProxyFix inside ours has run by now.
                     self.secure = self.environ.get("wsgi.url_scheme") == "https"
-                for cookie in wsgi.engine.response_cookies(self):
+                for cookie in wsgi.engine.cookies.response_cookies(self):
                     headers.append(("Set-Cookie", cookie))
         except Exception:
             _log.error(
