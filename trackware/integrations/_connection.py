@@ -18,8 +18,9 @@ class Connection(RequestState):
     to ``scope_var`` while it runs, it is also the double-tracking guard (no
     ``_active`` to set and reset per tracked request).
 
-    Its flags keep their class defaults until they change (no stores per
-    request); the send and receive wrappers of the request share them.
+    Its flags are shared by the send and receive wrappers of the request;
+    the HTTP ones are stored when a request is tracked (read per message),
+    the websocket ones keep their class defaults until they change.
     """
 
     #: HTTP: the response is complete (its last body chunk or trailer sent).
