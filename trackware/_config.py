@@ -15,14 +15,6 @@ from ._deadletter import DeadLetter, JSONLinesDeadLetter
 from .exceptions import ConfigurationError
 from .exporters._base import Exporter
 
-# renovation: re-export, remove at the end (the exporters' options live in
-# trackware/exporters/_options.py)
-from .exporters._options import ExporterOptions as ExporterOptions
-from .exporters._options import HTTPExporterOptions as HTTPExporterOptions
-from .exporters._options import (
-    LightweightExporterOptions as LightweightExporterOptions,
-)
-
 if t.TYPE_CHECKING:
     import re
 
@@ -32,11 +24,8 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "DestinationStats",
-    "ExporterOptions",
     "FlaskOptions",
-    "HTTPExporterOptions",
     "IntegrationOptions",
-    "LightweightExporterOptions",
     "TrackerOptions",
     "TrackerStats",
 ]

@@ -97,9 +97,6 @@ def adopt_default(tracker: Tracker) -> bool:
     return True
 
 
-_adopt_default = adopt_default  # renovation: re-export, remove at the end
-
-
 def get_tracker() -> Tracker:
     """The tracker for the current context: the request's, else the process default.
 
