@@ -11,7 +11,7 @@ flask = pytest.importorskip("flask")
 
 import trackware  # noqa: E402
 from trackware import tracked  # noqa: E402
-from trackware._context import _scope  # noqa: E402
+from trackware._context import scope_var  # noqa: E402
 from trackware.integrations.flask import Trackware  # noqa: E402
 from trackware.testing import InMemoryExporter, capture_events  # noqa: E402
 
@@ -54,9 +54,9 @@ def tracker() -> t.Iterator[trackware.Tracker]:
     tr = trackware.Tracker([InMemoryExporter()], dead_letter=None, flush_interval=60)
     trackware.set_tracker(tr)
     # Each test starts (and ends) with no request scope bound in this context.
-    token = _scope.set(None)
+    token = scope_var.set(None)
     yield tr
-    _scope.reset(token)
+    scope_var.reset(token)
     tr.shutdown(timeout=1)
 
 

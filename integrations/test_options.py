@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 
 from trackware import ConfigurationError
 from trackware._config import FlaskOptions, IntegrationOptions
-from trackware.integrations._common import TrackingOptions
+from trackware.integrations._options import TrackingOptions
 from trackware.integrations.asgi import TrackwareMiddleware
 from trackware.integrations.flask import Trackware
 

@@ -243,9 +243,9 @@ def _isolate(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[Non
     otherwise be scrubbed from the text a later test reads)."""
     monkeypatch.setenv("TRACKWARE_DEAD_LETTER_PATH", str(tmp_path / "dead.jsonl"))
     monkeypatch.delenv("TRACKWARE_DISABLED", raising=False)
-    from trackware import _log, _tracker
+    from trackware import _default, _log
 
-    monkeypatch.setattr(_tracker, "_default", None)
+    monkeypatch.setattr(_default, "current", None)
     monkeypatch.setattr(_log, "_throttle", _log._Throttle())
     monkeypatch.setattr(_log, "_secrets", collections.OrderedDict())
     monkeypatch.setattr(_log, "_by_length", ())

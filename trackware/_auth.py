@@ -19,10 +19,8 @@ import typing as t
 import httpx
 
 from . import _log
-from .exceptions import AuthError  # renovation: re-export, remove at the end
 
 __all__ = [
-    "AuthError",
     "CachedToken",
     "Credentials",
     "JWTExpiry",
@@ -50,7 +48,8 @@ class TokenCache(t.Generic[K]):
     """Caches tokens by key; ``fetch(key)`` returns ``(token, ttl_seconds)``.
 
     Args:
-        fetch: obtains a fresh token; raises :class:`AuthError` on failure.
+        fetch: obtains a fresh token; raises
+            :class:`~trackware.exceptions.AuthError` on failure.
         refresh_margin: refresh this many seconds before expiry.
         default_ttl: lifetime assumed when ``fetch`` returns ``None`` as TTL.
         max_keys: bound on cached keys (oldest evicted).

@@ -67,7 +67,7 @@ class TrackerOptions(t.TypedDict, total=False):
 
 class IntegrationOptions(t.TypedDict, total=False):
     """The request-tracking options shared by the Flask extension and the ASGI
-    middleware (:class:`~trackware.integrations._common.TrackingOptions`,
+    middleware (:class:`~trackware.integrations.TrackingOptions`,
     less ``tracker`` and ``identity``, which each integration types itself).
 
     ``integrations/test_options.py`` checks these keys against the dataclass.

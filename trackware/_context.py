@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import typing as t
 
-from . import _log
+from . import _ambient, _log
 from ._event import (
     CONTEXT,
     MAX_EMAIL_LENGTH,
@@ -120,12 +120,15 @@ def sendable(values: t.Mapping[str, t.Any] | None, what: str) -> dict[str, t.Any
 scope_var: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
     "trackware_scope", default=None
 )
-_scope = scope_var  # renovation: re-export, remove at the end
 
 
 def current_scope() -> Scope | None:
     """The scope bound to the current context, if any."""
     return scope_var.get()
+
+
+# Lower layers (MXO's interact()) read the current scope through _ambient.
+_ambient.install(current_scope)
 
 
 def identify(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import sys
 import threading
 import time
 import typing as t
@@ -592,33 +591,3 @@ def after_fork(tracker: Tracker) -> None:
 
 _lifecycle.at_exit(_shutdown_all_at_exit, _exit_budget)
 _lifecycle.on_fork(_after_fork_all)
-
-
-# renovation: re-export, remove at the end. The process default moved to
-# trackware._default (``current``); tests still read and monkeypatch
-# ``_tracker._default``.
-def __getattr__(name: str) -> t.Any:
-    if name == "_default":
-        from . import _default
-
-        return _default.current
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _Module(type(sys)):  # type: ignore[misc]
-    """``_tracker._default = x`` sets the process default (tests do)."""
-
-    def __setattr__(self, name: str, value: t.Any) -> None:
-        if name == "_default":
-            from . import _default
-
-            _default.current = value
-            return
-        super().__setattr__(name, value)
-
-    def __delattr__(self, name: str) -> None:
-        if name != "_default":
-            super().__delattr__(name)
-
-
-sys.modules[__name__].__class__ = _Module

@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 import trackware
 from trackware import ConfigurationError
-from trackware.integrations._common import CookieSigner
+from trackware.integrations._cookies import CookieSigner
 from trackware.integrations.asgi import TrackwareMiddleware
 
 SECRET = "asgi-cookie-secret-for-tests"

@@ -17,7 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 import trackware
-from trackware import _tracker
+from trackware import _default
 from trackware.integrations.asgi import TrackwareMiddleware
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
@@ -120,7 +120,7 @@ def test_the_apps_events_reach_the_middlewares_tracker(
         assert len(recorder.events("app.background")) == 4
     # No stand-in default was made (it would have been created on first use,
     # without destinations): the middleware's tracker is the default.
-    assert _tracker._default is recorder.tracker
+    assert _default.current is recorder.tracker
 
 
 def test_streamed_body_and_websocket_of_excluded_requests(
@@ -139,7 +139,7 @@ def test_streamed_body_and_websocket_of_excluded_requests(
 
     asyncio.run(socket())
     assert [e.name for e in recorder.events()] == ["app.streamed", "app.socket"]
-    assert _tracker._default is recorder.tracker
+    assert _default.current is recorder.tracker
 
 
 def test_excluded_request_without_a_tracker_uses_the_process_default(

@@ -10,7 +10,7 @@ import flask
 import pytest
 
 import trackware
-from trackware import _tracker
+from trackware import _default
 from trackware.integrations.flask import Trackware
 from trackware.testing import InMemoryExporter
 
@@ -87,7 +87,7 @@ def test_the_apps_events_reach_the_extensions_tracker(
     assert events == [(m, p) for m, p, _, _ in REQUESTS]
     assert pages == [(m, p) for m, p, _, page in REQUESTS if page]
     # No stand-in default was made: the extension's tracker is the default.
-    assert _tracker._default is tracker
+    assert _default.current is tracker
 
 
 def test_streamed_body_of_an_excluded_request(
@@ -101,4 +101,4 @@ def test_streamed_body_of_an_excluded_request(
     assert response.data == b"ab"
     assert tracker.flush(10)
     assert [e.name for e in memory.events] == ["app.streamed"]
-    assert _tracker._default is tracker
+    assert _default.current is tracker

@@ -10,7 +10,8 @@ import flask
 import pytest
 
 import trackware
-from trackware.integrations._common import RequestTracker, TrackingOptions
+from trackware.integrations._options import TrackingOptions
+from trackware.integrations._request import RequestTracker
 from trackware.integrations.flask import Trackware
 from trackware.testing import CapturedEvents
 

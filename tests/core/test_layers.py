@@ -24,8 +24,6 @@ from __future__ import annotations
 import ast
 import pathlib
 
-import pytest
-
 import trackware
 
 ROOT = pathlib.Path(trackware.__file__).parent
@@ -139,7 +137,6 @@ def test_the_walk_sees_the_package() -> None:
     }
 
 
-@pytest.mark.xfail(reason="renovation in progress (issue 15)", strict=True)
 def test_no_import_runs_upwards() -> None:
     upward = sorted(
         f"{a} ({NAMES[layer(a)]}) imports {b} ({NAMES[layer(b)]})"
@@ -150,7 +147,6 @@ def test_no_import_runs_upwards() -> None:
     assert upward == []
 
 
-@pytest.mark.xfail(reason="renovation in progress (issue 15)", strict=True)
 def test_no_import_circle() -> None:
     graph: dict[str, set[str]] = {name: set() for name in MODULES}
     for a, b, typing_only in imports():

@@ -104,17 +104,18 @@ def test_a_token_from_the_auth_callable_is_scrubbed_from_logs() -> None:
 
 def test_formats_are_checked_to_the_very_end() -> None:
     """``$`` would also match before a final newline; ``\\Z`` does not."""
-    from trackware.exporters import synerise, yotpo
     from trackware.exporters.mxo._mapping import SITE_KEY_RE
-    from trackware.integrations import _common
+    from trackware.exporters.synerise import _mapping as synerise
+    from trackware.exporters.yotpo import _phone as yotpo
+    from trackware.integrations import _cookies
 
     patterns = {
         SITE_KEY_RE: "ONE-NX8P2RSAAU-1813",
-        synerise._ACTION_RE: "product.view",
+        synerise.ACTION_RE: "product.view",
         synerise._UUID_RE: "0f8fad5b-d9cb-469f-a165-70867728950e",
         yotpo._E164_RE: "+48123456789",
-        _common._VISITOR_RE: "0123456789abcdef0123456789abcdef",
-        _common._TID_RE: "0f8fad5b-d9cb-469f",
+        _cookies.VISITOR_RE: "0123456789abcdef0123456789abcdef",
+        _cookies.TID_RE: "0f8fad5b-d9cb-469f",
     }
     for pattern, good in patterns.items():
         assert pattern.match(good), pattern.pattern
@@ -124,16 +125,17 @@ def test_formats_are_checked_to_the_very_end() -> None:
 
 def test_auth_error_and_contract_violation_are_trackware_errors() -> None:
     """One ``except TrackwareError`` catches them; ContractViolation stays a
-    ValueError and both stay importable from their old modules."""
-    from trackware import TrackwareError, _auth
+    ValueError; both live in trackware.exceptions (and AuthError is public)."""
+    import trackware
+    from trackware import TrackwareError
     from trackware.exceptions import AuthError, ContractViolation
-    from trackware.exporters import _base
 
     assert issubclass(AuthError, TrackwareError)
     assert issubclass(ContractViolation, TrackwareError)
     assert issubclass(ContractViolation, ValueError)
-    assert _auth.AuthError is AuthError
-    assert _base.ContractViolation is ContractViolation
+    assert trackware.AuthError is AuthError
+    assert ContractViolation.__module__ == "trackware.exceptions"
+    assert AuthError.__module__ == "trackware.exceptions"
     error = AuthError("refused", retryable=False, status=401, body="no")
     assert (error.retryable, error.status, error.body) == (False, 401, "no")
 

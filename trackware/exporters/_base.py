@@ -18,7 +18,6 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "BaseExporter",
-    "ContractViolation",  # renovation: re-export, remove at the end
     "ExportResult",
     "Exporter",
     "Rejection",

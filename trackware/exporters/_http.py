@@ -32,8 +32,6 @@ __all__ = [
     "ExporterStopped",
     "HTTPRequest",
     "parse_retry_after",
-    "redact_url",  # renovation: re-export, remove at the end
-    "register_url_secrets",  # renovation: re-export, remove at the end
     "response_json",
     "response_text",
     "retry_floor",

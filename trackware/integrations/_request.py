@@ -423,60 +423,6 @@ class RequestTracker:
                 # different thread): nothing of ours is bound there.
                 pass
 
-    # --- the earlier positional forms (tests/core/test_page_records.py) ---------------
-    # renovation: remove when tests/core/test_page_records.py uses begin()/finish()
-    def _begin(
-        self,
-        method: str,
-        path: str,
-        query: t.Any,
-        cookie_header: t.Any,
-        secure: bool,
-        referrer: t.Any,
-        user_agent: t.Any,
-        client_ip: t.Any,
-        tracker: t.Any,
-        scope_var: t.Any,
-        identity: Identity,
-    ) -> RequestState:
-        return self.begin(
-            method,
-            path,
-            cookie_header,
-            user_agent,
-            query=query,
-            secure=secure,
-            referrer=referrer,
-            client_ip=client_ip,
-            identity=identity,
-        )
-
-    # renovation: remove when tests/core/test_page_records.py uses begin()/finish()
-    def _finish(
-        self,
-        state: RequestState,
-        status: t.Any,
-        route: t.Any,
-        endpoint: t.Any,
-        blueprint: t.Any,
-        error: t.Any,
-        scope_var: t.Any,
-        reset: bool,
-    ) -> None:
-        self.finish(
-            state,
-            status,
-            route=route,
-            endpoint=endpoint,
-            blueprint=blueprint,
-            error=error,
-            close=reset,
-        )
-
-    # renovation: remove when tests/core/test_page_records.py uses cookies.sign()
-    def _sign_cookie(self, name: str, value: str) -> str:
-        return self.cookies.sign(name, value)
-
 
 def track_in_scope(
     tracker: Tracker,

@@ -22,7 +22,8 @@ from ..._event import Event
 from ..._retry import RetryPolicy
 from ...exceptions import ConfigurationError, ContractViolation
 from .._base import ExportResult, encode_event, env_options
-from .._http import BaseHTTPExporter, HTTPRequest, redact_url, response_json
+from .._http import BaseHTTPExporter, HTTPRequest, response_json
+from .._urls import redact_url
 from ._contract import (
     AD_EVENT_TYPES,
     CHANNELS,

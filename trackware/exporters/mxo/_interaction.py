@@ -478,11 +478,6 @@ class InteractionExporter(MXOExporter):
 
 
 def _ambient_scope() -> AmbientScope | None:
-    """The current trackware scope (installed by the front layer)."""
-    if not _ambient.installed():
-        # renovation: remove when trackware._context installs its source
-        # (_ambient.install(current_scope)); until then, the old upward import.
-        from ..._context import current_scope
-
-        return current_scope()
+    """The current trackware scope (``trackware._context`` installs its source
+    when the package is imported, which importing this module does first)."""
     return _ambient.current()

@@ -18,9 +18,9 @@ from ..._auth import CachedToken, Credentials, TokenCache, no_credentials
 from ..._event import Event
 from ...exceptions import ConfigurationError, ContractViolation
 from .._base import ExportResult, encode_event, env_options
-from .._http import BaseHTTPExporter, HTTPRequest, redact_url
+from .._http import BaseHTTPExporter, HTTPRequest
+from .._urls import redact_url
 from ._login import API_VERSION, LOGIN_PATH, WorkspaceLogin
-from ._mapping import _UUID_RE as _UUID_RE  # renovation: re-export, remove at the end
 from ._mapping import (
     ACTION_RE,
     AI_EVENT_TYPES,
@@ -41,7 +41,6 @@ AI_ENDPOINTS = ("events/v1", "ai-compat")
 
 _ENV_PREFIX = "TRACKWARE_SYNERISE_"
 
-_ACTION_RE = ACTION_RE  # renovation: re-export, remove at the end
 _KEBAB_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
 
 

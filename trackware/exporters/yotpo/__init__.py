@@ -23,13 +23,12 @@ from .._http import (
     BaseHTTPExporter,
     ExporterStopped,
     HTTPRequest,
-    redact_url,
     retry_floor,
 )
+from .._urls import redact_url
 from ._fields import DEFAULT_FIELD_MAP, MAX_NAME_LENGTH, YotpoFieldMap, snake_case
 from ._limiter import DEFAULT_RATE_LIMIT_WAIT, limiter_for
 from ._mapping import PhoneNormalizer, YotpoMapping
-from ._phone import _E164_RE as _E164_RE  # renovation: re-export, remove at the end
 from ._phone import (
     PHONE_LIBRARY,
     normalize_phone,
