@@ -49,7 +49,11 @@ def _takes_all(exporter: Exporter) -> bool:
     """Does ``exporter.applies`` accept every event (``BaseExporter.applies``
     without an ``events=`` list)?"""
     method = getattr(exporter.applies, "__func__", None)
-    return method is BaseExporter.applies and getattr(exporter, "_only", 0) is None
+    return (
+        method is BaseExporter.applies
+        and isinstance(exporter, BaseExporter)
+        and exporter.only_events is None
+    )
 
 
 class Route:

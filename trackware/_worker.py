@@ -22,7 +22,7 @@ from ._queue import EventQueue
 from ._retry import RetryPolicy
 from ._settle import Batch, Ledger
 from .exporters import Exporter, ExportResult
-from .exporters._base import _export_scope
+from .exporters._base import export_progress
 
 __all__ = ["Destination", "in_worker_thread"]
 
@@ -315,7 +315,7 @@ class Destination:
         if not ledger.begin(batch):
             return
         events = [item[1] for item in batch.items]
-        scope = _export_scope
+        scope = export_progress
         scope.report = functools.partial(ledger.report, batch)
         try:
             result = self._export(batch, events)

@@ -336,6 +336,11 @@ class BaseExporter:
         self._halt.set()
 
     @property
+    def only_events(self) -> frozenset[str] | None:
+        """The event names given as ``events=``, or ``None`` (every event)."""
+        return self._only
+
+    @property
     def halted(self) -> bool:
         """True once :meth:`halt` (or ``close()``) was called."""
         return self._halt.is_set()
@@ -356,12 +361,15 @@ class BaseExporter:
 # --- progress of an export under way -------------------------------------------------
 
 
-class _ExportScope(threading.local):
+class ExportProgress(threading.local):
+    """Where :func:`report_progress` sends an outcome, per thread."""
+
     #: Set by the worker around each export() call on its thread.
     report: t.Callable[[ExportResult], bool] | None = None
 
 
-_export_scope = _ExportScope()
+#: The worker sets ``export_progress.report`` around each ``export()``.
+export_progress = ExportProgress()
 
 
 def report_progress(outcome: ExportResult) -> bool:
@@ -377,7 +385,7 @@ def report_progress(outcome: ExportResult) -> bool:
     sending): make no further call and return at once. Outside a worker (a
     direct ``export()`` call) it does nothing and returns ``True``.
     """
-    report = _export_scope.report
+    report = export_progress.report
     return True if report is None else report(outcome)
 
 
