@@ -51,6 +51,8 @@ class Measure(t.NamedTuple):
     per_op: float
     trackware: str
     check: dict[str, t.Any]
+    #: Each layout's figure (``--layouts``).
+    each: tuple[float, ...] = ()
 
 
 def totals(path: str) -> int:
@@ -140,6 +142,7 @@ def run_all(
                 sum(m.per_op for m in done) / len(done),
                 done[0].trackware,
                 done[0].check,
+                tuple(sorted(m.per_op for m in done)),
             )
             if len(done) == len(ms)
             else None
@@ -222,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         for (row, _), m in sorted(results.items()):
             if m is not None:
-                print(f"  ({row} on {m.trackware}: {json.dumps(m.check)})")
+                each = ", ".join(f"{x:,.0f}" for x in m.each)
+                print(f"  ({row} on {m.trackware}: {json.dumps(m.check)}; {each})")
     if failed:
         print(f"  {len(failed)} run(s) failed (see above): no figure for them")
     if worse:
