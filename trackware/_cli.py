@@ -344,7 +344,10 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     # A misspelt TRACKWARE_* variable is reported before anything reads the
     # environment (by the trackware logger: with no logging configured, its
-    # warnings go to stderr).
+    # warnings go to stderr). The integrations' options module (no framework
+    # import) registers the Flask app.config keys, so that such a key set in
+    # the environment is named as one.
+    importlib.import_module("trackware.integrations._options")
     _env.check_environment()
     args = build_parser().parse_args(argv)
     try:

@@ -11,13 +11,13 @@ import contextvars
 import typing as t
 
 from . import _ambient, _log
-from ._event import (
+from ._validate import (
     CONTEXT,
     MAX_EMAIL_LENGTH,
     MAX_ID_LENGTH,
     MAX_PHONE_LENGTH,
     TRAITS,
-    _Invalid,
+    Invalid,
     text_field,
     valid_subset,
 )
@@ -187,7 +187,7 @@ def _identity(
     is kept and why is logged (identify() never raises)."""
     try:
         return text_field(value, what, max_length, convert)
-    except _Invalid as exc:
+    except Invalid as exc:
         _log.warn(
             f"identify-{what}",
             "trackware: identify(): %s left out: %s",

@@ -15,35 +15,27 @@ import time
 import typing as t
 
 from ._validate import (
+    CONTEXT,
     END_TIMESTAMP,
+    MAX_EMAIL_LENGTH,
     MAX_EVENT_BYTES,
+    MAX_ID_LENGTH,
+    MAX_PHONE_LENGTH,
     MIN_TIMESTAMP,
     PROPERTIES,
+    TRAITS,
     Invalid,
     check_event_id,
     check_name,
     no_redaction,
     sanitize,
+    text_field,
     too_large,
     unix_time,
 )
 from .exceptions import InvalidEventError
 
 __all__ = ["Event", "JSONValue", "make_event", "new_event_id"]
-
-# renovation: re-export, remove at the end: names that moved (the rules and
-# the walk to _validate, JSON encoding to _json), imported "as" themselves
-# for their old importers. Those marked "used here" stay as plain imports.
-from ._json import dumps as dumps
-from ._json import to_jsonable as to_jsonable
-from ._validate import CONTEXT as CONTEXT  # used here
-from ._validate import MAX_EMAIL_LENGTH as MAX_EMAIL_LENGTH  # used here
-from ._validate import MAX_ID_LENGTH as MAX_ID_LENGTH  # used here
-from ._validate import MAX_PHONE_LENGTH as MAX_PHONE_LENGTH  # used here
-from ._validate import TRAITS as TRAITS  # used here
-from ._validate import check_properties as check_properties
-from ._validate import text_field as text_field  # used here
-from ._validate import valid_subset as valid_subset
 
 JSONValue: t.TypeAlias = (
     "str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]"
@@ -53,7 +45,6 @@ JSONValue: t.TypeAlias = (
 # module registers an at-fork hook), so workers never repeat each other's ids;
 # it costs a fraction of uuid.uuid4(), which makes a syscall per id.
 random_bits = random.getrandbits
-_Invalid = Invalid  # renovation: re-export, remove at the end
 _UUID4_MASK = 0xFFFFFFFFFFFF0FFF3FFFFFFFFFFFFFFF
 _UUID4_BITS = 0x00000000000040008000000000000000
 

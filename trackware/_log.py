@@ -54,7 +54,7 @@ def scrub(text: str) -> str:
     return text
 
 
-class _ScrubFilter(logging.Filter):
+class ScrubFilter(logging.Filter):
     """Formats each record once and removes registered secrets from it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -71,7 +71,7 @@ class _ScrubFilter(logging.Filter):
         return True
 
 
-logger.addFilter(_ScrubFilter())
+logger.addFilter(ScrubFilter())
 
 
 class _Throttle:

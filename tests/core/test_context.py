@@ -178,7 +178,7 @@ def test_request_scope_routes_to_its_tracker_and_can_flush() -> None:
 
 def test_without_a_tracker_events_are_counted_as_no_tracker() -> None:
     """track() before any tracker is configured returns None: the event went
-    nowhere, and trackware.stats() counts it (see test_track_hardening)."""
+    nowhere, and trackware.stats() counts it (see test_validate)."""
     assert trackware.track("lonely") is None
     stats = trackware.stats()
     assert stats["tracked"] == 0 and stats["dropped"] == {"no_tracker": 1}

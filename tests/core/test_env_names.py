@@ -335,12 +335,6 @@ def test_the_command_line_checks_at_start_whatever_the_command(
     assert str(tmp_path) not in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="renovation: trackware/_cli.py must import trackware.integrations."
-    "_options (which registers the Flask app.config keys with _env) before its "
-    "environment check; then remove this mark",
-)
 def test_the_command_line_says_where_a_flask_key_belongs() -> None:
     """A Flask option set in the environment: the command line says it is an
     app.config key (the integrations register those keys with the core)."""

@@ -14,7 +14,7 @@ from _support import Sink, run_script
 
 import trackware
 from trackware import REDACTED
-from trackware._event import check_properties
+from trackware._validate import check_properties
 from trackware.integrations._options import TrackingOptions
 from trackware.integrations._request import RequestTracker
 from trackware.testing import InMemoryExporter, capture_events

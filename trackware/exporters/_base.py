@@ -10,7 +10,8 @@ import typing as t
 import uuid
 
 from .. import _env, _log
-from .._event import Event, dumps
+from .._event import Event
+from .._json import dumps
 from ..exceptions import ContractViolation
 
 if t.TYPE_CHECKING:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import threading
 import typing as t
@@ -12,7 +11,7 @@ import certifi
 import httpcore  # noqa: F401 - imported for fork safety (see _build_lock)
 import httpx
 
-from .. import _log
+from .. import _lifecycle, _log
 
 __all__ = ["USER_AGENT", "build_client"]
 
@@ -22,8 +21,8 @@ USER_AGENT = "trackware/0.1 (+python-httpx)"
 # logger; credentials some vendors take as query parameters (Synerise's tracker
 # key) must not reach an app's logs through it.
 _httpx_logger = logging.getLogger("httpx")
-if not any(isinstance(f, _log._ScrubFilter) for f in _httpx_logger.filters):
-    _httpx_logger.addFilter(_log._ScrubFilter())
+if not any(isinstance(f, _log.ScrubFilter) for f in _httpx_logger.filters):
+    _httpx_logger.addFilter(_log.ScrubFilter())
 
 # Fork safety. httpx imports httpcore (and h11, h2, certifi...) only when its
 # first client is built, which here happens on a worker thread: a fork while
@@ -34,21 +33,16 @@ if not any(isinstance(f, _log._ScrubFilter) for f in _httpx_logger.filters):
 # located now (certifi.where() imports more on its first call), and the idna
 # codec is loaded now (socket.getaddrinfo imports it on its first call). Left
 # of a build is the SSL context: it is made while holding _build_lock, which every
-# fork waits for (the register_at_fork below): no child inherits OpenSSL
+# fork waits for (held across every fork, below): no child inherits OpenSSL
 # half-way through loading a bundle. A child builds clients of its own (see
 # after_fork); it never uses its parent's connections or SSL context.
 certifi.where()
 "localhost".encode("idna")
 _build_lock = threading.Lock()
-# Registered after logging's own fork hook (logging is imported first), so this
-# one runs before logging takes its module lock for the fork: a build that logs
-# is never waited for while that lock is held.
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_build_lock.acquire,
-        after_in_parent=_build_lock.release,
-        after_in_child=_build_lock.release,
-    )
+# Taken before logging takes its module lock for the fork (the lifecycle
+# registry's order): a build that logs is never waited for while that lock is
+# held.
+_lifecycle.hold_across_fork(_build_lock)
 
 
 def build_client(

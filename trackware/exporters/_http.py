@@ -19,7 +19,8 @@ import httpx
 
 from .. import _log
 from .._auth import Credentials, TokenAuth, no_credentials
-from .._event import Event, dumps
+from .._event import Event
+from .._json import dumps
 from .._retry import RetryPolicy
 from ..exceptions import AuthError, ConfigurationError
 from ._base import BaseExporter, ExportResult, report_progress

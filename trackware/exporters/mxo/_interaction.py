@@ -11,7 +11,8 @@ import httpx
 from ... import _ambient, _log
 from ..._ambient import AmbientScope
 from ..._auth import CachedToken, Credentials, TokenAuth, TokenCache
-from ..._event import Event, dumps, iso_time
+from ..._event import Event, iso_time
+from ..._json import dumps
 from ...exceptions import AuthError, ConfigurationError, ContractViolation
 from .._base import ExportResult, env_options, iso_time_problem
 from .._http import HTTPRequest

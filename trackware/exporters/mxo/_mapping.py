@@ -6,7 +6,8 @@ import dataclasses
 import re
 import typing as t
 
-from ..._event import Event, to_jsonable
+from ..._event import Event
+from ..._json import to_jsonable
 from ...exceptions import ContractViolation
 from .._base import encode_event
 from .._http import HTTPRequest

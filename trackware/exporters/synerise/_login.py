@@ -12,7 +12,7 @@ import httpx
 
 from ... import _log
 from ..._auth import jwt_expiry
-from ..._event import dumps
+from ..._json import dumps
 from ...exceptions import AuthError
 from .._http import RETRYABLE_STATUSES, response_json, response_text, retry_floor
 
