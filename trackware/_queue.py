@@ -12,7 +12,7 @@ import collections
 import threading
 import typing as t
 
-from ._event import Event
+from ._event import SIZE_SLOT, TIME_SLOT, Event
 from .exceptions import ConfigurationError
 
 __all__ = ["EventQueue", "MemoryQueue", "QueuedEvent", "QUEUE_FULL_POLICIES"]
@@ -123,7 +123,7 @@ class MemoryQueue:
         self.dropped_full = 0
 
     def put(self, event: Event, /) -> list[Event] | None:
-        size: int = event[10]  # Event.size, without the property call
+        size: int = event[SIZE_SLOT]
         with self._lock:
             # Counted on every offer, kept or not, so that
             # enqueued == settled + dropped + queued + in flight.
@@ -149,7 +149,7 @@ class MemoryQueue:
         acquisition when they all fit."""
         size = 0
         for event in events:
-            size += event[10]
+            size += event[SIZE_SLOT]
         n = len(events)
         with self._lock:
             items = self._items
@@ -180,7 +180,7 @@ class MemoryQueue:
                 len(items) >= self.max_events or self._bytes + size > self.max_bytes
             ):
                 old = items.popleft()
-                self._bytes -= old[10]
+                self._bytes -= old[SIZE_SLOT]
                 dropped.append(old)
             self.dropped_full += len(dropped)
             return dropped
@@ -210,7 +210,7 @@ class MemoryQueue:
                 popleft = items.popleft
                 total = 0
                 for _ in range(n):
-                    size: int = items[0][10]  # Event.size, without the property
+                    size: int = items[0][SIZE_SLOT]
                     if events and total + size > max_bytes:
                         break
                     append(popleft())
@@ -231,7 +231,7 @@ class MemoryQueue:
 
     def oldest_time(self) -> float | None:
         try:
-            return t.cast(float, self._items[0][9])  # Event.unix_time
+            return t.cast(float, self._items[0][TIME_SLOT])
         except IndexError:
             return None
 
