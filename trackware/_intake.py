@@ -3,7 +3,7 @@ on a thread of the tracker's own (``trackware-intake``), off the request thread.
 
 A :class:`Tracker` owns one :class:`Intake`; integrations reach it through
 ``Tracker.record_page(record)``, where ``record`` is a :class:`PageRecord`.
-docs/architecture.md says when a record is built on the recording thread instead.
+docs/architecture/front.md says when a record is built on the recording thread instead.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def at_exit(
 
 def watch_exit() -> None:
     """Arm the exit paths that atexit misses, for a component that must run
-    at exit: SIGTERM (on the main thread, once; see docs/architecture.md) and
+    at exit: SIGTERM (on the main thread, once; see docs/architecture/front.md) and
     a spawned multiprocessing child's exit finalizers (a fork child's are
     registered after each fork)."""
     _install_sigterm()

@@ -114,7 +114,7 @@ class Tracker(Preparer):
             ``TRACKWARE_DISABLED=1``).
         shutdown_timeout: the budget of ``shutdown()`` and of the at-exit flush.
         register_atexit: deliver what is queued when the interpreter exits,
-            and before the process ends by SIGTERM (see docs/architecture.md).
+            and before the process ends by SIGTERM (see docs/architecture/front.md).
         queue_factory: builds each destination's queue (default: in memory).
     """
 

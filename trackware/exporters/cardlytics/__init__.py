@@ -2,7 +2,7 @@
 
 :class:`ClientEventExporter` batches events per customer (one session each);
 ``_contract`` maps an event to a ``ClientEventMessage``, ``_session`` starts the
-customer sessions. docs/architecture.md records the choices where Cardlytics'
+customer sessions. docs/architecture/vendors.md records the choices where Cardlytics'
 documents disagree.
 """
 

@@ -1,7 +1,7 @@
 """Synerise: v4 events, transactions and the AI (recommendation) events API.
 
 :class:`SyneriseExporter` routes, batches and authenticates; ``_mapping`` builds
-each event's body against Synerise's rules. docs/architecture.md records the
+each event's body against Synerise's rules. docs/architecture/vendors.md records the
 choices where Synerise's documents leave room.
 """
 

@@ -4,7 +4,7 @@
 id (``app_key``) and API secret and paces requests per store; ``_mapping``
 builds the body, ``_fields`` holds the unpublished endpoint and field names
 (:class:`YotpoFieldMap`), ``_phone`` the E.164 normalisers and ``_limiter``
-the per-store rate limit. docs/architecture.md has the details.
+the per-store rate limit. docs/architecture/vendors.md has the details.
 """
 
 from __future__ import annotations

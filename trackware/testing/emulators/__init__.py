@@ -4,7 +4,7 @@
 on one local HTTP server, validating requests as strictly as the vendors
 document; ``trackware emulate`` runs it in the foreground (:func:`serve`).
 How the emulators validate, and where each vendor's rules live, is in
-docs/architecture.md.
+docs/architecture/emulators.md.
 """
 
 from __future__ import annotations
