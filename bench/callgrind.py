@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=range(1, len(PADS) + 1),
         metavar="K",
         help="the mean of K runs per row, each with the heap shifted: addresses "
-        "decide some hash tables' shapes, worth ~0.4 %% on a row (default 1)",
+        "decide some hash tables' shapes, worth up to ~1 %% on a row (default 1)",
     )
     parser.add_argument("--parallel", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--verbose", action="store_true", help="show what each run did")
