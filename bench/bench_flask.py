@@ -71,7 +71,8 @@ class Client:
         # (concurrently, sharing the GIL); whatever it has not done when the
         # round's requests are over is done before the clock stops, so each
         # variant pays for all of its own work.
-        self.settle = tracker._drain if tracker is not None else (lambda: None)
+        # (stats() builds what waits in the intake first.)
+        self.settle = tracker.stats if tracker is not None else (lambda: None)
         self.base = EnvironBuilder(
             path="/hello", headers={"User-Agent": UA, "Referer": "https://x.test/"}
         ).get_environ()
