@@ -7,6 +7,7 @@ import contextlib
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -376,3 +377,40 @@ def dropped_reasons(tracker: t.Any) -> list[str]:
 
     trackware.signals.event_dropped.connect(receiver, sender=tracker, weak=False)
     return reasons
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    d = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True)
+
+    run(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=trackware test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    extensions = {
+        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "client": "extendedKeyUsage=clientAuth\n",
+    }
+    for who, ext in extensions.items():
+        (d / f"{who}.ext").write_text(ext + "authorityKeyIdentifier=keyid\n")
+        run(
+            "req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr",
+            "-subj", f"/CN={who}",
+        )  # fmt: skip
+        run(
+            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{who}.crt", "-days", "2",
+            "-extfile", f"{who}.ext",
+        )  # fmt: skip
+    names = ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+    return {name: str(d / name) for name in names}

@@ -4,10 +4,7 @@ mutual TLS with ``ssl_context``."""
 
 from __future__ import annotations
 
-import pathlib
-import shutil
 import ssl
-import subprocess
 
 import httpx
 import pytest
@@ -67,40 +64,6 @@ def test_by_default_the_record_is_bounded_and_none_keeps_everything() -> None:
                 client.post(f"/ping?n={n}")
         assert len(server.recorded()) == 5
         assert server.requests_dropped == 0
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client one."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("pki")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True)
-
-    run(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=emulator test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    extensions = {
-        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        "client": "extendedKeyUsage=clientAuth\n",
-    }
-    for who, ext in extensions.items():
-        (d / f"{who}.ext").write_text(ext + "authorityKeyIdentifier=keyid\n")
-        run("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr",
-            "-subj", f"/CN={who}")  # fmt: skip
-        run(
-            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{who}.crt", "-days", "2",
-            "-extfile", f"{who}.ext",
-        )  # fmt: skip
-    return {p.name: str(p) for p in pathlib.Path(d).iterdir()}
 
 
 def test_ssl_context_serves_https_and_can_require_a_client_certificate(

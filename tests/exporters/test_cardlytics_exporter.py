@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import logging
-import shutil
 import ssl
-import subprocess
-import threading
 import time
 import typing as t
 import uuid
@@ -22,7 +18,6 @@ from trackware.exporters.cardlytics import ClientEventExporter
 from trackware.testing import InMemoryExporter
 from trackware.testing.emulators import EmulatorServer
 from trackware.testing.emulators._cardlytics import CardlyticsAPI
-from trackware.testing.emulators._server import _make_handler
 
 CLIENT_ID = "cardlytics-test-client"
 CLIENT_SECRET = "cardlytics-test-secret"
@@ -914,74 +909,13 @@ def test_mutual_tls_certificates(tmp_path: t.Any) -> None:
     assert proxied._cert is None
 
 
-class TLSEmulator(EmulatorServer):
-    """The emulator behind TLS that requires a client certificate (mutual TLS)."""
-
-    def __init__(self, apis: list[CardlyticsAPI], context: ssl.SSLContext) -> None:
-        super().__init__(apis)
-        self.context = context
-
-    def start(self) -> TLSEmulator:
-        server = http.server.ThreadingHTTPServer((self._host, 0), _make_handler(self))
-        server.socket = self.context.wrap_socket(server.socket, server_side=True)
-        server.daemon_threads = True
-        self._server = server
-        self._port = int(server.server_address[1])
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self._port}"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("pki")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True)
-
-    run(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=trackware test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    extensions = {
-        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        "client": "extendedKeyUsage=clientAuth\n",
-    }
-    for who, ext in extensions.items():
-        (d / f"{who}.ext").write_text(ext + "authorityKeyIdentifier=keyid\n")
-        run(
-            "req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr",
-            "-subj", f"/CN={who}",
-        )  # fmt: skip
-        run(
-            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{who}.crt", "-days", "2",
-            "-extfile", f"{who}.ext",
-        )  # fmt: skip
-    names = ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
-    return {name: str(d / name) for name in names}
-
-
 def test_mutual_tls_end_to_end(pki: dict[str, str], api: CardlyticsAPI) -> None:
     """With cert= the exporter presents its client certificate; without it the
     server refuses the handshake and the events stay retryable."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki["ca.crt"])
     context.load_cert_chain(pki["server.crt"], pki["server.key"])
     context.verify_mode = ssl.CERT_REQUIRED
-    with TLSEmulator([api], context) as server:
+    with EmulatorServer([api], ssl_context=context) as server:
         common = {
             "base_url": server.url,
             "client_id": CLIENT_ID,
