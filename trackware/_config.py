@@ -145,6 +145,26 @@ class TrackerStats(t.TypedDict):
     destinations: dict[str, DestinationStats]
 
 
+def summary(stats: TrackerStats) -> str:
+    """``stats`` as the one line a tracker logs when it shuts down: what
+    happened to its events, per destination (sent, rejected, failed, dropped
+    by reason, dead-lettered, still queued)."""
+
+    def reasons(counts: dict[str, int]) -> str:
+        kept = {k: v for k, v in counts.items() if v}
+        return ", ".join(f"{k} {v}" for k, v in sorted(kept.items())) or "none"
+
+    parts = [f"tracked {stats['tracked']}, dropped: {reasons(stats['dropped'])}"]
+    for name, d in stats["destinations"].items():
+        parts.append(
+            f"{name}: sent {d['sent']}, rejected {d['rejected']}, "
+            f"failed {d['failed']}, dropped: {reasons(d['dropped'])}, "
+            f"dead-lettered {d['dead_lettered']}, "
+            f"still queued {d['queue_depth'] + d['in_flight']}"
+        )
+    return "; ".join(parts)
+
+
 # --- checks of Tracker()'s arguments ------------------------------------------------
 
 #: ``Tracker(dead_letter=...)``'s default: the JSON-lines file.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import threading
 import time
@@ -488,6 +489,13 @@ class Tracker(Preparer):
         for b in self._bridges:
             b.disconnect()
         _live.discard(self)
+        if _log.logger.isEnabledFor(logging.INFO):
+            # Every exit says what happened to this tracker's events.
+            _log.logger.info(
+                "trackware: shut down (pid %d): %s",
+                self._pid,
+                _config.summary(self.stats()),
+            )
         if not ok:
             left = {d.name: d.queue.in_flight() for d in self.destinations}
             _log.warn(
