@@ -37,7 +37,7 @@ import sys
 import time
 import typing as t
 
-from _common import NullExporter, sdk_tracer_provider
+from _common import BASE_SCOPE, HEADERS, SECRET, NullExporter, sdk_tracer_provider
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -47,31 +47,6 @@ import trackware
 from trackware.integrations.asgi import TrackwareMiddleware
 
 pc = time.perf_counter_ns
-
-BASE_SCOPE: dict[str, t.Any] = {
-    "type": "http",
-    "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/items/42",
-    "raw_path": b"/items/42",
-    "query_string": b"",
-    "root_path": "",
-    "client": ("127.0.0.1", 50000),
-    "server": ("127.0.0.1", 8000),
-}
-
-#: Signs trackware's cookies (the middleware refuses to start without a key).
-SECRET = "bench-cookie-secret"
-
-HEADERS = [
-    (b"host", b"shop.example"),
-    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0"),
-    (b"accept", b"text/html"),
-    (b"accept-encoding", b"gzip, deflate"),
-    (b"referer", b"https://shop.example/"),
-]
 
 
 def make_app() -> Starlette:

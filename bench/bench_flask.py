@@ -42,7 +42,7 @@ import time
 import typing as t
 
 import flask
-from _common import NullExporter, sdk_tracer_provider
+from _common import NullExporter, absorbing_tracker, sdk_tracer_provider
 from werkzeug.test import EnvironBuilder
 
 import trackware
@@ -142,22 +142,6 @@ _TRACKED: dict[str, tuple[str, dict[str, t.Any]]] = {
 VARIANTS = ("plain Flask", *_TRACKED, "OpenTelemetry FlaskInstrumentor")
 
 
-def _absorbing_tracker() -> trackware.Tracker:
-    """A tracker whose exporter never sends during the run (the worker takes
-    the smaller of the tracker's and the exporter's batch size, and wakes
-    early only for a full batch)."""
-    return trackware.Tracker(
-        [NullExporter(name="absorb", max_batch_size=10_000_000)],
-        max_queue_size=5_000_000,
-        max_queue_bytes=1 << 34,
-        max_batch_size=10_000_000,
-        max_batch_bytes=1 << 34,
-        flush_interval=3600.0,
-        dead_letter=None,
-        register_atexit=False,
-    )
-
-
 def build(variant: str) -> tuple[Client, trackware.Tracker | None]:
     """The app of ``variant`` and the tracker behind it, if any."""
     app = make_app()
@@ -169,7 +153,7 @@ def build(variant: str) -> tuple[Client, trackware.Tracker | None]:
                 [NullExporter()], dead_letter=None, register_atexit=False
             )
         else:
-            tracker = _absorbing_tracker()
+            tracker = absorbing_tracker()
         Trackware(app, tracker=tracker, **options)
     elif variant == "OpenTelemetry FlaskInstrumentor":
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
@@ -183,7 +167,7 @@ def build(variant: str) -> tuple[Client, trackware.Tracker | None]:
 def browser_cookies() -> dict[str, str]:
     """The cookies a returning visitor sends (every variant sends them: Flask
     parses them all)."""
-    tracker = _absorbing_tracker()
+    tracker = absorbing_tracker()
     app = make_app()
     Trackware(app, tracker=tracker)
     client = Client(app, tracker)

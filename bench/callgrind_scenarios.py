@@ -38,7 +38,13 @@ import typing as t  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import NullExporter  # noqa: E402
+from _common import (  # noqa: E402
+    BASE_SCOPE,
+    HEADERS,
+    SECRET,
+    NullExporter,
+    absorbing_tracker,
+)
 
 import trackware  # noqa: E402
 from trackware.exporters import HTTPExporter  # noqa: E402
@@ -57,7 +63,6 @@ NESTED = {
     "customer": {"tier": "gold", "since": 2019},
 }
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
-SECRET = "bench-cookie-secret"
 
 
 class Scenario(t.NamedTuple):
@@ -71,22 +76,6 @@ class Scenario(t.NamedTuple):
     warmup: int
     prepare: t.Callable[[int], None] = lambda k: None
     check: t.Callable[[], dict[str, t.Any]] = lambda: {}
-
-
-def absorbing_tracker() -> trackware.Tracker:
-    """A tracker whose exporter never sends during the run: the worker wakes
-    early only for a full batch (ten million) and the flush interval is an
-    hour, so its queue absorbs every event."""
-    return trackware.Tracker(
-        [NullExporter(name="absorb", max_batch_size=10_000_000)],
-        max_queue_size=5_000_000,
-        max_queue_bytes=1 << 34,
-        max_batch_size=10_000_000,
-        max_batch_bytes=1 << 34,
-        flush_interval=3600.0,
-        dead_letter=None,
-        register_atexit=False,
-    )
 
 
 def settled(tracker: trackware.Tracker) -> int:
@@ -206,26 +195,6 @@ def _write(data: bytes) -> None:
 
 
 # --- ASGI (Starlette) --------------------------------------------------------------
-BASE_SCOPE: dict[str, t.Any] = {
-    "type": "http",
-    "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/items/42",
-    "raw_path": b"/items/42",
-    "query_string": b"",
-    "root_path": "",
-    "client": ("127.0.0.1", 50000),
-    "server": ("127.0.0.1", 8000),
-}
-HEADERS = [
-    (b"host", b"shop.example"),
-    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0"),
-    (b"accept", b"text/html"),
-    (b"accept-encoding", b"gzip, deflate"),
-    (b"referer", b"https://shop.example/"),
-]
 
 
 def asgi_scenario(variant: str) -> Scenario:
