@@ -847,6 +847,32 @@ def test_from_env_names_every_missing_variable() -> None:
         LightweightExporter.from_env({})
 
 
+def test_from_env_needs_no_touchpoint_variable_when_touchpoints_are_given() -> None:
+    """Both exporters: ``TRACKWARE_MXO_TOUCHPOINT`` is required unless
+    ``touchpoints=`` maps the events."""
+    env = {
+        "TRACKWARE_MXO_BASE_URL": "https://mxo.example",
+        "TRACKWARE_MXO_CLIENT_ID": CLIENT_ID,
+        "TRACKWARE_MXO_CLIENT_SECRET": SECRET,
+        "TRACKWARE_MXO_SITE_KEY": SK,
+    }
+    touchpoints = {"offer.viewed": "api://shop/offers"}
+    for cls in (InteractionExporter, LightweightExporter):
+        with pytest.raises(ConfigurationError, match="TRACKWARE_MXO_TOUCHPOINT"):
+            cls.from_env(env)
+        mapped = trackware.Event("offer.viewed")
+        other = trackware.Event("page.viewed")
+        exporter = cls.from_env(env, touchpoints=touchpoints)
+        # Only the mapped events go to MXO: there is no default touchpoint.
+        assert exporter.applies(mapped) and not exporter.applies(other)
+        exporter.close()
+        with_default = cls.from_env(
+            {**env, "TRACKWARE_MXO_TOUCHPOINT": "api://shop"}, touchpoints=touchpoints
+        )
+        assert with_default.applies(mapped) and with_default.applies(other)
+        with_default.close()
+
+
 def test_from_env_builds_working_exporters(emu: EmulatorServer, api: MXOAPI) -> None:
     """Exporters built from the environment deliver (the send-test path)."""
     env = {

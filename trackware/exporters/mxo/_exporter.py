@@ -11,10 +11,11 @@ import httpx
 from ... import _log
 from ..._event import Event
 from ...exceptions import ConfigurationError, ContractViolation
-from .._base import ExportResult
+from .._base import ExportResult, env_options
 from .._http import BaseHTTPExporter, HTTPRequest, response_json
 from .._urls import redact_url
 from ._mapping import (
+    ENV_PREFIX,
     IDENTITY_FIELDS,
     SITE_KEY_RE,
     TID_RE,
@@ -36,6 +37,30 @@ __all__ = ["MXOExporter"]
 
 class MXOExporter(BaseHTTPExporter):
     """The base of both MXO exporters: touchpoints, identity, properties, tids."""
+
+    @classmethod
+    def _env_options(
+        cls,
+        environ: t.Mapping[str, str] | None,
+        overrides: dict[str, t.Any],
+        required: dict[str, str],
+        optional: dict[str, str],
+    ) -> dict[str, t.Any]:
+        """``from_env``'s keyword arguments from ``TRACKWARE_MXO_*``: the
+        common rule of both exporters is that ``TOUCHPOINT`` is required
+        unless ``touchpoints=`` is given."""
+        if "touchpoints" in overrides:
+            optional = {**optional, "TOUCHPOINT": "default_touchpoint"}
+        else:
+            required = {**required, "TOUCHPOINT": "default_touchpoint"}
+        return env_options(
+            cls.__name__,
+            environ,
+            prefix=ENV_PREFIX,
+            required=required,
+            optional=optional,
+            overrides=overrides,
+        )
 
     def __init__(
         self,

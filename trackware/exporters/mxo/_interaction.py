@@ -14,13 +14,12 @@ from ..._auth import CachedToken, Credentials, TokenAuth, TokenCache
 from ..._event import Event, iso_time
 from ..._json import dumps
 from ...exceptions import AuthError, ConfigurationError, ContractViolation
-from .._base import ExportResult, env_options, iso_time_problem
+from .._base import ExportResult, iso_time_problem
 from .._http import HTTPRequest
 from .._urls import redact_url, register_url_secrets
 from ._exporter import MXOExporter
 from ._mapping import (
     DEFAULT_PROFILE_EVENTS,
-    ENV_PREFIX,
     INTERACTION_PATH,
     JSON,
     MAX_OFFLINE_BATCH,
@@ -237,20 +236,7 @@ class InteractionExporter(MXOExporter):
             "TIMESTAMP_FIELD": "timestamp_field",
             "TOKEN_URL": "token_url",
         }
-        if "touchpoints" in overrides:  # then the default touchpoint is optional
-            optional["TOUCHPOINT"] = "default_touchpoint"
-        else:
-            required["TOUCHPOINT"] = "default_touchpoint"
-        return cls(
-            **env_options(
-                cls.__name__,
-                environ,
-                prefix=ENV_PREFIX,
-                required=required,
-                optional=optional,
-                overrides=overrides,
-            )
-        )
+        return cls(**cls._env_options(environ, overrides, required, optional))
 
     # --- auth -------------------------------------------------------------------------
     def _fetch_token(self, _key: str) -> tuple[str, float | None]:

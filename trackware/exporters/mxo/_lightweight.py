@@ -6,11 +6,10 @@ import typing as t
 
 from ..._event import Event
 from ...exceptions import ConfigurationError, ContractViolation
-from .._base import ExportResult, env_options
+from .._base import ExportResult
 from .._http import HTTPRequest
 from ._exporter import MXOExporter
 from ._mapping import (
-    ENV_PREFIX,
     LIGHTWEIGHT_PATH,
     CustomerKey,
     MXORequest,
@@ -104,20 +103,7 @@ class LightweightExporter(MXOExporter):
             "CUSTOMER_KEY": "customer_key",
             "PROPERTIES_FORMAT": "properties_format",
         }
-        if "touchpoints" in overrides:  # then the default touchpoint is optional
-            optional["TOUCHPOINT"] = "default_touchpoint"
-        else:
-            required["TOUCHPOINT"] = "default_touchpoint"
-        return cls(
-            **env_options(
-                cls.__name__,
-                environ,
-                prefix=ENV_PREFIX,
-                required=required,
-                optional=optional,
-                overrides=overrides,
-            )
-        )
+        return cls(**cls._env_options(environ, overrides, required, optional))
 
     def build_requests(
         self, events: t.Sequence[Event]
