@@ -7,10 +7,14 @@ The layers, lowest first (docs/architecture.md draws them):
    ``_retry``: the RetryPolicy value that exporters accept and the circuit
    breaker, which import nothing of ours)
 1. exporters: ``trackware.exporters.*`` (with the HTTP retry vocabulary)
-2. delivery: the queue, the dead letter, the worker and its accounting
+2. delivery: the queues (memory, the SQLite spool, Redis Streams and their
+   consumer side), the dead letter and its replay, the worker and its accounting
 3. front: the tracker, ``track()``'s preparation, the process default, the
-   scope, the page view, the decorators and the package itself
-4. top: ``trackware.integrations.*``, ``trackware.testing.*``, the CLI
+   scope, the page view, the decorators, the inspector's client and the
+   package itself
+4. top: ``trackware.integrations.*``, ``trackware.testing.*``, the CLI, and
+   the public add-on modules (``inspector``, ``metrics``, ``worker``,
+   ``deadletter``)
 
 A module may import from its own layer and the layers below it, including
 under ``if TYPE_CHECKING:`` (a typing-only import upwards is still a
@@ -28,7 +32,16 @@ import trackware
 
 ROOT = pathlib.Path(trackware.__file__).parent
 
-DELIVERY = {"_queue", "_deadletter", "_worker", "_settle"}
+DELIVERY = {
+    "_queue",
+    "_deadletter",
+    "_worker",
+    "_settle",
+    "_spool",
+    "_streams",
+    "_stream_consumer",
+    "_replay",
+}
 FRONT = {
     "",  # the package itself
     "_tracker",
@@ -39,8 +52,9 @@ FRONT = {
     "_page",
     "_decorators",
     "_config",
+    "_inspect",
 }
-TOP_MODULES = {"_cli", "__main__"}
+TOP_MODULES = {"_cli", "__main__", "inspector", "metrics", "worker", "deadletter"}
 NAMES = ["foundation", "exporters", "delivery", "front", "top"]
 
 
