@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import glob
 import logging
 import os
 import queue
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -173,6 +175,44 @@ def bench_delivery(n: int) -> list[tuple[str, float, int]]:
     return rows
 
 
+def run_extras(timeout: float = 1800.0) -> int:
+    """Run every ``bench/bench_extra_*.py`` (added by other parts of the
+    project), each in its own process, under a heading of its own. A failing
+    or hanging script prints its error and the others still run. Returns the
+    number that failed."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    failed = 0
+    for path in sorted(glob.glob(os.path.join(here, "bench_extra_*.py"))):
+        name = os.path.basename(path)
+        print(f"\n## {name}", flush=True)
+        try:
+            proc = subprocess.run(
+                [sys.executable, path],
+                cwd=os.path.dirname(here),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout or ""
+            text = out.decode() if isinstance(out, bytes) else out
+            print(text, end="" if text.endswith("\n") or not text else "\n")
+            print(f"  [FAILED] {name}: no result within {timeout:.0f} s")
+            failed += 1
+            continue
+        except OSError as exc:
+            print(f"  [FAILED] {name}: {exc}")
+            failed += 1
+            continue
+        out = proc.stdout
+        print(out, end="" if out.endswith("\n") or not out else "\n", flush=True)
+        if proc.returncode != 0:
+            print(f"  [FAILED] {name} exited with status {proc.returncode}")
+            failed += 1
+    return failed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=100_000)
@@ -180,7 +220,18 @@ def main() -> int:
     parser.add_argument(
         "--core-only", action="store_true", help="skip the Flask and ASGI benches"
     )
+    parser.add_argument(
+        "--extras-only",
+        action="store_true",
+        help="only run the bench/bench_extra_*.py scripts",
+    )
+    parser.add_argument(
+        "--no-extras", action="store_true", help="skip bench/bench_extra_*.py"
+    )
     args = parser.parse_args()
+    if args.extras_only:
+        run_extras()
+        return 0
     gc.collect()
     print(f"Python {sys.version.split()[0]} on {os.cpu_count()} cores\n")
     print(f"## Cost on the caller's thread (median of {args.calls:,} calls)")
@@ -221,6 +272,8 @@ def main() -> int:
         flask_main([])
         print()
         asgi_main([])
+    if not args.no_extras:
+        run_extras()
     return 0
 
 
