@@ -23,7 +23,9 @@ __all__ = [
     "DeadLetter",
     "DeadLetterRecord",
     "JSONLinesDeadLetter",
+    "DeadLetterStore",
     "MemoryDeadLetter",
+    "StoredDeadLetter",
     "default_dead_letter_path",
 ]
 
@@ -58,6 +60,30 @@ class DeadLetter(t.Protocol):
     """**Protocol:** somewhere to keep events that could not be delivered."""
 
     def write(self, records: t.Sequence[DeadLetterRecord], /) -> None: ...
+
+
+class StoredDeadLetter(t.NamedTuple):
+    """One dead letter read back from a :class:`DeadLetterStore`."""
+
+    key: str  # stable id of the record within its store (used by remove)
+    time: str  # ISO-8601 UTC time it was dead-lettered
+    destination: str
+    reason: str
+    status: int | None
+    response: str | None  # scrubbed vendor answer (truncated)
+    attempts: int
+    event: dict[str, t.Any]  # Event.to_dict() form; Event.from_dict keeps the id
+
+
+@t.runtime_checkable
+class DeadLetterStore(DeadLetter, t.Protocol):
+    """A dead letter that can be read back and pruned (replay, CLI, inspector)."""
+
+    def list(self, destination: str | None = None) -> list[StoredDeadLetter]: ...
+
+    def remove(self, keys: t.Collection[str], /) -> int: ...
+
+    def purge(self, destination: str | None = None) -> int: ...
 
 
 def default_dead_letter_path() -> pathlib.Path:
