@@ -8,12 +8,18 @@ Records never hold credentials: reason and response pass the secret scrubber.
 
 from __future__ import annotations
 
+import builtins
 import collections
+import contextlib
+import fcntl
+import hashlib
+import json
 import os
 import pathlib
 import threading
 import time
 import typing as t
+import uuid
 
 from . import _log
 from ._event import Event, iso_time
@@ -101,10 +107,19 @@ def default_dead_letter_path() -> pathlib.Path:
 class JSONLinesDeadLetter:
     """Appends dead letters to a JSON-lines file, rotating it past ``max_bytes``.
 
+    Each line carries a ``key`` (a random UUID) that :meth:`list` reports and
+    :meth:`remove` takes; a line written before keys existed gets one derived
+    from its content. Several processes may share the file (the workers of a
+    prefork server): every write, rotation and rewrite holds an exclusive
+    ``fcntl`` lock on ``<path>.lock``, and :meth:`remove`/:meth:`purge` write
+    the kept lines to a new file that replaces the old one (``os.replace``),
+    so a record appended concurrently is never lost and a reader never sees
+    a half-written file.
+
     Args:
         path: the file (created with its folder on first write, mode 0600).
         max_bytes: rotate when the file would grow past this size.
-        backups: rotated files to keep.
+        backups: rotated files to keep (``<path>.1`` the newest).
     """
 
     def __init__(
@@ -121,12 +136,39 @@ class JSONLinesDeadLetter:
         self.backups = backups
         self._lock = threading.Lock()
 
+    @property
+    def lock_path(self) -> pathlib.Path:
+        """The file whose ``fcntl`` lock every writer of :attr:`path` takes."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    @contextlib.contextmanager
+    def _locked(self, *, create: bool) -> t.Iterator[bool]:
+        """This process's lock, then the file lock shared with other
+        processes. Yields False (unlocked) when the folder does not exist and
+        ``create`` is off: there is nothing to read or rewrite."""
+        with self._lock:
+            if create:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except FileNotFoundError:
+                if create:
+                    raise
+                yield False
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield True
+            finally:
+                os.close(fd)  # closing releases the lock
+
     def write(self, records: t.Sequence[DeadLetterRecord], /) -> None:
         if not records:
             return
-        data = "".join(dumps(r.to_dict()) + "\n" for r in records).encode("utf-8")
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = "".join(
+            dumps({"key": uuid.uuid4().hex, **r.to_dict()}) + "\n" for r in records
+        ).encode("utf-8")
+        with self._locked(create=True):
             try:
                 size = self.path.stat().st_size
             except FileNotFoundError:
@@ -156,28 +198,202 @@ class JSONLinesDeadLetter:
 
     def read(self) -> list[dict[str, t.Any]]:
         """Every record currently in the file (not the rotated backups)."""
-        import json
-
         try:
             text = self.path.read_text("utf-8")
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
+    def files(self) -> list[pathlib.Path]:
+        """The files holding records, oldest first: the rotated backups
+        (``<path>.N`` ... ``<path>.1``), then :attr:`path`."""
+        found = [
+            self.path.with_name(f"{self.path.name}.{i}")
+            for i in range(self.backups, 0, -1)
+        ]
+        found.append(self.path)
+        return [p for p in found if p.is_file()]
+
+    def list(self, destination: str | None = None) -> list[StoredDeadLetter]:
+        """The records of every file (backups first, oldest first), or of
+        ``destination`` only. Lines that are not records (cut short by a crash
+        mid-write) are skipped."""
+        out: list[StoredDeadLetter] = []
+        for path in self.files():
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # rotated away meanwhile
+                continue
+            for line in data.splitlines():
+                stored = _parse_line(line)
+                if stored is not None and (
+                    destination is None or stored.destination == destination
+                ):
+                    out.append(stored)
+        return out
+
+    def remove(self, keys: t.Collection[str], /) -> int:
+        """Remove the records with these keys; returns how many were removed."""
+        wanted = frozenset(keys)
+        if not wanted:
+            return 0
+        return self._rewrite(
+            lambda line, stored: stored is not None and stored.key in wanted
+        )
+
+    def purge(self, destination: str | None = None) -> int:
+        """Remove every record (of ``destination`` only, when given); returns
+        how many were removed. Without ``destination``, lines that are not
+        records go too (they are not counted)."""
+        if destination is None:
+            return self._rewrite(lambda line, stored: True)
+        return self._rewrite(
+            lambda line, stored: (
+                stored is not None and stored.destination == destination
+            )
+        )
+
+    def _rewrite(self, drop: t.Callable[[bytes, StoredDeadLetter | None], bool]) -> int:
+        removed = 0
+        with self._locked(create=False) as locked:
+            if not locked:
+                return 0
+            for path in self.files():
+                data = path.read_bytes()
+                kept: list[bytes] = []
+                dropped = 0
+                for line in data.splitlines(keepends=True):
+                    if not line.strip():
+                        continue
+                    stored = _parse_line(line)
+                    if drop(line, stored):
+                        dropped += stored is not None
+                        continue
+                    kept.append(line if line.endswith(b"\n") else line + b"\n")
+                if len(kept) == sum(1 for x in data.splitlines() if x.strip()):
+                    continue  # nothing of this file goes
+                removed += dropped
+                _replace(path, b"".join(kept))
+        return removed
+
     def __repr__(self) -> str:
         return f"JSONLinesDeadLetter({str(self.path)!r})"
 
 
+def _replace(path: pathlib.Path, data: bytes) -> None:
+    """``path``'s content becomes ``data``, at once (a reader sees the old
+    file or the new one, never a mix)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+def _parse_line(line: bytes) -> StoredDeadLetter | None:
+    """One line of a dead-letter file as a record, or None (not a record)."""
+    try:
+        data = json.loads(line)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    if not isinstance(data, dict):
+        return None
+    key = data.get("key")
+    if not isinstance(key, str) or not key:
+        # Written before records had keys: one derived from the line itself.
+        key = "h" + hashlib.sha256(line.rstrip(b"\r\n")).hexdigest()[:31]
+    return _stored(key, data)
+
+
+def _stored(key: str, data: t.Mapping[str, t.Any]) -> StoredDeadLetter | None:
+    event = data.get("event")
+    destination = data.get("destination")
+    if not isinstance(event, dict) or not isinstance(destination, str):
+        return None
+    status = data.get("status")
+    response = data.get("response")
+    attempts = data.get("attempts")
+    return StoredDeadLetter(
+        key=key,
+        time=str(data.get("time") or ""),
+        destination=destination,
+        reason=str(data.get("reason") or ""),
+        status=status if isinstance(status, int) else None,
+        response=response if isinstance(response, str) else None,
+        attempts=attempts if isinstance(attempts, int) else 0,
+        event=event,
+    )
+
+
 class MemoryDeadLetter:
-    """Keeps the most recent ``maxlen`` dead letters in memory (tests, demos)."""
+    """Keeps the most recent ``maxlen`` dead letters in memory (tests, demos).
+
+    :attr:`records` holds them in order; :meth:`list` gives each a key
+    (unique within this object) that :meth:`remove` takes.
+    """
 
     def __init__(self, maxlen: int = 10_000) -> None:
         self.records: collections.deque[DeadLetterRecord] = collections.deque(
             maxlen=maxlen
         )
+        # (key, time) of each record, in step with ``records``.
+        self._meta: collections.deque[tuple[str, str]] = collections.deque(
+            maxlen=maxlen
+        )
+        self._lock = threading.Lock()
 
     def write(self, records: t.Sequence[DeadLetterRecord], /) -> None:
-        self.records.extend(records)
+        now = iso_time(time.time())
+        with self._lock:
+            self.records.extend(records)
+            self._meta.extend((uuid.uuid4().hex, now) for _ in records)
 
     def read(self) -> list[dict[str, t.Any]]:
-        return [r.to_dict() for r in list(self.records)]
+        return [r.to_dict() for r in builtins.list(self.records)]
+
+    def list(self, destination: str | None = None) -> list[StoredDeadLetter]:
+        with self._lock:
+            pairs = builtins.list(zip(self._meta, self.records, strict=True))
+        out: list[StoredDeadLetter] = []
+        for (key, when), record in pairs:
+            if destination is not None and record.destination != destination:
+                continue
+            data = record.to_dict()
+            data["time"] = when
+            stored = _stored(key, data)
+            if stored is not None:
+                out.append(stored)
+        return out
+
+    def remove(self, keys: t.Collection[str], /) -> int:
+        wanted = frozenset(keys)
+        return self._keep(lambda key, record: key not in wanted)
+
+    def purge(self, destination: str | None = None) -> int:
+        return self._keep(
+            lambda key, record: (
+                destination is not None and record.destination != destination
+            )
+        )
+
+    def _keep(self, keep: t.Callable[[str, DeadLetterRecord], bool]) -> int:
+        with self._lock:
+            pairs = builtins.list(zip(self._meta, self.records, strict=True))
+            kept = [(m, r) for m, r in pairs if keep(m[0], r)]
+            self._meta.clear()
+            self.records.clear()
+            self._meta.extend(m for m, _ in kept)
+            self.records.extend(r for _, r in kept)
+        return len(pairs) - len(kept)
+
+    def after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the lock."""
+        self._lock = threading.Lock()
