@@ -63,6 +63,17 @@ class TrackerOptions(t.TypedDict, total=False):
     shutdown_timeout: float
     register_atexit: bool
     queue_factory: t.Callable[[Exporter], EventQueue] | None
+    spool: str | os.PathLike[str] | t.Mapping[str, str | os.PathLike[str] | None] | None
+    durability: str
+    spool_commit_interval: float
+    spool_max_bytes: int
+    spool_fsync: bool
+    spool_adopt_interval: float
+    queue: str | None
+    redis_namespace: str
+    redis_maxlen: int
+    inspector: str | None
+    inspector_token: str | None
 
 
 class IntegrationOptions(t.TypedDict, total=False):
@@ -132,6 +143,15 @@ class DestinationStats(t.TypedDict):
     circuit: str
     last_error: str | None
     batches: int
+    #: Events written to the durable spool (0 without one; docs/durable.md).
+    spooled: int
+    #: Events adopted from spool files of processes that died.
+    recovered: int
+    #: The size of this destination's spool file, bytes.
+    spool_bytes: int
+    #: The queue's own figures (the spool's or Redis Streams' state,
+    #: fallbacks...): see docs/durable.md and docs/scaling.md.
+    backend: dict[str, int | str | None]
 
 
 class TrackerStats(t.TypedDict):
@@ -143,6 +163,22 @@ class TrackerStats(t.TypedDict):
     unrouted: int
     dropped: dict[str, int]
     destinations: dict[str, DestinationStats]
+
+
+_SPOOL_KEYS = ("spooled", "recovered", "spool_bytes")
+
+
+def destination_stats(dest: t.Any) -> DestinationStats:
+    """One destination's counters: its ledger's, and its queue's own
+    (``extra_stats()``, when the queue has it: the spool's and Redis
+    Streams'), the spool's three at the top and the rest under ``backend``."""
+    stats: dict[str, t.Any] = dest.stats()
+    extra_stats = getattr(dest.queue, "extra_stats", None)
+    extra: dict[str, t.Any] = dict(extra_stats()) if extra_stats is not None else {}
+    for key in _SPOOL_KEYS:
+        stats[key] = int(extra.pop(key, 0) or 0)
+    stats["backend"] = extra
+    return t.cast(DestinationStats, stats)
 
 
 def summary(stats: TrackerStats) -> str:
@@ -246,6 +282,14 @@ TRACKER_VARIABLES: dict[str, tuple[str, type]] = {
     "TRACKWARE_SHUTDOWN_TIMEOUT": ("shutdown_timeout", float),
     "TRACKWARE_QUEUE_FULL_POLICY": ("queue_full_policy", str),
     "TRACKWARE_STRICT": ("strict", bool),
+    "TRACKWARE_SPOOL": ("spool", str),
+    "TRACKWARE_SPOOL_DURABILITY": ("durability", str),
+    "TRACKWARE_SPOOL_COMMIT_INTERVAL": ("spool_commit_interval", float),
+    "TRACKWARE_SPOOL_MAX_BYTES": ("spool_max_bytes", int),
+    "TRACKWARE_SPOOL_FSYNC": ("spool_fsync", bool),
+    "TRACKWARE_REDIS_URL": ("queue", str),
+    "TRACKWARE_REDIS_NAMESPACE": ("redis_namespace", str),
+    "TRACKWARE_REDIS_MAXLEN": ("redis_maxlen", int),
 }
 
 #: The variable that adds an HTTPExporter.

@@ -48,6 +48,17 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
         "TRACKWARE_QUEUE_FULL_POLICY",
         "TRACKWARE_STRICT",
         "TRACKWARE_HTTP_URL",
+        "TRACKWARE_SPOOL",
+        "TRACKWARE_SPOOL_DURABILITY",
+        "TRACKWARE_SPOOL_COMMIT_INTERVAL",
+        "TRACKWARE_SPOOL_MAX_BYTES",
+        "TRACKWARE_SPOOL_FSYNC",
+        "TRACKWARE_REDIS_URL",
+        "TRACKWARE_REDIS_NAMESPACE",
+        "TRACKWARE_REDIS_MAXLEN",
+        # Tracker(inspector=..., inspector_token=...) defaults
+        "TRACKWARE_INSPECTOR",
+        "TRACKWARE_INSPECTOR_TOKEN",
         # The vendor emulators' address, read by the example apps and the
         # test helpers (not by the library).
         "TRACKWARE_EMULATOR_URL",

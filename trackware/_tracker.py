@@ -19,11 +19,11 @@ import weakref
 import blinker
 
 from . import _config, _env, _intake, _lifecycle, _log, signals
+from ._backends import Backends, QueueFactory, SpoolOption
 from ._bridge import Bridge
 from ._config import TrackerStats
 from ._event import Event
 from ._prepare import EventHook, Preparer
-from ._queue import EventQueue, MemoryQueue
 from ._retry import RetryPolicy
 from ._settle import count_value
 from ._worker import Destination
@@ -33,12 +33,11 @@ from .exporters._base import BaseExporter, Exporter
 if t.TYPE_CHECKING:
     from typing_extensions import Unpack  # the checker's stubs; 3.10 has none
 
-    from ._config import DestinationStats, TrackerOptions
+    from ._config import TrackerOptions
+    from ._inspect import InspectorClient
     from ._intake import PageRecord
 
 __all__ = ["Bridge", "EventHook", "QueueFactory", "Route", "Tracker"]
-
-QueueFactory = t.Callable[[Exporter], EventQueue]
 
 #: The trackers registered for exit (and re-made at once after a fork).
 _live: weakref.WeakSet[Tracker] = weakref.WeakSet()
@@ -116,7 +115,31 @@ class Tracker(Preparer):
         shutdown_timeout: the budget of ``shutdown()`` and of the at-exit flush.
         register_atexit: deliver what is queued when the interpreter exits,
             and before the process ends by SIGTERM (see docs/architecture/front.md).
-        queue_factory: builds each destination's queue (default: in memory).
+        queue_factory: builds each destination's queue (default: in memory, or
+            as ``spool=``/``queue=`` say; not together with them).
+        spool: a folder for the durable SQLite spool of every destination, or
+            a mapping of destination name to folder (``None``: in memory);
+            see docs/durable.md. ``Tracker.from_env()``: ``TRACKWARE_SPOOL``.
+        durability: ``"batch"`` (default: events reach the spool in group
+            commits at least every ``spool_commit_interval`` seconds) or
+            ``"always"`` (in the spool file before ``track()`` returns).
+        spool_commit_interval: the batch mode's commit interval, seconds.
+        spool_max_bytes: the size limit of each spool file.
+        spool_fsync: fsync every commit (power-loss safety, at a cost).
+        spool_adopt_interval: how often, in seconds, spool files left by dead
+            processes in the same folder are looked for and delivered.
+        queue: a Redis URL (``redis://host:port/db``): the app only appends to
+            Redis Streams and ``trackware worker`` processes deliver (see
+            docs/scaling.md). ``Tracker.from_env()``: ``TRACKWARE_REDIS_URL``.
+        redis_namespace: the streams are ``trackware:{namespace}:{destination}``.
+        redis_maxlen: the approximate length bound of each stream (trimmed
+            events are counted as dropped, reason ``redis_trimmed``).
+        inspector: the URL of a ``trackware inspect`` sidecar to send a copy
+            of every event and outcome to (development; see docs/inspector.md).
+            Default: ``$TRACKWARE_INSPECTOR`` (read by every tracker, not
+            only ``from_env()``).
+        inspector_token: the sidecar's token, when it is not on loopback
+            (default ``$TRACKWARE_INSPECTOR_TOKEN``).
     """
 
     def __init__(
@@ -142,6 +165,17 @@ class Tracker(Preparer):
         shutdown_timeout: float = 5.0,
         register_atexit: bool = True,
         queue_factory: QueueFactory | None = None,
+        spool: SpoolOption = None,
+        durability: str = "batch",
+        spool_commit_interval: float = 0.01,
+        spool_max_bytes: int = 256 * 1024 * 1024,
+        spool_fsync: bool = False,
+        spool_adopt_interval: float = 30.0,
+        queue: str | None = None,
+        redis_namespace: str = "default",
+        redis_maxlen: int = 1_000_000,
+        inspector: str | None = None,
+        inspector_token: str | None = None,
     ) -> None:
         exporters = _config.checked_arguments(
             exporters,
@@ -168,21 +202,34 @@ class Tracker(Preparer):
             "yes",
         )
         self.shutdown_timeout = shutdown_timeout
-        self.dead_letter = _config.dead_letter_from(dead_letter)
-        self._queue_factory: QueueFactory = queue_factory or (
-            lambda _exp: MemoryQueue(
-                max_queue_size,
-                max_queue_bytes,
-                policy=queue_full_policy,
-                block_timeout=block_timeout,
-            )
+        self.backends = Backends(
+            factory=queue_factory,
+            max_queue_size=max_queue_size,
+            max_queue_bytes=max_queue_bytes,
+            policy=queue_full_policy,
+            block_timeout=block_timeout,
+            spool=spool,
+            durability=durability,
+            spool_commit_interval=spool_commit_interval,
+            spool_max_bytes=spool_max_bytes,
+            spool_fsync=spool_fsync,
+            spool_adopt_interval=spool_adopt_interval,
+            queue=queue,
+            redis_namespace=redis_namespace,
+            redis_maxlen=redis_maxlen,
         )
+        self.backends.check_names([e.name for e in exporters])
+        queues = [self.backends.queue_for(exporter) for exporter in exporters]
+        if dead_letter is _config.DEFAULT_DEAD_LETTER:
+            # With a spool, dead letters are kept beside it (replayable).
+            dead_letter = self.backends.default_dead_letter() or dead_letter
+        self.dead_letter = _config.dead_letter_from(dead_letter)
         retry = retry or RetryPolicy()
         self.destinations: tuple[Destination, ...] = tuple(
             Destination(
                 self,
                 exporter,
-                self._queue_factory(exporter),
+                queue,
                 max_batch_size=max_batch_size or exporter.max_batch_size,
                 max_batch_bytes=max_batch_bytes,
                 flush_interval=flush_interval,
@@ -190,7 +237,7 @@ class Tracker(Preparer):
                 dead_letter=self.dead_letter,
                 event_filter=(filters or {}).get(exporter.name),
             )
-            for exporter in exporters
+            for exporter, queue in zip(exporters, queues, strict=True)
         )
         self._routes = tuple(Route(d) for d in self.destinations)
         self._offer_many = self._build_offer_many()
@@ -205,6 +252,7 @@ class Tracker(Preparer):
             and all(
                 getattr(d.queue, "policy", None) != "block" for d in self.destinations
             )
+            and not self.backends.pages_on_request_thread
         )
         self._init_intake()
         self._tracked = itertools.count()
@@ -216,6 +264,15 @@ class Tracker(Preparer):
         self._accepting = self.enabled
         self._shutdown_lock = threading.Lock()
         self._bridges: list[Bridge] = []
+        #: The ``trackware inspect`` client, when ``inspector=`` is set.
+        self.inspector: InspectorClient | None = None
+        # Like TRACKWARE_DISABLED, read by every tracker: a development aid.
+        inspector = inspector or os.environ.get("TRACKWARE_INSPECTOR") or None
+        inspector_token = inspector_token or os.environ.get("TRACKWARE_INSPECTOR_TOKEN")
+        if inspector:
+            from . import _inspect
+
+            self.inspector = _inspect.attach(self, inspector, token=inspector_token)
         if register_atexit:
             _live.add(self)
             _lifecycle.watch_exit()
@@ -486,6 +543,7 @@ class Tracker(Preparer):
                     dest.name,
                     exc_info=True,
                 )
+        self.backends.close(deadline)
         for b in self._bridges:
             b.disconnect()
         _live.discard(self)
@@ -496,6 +554,8 @@ class Tracker(Preparer):
                 self._pid,
                 _config.summary(self.stats()),
             )
+        if self.inspector is not None:
+            self.inspector.close(deadline)
         if not ok:
             left = {d.name: d.queue.in_flight() for d in self.destinations}
             _log.warn(
@@ -525,9 +585,7 @@ class Tracker(Preparer):
             tracked = count_value(self._tracked) + self._tracked_in_batches
             unrouted = count_value(self._unrouted)
             dropped = dict(self._dropped)
-        destinations = {
-            d.name: t.cast("DestinationStats", d.stats()) for d in self.destinations
-        }
+        destinations = {d.name: _config.destination_stats(d) for d in self.destinations}
         return {
             "tracked": tracked,
             "unrouted": unrouted,

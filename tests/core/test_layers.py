@@ -53,6 +53,7 @@ FRONT = {
     "_decorators",
     "_config",
     "_inspect",
+    "_backends",
 }
 TOP_MODULES = {"_cli", "__main__", "inspector", "metrics", "worker", "deadletter"}
 NAMES = ["foundation", "exporters", "delivery", "front", "top"]
