@@ -15,7 +15,7 @@ import threading
 import time
 import typing as t
 
-from . import _lifecycle, _log
+from . import _lifecycle, _log, signals
 from ._deadletter import DeadLetter
 from ._event import Event
 from ._queue import EventQueue
@@ -25,6 +25,8 @@ from .exporters import Exporter, ExportResult
 from .exporters._base import export_progress
 
 __all__ = ["Destination", "in_worker_thread"]
+
+_attempted = signals.export_attempted
 
 _worker_threads: set[int] = set()
 # A forked child's new threads get the ids of the parent's threads (glibc hands
@@ -317,10 +319,20 @@ class Destination:
         events = [item[1] for item in batch.items]
         scope = export_progress
         scope.report = functools.partial(ledger.report, batch)
+        # Timed only while someone listens (trackware.metrics).
+        started = time.monotonic() if _attempted.receivers else None
         try:
             result = self._export(batch, events)
         finally:
             scope.report = None
+        if started is not None:
+            # Before the outcome settles: a flush() that returns has seen it.
+            _attempted.send(
+                self.sender,
+                destination=self.name,
+                events=events,
+                duration=time.monotonic() - started,
+            )
         ledger.finish(batch, result)
 
     def _export(self, batch: Batch, events: list[Event]) -> ExportResult:

@@ -17,6 +17,7 @@ __all__ = [
     "batch_exported",
     "event_dropped",
     "event_tracked",
+    "export_attempted",
     "export_failed",
 ]
 
@@ -89,3 +90,14 @@ batch_exported = _signals.signal("batch-exported")
 #: ``reason``, ``status`` (HTTP status or ``None``), ``final`` (``True`` when
 #: the events will not be retried).
 export_failed = _signals.signal("export-failed")
+
+#: Sent by a destination's worker after each call of its exporter: one
+#: attempt at a batch, whatever came of it (a first attempt or a retry).
+#: Sent before the outcome is settled, so a ``flush()`` that returns has seen
+#: every attempt that decided its events. Sender: the tracker. Keyword
+#: arguments: ``destination`` (name), ``events`` (the batch, a list) and
+#: ``duration`` (the seconds ``export()`` took, a float). Runs on the
+#: worker's thread; the time is only measured while a receiver is connected.
+#: (``trackware.metrics`` feeds its export-latency and batch-size histograms
+#: from it.)
+export_attempted = _signals.signal("export-attempted")
