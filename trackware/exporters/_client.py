@@ -6,12 +6,13 @@ import logging
 import ssl
 import threading
 import typing as t
+import weakref
 
 import certifi
 import httpcore  # noqa: F401 - imported for fork safety (see _build_lock)
 import httpx
 
-from .. import _lifecycle, _log
+from .. import _lifecycle, _log, _tap
 
 __all__ = ["USER_AGENT", "build_client"]
 
@@ -73,7 +74,7 @@ def build_client(
             else:
                 ctx.load_cert_chain(cert[0], cert[1])
             tls = ctx
-        return httpx.Client(
+        client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             verify=tls,
             transport=transport,
@@ -81,3 +82,40 @@ def build_client(
             follow_redirects=False,
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
         )
+    with _hooks_lock:
+        _clients.add(client)
+        if _tap.taps:
+            client.event_hooks = _TAP_HOOKS
+    return client
+
+
+# The inspector's view of the exchanges (trackware._tap): while a tap is
+# registered, every client built here carries httpx event hooks handing each
+# request and answer to it; while none is, no client carries any (zero cost).
+_TAP_HOOKS: dict[str, list[t.Callable[..., t.Any]]] = {
+    "request": [_tap.request_hook],
+    "response": [_tap.response_hook],
+}
+_clients: weakref.WeakSet[httpx.Client] = weakref.WeakSet()
+_hooks_lock = threading.Lock()
+
+
+def _taps_changed(active: bool) -> None:
+    """Install the tap hooks on every live client, or take them off."""
+    hooks: dict[str, list[t.Callable[..., t.Any]]] = (
+        _TAP_HOOKS if active else {"request": [], "response": []}
+    )
+    with _hooks_lock:
+        for client in list(_clients):
+            client.event_hooks = hooks
+
+
+_tap.on_change(_taps_changed)
+
+
+def _after_fork_in_child() -> None:
+    global _hooks_lock
+    _hooks_lock = threading.Lock()
+
+
+_lifecycle.on_fork(_after_fork_in_child)
