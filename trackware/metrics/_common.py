@@ -160,8 +160,8 @@ FAMILIES: tuple[Family, ...] = (
         "circuit", "gauge", ("destination", "state"), "trackware_circuit_state",
         "trackware.circuit.state", "1",
         "1 for the state the destination's circuit breaker is in (closed, "
-        "half_open, open), 0 for the others; summed over processes, how many "
-        "are in each state.",
+        "half_open, open), 0 for the others (Prometheus multi-process mode: "
+        "1 if any live process is in it).",
     ),
 )  # fmt: skip
 
@@ -231,6 +231,8 @@ def connect_attempts(tracker: Tracker, observe: Observe) -> t.Callable[[], None]
     signals.export_attempted.connect(receiver, sender=tracker, weak=False)
 
     def disconnect() -> None:
-        signals.export_attempted.disconnect(receiver, sender=tracker)
+        # Not per sender: blinker would keep the receiver in ``receivers``
+        # (and the worker would go on timing its attempts).
+        signals.export_attempted.disconnect(receiver)
 
     return disconnect

@@ -187,14 +187,17 @@ class PrometheusMetrics:
             return client.Counter(
                 family.prometheus, family.help, family.labels, registry=registry
             )
-        # Summed over the live processes (a dead one's files are removed by
-        # mark_process_dead in gunicorn's child_exit hook).
+        # Over the live processes (a dead one's files are removed by
+        # mark_process_dead in gunicorn's child_exit hook): queue figures add
+        # up; a circuit state is 1 when any process is in it (a gunicorn
+        # master that preloaded the app has a tracker too, idle and closed).
+        mode = "livemax" if family.key == "circuit" else "livesum"
         return client.Gauge(
             family.prometheus,
             family.help,
             family.labels,
             registry=registry,
-            multiprocess_mode="livesum",
+            multiprocess_mode=mode,
         )
 
     # --- the histograms (worker threads) ---------------------------------------------
