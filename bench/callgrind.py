@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib.util
 import json
 import os
 import shutil
@@ -32,13 +33,32 @@ ROWS: dict[str, str] = {
     "flask-returning": "Flask, page + sessions, returning",
     "flask-excluded": "Flask, request excluded",
     "flask-first": "Flask, page + sessions, first visit",
+    "flask-floor": "Flask, the floor (bench/floor.py)",
+    "flask-otel": "Flask, OpenTelemetry instrumentation",
     "asgi-plain": "Starlette request, plain app",
     "asgi-returning": "ASGI, page + sessions, returning",
     "asgi-excluded": "ASGI, request excluded",
     "asgi-first": "ASGI, page + sessions, first visit",
+    "asgi-floor": "ASGI, the floor (bench/floor.py)",
+    "asgi-otel": "ASGI, OpenTelemetry middleware",
     "deliver-null": "delivery to a null exporter, /event",
     "deliver-http": "delivery by HTTPExporter, /event",
 }
+
+
+#: Rows that need OpenTelemetry's instrumentation (bench/requirements.txt).
+OTEL_ROWS = {
+    "flask-otel": "opentelemetry.instrumentation.flask",
+    "asgi-otel": "opentelemetry.instrumentation.asgi",
+}
+
+#: The request-path targets (issue 16): (framework prefix, its name, the
+#: most trackware may add as a multiple of the floor's added instructions).
+FLOOR_TARGETS = (("flask", "Flask", 1.1), ("asgi", "Starlette", 1.2))
+#: trackware at least this many times cheaper than OpenTelemetry's.
+OTEL_FACTOR = 15.0
+#: An excluded request adds at most this many instructions.
+EXCLUDED_MAX = 3_000
 
 
 class RowFailed(Exception):
@@ -187,6 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         print("valgrind not installed: the deterministic (callgrind) rows are skipped")
         return 0
+    missing = [
+        row
+        for row in args.rows
+        if row in OTEL_ROWS and importlib.util.find_spec(OTEL_ROWS[row]) is None
+    ]
+    if missing:
+        print(
+            f"  (not installed: {', '.join(OTEL_ROWS[r] for r in missing)}; "
+            f"rows {', '.join(missing)} skipped: pip install -r bench/requirements.txt)"
+        )
+        args.rows = [row for row in args.rows if row not in missing]
     this = os.path.realpath(THIS_TREE)
     trees = [this]
     if args.against:
@@ -222,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {ROWS[row]:<40} {_count(ours):>12} {_count(theirs):>12}"
                 f" {change:>8}  {verdict}"
             )
+    print_targets({row: results[row, this] for row in args.rows})
     if args.verbose:
         for (row, _), m in sorted(results.items()):
             if m is not None:
@@ -234,6 +266,61 @@ def main(argv: list[str] | None = None) -> int:
     if failed or (worse and args.fail_over is not None):
         return 1
     return 0
+
+
+def targets(per_op: dict[str, float]) -> list[tuple[str, bool]]:
+    """The request-path targets that ``per_op`` (row -> Ir/op of this tree)
+    has the rows for: (what was measured against what, met)."""
+    out: list[tuple[str, bool]] = []
+    for prefix, name, factor in FLOOR_TARGETS:
+        plain = per_op.get(f"{prefix}-plain")
+        if plain is None:
+            continue
+        ours = per_op.get(f"{prefix}-returning")
+        floor = per_op.get(f"{prefix}-floor")
+        otel = per_op.get(f"{prefix}-otel")
+        excluded = per_op.get(f"{prefix}-excluded")
+        if ours is not None and floor is not None:
+            added, floor_added = ours - plain, floor - plain
+            ratio = added / floor_added
+            out.append(
+                (
+                    f"{name}, page + sessions, returning: trackware +{added:,.0f}"
+                    f" vs the floor +{floor_added:,.0f} Ir = {ratio:.2f}x"
+                    f" (target <= {factor:g}x)",
+                    ratio <= factor,
+                )
+            )
+        if ours is not None and otel is not None:
+            added, otel_added = ours - plain, otel - plain
+            times = otel_added / added
+            out.append(
+                (
+                    f"{name}: OpenTelemetry +{otel_added:,.0f} Ir vs trackware"
+                    f" +{added:,.0f} = {times:.1f}x cheaper"
+                    f" (target >= {OTEL_FACTOR:g}x)",
+                    times >= OTEL_FACTOR,
+                )
+            )
+        if excluded is not None:
+            added = excluded - plain
+            out.append(
+                (
+                    f"{name}, excluded request: +{added:,.0f} Ir"
+                    f" (target <= {EXCLUDED_MAX:,})",
+                    added <= EXCLUDED_MAX,
+                )
+            )
+    return out
+
+
+def print_targets(results: dict[str, Measure | None]) -> None:
+    """The targets' rows, each with the floor or anchor beside it."""
+    rows = targets({row: m.per_op for row, m in results.items() if m is not None})
+    if rows:
+        print("\n## Request-path targets (added = row - the plain app's row)")
+        for text, ok in rows:
+            print(f"  [{'met' if ok else 'MISSED'}] {text}")
 
 
 def _count(m: Measure | None) -> str:

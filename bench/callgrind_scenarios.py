@@ -127,7 +127,18 @@ def flask_scenario(variant: str) -> Scenario:
 
     app = make_app()
     tracker: trackware.Tracker | None = None
-    if variant != "plain":
+    floor: t.Any = None
+    if variant == "floor":
+        from floor import FloorTracker, FloorWSGI
+
+        floor = FloorTracker(SECRET)
+        app.wsgi_app = FloorWSGI(app.wsgi_app, floor)  # type: ignore[method-assign]
+    elif variant == "otel":
+        from _common import sdk_tracer_provider
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        FlaskInstrumentor().instrument_app(app, tracer_provider=sdk_tracer_provider())
+    elif variant != "plain":
         tracker = absorbing_tracker()
         options = {"exclude_paths": [r"^/hello"]} if variant == "excluded" else {}
         Trackware(app, tracker=tracker, **options)
@@ -156,10 +167,13 @@ def flask_scenario(variant: str) -> Scenario:
 
     if variant != "first":
         # A returning visitor: the cookies a browser keeps from its first
-        # visit (every variant sends them; Flask parses them all).
-        first = make_app()
-        first_tracker = absorbing_tracker()
-        Trackware(first, tracker=first_tracker)
+        # visit (every variant sends them; Flask parses them all). The floor
+        # gets its own (same names, same number, its own key).
+        first = app if variant == "floor" else make_app()
+        first_tracker = None
+        if variant != "floor":
+            first_tracker = absorbing_tracker()
+            Trackware(first, tracker=first_tracker)
         jar: dict[str, str] = {}
         for _ in range(2):
             body = first(dict(base), start_response)
@@ -168,7 +182,8 @@ def flask_scenario(variant: str) -> Scenario:
                 name, _, rest = header.partition("=")
                 jar[name] = rest.split(";", 1)[0]
             set_cookies.clear()
-        first_tracker.shutdown(timeout=5)
+        if first_tracker is not None:
+            first_tracker.shutdown(timeout=5)
         base["HTTP_COOKIE"] = "; ".join(f"{k}={v}" for k, v in jar.items())
 
     def run(k: int) -> None:
@@ -179,9 +194,11 @@ def flask_scenario(variant: str) -> Scenario:
             settled(tracker)
 
     def check() -> dict[str, t.Any]:
-        out = {"set_cookie_headers": len(set_cookies)}
+        out: dict[str, t.Any] = {"set_cookie_headers": len(set_cookies)}
         if tracker is not None:
             out.update(_counts(tracker))
+        if floor is not None:
+            out["floor_events"] = len(floor.events)
         return out
 
     def prepare(k: int) -> None:
@@ -213,8 +230,19 @@ def asgi_scenario(variant: str) -> Scenario:
 
     loop = asyncio.new_event_loop()
     tracker: trackware.Tracker | None = None
+    floor: t.Any = None
     app: t.Any = make_app()
-    if variant != "plain":
+    if variant == "floor":
+        from floor import FloorASGI, FloorTracker
+
+        floor = FloorTracker(SECRET)
+        app = FloorASGI(app, floor)
+    elif variant == "otel":
+        from _common import sdk_tracer_provider
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app = OpenTelemetryMiddleware(app, tracer_provider=sdk_tracer_provider())
+    elif variant != "plain":
         tracker = absorbing_tracker()
         options = {"exclude_paths": [r"^/items/"]} if variant == "excluded" else {}
         app = TrackwareMiddleware(app, tracker=tracker, cookie_secret=SECRET, **options)
@@ -231,16 +259,22 @@ def asgi_scenario(variant: str) -> Scenario:
 
     headers = list(HEADERS)
     if variant != "first":
-        # The cookies a browser sends back after its first visit.
-        first_tracker = absorbing_tracker()
-        first = TrackwareMiddleware(
-            make_app(), tracker=first_tracker, cookie_secret=SECRET
-        )
+        # The cookies a browser sends back after its first visit (the
+        # floor's own: same names, same number, its own key).
+        first_tracker = None
+        if variant == "floor":
+            first = app
+        else:
+            first_tracker = absorbing_tracker()
+            first = TrackwareMiddleware(
+                make_app(), tracker=first_tracker, cookie_secret=SECRET
+            )
         scope = dict(BASE_SCOPE, headers=headers)
         loop.run_until_complete(first(scope, receive, send))
         jar = b"; ".join(c.split(b";", 1)[0] for c in set_cookies)
         set_cookies.clear()
-        first_tracker.shutdown(timeout=5)
+        if first_tracker is not None:
+            first_tracker.shutdown(timeout=5)
         headers.append((b"cookie", b"theme=dark; " + jar))
 
     async def requests(k: int) -> None:
@@ -256,9 +290,11 @@ def asgi_scenario(variant: str) -> Scenario:
             settled(tracker)
 
     def check() -> dict[str, t.Any]:
-        out = {"set_cookie_headers": len(set_cookies)}
+        out: dict[str, t.Any] = {"set_cookie_headers": len(set_cookies)}
         if tracker is not None:
             out.update(_counts(tracker))
+        if floor is not None:
+            out["floor_events"] = len(floor.events)
         return out
 
     def prepare(k: int) -> None:
@@ -339,10 +375,14 @@ SCENARIOS: dict[str, t.Callable[[], Scenario]] = {
     "flask-returning": lambda: flask_scenario("returning"),
     "flask-excluded": lambda: flask_scenario("excluded"),
     "flask-first": lambda: flask_scenario("first"),
+    "flask-floor": lambda: flask_scenario("floor"),
+    "flask-otel": lambda: flask_scenario("otel"),
     "asgi-plain": lambda: asgi_scenario("plain"),
     "asgi-returning": lambda: asgi_scenario("returning"),
     "asgi-excluded": lambda: asgi_scenario("excluded"),
     "asgi-first": lambda: asgi_scenario("first"),
+    "asgi-floor": lambda: asgi_scenario("floor"),
+    "asgi-otel": lambda: asgi_scenario("otel"),
     "deliver-null": lambda: delivery_scenario("null"),
     "deliver-http": lambda: delivery_scenario("http"),
 }
