@@ -767,20 +767,22 @@ class RedisStreams:
         self._down_since = None
 
     # --- shutdown -------------------------------------------------------------------
-    def close(self, deadline: float) -> None:
+    def close(self, deadline: float) -> bool:
         """Forward what is buffered (and in the fallback) until ``deadline``
         (a ``time.monotonic()`` value); what is left stays in the fallback
-        queue, counted (``redis_unforwarded``) and logged. Never raises."""
+        queue, counted (``redis_unforwarded``) and logged. Never raises.
+        True if everything reached Redis."""
         try:
-            self._close(deadline)
+            return self._close(deadline) == 0
         except Exception:
             _log.error(
                 "redis-close",
                 "trackware: closing the Redis streams failed",
                 exc_info=True,
             )
+            return False
 
-    def _close(self, deadline: float) -> None:
+    def _close(self, deadline: float) -> int:
         self._closing = True
         thread = self._thread
         if thread is None and any(
@@ -829,6 +831,7 @@ class RedisStreams:
                 client.close()
             except Exception:
                 pass
+        return left
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,488 @@
+"""The app side of Redis Streams (trackware/_streams.py) against a real Redis:
+app processes only append; trimming is counted; Redis lost and back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import typing as t
+
+import pytest
+from _support import run_script
+
+import trackware
+from trackware._codec import decode
+from trackware._queue import MemoryQueue
+from trackware._streams import (
+    EVENT_FIELD,
+    GROUP,
+    ID_FIELD,
+    RedisStreams,
+    stream_key,
+    trimmed_key,
+)
+from trackware.testing import InMemoryExporter
+
+if t.TYPE_CHECKING:
+    import redis
+
+#: tests/redis/conftest.py's RedisServer (conftest modules are not imported
+#: by name under --import-mode=importlib).
+RedisServer = t.Any
+
+
+def entries(client: redis.Redis, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry of stream ``key``, oldest first."""
+    out: list[tuple[bytes, dict[bytes, bytes]]] = []
+    start = "-"
+    while True:
+        chunk = client.xrange(key, min=start, max="+", count=5000)
+        if not chunk:
+            return out
+        out.extend(chunk)
+        start = "(" + chunk[-1][0].decode()
+
+
+def backend(tracker: trackware.Tracker, name: str = "memory") -> dict[str, t.Any]:
+    return t.cast("dict[str, t.Any]", tracker.stats()["destinations"][name]["backend"])
+
+
+def test_import_trackware_does_not_import_redis() -> None:
+    out = run_script(
+        """
+        import sys, trackware, trackware._streams
+        print("redis" in sys.modules)
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_events_reach_the_stream_encoded_once_with_their_ids(
+    redis_url: str, redis_namespace: str, redis_client: redis.Redis
+) -> None:
+    ids: list[str] = []
+
+    def tracked(sender: object, event: t.Any, **kw: object) -> None:
+        ids.append(event.event_id)
+
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_url,
+        redis_namespace=redis_namespace,
+        dead_letter=None,
+    )
+    trackware.signals.event_tracked.connect(tracked)
+    try:
+        for i in range(300):
+            tracker.track("order.paid", {"i": i}, user_id=f"u{i}")
+        # flush() returns once Redis acknowledged every append.
+        assert tracker.flush(timeout=10)
+        got = entries(redis_client, stream_key(redis_namespace, "memory"))
+        assert len(got) == 300
+        events = [decode(fields[EVENT_FIELD]) for _, fields in got]
+        assert [e.event_id for e in events] == ids
+        assert [fields[ID_FIELD].decode() for _, fields in got] == ids
+        assert [e.properties["i"] for e in events] == list(range(300))
+        assert events[7].user_id == "u7"
+        stats = backend(tracker)
+        assert stats["redis_appended"] == 300
+        assert stats["redis_state"] == "up"
+        assert stats["redis_fallback"] == 0
+        # The in-process worker delivers nothing: trackware worker does.
+        assert tracker.stats()["destinations"]["memory"]["sent"] == 0
+    finally:
+        trackware.signals.event_tracked.disconnect(tracked)
+        assert tracker.shutdown(timeout=10)
+
+
+@pytest.mark.slow
+def test_two_app_processes_append_with_ids_intact(
+    redis_url: str, redis_namespace: str, redis_client: redis.Redis
+) -> None:
+    """Events appended by 2 app processes reach the stream: each exactly once,
+    with the id the app gave it, in each process's order."""
+    code = """
+        import json, sys, trackware
+        from trackware.testing import InMemoryExporter
+        url, namespace, tag, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+        ids = []
+        trackware.signals.event_tracked.connect(
+            lambda sender, event, **kw: ids.append(event.event_id), weak=False
+        )
+        tracker = trackware.Tracker(
+            [InMemoryExporter()], queue=url, redis_namespace=namespace, dead_letter=None
+        )
+        for i in range(n):
+            tracker.track("load.test", {"proc": tag, "i": i})
+        ok = tracker.flush(timeout=60)
+        done = tracker.shutdown(timeout=30)
+        stats = tracker.stats()["destinations"]["memory"]["backend"]
+        print(json.dumps({"ok": ok and done, "ids": ids, "stats": stats}))
+    """
+    n = 5000
+    import subprocess
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(__file__))
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                __import__("textwrap").dedent(code),
+                redis_url,
+                redis_namespace,
+                tag,
+                str(n),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for tag in ("a", "b")
+    ]
+    reports = {}
+    for tag, proc in zip(("a", "b"), procs, strict=True):
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        reports[tag] = json.loads(out.strip().splitlines()[-1])
+        assert reports[tag]["ok"], reports[tag]["stats"]
+        assert len(reports[tag]["ids"]) == n
+        assert reports[tag]["stats"]["redis_appended"] == n
+
+    got = entries(redis_client, stream_key(redis_namespace, "memory"))
+    assert len(got) == 2 * n
+    by_proc: dict[str, list[t.Any]] = {"a": [], "b": []}
+    for _, fields in got:
+        event = decode(fields[EVENT_FIELD])
+        assert fields[ID_FIELD].decode() == event.event_id
+        by_proc[event.properties["proc"]].append(event)
+    for tag in ("a", "b"):
+        events = by_proc[tag]
+        assert [e.event_id for e in events] == reports[tag]["ids"]
+        assert [e.properties["i"] for e in events] == list(range(n))
+
+
+def test_trimming_counts_entries_no_worker_read(
+    redis_url: str, redis_namespace: str, redis_client: redis.Redis
+) -> None:
+    """MAXLEN ~ trims the stream; entries trimmed before the group read them
+    are counted (stats and the fleet-wide counter), read ones are not."""
+    key = stream_key(redis_namespace, "memory")
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_url,
+        redis_namespace=redis_namespace,
+        redis_maxlen=200,
+        dead_letter=None,
+    )
+    try:
+        # No consumer group yet: every trimmed entry is unread.
+        for i in range(1000):
+            tracker.track("e", {"i": i})
+        assert tracker.flush(timeout=10)
+        length = redis_client.xlen(key)
+        assert 200 <= length < 1000
+        stats = backend(tracker)
+        assert stats["redis_trimmed"] == 1000 - length
+        assert int(redis_client.get(trimmed_key(redis_namespace, "memory")) or 0) == (
+            1000 - length
+        )
+
+        # A group reads everything there is now: those are not lost when
+        # trimmed. Then 1000 more: the ones trimmed are among the read ones
+        # first, so only the overflow beyond them counts.
+        redis_client.xgroup_create(key, GROUP, id="0")
+        read = redis_client.xreadgroup(GROUP, "c1", {key: ">"}, count=10_000)
+        n_read = len(read[0][1])
+        assert n_read == length
+        for i in range(1000):
+            tracker.track("e", {"i": 1000 + i})
+        assert tracker.flush(timeout=10)
+        length2 = redis_client.xlen(key)
+        removed_now = length + 1000 - length2
+        unread_removed = max(0, removed_now - n_read)
+        stats = backend(tracker)
+        assert stats["redis_trimmed"] == (1000 - length) + unread_removed
+        assert unread_removed > 0  # 1000 new entries, bound 200
+        # The group's unread entries are exactly the surviving new ones.
+        rest = redis_client.xreadgroup(GROUP, "c1", {key: ">"}, count=10_000)
+        assert len(rest[0][1]) == 1000 - unread_removed
+    finally:
+        assert tracker.shutdown(timeout=10)
+
+
+def test_trimming_read_entries_counts_nothing(
+    redis_url: str, redis_namespace: str, redis_client: redis.Redis
+) -> None:
+    """A group that keeps up: the stream is trimmed, nothing is lost."""
+    key = stream_key(redis_namespace, "memory")
+    redis_client.xgroup_create(key, GROUP, id="0", mkstream=True)
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_url,
+        redis_namespace=redis_namespace,
+        redis_maxlen=100,
+        dead_letter=None,
+    )
+    try:
+        total_read = 0
+        for round_ in range(10):
+            for i in range(100):
+                tracker.track("e", {"i": round_ * 100 + i})
+            assert tracker.flush(timeout=10)
+            read = redis_client.xreadgroup(GROUP, "c1", {key: ">"}, count=10_000)
+            total_read += len(read[0][1]) if read else 0
+        assert total_read == 1000
+        assert redis_client.xlen(key) < 1000  # it was trimmed
+        assert backend(tracker)["redis_trimmed"] == 0
+    finally:
+        assert tracker.shutdown(timeout=10)
+
+
+def test_unreachable_at_start_keeps_serving_and_counts(
+    redis_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listens: track() returns at once, the events go to the
+    fallback (counted), one warning; shutdown ends at its deadline and counts
+    what was not forwarded."""
+    from _support import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=url,
+        redis_namespace=redis_namespace,
+        dead_letter=None,
+    )
+    with caplog.at_level(logging.WARNING, logger="trackware"):
+        for i in range(500):
+            tracker.track("e", {"i": i})
+        deadline = time.monotonic() + 10
+        while backend(tracker)["redis_fallback"] < 500:
+            assert time.monotonic() < deadline, backend(tracker)
+            time.sleep(0.02)
+        assert not tracker.flush(timeout=0.3)  # not in Redis: not settled
+        stats = backend(tracker)
+        assert stats["redis_state"] == "down"
+        assert stats["redis_fallback_depth"] == 500
+        assert stats["redis_errors"] >= 1
+        started = time.monotonic()
+        tracker.shutdown(timeout=1.0)
+        assert time.monotonic() - started < 5
+    stats = backend(tracker)
+    assert stats["redis_unforwarded"] == 500
+    down = [r for r in caplog.records if "is unavailable" in r.getMessage()]
+    assert len(down) == 1
+    assert any("not forwarded to Redis" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_redis_stopped_and_restarted_while_tracking_10000(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis is stopped while the app tracks 10,000 events, then started
+    again: all 10,000 reach the stream in order, track() never raised, the
+    stats show the fallback. The longest track() call is printed (measured,
+    not asserted: no test asserts a duration)."""
+    import redis as redis_py
+
+    namespace = "restart"
+    key = stream_key(namespace, "memory")
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_server.url,
+        redis_namespace=namespace,
+        dead_letter=None,
+    )
+    ids: list[str] = []
+
+    def tracked(sender: object, event: t.Any, **kw: object) -> None:
+        ids.append(event.event_id)
+
+    trackware.signals.event_tracked.connect(tracked)
+    longest = 0.0
+    stop_at, start_at = 3000, 7000
+    try:
+        with caplog.at_level(logging.WARNING, logger="trackware"):
+            for i in range(10_000):
+                if i == stop_at:
+                    assert tracker.flush(timeout=10)
+                    redis_server.stop(save=True)
+                elif i == start_at:
+                    # Wait until the sender has seen Redis go (events are in
+                    # the fallback), then start it again.
+                    deadline = time.monotonic() + 10
+                    while backend(tracker)["redis_fallback"] == 0:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.01)
+                    redis_server.start()
+                began = time.perf_counter()
+                tracker.track("e", {"i": i})
+                took = time.perf_counter() - began
+                longest = max(longest, took)
+                if stop_at <= i < start_at and i % 500 == 0:
+                    time.sleep(0.05)  # let the sender try (and fail) meanwhile
+            assert tracker.flush(timeout=30)
+        stats = backend(tracker)
+        assert stats["redis_fallback"] > 0
+        assert stats["redis_forwarded"] == stats["redis_fallback"]
+        assert stats["redis_appended"] == 10_000
+        assert stats["redis_state"] == "up"
+        down = [r for r in caplog.records if "is unavailable" in r.getMessage()]
+        assert len(down) == 1
+        client = redis_py.Redis.from_url(redis_server.url)
+        try:
+            got = entries(client, key)
+        finally:
+            client.close()
+        assert [fields[ID_FIELD].decode() for _, fields in got] == ids
+        assert len(ids) == 10_000
+        print(
+            f"\nlongest track() call with Redis stopped and restarted: "
+            f"{longest * 1e6:.0f} µs; fallback {stats['redis_fallback']} events",
+            file=sys.stderr,
+        )
+    finally:
+        trackware.signals.event_tracked.disconnect(tracked)
+        tracker.shutdown(timeout=10)
+
+
+def test_killed_redis_connection_is_reopened(
+    redis_server: RedisServer,
+) -> None:
+    """Redis killed (SIGKILL: its data is gone) and started empty: the
+    events tracked meanwhile are forwarded to the new one."""
+    import redis as redis_py
+
+    namespace = "killed"
+    key = stream_key(namespace, "memory")
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_server.url,
+        redis_namespace=namespace,
+        dead_letter=None,
+    )
+    try:
+        tracker.track("before")
+        assert tracker.flush(timeout=10)
+        redis_server.stop(save=False)
+        for i in range(100):
+            tracker.track("during", {"i": i})
+        deadline = time.monotonic() + 10
+        while backend(tracker)["redis_fallback"] < 100:
+            assert time.monotonic() < deadline, backend(tracker)
+            time.sleep(0.01)
+        redis_server.start()
+        assert tracker.flush(timeout=20)
+        client = redis_py.Redis.from_url(redis_server.url)
+        try:
+            got = entries(client, key)
+        finally:
+            client.close()
+        names = [decode(f[EVENT_FIELD]).name for _, f in got]
+        assert names == ["during"] * 100
+    finally:
+        tracker.shutdown(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_child_appends_on_its_own_connection(
+    redis_url: str, redis_namespace: str, redis_client: redis.Redis
+) -> None:
+    """A forked child re-initialises the client and the sender: its events
+    reach the stream, the parent's are not sent twice."""
+    key = stream_key(redis_namespace, "memory")
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_url,
+        redis_namespace=redis_namespace,
+        dead_letter=None,
+    )
+    try:
+        for i in range(50):
+            tracker.track("parent", {"i": i})
+        assert tracker.flush(timeout=10)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                for i in range(70):
+                    tracker.track("child", {"i": i})
+                if tracker.flush(timeout=10) and tracker.shutdown(timeout=10):
+                    code = 0
+            finally:
+                os._exit(code)
+        for i in range(30):
+            tracker.track("parent", {"i": 50 + i})
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert tracker.flush(timeout=10)
+        got = [decode(f[EVENT_FIELD]) for _, f in entries(redis_client, key)]
+        parent = [e.properties["i"] for e in got if e.name == "parent"]
+        child = [e.properties["i"] for e in got if e.name == "child"]
+        assert parent == list(range(80))
+        assert child == list(range(70))
+    finally:
+        tracker.shutdown(timeout=10)
+
+
+def test_a_thread_storm_never_blocks_on_a_stopped_redis(
+    redis_server: RedisServer,
+) -> None:
+    """8 threads track while Redis is down: every event is accounted for
+    (in the fallback), none raised."""
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_server.url,
+        redis_namespace="storm",
+        dead_letter=None,
+    )
+    redis_server.stop(save=False)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(1000):
+                tracker.track("e", {"t": n, "i": i})
+        except BaseException as exc:  # pragma: no cover - the failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    try:
+        assert not errors
+        deadline = time.monotonic() + 10
+        while True:
+            stats = backend(tracker)
+            if stats["redis_fallback"] + stats["redis_fallback_full"] == 8000:
+                break
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.02)
+        # The fallback is a MemoryQueue with the tracker's bounds (10,000).
+        assert stats["redis_fallback"] == 8000
+    finally:
+        tracker.shutdown(timeout=1)
+
+
+def test_options_are_checked() -> None:
+    from trackware.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        RedisStreams(
+            "redis://127.0.0.1:1/0", maxlen=0, fallback=lambda n: MemoryQueue()
+        )
+    with pytest.raises(ConfigurationError):
+        RedisStreams(
+            "redis://127.0.0.1:1/0", namespace="", fallback=lambda n: MemoryQueue()
+        )
