@@ -5,7 +5,11 @@
   line per request.
 * ``trackware send-test DESTINATION``: send one test event with the
   credentials from the environment and print the vendor's answer.
-* ``trackware dead-letter [--path P] [--last N]``: print the dead-letter file.
+* ``trackware deadletter list|show|replay|purge``: the dead letters of a
+  JSON-lines file or a spool: list them, show one, send them again after a
+  fix (original ids; only what is delivered leaves), delete them.
+* ``trackware dead-letter [--path P] [--last N]``: print the dead-letter file's
+  raw lines (the older command; ``deadletter list --json`` is the new one).
 * ``trackware --version``.
 
 Every command first reports ``TRACKWARE_*`` environment variables trackware
@@ -260,6 +264,230 @@ def _dead_letter(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- trackware deadletter list|show|replay|purge -------------------------------------
+
+
+def _store(args: argparse.Namespace) -> t.Any:
+    """The store --path/--spool name, else the default (see deadletter.py)."""
+    from . import deadletter
+
+    return deadletter.open_store(args.path or args.spool or None)
+
+
+def _record_json(record: t.Any) -> str:
+    return json.dumps(record._asdict(), ensure_ascii=False)
+
+
+def _dl_list(args: argparse.Namespace) -> int:
+    from . import deadletter
+
+    store = _store(args)
+    where = deadletter.describe(store)
+    records = store.list(args.destination)
+    for r in records:
+        if args.json:
+            print(_record_json(r))
+            continue
+        status = r.status if r.status is not None else "-"
+        reason = " ".join(r.reason.split())
+        if len(reason) > 100:
+            reason = reason[:99] + "…"
+        print(
+            f"{r.key}  {r.time or '-'}  {r.destination}  {status}  "
+            f"{r.event.get('name')}  {r.event.get('event_id')}  {reason}"
+        )
+    which = f" of {args.destination}" if args.destination else ""
+    print(f"{len(records)} dead letter(s){which} in {where}", file=sys.stderr)
+    return 0
+
+
+def _dl_show(args: argparse.Namespace) -> int:
+    from . import deadletter
+
+    store = _store(args)
+    try:
+        record = deadletter.show(args.key, store)
+    except KeyError as exc:
+        return _fail(f"deadletter show: {exc.args[0]} in {deadletter.describe(store)}")
+    print(json.dumps(record._asdict(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _load_target(spec: str | None) -> t.Any:
+    """The Tracker or exporters ``--config module:factory`` returns, else
+    ``Tracker.from_env()``."""
+    if spec is None:
+        from . import Tracker
+
+        return Tracker.from_env()
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(
+            f"--config {spec!r}: give module:factory (a function returning a "
+            "Tracker or a list of exporters)"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"--config: cannot import {module_name}: {exc}"
+        ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigurationError(f"--config: {module_name} has no function {attr!r}")
+    return factory()
+
+
+def _close_target(target: t.Any) -> None:
+    shutdown = getattr(target, "shutdown", None)
+    if callable(shutdown):
+        shutdown(timeout=5.0)
+        return
+    for exporter in target if isinstance(target, (list, tuple)) else ():
+        with contextlib.suppress(Exception):
+            exporter.close()
+
+
+def _dl_replay(args: argparse.Namespace) -> int:
+    from . import deadletter
+
+    try:
+        target = _load_target(args.config)
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.path or args.spool:
+            store = _store(args)
+        else:
+            own = getattr(target, "dead_letter", None)
+            store = own if isinstance(own, deadletter.DeadLetterStore) else _store(args)
+        where = deadletter.describe(store)
+        try:
+            report = deadletter.replay(
+                target,
+                store,
+                destination=args.destination,
+                keys=args.key or None,
+                batch_size=args.batch_size,
+            )
+        except KeyError as exc:
+            return _fail(f"deadletter replay: {exc.args[0]} in {where}")
+    finally:
+        _close_target(target)
+    for o in report.outcomes:
+        if args.json:
+            print(json.dumps(o._asdict(), ensure_ascii=False))
+            continue
+        line = f"{o.outcome}  {o.key}  {o.destination}  {o.event_id}"
+        if o.status is not None:
+            line += f"  HTTP {o.status}"
+        if o.detail:
+            line += "  " + " ".join(o.detail.split())
+        print(line)
+    print(f"{report.summary()} (from {where})", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _dl_purge(args: argparse.Namespace) -> int:
+    from . import deadletter
+
+    store = _store(args)
+    where = deadletter.describe(store)
+    which = f" of {args.destination}" if args.destination else ""
+    if not args.yes:
+        count = len(store.list(args.destination))
+        return _fail(
+            f"deadletter purge: this deletes {count} dead letter(s){which} in "
+            f"{where} without sending them; add --yes to do it"
+        )
+    removed = store.purge(args.destination)
+    print(f"purged {removed} dead letter(s){which} from {where}", file=sys.stderr)
+    return 0
+
+
+def _deadletter(args: argparse.Namespace) -> int:
+    try:
+        return int(args.action(args))
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        name = f" {exc.filename}" if exc.filename else ""
+        return _fail(
+            f"deadletter {args.dl_command}: cannot use{name}: {exc.strerror or exc}"
+        )
+
+
+def _add_deadletter(sub: t.Any) -> None:
+    dl = sub.add_parser(
+        "deadletter",
+        help="list, show, replay or purge dead letters (file or spool)",
+        description="The events that could not be delivered, in a JSON-lines "
+        "dead-letter file or a spool: list them, show one, send them again "
+        "after a fix (with their original ids; only what the vendor accepts "
+        "leaves), or delete them. Default store: the spool of $TRACKWARE_SPOOL "
+        "when set, else the file of $TRACKWARE_DEAD_LETTER_PATH (or its "
+        "default path).",
+    )
+    actions = dl.add_subparsers(dest="dl_command", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser, destination: bool = True) -> None:
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--path", default=None, help="a JSON-lines dead-letter file")
+        where.add_argument("--spool", default=None, help="a spool folder")
+        if destination:
+            p.add_argument(
+                "--destination", default=None, help="only this destination's records"
+            )
+
+    ls = actions.add_parser(
+        "list",
+        help="one line per dead letter (key, time, destination, status, event, reason)",
+    )
+    common(ls)
+    ls.add_argument("--json", action="store_true", help="one JSON record per line")
+    ls.set_defaults(func=_deadletter, action=_dl_list)
+
+    show = actions.add_parser("show", help="one dead letter in full (JSON)")
+    show.add_argument("key", help="its key (or the start of one)")
+    common(show, destination=False)
+    show.set_defaults(func=_deadletter, action=_dl_show)
+
+    rp = actions.add_parser(
+        "replay",
+        help="send dead letters again; remove what is delivered",
+        description="Send dead letters again through the exporter of their "
+        "destination, with their original ids; print one line per record "
+        "(delivered, rejected with the vendor's answer, failed, ...) and "
+        "remove only what was delivered. Exit status 0 when everything was "
+        "delivered, else 1.",
+    )
+    common(rp)
+    rp.add_argument(
+        "--config",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="a function returning a Tracker or a list of exporters (default: "
+        "Tracker.from_env())",
+    )
+    rp.add_argument(
+        "--key", action="append", default=[], help="only this record (repeatable)"
+    )
+    rp.add_argument(
+        "--batch-size", type=_positive, default=None, help="most events per request"
+    )
+    rp.add_argument("--json", action="store_true", help="one JSON outcome per line")
+    rp.set_defaults(func=_deadletter, action=_dl_replay)
+
+    purge = actions.add_parser("purge", help="delete dead letters without sending them")
+    common(purge)
+    purge.add_argument("--yes", action="store_true", help="really delete them")
+    purge.set_defaults(func=_deadletter, action=_dl_purge)
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -267,6 +495,13 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
 
 
@@ -337,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--last", type=_non_negative, default=0, help="only the last N records"
     )
     dead.set_defaults(func=_dead_letter)
+    _add_deadletter(sub)
     return parser
 
 

@@ -1,0 +1,225 @@
+"""``trackware deadletter list|show|replay|purge`` as real processes, against
+the real vendor emulators: events dead-lettered by one process (a wrong key,
+a vendor's 400, an unmapped event) are replayed by the command after the fix
+and arrive with their original ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import typing as t
+
+import pytest
+
+from trackware.testing.emulators import VendorEmulator
+
+pytestmark = pytest.mark.slow
+
+GOOD_KEY = "test-synerise-api-key"
+
+#: Tracks N events through Tracker.from_env() (the environment decides the
+#: destination and its key), shuts down, prints the event ids.
+TRACK = """
+import json, sys
+from trackware import Tracker
+tracker = Tracker.from_env()
+ids = [tracker.track(sys.argv[1], {"n": n}, user_id=f"u{n}").event_id
+       for n in range(int(sys.argv[2]))]
+tracker.shutdown(timeout=10)
+print(json.dumps(ids))
+"""
+
+
+def run(
+    args: t.Sequence[str], env: dict[str, str], cwd: pathlib.Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ)
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full,
+        cwd=cwd,
+    )
+
+
+def cli(
+    *args: str, env: dict[str, str], cwd: pathlib.Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run(["-m", "trackware", "deadletter", *args], env, cwd)
+
+
+def track(event: str, count: int, env: dict[str, str]) -> list[str]:
+    proc = run(["-c", TRACK, event, str(count)], env)
+    assert proc.returncode == 0, proc.stderr
+    ids: list[str] = json.loads(proc.stdout)
+    return ids
+
+
+def synerise_env(emulator: VendorEmulator, key: str) -> dict[str, str]:
+    return {
+        "TRACKWARE_SYNERISE_BASE_URL": emulator.url,
+        "TRACKWARE_SYNERISE_API_KEY": key,
+    }
+
+
+def listed(path: pathlib.Path, env: dict[str, str], *extra: str) -> list[t.Any]:
+    proc = cli("list", "--path", str(path), "--json", *extra, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_replay_after_a_key_fix_delivers_with_the_original_ids(
+    emulator: VendorEmulator, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "dead.jsonl"
+    env = {"TRACKWARE_DEAD_LETTER_PATH": str(path)}
+    ids = track("shop.order", 4, {**env, **synerise_env(emulator, "wrong-key")})
+    assert emulator.synerise.events == []
+    records = listed(path, env)
+    assert sorted(r["event"]["event_id"] for r in records) == sorted(ids)
+    assert {(r["destination"], r["status"]) for r in records} == {("synerise", 401)}
+
+    # Replayed with the same wrong key: refused again, nothing leaves.
+    proc = cli("replay", env={**env, **synerise_env(emulator, "wrong-key")})
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4 and all(line.startswith("rejected  ") for line in lines)
+    assert all("HTTP 401" in line and "invalid API key" in line for line in lines)
+    assert "replayed 4: rejected 4" in proc.stderr
+    assert "wrong-key" not in proc.stdout + proc.stderr  # the key is scrubbed
+    assert len(listed(path, env)) == 4
+
+    # The key fixed: delivered, with the original ids, and gone from the file.
+    proc = cli("replay", env={**env, **synerise_env(emulator, GOOD_KEY)})
+    assert proc.returncode == 0, proc.stderr
+    assert "replayed 4: delivered 4" in proc.stderr
+    assert sorted(e["eventSalt"] for e in emulator.synerise.events) == sorted(ids)
+    assert listed(path, env) == []
+
+
+def test_replay_after_the_vendor_answered_400(
+    emulator: VendorEmulator, tmp_path: pathlib.Path
+) -> None:
+    """The vendor refused the batch with a 400 (scripted at the emulator);
+    once it takes it again, replay delivers it and the dead letter empties."""
+    path = tmp_path / "dead.jsonl"
+    env = {"TRACKWARE_DEAD_LETTER_PATH": str(path), **synerise_env(emulator, GOOD_KEY)}
+    answer = {"status": 400, "error": "Bad Request", "message": "params: invalid"}
+    emulator.fault("synerise.batch", status=400, body=answer, times=None)
+    ids = track("shop.order", 3, env)
+    records = listed(path, env)
+    assert sorted(r["event"]["event_id"] for r in records) == sorted(ids)
+    assert {r["status"] for r in records} == {400}
+    assert all("params: invalid" in (r["response"] or "") for r in records)
+    emulator.clear_faults()
+    proc = cli("replay", "--destination", "synerise", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split("  ")[0] for line in proc.stdout.splitlines()] == [
+        "delivered"
+    ] * 3
+    assert sorted(e["eventSalt"] for e in emulator.synerise.events) == sorted(ids)
+    assert listed(path, env) == []
+
+
+FACTORY = """
+from trackware.exporters.synerise import SyneriseExporter
+
+def exporters():
+    return [SyneriseExporter({key!r}, base_url={url!r},
+                             actions={{"order": "shop.order"}})]
+"""
+
+
+def test_replay_after_a_mapping_fix_one_key_at_a_time_through_config(
+    emulator: VendorEmulator, tmp_path: pathlib.Path
+) -> None:
+    """'order' is not a valid Synerise action: refused before sending. The fix
+    is a mapping, in a factory of the user's (--config module:factory); a
+    replay of one abbreviated key sends that event only."""
+    path = tmp_path / "dead.jsonl"
+    env = {"TRACKWARE_DEAD_LETTER_PATH": str(path)}
+    ids = track("order", 2, {**env, **synerise_env(emulator, GOOD_KEY)})
+    records = listed(path, env)
+    assert [r["status"] for r in records] == [None, None]
+    assert "not dot-separated lowercase" in records[0]["reason"]
+    (tmp_path / "fixed.py").write_text(
+        textwrap.dedent(FACTORY.format(key=GOOD_KEY, url=emulator.url))
+    )
+    first = records[0]["key"]
+    proc = cli(
+        "replay",
+        "--config",
+        "fixed:exporters",
+        "--key",
+        first[:8],
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("  ")[:2] == ["delivered", first]
+    assert [e["eventSalt"] for e in emulator.synerise.events] == [
+        records[0]["event"]["event_id"]
+    ]
+    assert [r["key"] for r in listed(path, env)] == [records[1]["key"]]
+    proc = cli("replay", "--config", "fixed:exporters", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(e["eventSalt"] for e in emulator.synerise.events) == sorted(ids)
+    assert [e["action"] for e in emulator.synerise.events] == ["shop.order"] * 2
+
+
+def test_list_show_and_purge(emulator: VendorEmulator, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "dead.jsonl"
+    env = {"TRACKWARE_DEAD_LETTER_PATH": str(path)}
+    track("shop.order", 2, {**env, **synerise_env(emulator, "wrong-key")})
+    proc = cli("list", env=env)  # the default path: $TRACKWARE_DEAD_LETTER_PATH
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("  ") for line in proc.stdout.splitlines()]
+    assert [row[2:5] for row in rows] == [["synerise", "401", "shop.order"]] * 2
+    assert proc.stderr == f"2 dead letter(s) in {path}\n"
+    assert cli("list", "--destination", "yotpo", env=env).stdout == ""
+
+    proc = cli("show", rows[0][0][:6], "--path", str(path), env=env)
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["key"] == rows[0][0] and shown["event"]["event_id"] == rows[0][5]
+    proc = cli("show", "nope", env=env)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"trackware: deadletter show: no dead letter has the key 'nope' in {path}\n"
+    )
+
+    proc = cli("purge", env=env)
+    assert proc.returncode == 2 and "add --yes" in proc.stderr
+    assert len(listed(path, env)) == 2
+    proc = cli("purge", "--destination", "yotpo", "--yes", env=env)
+    assert proc.returncode == 0 and "purged 0 dead letter(s) of yotpo" in proc.stderr
+    proc = cli("purge", "--yes", env=env)
+    assert proc.returncode == 0 and "purged 2 dead letter(s)" in proc.stderr
+    assert listed(path, env) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["replay", "--config", "nowhere"], 2, "give module:factory"),
+        (["replay", "--config", "no_such_module:f"], 2, "cannot import"),
+        (["replay"], 2, "configuration error: Tracker.from_env(): no destination"),
+        (["list", "--path", "a", "--spool", "b"], 2, "not allowed with argument"),
+        (["replay", "--batch-size", "0"], 2, "must be 1 or more"),
+        (["list", "--path", "/proc/1/mem"], 2, "trackware: deadletter list: cannot"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(
+    args: list[str], status: int, message: str
+) -> None:
+    env = {k: "" for k in os.environ if k.startswith("TRACKWARE_") and "DEAD" not in k}
+    proc = cli(*args, env=env)
+    assert proc.returncode == status, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
