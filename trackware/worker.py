@@ -104,13 +104,15 @@ def run(
         namespace: the streams' namespace (the app's ``redis_namespace``).
         visibility_timeout: seconds an entry held by a worker that died (or
             stalled) stays with it before a live worker takes it over.
-        max_deliveries: an entry handed to workers more often than this goes
-            to the dead letter (a worker that holds an entry and is alive
-            never counts again); also the attempts per batch of the default
-            retry policy.
+        max_deliveries: an entry handed to workers more often than this
+            (``XPENDING``'s delivery count: workers died or stalled holding
+            it) goes to the dead letter. A live worker keeps what it holds,
+            so this does not count retries: those follow the retry policy.
         shutdown_timeout: the budget to finish the batch in hand at SIGTERM.
         retry: the retry policy of destinations whose exporter has none
-            (default ``RetryPolicy(max_attempts=max_deliveries)``).
+            (default ``RetryPolicy()``, as in an app process): a batch the
+            vendor keeps failing is retried, narrowed down to the event
+            causing it, and given up (dead-lettered) after its attempts.
         share_rate_limits: keep vendor rate limits (Yotpo's per store) in
             Redis, shared by every worker of the namespace.
         block: seconds one read waits for new entries.
@@ -173,7 +175,7 @@ def run(
             queue_factory=make_queue,
             flush_interval=flush_interval,
             shutdown_timeout=shutdown_timeout,
-            retry=retry or RetryPolicy(max_attempts=max_deliveries),
+            retry=retry,
             register_atexit=False,
         )
         tracker_box.append(tracker)
@@ -384,6 +386,8 @@ def _worker_command(args: argparse.Namespace) -> int:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
         )
+        # One line per vendor request would drown the worker's own lines.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     sys.path.insert(0, os.getcwd())  # --config names the app's own modules
     run(
         args.config,
