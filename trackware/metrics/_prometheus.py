@@ -38,7 +38,6 @@ _EXTRA = "pip install 'trackware[prometheus]'"
 #: inherits prometheus-client's value lock (or a metric's) held by a thread
 #: of ours that does not exist there.
 _write_lock = threading.Lock()
-_lifecycle.hold_across_fork(_write_lock)
 #: Multi-process handles, for the fork and exit callbacks.
 _synced: weakref.WeakSet[PrometheusMetrics] = weakref.WeakSet()
 
@@ -174,6 +173,10 @@ class PrometheusMetrics:
                 f"trackware.metrics.prometheus(): the registry already has "
                 f"trackware's metrics ({exc}); one tracker per registry"
             ) from None
+        for dest in tracker.destinations:  # every series from the start, at 0
+            self._duration.labels(dest.name)
+            self._batch.labels(dest.name)
+        _arm()
         self._disconnect = _common.connect_attempts(tracker, self._observe)
         if multiprocess:
             self.sync()
@@ -337,7 +340,17 @@ class _StatsCollector:
 
 
 # --- process lifecycle ---------------------------------------------------------------
+_armed = False
 _watching = False
+
+
+def _arm() -> None:
+    """At the first handle: forks wait for the write lock (not before, so
+    importing this module costs a fork nothing)."""
+    global _armed
+    if not _armed:
+        _armed = True
+        _lifecycle.hold_across_fork(_write_lock)
 
 
 def _watch() -> None:
