@@ -190,6 +190,9 @@ def classify(exc: BaseException) -> str:
         return "disk_full"
     if "disk is full" in text:
         return "disk_full"
+    if name == "SQLITE_IOERR_WRITE":
+        # The OS refused a write: a file-size limit (EFBIG), a quota, EIO.
+        return "write_failed"
     if name.startswith("SQLITE_READONLY") or code in (errno.EROFS, errno.EACCES):
         return "read_only"
     if "readonly" in text or "read-only" in text or "permission denied" in text:

@@ -32,6 +32,8 @@ ADOPT_CHUNK = 5_000
 _MAX_BITS = 62
 #: Rows read from the file at a time (they wait in memory, in order).
 READ_AHEAD = 2048
+#: Most rows one take() reads (shutdown asks for "everything").
+MAX_TAKE = 10_000
 _UPSERT = (
     "INSERT INTO events (seq, pending, size, time, body) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (seq) DO UPDATE SET pending = pending | excluded.pending"
@@ -660,6 +662,9 @@ class SpoolQueue:
         Tracker(exporters, queue_factory=lambda e: SpoolQueue(folder, e.name))
     """
 
+    #: Queued events survive the process (shutdown need not dead-letter them).
+    durable: t.ClassVar[bool] = True
+
     def __init__(
         self, folder: str | os.PathLike[str], destination: str, **options: t.Any
     ) -> None:
@@ -888,7 +893,7 @@ class SpoolQueue:
                     rows = conn.execute(
                         "SELECT seq, body FROM events WHERE seq >= ? AND pending & ? "
                         "ORDER BY seq LIMIT ?",
-                        (cursor, self.mask, max(max_events, READ_AHEAD)),
+                        (cursor, self.mask, max(min(max_events, MAX_TAKE), READ_AHEAD)),
                     ).fetchall()
                 except Exception as exc:  # sqlite3.Error
                     spool._fail(exc, [], during="reading")
