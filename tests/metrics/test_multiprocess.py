@@ -67,6 +67,23 @@ assert_matches(scraped, prometheus_expected([parent, child]))
 assert scraped[key("trackware_dropped_events_total", reason="invalid")] == 2
 duration = key("trackware_export_duration_seconds_count", destination="sink")
 assert scraped[duration] == sink.requests, (scraped[duration], sink.requests)
+
+# A child that exits before its thread syncs: the exit sync writes its figures.
+metrics.interval = 3600.0  # the children's threads wait this long
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    for i in range(2):
+        tracker.track("order.placed", {"i": i})
+    assert tracker.flush(10)
+    os.write(write, json.dumps(tracker.stats()).encode())
+    sys.exit(0)  # the exit callbacks run: the last sync
+os.close(write)
+last = json.loads(os.read(read, 1 << 20))
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert last["tracked"] == 2
+assert_matches(scrape(), prometheus_expected([parent, child, last]))
 metrics.close()
 tracker.shutdown()
 print("ok")
