@@ -13,7 +13,7 @@ import typing as t
 from .. import __version__, _log
 from ..exceptions import ConfigurationError
 from . import _common
-from ._common import ATTRIBUTES, BATCH, DURATION, FAMILIES, Family
+from ._common import ATTRIBUTES, BATCH, DURATION, FAMILIES, Family, Histogram
 
 if t.TYPE_CHECKING:
     from opentelemetry.metrics import (
@@ -65,6 +65,20 @@ def opentelemetry(
     )
 
 
+def _histogram(meter: Meter, spec: Histogram, buckets: tuple[float, ...]) -> t.Any:
+    """A histogram advising ``buckets`` (opentelemetry-api 1.30+; before,
+    the SDK's default bounds or a View decide)."""
+    try:
+        return meter.create_histogram(
+            spec.otel,
+            unit=spec.unit,
+            description=spec.help,
+            explicit_bucket_boundaries_advisory=buckets,
+        )
+    except TypeError:  # an API older than the advisory parameter
+        return meter.create_histogram(spec.otel, unit=spec.unit, description=spec.help)
+
+
 class OpenTelemetryMetrics:
     """What :func:`opentelemetry` set up. The API cannot remove instruments:
     :meth:`close` makes their callbacks report nothing and stops the histograms."""
@@ -95,18 +109,8 @@ class OpenTelemetryMetrics:
                 unit=family.unit,
                 description=family.help,
             )
-        self._duration = meter.create_histogram(
-            DURATION.otel,
-            unit=DURATION.unit,
-            description=DURATION.help,
-            explicit_bucket_boundaries_advisory=duration_buckets,
-        )
-        self._batch = meter.create_histogram(
-            BATCH.otel,
-            unit=BATCH.unit,
-            description=BATCH.help,
-            explicit_bucket_boundaries_advisory=batch_buckets,
-        )
+        self._duration = _histogram(meter, DURATION, duration_buckets)
+        self._batch = _histogram(meter, BATCH, batch_buckets)
         self._disconnect = _common.connect_attempts(tracker, self._observe)
 
     def _callback(
