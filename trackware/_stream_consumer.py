@@ -51,6 +51,10 @@ __all__ = [
 DEAD_MAXLEN = 100_000
 
 _MAX_RESPONSE = 2048
+#: Consumers idle this long (seconds) and holding nothing are removed from
+#: the group (workers that were stopped or killed long ago).
+_FORGET_IDLE = 3600.0
+_PRUNE_INTERVAL = 60.0
 
 # Refresh the idle time of the entries this consumer still owns; report the
 # ones another consumer took over. KEYS[1] stream; ARGV[1] group, ARGV[2]
@@ -152,6 +156,7 @@ class StreamConsumerQueue:
         self._seq = 0
         self._group_ready = False
         self._next_claim = 0.0
+        self._next_prune = 0.0
         self._claim_cursor = b"0-0"
         self._stopped = False
         self._closed = threading.Event()
@@ -216,6 +221,8 @@ class StreamConsumerQueue:
         except _redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        # Listed (trackware status) from the start, not from its first entry.
+        self.client.xgroup_createconsumer(self.key, _streams.GROUP, self.consumer)
         self._group_ready = True
         if self._thread is None:
             thread = threading.Thread(
@@ -264,7 +271,11 @@ class StreamConsumerQueue:
         deleted = reply[2] if len(reply) > 2 else []
         self._claim_cursor = cursor
         if cursor in (b"0-0", "0-0"):
-            self._next_claim = time.monotonic() + self.claim_interval
+            now = time.monotonic()
+            self._next_claim = now + self.claim_interval
+            if now >= self._next_prune:
+                self._next_prune = now + _PRUNE_INTERVAL
+                self._prune_consumers()
         gone = [entry_id for entry_id, fields in claimed if fields is None]
         if deleted or gone:
             # Trimmed from the stream while a dead worker held them: Redis
@@ -298,6 +309,17 @@ class StreamConsumerQueue:
         self._accept(
             [(i, f, counts.get(_text(i), self.max_deliveries + 1)) for i, f in claimed]
         )
+
+    def _prune_consumers(self) -> None:
+        """Forget consumers (workers gone long ago) that hold nothing."""
+        for row in self.client.xinfo_consumers(self.key, _streams.GROUP):
+            name = _text(row["name"])
+            if (
+                name != self.consumer
+                and int(row["pending"]) == 0
+                and int(row["idle"]) > _FORGET_IDLE * 1000
+            ):
+                self.client.xgroup_delconsumer(self.key, _streams.GROUP, name)
 
     def _accept(self, entries: list[tuple[bytes, dict[bytes, bytes], int]]) -> None:
         """Decode read entries into the buffer; dead-letter the ones that do
@@ -521,9 +543,24 @@ class StreamConsumerQueue:
             self._hand_back(held)
         if self._unacked:
             self._ack([])
+        self._forget_self()
         thread = self._thread
         if thread is not None:
             thread.join(2.0)
+
+    def _forget_self(self) -> None:
+        """Leave the group when holding nothing (entries handed back stay
+        with this consumer until another worker claims them)."""
+        if not self._group_ready:
+            return
+        try:
+            mine = self.client.xpending_range(
+                self.key, _streams.GROUP, "-", "+", 1, consumername=self.consumer
+            )
+            if not mine:
+                self.client.xgroup_delconsumer(self.key, _streams.GROUP, self.consumer)
+        except Exception as exc:
+            self._redis_failed("leave the group", exc)
 
     def extra_stats(self) -> dict[str, int | str | None]:
         return {
