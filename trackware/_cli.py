@@ -271,7 +271,11 @@ def _store(args: argparse.Namespace) -> t.Any:
     """The store --path/--spool name, else the default (see deadletter.py)."""
     from . import deadletter
 
-    return deadletter.open_store(args.path or args.spool or None)
+    if args.spool:
+        if not os.path.isdir(args.spool):
+            raise ConfigurationError(f"--spool {args.spool}: there is no folder there")
+        return deadletter.open_store(args.spool)
+    return deadletter.open_store(args.path or None)
 
 
 def _record_json(record: t.Any) -> str:
@@ -428,9 +432,9 @@ def _add_deadletter(sub: t.Any) -> None:
         description="The events that could not be delivered, in a JSON-lines "
         "dead-letter file or a spool: list them, show one, send them again "
         "after a fix (with their original ids; only what the vendor accepts "
-        "leaves), or delete them. Default store: the spool of $TRACKWARE_SPOOL "
-        "when set, else the file of $TRACKWARE_DEAD_LETTER_PATH (or its "
-        "default path).",
+        "leaves), or delete them. Default store: the file of "
+        "$TRACKWARE_DEAD_LETTER_PATH when set, else the spool of "
+        "$TRACKWARE_SPOOL when set, else the default file.",
     )
     actions = dl.add_subparsers(dest="dl_command", required=True, metavar="ACTION")
 

@@ -13,9 +13,9 @@ Every function takes ``where``: a dead-letter store (anything with
 ``list``/``remove``/``purge``: :class:`~trackware.JSONLinesDeadLetter`,
 :class:`~trackware.MemoryDeadLetter`, the spool's), a path (an existing
 folder is a spool folder, anything else a JSON-lines file), or ``None``: the
-store a ``Tracker.from_env()`` would write to (the spool of
-``$TRACKWARE_SPOOL`` when set, else the JSON-lines file of
-``$TRACKWARE_DEAD_LETTER_PATH`` or its default path).
+store a ``Tracker.from_env()`` would write to: the JSON-lines file of
+``$TRACKWARE_DEAD_LETTER_PATH`` when set, else the spool of
+``$TRACKWARE_SPOOL`` when set, else the default JSON-lines file.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def open_store(where: Where = None) -> DeadLetterStore:
         return where
     if where is None:
         spool = os.environ.get("TRACKWARE_SPOOL", "").strip()
-        if spool:
+        if spool and not os.environ.get("TRACKWARE_DEAD_LETTER_PATH"):
             return _spool_store(pathlib.Path(spool))
         return JSONLinesDeadLetter(default_dead_letter_path())
     if isinstance(where, (str, os.PathLike)):

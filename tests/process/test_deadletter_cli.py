@@ -223,3 +223,28 @@ def test_bad_arguments_are_one_line_errors(
     proc = cli(*args, env=env)
     assert proc.returncode == status, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dead_letters_of_a_spool_are_listed_and_replayed(
+    emulator: VendorEmulator, tmp_path: pathlib.Path
+) -> None:
+    """With a spool (TRACKWARE_SPOOL) and no TRACKWARE_DEAD_LETTER_PATH, the
+    tracker dead-letters into the spool's store; the command reads it with
+    --spool, and by default where TRACKWARE_SPOOL points."""
+    spool = tmp_path / "spool"
+    env = {"TRACKWARE_SPOOL": str(spool), "TRACKWARE_DEAD_LETTER_PATH": ""}
+    ids = track("shop.order", 3, {**env, **synerise_env(emulator, "wrong-key")})
+    proc = cli("list", "--spool", str(spool), "--json", env={"TRACKWARE_SPOOL": ""})
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert sorted(r["event"]["event_id"] for r in records) == sorted(ids)
+    assert {r["status"] for r in records} == {401}
+    assert not (tmp_path / "dead.jsonl").exists()  # not the JSON-lines file
+    proc = cli("replay", env={**env, **synerise_env(emulator, GOOD_KEY)})
+    assert proc.returncode == 0, proc.stderr
+    assert "replayed 3: delivered 3" in proc.stderr
+    assert sorted(e["eventSalt"] for e in emulator.synerise.events) == sorted(ids)
+    assert cli("list", env=env).stdout == ""
+    proc = cli("list", "--spool", str(tmp_path / "nothing"), env=env)
+    assert proc.returncode == 2
+    assert "--spool" in proc.stderr and "there is no folder there" in proc.stderr
