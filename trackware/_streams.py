@@ -421,19 +421,20 @@ class RedisStreamQueue:
 class _Batch:
     """What the sender appends to one stream in one round trip."""
 
-    __slots__ = ("queue", "events", "from_fallback", "args")
+    __slots__ = ("queue", "events", "from_fallback", "parts")
 
     def __init__(
         self,
         queue: RedisStreamQueue,
         events: list[Event],
         from_fallback: list[QueuedEvent] | None,
-        args: list[bytes | str | int],
+        parts: list[bytes],
     ) -> None:
         self.queue = queue
         self.events = events
         self.from_fallback = from_fallback
-        self.args = args
+        #: Each event's two RESP bulk strings (encoded event, id).
+        self.parts = parts
 
 
 class RedisStreams:
@@ -627,7 +628,7 @@ class RedisStreams:
             events = queue._take_buffer(limit)
         if not events:
             return None
-        args: list[bytes | str | int] = [self.maxlen, GROUP]
+        parts: list[bytes] = []
         kept: list[Event] = []
         for event in events:
             try:
@@ -642,8 +643,15 @@ class RedisStreams:
                     type(exc).__name__,
                 )
                 continue
-            args.append(data)
-            args.append(event.event_id)
+            # The id is the encoded array's second element (a quoted UUID):
+            # cut out rather than formatted again; anything else is asked for.
+            if data[3:4] == b'"' and data[40:41] == b'"':
+                eid = data[4:40]
+            else:
+                eid = event.event_id.encode("utf-8")
+            parts.append(
+                b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(data), data, len(eid), eid)
+            )
             kept.append(event)
         if not kept:
             if from_fallback is not None:
@@ -651,7 +659,7 @@ class RedisStreams:
             else:
                 queue._settle_inflight()
             return None
-        return _Batch(queue, kept, from_fallback, args)
+        return _Batch(queue, kept, from_fallback, parts)
 
     def _connect(self) -> t.Any:
         if self._client is None:
@@ -670,36 +678,89 @@ class RedisStreams:
             return False
         return True
 
+    def _command(self, batch: _Batch, sha: bytes) -> bytes:
+        """``EVALSHA sha 2 stream trimmed maxlen group (event id)...`` in RESP:
+        packed here, once per batch (redis-py's packer costs more per
+        argument than encoding the event does)."""
+        queue = batch.queue
+        head = [sha, b"2", queue.key.encode(), queue.trimmed_key.encode()]
+        head += [str(self.maxlen).encode(), GROUP.encode()]
+        out = [b"*%d\r\n$7\r\nEVALSHA\r\n" % (1 + len(head) + 2 * len(batch.events))]
+        out += [b"$%d\r\n%b\r\n" % (len(x), x) for x in head]
+        out += batch.parts
+        return b"".join(out)
+
     def _append(self, batches: list[_Batch]) -> None:
+        """One round trip: every batch's EVALSHA, pipelined on one connection."""
         import redis
 
-        try:
-            client = self._connect()
-            if self._sha is None:
-                self._sha = client.script_load(_APPEND_SCRIPT)
-            pipe = client.pipeline(transaction=False)
-            for batch in batches:
-                queue = batch.queue
-                pipe.evalsha(self._sha, 2, queue.key, queue.trimmed_key, *batch.args)
-            results = pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            self._went_down(exc)
-            for batch in batches:
-                self._failed(batch)
-            return
+        results: list[t.Any] = []
+        for attempt in range(2):
+            try:
+                results = self._roundtrip(batches)
+            except Exception as exc:
+                self._went_down(exc)
+                for batch in batches:
+                    self._failed(batch)
+                return
+            if attempt == 0 and any(
+                isinstance(r, redis.exceptions.NoScriptError) for r in results
+            ):
+                # Redis restarted or SCRIPT FLUSH: load it again, once. (A
+                # batch that failed with NOSCRIPT appended nothing.)
+                self._sha = None
+                retry = [
+                    (b, r)
+                    for b, r in zip(batches, results, strict=True)
+                    if isinstance(r, redis.exceptions.NoScriptError)
+                ]
+                for batch, result in zip(batches, results, strict=True):
+                    if not isinstance(result, redis.exceptions.NoScriptError):
+                        self._settle(batch, result)
+                batches = [b for b, _ in retry]
+                continue
+            break
         failure: Exception | None = None
         for batch, result in zip(batches, results, strict=True):
             if isinstance(result, Exception):
-                if isinstance(result, redis.exceptions.NoScriptError):
-                    self._sha = None  # flushed (SCRIPT FLUSH, a restart): reload
                 failure = failure or result
-                self._failed(batch)
-            else:
-                self._appended(batch, result)
+            self._settle(batch, result)
         if failure is not None:
             self._went_down(failure)
         elif self.state != "up":
             self._came_back()
+
+    def _settle(self, batch: _Batch, result: t.Any) -> None:
+        if isinstance(result, Exception):
+            self._failed(batch)
+        else:
+            self._appended(batch, result)
+
+    def _roundtrip(self, batches: list[_Batch]) -> list[t.Any]:
+        """Send the batches' commands; their replies (an exception object for
+        a command Redis refused). Raises for a connection problem."""
+        import redis
+
+        client = self._connect()
+        if self._sha is None:
+            self._sha = client.script_load(_APPEND_SCRIPT)
+        sha = self._sha.encode() if isinstance(self._sha, str) else bytes(self._sha)
+        pool = client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([self._command(b, sha) for b in batches])
+            results: list[t.Any] = []
+            for _ in batches:
+                try:
+                    results.append(conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    results.append(exc)
+            return results
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def _appended(self, batch: _Batch, result: t.Any) -> None:
         queue = batch.queue

@@ -486,3 +486,33 @@ def test_options_are_checked() -> None:
         RedisStreams(
             "redis://127.0.0.1:1/0", namespace="", fallback=lambda n: MemoryQueue()
         )
+
+
+def test_script_flushed_is_loaded_again_without_a_fallback(
+    redis_server: RedisServer,
+) -> None:
+    """SCRIPT FLUSH (or a Redis restart) forgets the append script: the next
+    batch loads it again at once; nothing goes to the fallback."""
+    import redis as redis_py
+
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_server.url,
+        redis_namespace="noscript",
+        dead_letter=None,
+    )
+    client = redis_py.Redis.from_url(redis_server.url)
+    try:
+        tracker.track("one")
+        assert tracker.flush(timeout=10)
+        client.script_flush()
+        tracker.track("two")
+        assert tracker.flush(timeout=10)
+        stats = backend(tracker)
+        assert stats["redis_appended"] == 2
+        assert stats["redis_fallback"] == 0
+        assert stats["redis_errors"] == 0
+        assert client.xlen(stream_key("noscript", "memory")) == 2
+    finally:
+        client.close()
+        tracker.shutdown(timeout=10)
