@@ -136,7 +136,7 @@ class PrometheusMetrics:
         self._closed = False
         self._registered: list[t.Any] = []
         self._metrics: dict[str, Counter | Gauge] = {}
-        #: The counter values last written, by (family key, label values).
+        #: The values last written, by (family key, label values).
         self._last: dict[tuple[str, tuple[str, ...]], float] = {}
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
@@ -233,13 +233,14 @@ class PrometheusMetrics:
             for family in FAMILIES:
                 metric = self._metrics[family.key]
                 for labels, value in figures[family.key]:
-                    child = metric.labels(*labels) if labels else metric
-                    if family.kind == "gauge":
-                        t.cast("Gauge", child).set(value)
-                        continue
                     key = (family.key, labels)
                     before = last.get(key)
                     if before is not None and value == before:
+                        continue  # (every series is written once, at 0 too)
+                    child = metric.labels(*labels) if labels else metric
+                    if family.kind == "gauge":
+                        t.cast("Gauge", child).set(value)
+                        last[key] = value
                         continue
                     # Counters only go up; a lower figure means the tracker
                     # started its accounts over (it was forked): all of it is new.
