@@ -496,12 +496,16 @@ class Spool:
             except sqlite3.Error as exc:
                 self._fail(exc, [], during="adopting")
                 return False
+            woken = []
             with self.lock:
                 for bit, (n, nbytes, first, final) in per_bit.items():
                     queue = self.by_bit.get(bit)
                     if queue is not None:
                         queue.attach(first, final, n, nbytes, recovered=True)
+                        woken.append(queue)
             self._measure()
+        for queue in woken:
+            queue.wake_worker()
         return True
 
     def _bad_file(self, path: pathlib.Path, exc: BaseException) -> int:
@@ -699,6 +703,8 @@ class SpoolQueue:
         self._side: list[tuple[int, Event]] = []
         self._fb: EventQueue | None = None
         self._fb_base = 0
+        if not hasattr(self, "_waker"):
+            self._waker: t.Callable[[], None] | None = None
 
     def attach(
         self, first: int, last: int, count: int, nbytes: int, *, recovered: bool = False
@@ -716,6 +722,26 @@ class SpoolQueue:
         if recovered:
             self.recovered += count
         self.spool.wake()
+
+    def set_waker(self, waker: t.Callable[[], None] | None) -> None:
+        """``waker()`` starts or wakes the destination's worker: called when
+        events of a dead process are adopted into this queue (the worker may
+        not be running: nothing was tracked yet in this process)."""
+        self._waker = waker
+
+    def wake_worker(self) -> None:
+        """Called with no lock held."""
+        waker = self._waker
+        if waker is not None:
+            try:
+                waker()
+            except Exception:
+                _log.error(
+                    f"spool-wake:{self.name}",
+                    "trackware: waking the worker of %s failed",
+                    self.name,
+                    exc_info=True,
+                )
 
     def keep_in_memory(self, seq: int, event: Event) -> None:
         """A row the writer could not encode (spool ``lock`` held)."""
