@@ -131,14 +131,23 @@ class InspectorClient:
         max_buffer: int = MAX_BUFFER,
         timeout: float = TIMEOUT,
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"inspector URL must be http(s)://host:port, not {url!r}")
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            parts = urllib.parse.urlsplit("")
+        #: Why the URL cannot be used (then the client does nothing): a
+        #: development aid misconfigured never stops the app.
+        self.invalid = (
+            None
+            if parts.scheme in ("http", "https") and parts.hostname
+            else "the inspector URL must be http(s)://host:port"
+        )
         self.url = urllib.parse.urlunsplit(
             (parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")
         )
         self._https = parts.scheme == "https"
-        self._host = parts.hostname
+        self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._https else 80)
         self._path = parts.path.rstrip("/") + "/api/ingest"
         self._token = token
@@ -183,6 +192,12 @@ class InspectorClient:
     def start(self) -> None:
         """Listen to the tracker's signals and the HTTP tap; start the thread."""
         tracker = self._tracker()
+        if self.invalid is not None:
+            self._closed = True
+            _log.error(
+                "inspector:url", "trackware: %s; not sending to it", self.invalid
+            )
+            return
         if tracker is None:
             return
         signals.event_tracked.connect(self._on_tracked, sender=tracker, weak=False)

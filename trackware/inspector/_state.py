@@ -155,7 +155,11 @@ class InspectorState:
         entry, new = self._entry(event_id, pid, process)
         for key in ("name", "timestamp", "user_id", "anonymous_id", "session_id"):
             entry[key] = record.get(key)
-        entry["data"] = record.get("data")
+        data = record.get("data")
+        entry["data"] = data
+        properties = data.get("properties") if isinstance(data, dict) else None
+        if isinstance(properties, dict) and isinstance(properties.get("path"), str):
+            entry["path"] = properties["path"][:500]
         routing = record.get("routing") or {}
         if isinstance(routing, dict):
             for dest, outcome in routing.items():
@@ -398,6 +402,7 @@ def _summary(entry: Json) -> Json:
         "timestamp": entry.get("timestamp"),
         "user_id": entry.get("user_id"),
         "session_id": entry.get("session_id"),
+        "path": entry.get("path"),
         "app": entry.get("app"),
         "pid": entry.get("pid"),
         "seq": entry.get("seq"),

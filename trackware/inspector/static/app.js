@@ -104,11 +104,12 @@ function render() {
     const time = item.timestamp ? item.timestamp.replace("T", " ").replace(/\.\d+/, "") : "";
     return el("li", {
       class: "event", tabindex: "0", role: "button", "data-id": item.event_id,
-      "data-name": item.name || "", "aria-selected": String(item.event_id === selected),
+      "data-name": item.name || "", "data-app": item.app || "", "data-path": item.path || "",
+      "data-user": item.user_id || "", "aria-selected": String(item.event_id === selected),
       onclick: () => select(item.event_id),
       onkeydown: (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); select(item.event_id); } },
     },
-      el("div", { class: "name", text: item.name || "(event)" }),
+      el("div", { class: "name", text: `${item.name || "(event)"}${item.path ? ` ${item.path}` : ""}` }),
       el("div", { class: "meta", text: [time, item.user_id && `user ${item.user_id}`,
         item.session_id && `session ${item.session_id}`, item.app && `${item.app} pid ${item.pid}`]
         .filter(Boolean).join(" · ") }),
@@ -193,8 +194,9 @@ function renderDestinations(data) {
       el("dl", {},
         ...row("rate", `${d.rate}/s`), ...row("sent", d.sent), ...row("queue", d.queue_depth),
         ...row("in flight", d.in_flight), ...row("retries", d.retried), ...row("rejected", d.rejected),
-        ...row("circuit", d.circuit, `circuit-${d.circuit}`), ...row("last error", d.last_error || "—"),
-        ...row("dead letters", d.dead_lettered)),
+        ...row("circuit", d.circuit, `circuit-${d.circuit}`),
+        ...row("dead-lettered", d.dead_lettered), ...row("in dead letter", (d.dead_letters || []).length),
+        ...row("last error", d.last_error || "—", "last-error")),
       letters);
   });
   box.replaceChildren(...cards);
