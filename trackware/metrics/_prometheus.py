@@ -173,10 +173,11 @@ class PrometheusMetrics:
                 f"trackware.metrics.prometheus(): the registry already has "
                 f"trackware's metrics ({exc}); one tracker per registry"
             ) from None
-        for dest in tracker.destinations:  # every series from the start, at 0
-            self._duration.labels(dest.name)
-            self._batch.labels(dest.name)
         _arm()
+        with _write_lock:
+            for dest in tracker.destinations:  # every series from the start, at 0
+                self._duration.labels(dest.name)
+                self._batch.labels(dest.name)
         self._disconnect = _common.connect_attempts(tracker, self._observe)
         if multiprocess:
             self.sync()
