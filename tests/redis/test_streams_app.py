@@ -516,3 +516,66 @@ def test_script_flushed_is_loaded_again_without_a_fallback(
     finally:
         client.close()
         tracker.shutdown(timeout=10)
+
+
+_SPOOL_APP = """
+    import json, sys, time, trackware
+    from trackware.testing import InMemoryExporter
+    url, folder, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ids = []
+    trackware.signals.event_tracked.connect(
+        lambda sender, event, **kw: ids.append(event.event_id), weak=False
+    )
+    tracker = trackware.Tracker(
+        [InMemoryExporter()], queue=url, redis_namespace="spooled", spool=folder,
+        dead_letter=None,
+    )
+    for i in range(n):
+        tracker.track("e", {"i": i})
+    deadline = time.monotonic() + 30
+    while True:
+        stats = tracker.stats()["destinations"]["memory"]["backend"]
+        if n == 1 and stats["redis_forwarded"] >= int(sys.argv[4]):
+            break
+        if n > 1 and stats["redis_fallback"] >= n:
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    tracker.shutdown(timeout=2)
+    print(json.dumps({"ids": ids, "stats": tracker.stats()["destinations"]["memory"]}))
+"""
+
+
+@pytest.mark.slow
+def test_redis_down_events_wait_in_the_spool_for_the_next_process(
+    redis_server: RedisServer, tmp_path: t.Any
+) -> None:
+    """Redis is down: an app process with a spool keeps its events there
+    and exits; the next process (Redis back) forwards them to the stream."""
+    import redis as redis_py
+
+    folder = str(tmp_path / "spool")
+    redis_server.stop(save=False)
+    first = run_script(_SPOOL_APP, redis_server.url, folder, "1000")
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout.strip().splitlines()[-1])
+    assert report["stats"]["backend"]["redis_fallback"] == 1000
+    assert report["stats"]["backend"]["redis_unforwarded"] == 1000
+    assert report["stats"]["spooled"] >= 1000
+    redis_server.start()
+    second = run_script(_SPOOL_APP, redis_server.url, folder, "1", "1000")
+    assert second.returncode == 0, second.stderr
+    later = json.loads(second.stdout.strip().splitlines()[-1])
+    client = redis_py.Redis.from_url(redis_server.url)
+    try:
+        got = entries(client, stream_key("spooled", "memory"))
+    finally:
+        client.close()
+    got_ids = [fields[ID_FIELD].decode() for _, fields in got]
+    # Each process's events once, in that process's order (the second's own
+    # event may come before or after the ones it adopted).
+    assert len(got_ids) == 1001, later["stats"]
+    assert [i for i in got_ids if i not in later["ids"]] == report["ids"]
+    assert [i for i in got_ids if i in later["ids"]] == later["ids"]
+    assert later["stats"]["backend"]["redis_forwarded"] == 1000
