@@ -9,7 +9,9 @@ transient vendor faults are injected to show retries.
 
 Exits 0 only if every destination received exactly what its mapping says.
 ``--serve`` keeps the shop, the store and the emulators running afterwards for
-a person to click through.
+a person to click through. With ``trackware inspect`` running and
+``TRACKWARE_INSPECTOR=http://127.0.0.1:8969`` set, the inspector page shows
+every event of the journeys, its vendor payloads and outcomes, live.
 """
 
 from __future__ import annotations

@@ -92,7 +92,9 @@ def build_exporters(base_url: str) -> list[t.Any]:
 def server_tracker() -> trackware.Tracker:
     """The tracker of an example app under a real server, set as the default:
     the five exporters pointed at ``$TRACKWARE_EMULATOR_URL`` (default
-    ``http://127.0.0.1:8900``, where ``trackware emulate --port 8900`` runs)."""
+    ``http://127.0.0.1:8900``, where ``trackware emulate --port 8900`` runs).
+    ``TRACKWARE_INSPECTOR`` (read by every tracker) sends copies of its events
+    and outcomes to ``trackware inspect``."""
     tracker = trackware.Tracker(
         build_exporters(
             os.environ.get("TRACKWARE_EMULATOR_URL", "http://127.0.0.1:8900")

@@ -226,8 +226,14 @@ class InspectorClient:
             self._closing.set()
             end = deadline if deadline is not None else time.monotonic() + self._timeout
             thread = self._thread
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(max(0.0, end - time.monotonic()))
+            # The last records go out unless the inspector is failing: then
+            # the app's exit waits for nothing (the thread is a daemon).
+            if (
+                thread is not None
+                and thread is not threading.current_thread()
+                and not self._failures
+            ):
+                thread.join(max(0.0, min(end - time.monotonic(), self._timeout)))
             conn = self._conn
             if conn is not None:
                 conn.close()

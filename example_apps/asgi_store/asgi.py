@@ -8,6 +8,10 @@
 tracker; on shutdown the middleware shuts it down (lifespan): what it cannot
 deliver within its budget is dead-lettered. Without a lifespan (``--lifespan
 off``), trackware's SIGTERM handler does the same before the worker exits.
+
+To watch it live: run ``trackware inspect`` and start uvicorn with
+``TRACKWARE_INSPECTOR=http://127.0.0.1:8969``; both workers feed the one page
+(docs/inspector.md).
 """
 
 from __future__ import annotations

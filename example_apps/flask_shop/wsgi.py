@@ -7,6 +7,10 @@
 (default ``http://127.0.0.1:8900``). With ``--preload`` the tracker is built in
 the gunicorn master; each forked worker delivers its own events, and a
 SIGTERM delivers what is still queued before the workers exit.
+
+To watch it live: run ``trackware inspect`` and start gunicorn with
+``TRACKWARE_INSPECTOR=http://127.0.0.1:8969``; every worker (and the master)
+feeds the one page (docs/inspector.md).
 """
 
 from __future__ import annotations
