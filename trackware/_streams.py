@@ -145,6 +145,7 @@ return {n, unread}
 """
 
 _BACKOFF_FIRST = 0.05
+_DOWN_SPILL_INTERVAL = 0.05
 _BACKOFF_CAP = 5.0
 
 
@@ -284,14 +285,17 @@ class RedisStreamQueue:
             floor = self._seq - len(self._buf) + 1
             if self._inflight is not None:
                 floor = min(floor, self._inflight[0])
-            marks = self._marks
-            if marks:
-                settled = self.fallback.pending_floor()
-                while marks and marks[0][0] < settled:
-                    marks.popleft()
-                if marks:
-                    floor = min(floor, marks[0][1])
+            if self._marks:
+                self._prune_marks(self.fallback.pending_floor())
+                if self._marks:
+                    floor = min(floor, self._marks[0][1])
             return floor
+
+    def _prune_marks(self, settled: int) -> None:
+        """Forget the marks of moves the fallback has settled (lock held)."""
+        marks = self._marks
+        while marks and marks[0][0] < settled:
+            marks.popleft()
 
     def reset_after_fork(self) -> None:
         # The parent keeps (and appends) what it buffered; the child starts
@@ -393,7 +397,9 @@ class RedisStreamQueue:
                 exc_info=True,
             )
             dropped = events
+        settled = self.fallback.pending_floor()
         with self._lock:
+            self._prune_marks(settled)
             inflight = self._inflight
             if inflight is not None:
                 self._marks.append((self.fallback.last_seq(), inflight[0]))
@@ -517,8 +523,9 @@ class RedisStreams:
                 max_bytes=max_bytes,
             )
             self._queues[destination] = queue
-            if queue.fallback.depth():
-                # Events a previous process left in the spool: forward them.
+            if queue.fallback.depth() or getattr(queue.fallback, "durable", False):
+                # A spool: events a previous process left there (now, or
+                # adopted later) are forwarded without waiting for a track().
                 self.kick()
         return queue
 
@@ -567,9 +574,13 @@ class RedisStreams:
             if self._closing and self._idle():
                 break
             if self.state == "down":
+                # Spill what app threads buffer every 50 ms until the next
+                # reconnect attempt (not once per put: each spill is a write
+                # when the fallback is a spool).
                 wait = max(0.0, self._retry_at - time.monotonic())
-            else:
-                wait = 0.05 if self._closing else 1.0
+                time.sleep(min(wait, _DOWN_SPILL_INTERVAL))
+                continue
+            wait = 0.05 if self._closing else 1.0
             self._wake.wait(wait)
             self._wake.clear()
             if self.linger and not self._closing and self.state != "down":
@@ -581,10 +592,9 @@ class RedisStreams:
         return sum(q._buffered() for q in list(self._queues.values()))
 
     def _idle(self) -> bool:
+        """Nothing left to forward (buffers, held batches, fallbacks)."""
         for queue in list(self._queues.values()):
-            if queue._buffered() or queue._held:
-                return False
-            if self.state != "down" and queue.fallback.depth():
+            if queue._buffered() or queue._held or queue.fallback.depth():
                 return False
         return True
 
@@ -769,6 +779,9 @@ class RedisStreams:
         if batch.from_fallback is not None:
             queue.fallback.done(batch.from_fallback)
             queue.forwarded += n
+            settled = queue.fallback.pending_floor()
+            with queue._lock:
+                queue._prune_marks(settled)
         else:
             queue._settle_inflight()
         queue.appended += n

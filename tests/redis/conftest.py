@@ -128,10 +128,20 @@ class RedisServer:
             self.kill()
             pytest.fail(f"redis-server on port {self.port} did not shut down")
 
+    def pause(self) -> None:
+        """SIGSTOP: it holds every connection and answers nothing (slow Redis)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGCONT)  # a paused one dies too
             proc.wait()
 
 

@@ -579,3 +579,135 @@ def test_redis_down_events_wait_in_the_spool_for_the_next_process(
     assert [i for i in got_ids if i not in later["ids"]] == report["ids"]
     assert [i for i in got_ids if i in later["ids"]] == later["ids"]
     assert later["stats"]["backend"]["redis_forwarded"] == 1000
+
+
+@pytest.mark.parametrize("refusal", ["oom", "readonly"])
+def test_redis_refusing_writes_sends_events_to_the_fallback(
+    redis_server: RedisServer, refusal: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis answers but refuses writes (OOM: maxmemory reached; READONLY: it
+    became a replica): the events wait in the fallback, one warning, and are
+    forwarded in order once it accepts writes again."""
+    import redis as redis_py
+
+    namespace = f"refusal-{refusal}"
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_server.url,
+        redis_namespace=namespace,
+        dead_letter=None,
+    )
+    ids: list[str] = []
+
+    def tracked(sender: object, event: t.Any, **kw: object) -> None:
+        ids.append(event.event_id)
+
+    trackware.signals.event_tracked.connect(tracked)
+    client = redis_py.Redis.from_url(redis_server.url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="trackware"):
+            for i in range(10):
+                tracker.track("e", {"i": i})
+            assert tracker.flush(timeout=10)
+            if refusal == "oom":
+                client.config_set("maxmemory", 1)
+            else:
+                # A replica of a master that is not there: read-only.
+                client.replicaof("127.0.0.1", str(redis_server.port + 1))
+            for i in range(200):
+                tracker.track("e", {"i": 10 + i})
+            deadline = time.monotonic() + 10
+            while backend(tracker)["redis_fallback"] < 200:
+                assert time.monotonic() < deadline, backend(tracker)
+                time.sleep(0.02)
+            assert backend(tracker)["redis_state"] == "down"
+            if refusal == "oom":
+                client.config_set("maxmemory", 0)
+            else:
+                client.replicaof("NO", "ONE")
+            assert tracker.flush(timeout=20)
+        got = entries(client, stream_key(namespace, "memory"))
+        assert [f[ID_FIELD].decode() for _, f in got] == ids
+        stats = backend(tracker)
+        assert stats["redis_forwarded"] == stats["redis_fallback"] >= 200
+        warned = [
+            r.getMessage() for r in caplog.records if "is unavailable" in r.getMessage()
+        ]
+        assert len(warned) == 1
+        assert ("OutOfMemoryError" if refusal == "oom" else "ReadOnlyError") in warned[0]
+    finally:
+        trackware.signals.event_tracked.disconnect(tracked)
+        client.close()
+        tracker.shutdown(timeout=10)
+
+
+@pytest.mark.slow
+def test_paused_redis_times_out_then_everything_arrives(
+    redis_server: RedisServer,
+) -> None:
+    """Redis stops answering (SIGSTOP) mid-stream: the sender's socket
+    timeout fires on its own thread, the events go to the fallback, and after
+    SIGCONT every event reaches the stream. A batch whose reply was lost may
+    appear twice, with the same event ids (at-least-once)."""
+    import redis as redis_py
+
+    streams = RedisStreams(
+        redis_server.url,
+        namespace="paused",
+        fallback=lambda name: MemoryQueue(),
+        socket_timeout=0.3,
+    )
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue_factory=lambda exporter: streams.queue(exporter.name),
+        dead_letter=None,
+    )
+    ids: list[str] = []
+
+    def tracked(sender: object, event: t.Any, **kw: object) -> None:
+        ids.append(event.event_id)
+
+    trackware.signals.event_tracked.connect(tracked)
+    longest = 0.0
+    try:
+        for i in range(100):
+            tracker.track("e", {"i": i})
+        assert tracker.flush(timeout=10)
+        redis_server.pause()
+        paused_from = len(ids)
+        for i in range(500):
+            began = time.perf_counter()
+            tracker.track("e", {"i": 100 + i})
+            longest = max(longest, time.perf_counter() - began)
+            if i % 100 == 0:
+                time.sleep(0.1)
+        deadline = time.monotonic() + 10
+        while backend(tracker)["redis_state"] != "down":
+            assert time.monotonic() < deadline, backend(tracker)
+            time.sleep(0.02)
+        paused_to = len(ids)
+        redis_server.resume()
+        for i in range(100):
+            tracker.track("e", {"i": 600 + i})
+        assert tracker.flush(timeout=30)
+        client = redis_py.Redis.from_url(redis_server.url)
+        try:
+            got = [
+                f[ID_FIELD].decode()
+                for _, f in entries(client, "trackware:paused:memory")
+            ]
+        finally:
+            client.close()
+        assert set(got) == set(ids)
+        twice = {i for i in got if got.count(i) > 1}
+        assert twice <= set(ids[paused_from:paused_to])
+        assert backend(tracker)["redis_fallback"] > 0
+        print(
+            f"\nlongest track() call while Redis was paused: {longest * 1e6:.0f} µs; "
+            f"{len(got) - len(set(got))} entries appended twice",
+            file=sys.stderr,
+        )
+    finally:
+        trackware.signals.event_tracked.disconnect(tracked)
+        tracker.shutdown(timeout=10)
+        streams.close(time.monotonic() + 5)
