@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             f"trackware inspect: cannot listen on {args.host}:{args.port}: {reason}",
             file=sys.stderr,
         )
-        return 1
+        return 2
     page = server.url + ("/?token=<your token>" if token else "/")
     print(f"trackware inspect: open {page}", flush=True)
     print(f"  apps: TRACKWARE_INSPECTOR={server.url}", flush=True)
