@@ -205,3 +205,18 @@ def test_bad_arguments_raise_configuration_error(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         replay(store, target, **kwargs)
+
+
+def test_keys_may_be_abbreviated_to_a_unique_start() -> None:
+    from trackware.deadletter import resolve_keys
+
+    store = MemoryDeadLetter()
+    store.write([dead("sink", Event("e", event_id=f"id-{n}")) for n in range(2)])
+    records = [
+        r._replace(key=k) for r, k in zip(store.list(), ["abc1", "abd2"], strict=True)
+    ]
+    assert resolve_keys(["abc1", "abd", "abc"], records) == ["abc1", "abd2", "abc1"]
+    with pytest.raises(KeyError, match="'ab' is the start of 2 keys"):
+        resolve_keys(["ab"], records)
+    with pytest.raises(KeyError, match="no dead letter has the key ''"):
+        resolve_keys([""], records)

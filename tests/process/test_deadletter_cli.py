@@ -15,6 +15,7 @@ import typing as t
 
 import pytest
 
+from trackware import DeadLetterRecord, Event, JSONLinesDeadLetter, _cli
 from trackware.testing.emulators import VendorEmulator
 
 pytestmark = pytest.mark.slow
@@ -174,55 +175,80 @@ def test_replay_after_a_mapping_fix_one_key_at_a_time_through_config(
     assert [e["action"] for e in emulator.synerise.events] == ["shop.order"] * 2
 
 
-def test_list_show_and_purge(emulator: VendorEmulator, tmp_path: pathlib.Path) -> None:
-    path = tmp_path / "dead.jsonl"
-    env = {"TRACKWARE_DEAD_LETTER_PATH": str(path)}
-    track("shop.order", 2, {**env, **synerise_env(emulator, "wrong-key")})
-    proc = cli("list", env=env)  # the default path: $TRACKWARE_DEAD_LETTER_PATH
-    assert proc.returncode == 0, proc.stderr
-    rows = [line.split("  ") for line in proc.stdout.splitlines()]
-    assert [row[2:5] for row in rows] == [["synerise", "401", "shop.order"]] * 2
-    assert proc.stderr == f"2 dead letter(s) in {path}\n"
-    assert cli("list", "--destination", "yotpo", env=env).stdout == ""
+def main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The command in this process (quicker than a new interpreter for the
+    checks that do not need one): status, stdout, stderr."""
+    try:
+        status = _cli.main(["deadletter", *args])
+    except SystemExit as exc:  # argparse
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
 
-    proc = cli("show", rows[0][0][:6], "--path", str(path), env=env)
-    assert proc.returncode == 0, proc.stderr
-    shown = json.loads(proc.stdout)
-    assert shown["key"] == rows[0][0] and shown["event"]["event_id"] == rows[0][5]
-    proc = cli("show", "nope", env=env)
-    assert proc.returncode == 2
-    assert proc.stderr == (
-        f"trackware: deadletter show: no dead letter has the key 'nope' in {path}\n"
+
+def test_list_show_and_purge(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "dead.jsonl"  # $TRACKWARE_DEAD_LETTER_PATH (conftest)
+    assert os.environ["TRACKWARE_DEAD_LETTER_PATH"] == str(path)
+    events = [Event("shop.order", {"n": n}, event_id=f"id-{n}") for n in range(2)]
+    JSONLinesDeadLetter(path).write(
+        [DeadLetterRecord("synerise", "HTTP 401:\n  no", e, status=401) for e in events]
+    )
+    status, out, err = main(capsys, "list")  # the default: that file
+    assert status == 0
+    rows = [line.split("  ") for line in out.splitlines()]
+    assert [row[2:] for row in rows] == [
+        ["synerise", "401", "shop.order", "id-0", "HTTP 401: no"],
+        ["synerise", "401", "shop.order", "id-1", "HTTP 401: no"],
+    ]
+    assert err == f"2 dead letter(s) in {path}\n"
+    assert main(capsys, "list", "--destination", "yotpo")[:2] == (0, "")
+
+    status, out, _ = main(capsys, "show", rows[0][0][:6], "--path", str(path))
+    assert status == 0
+    shown = json.loads(out)
+    assert shown["key"] == rows[0][0] and shown["event"]["event_id"] == "id-0"
+    assert main(capsys, "show", "nope") == (
+        2,
+        "",
+        f"trackware: deadletter show: no dead letter has the key 'nope' in {path}\n",
     )
 
-    proc = cli("purge", env=env)
-    assert proc.returncode == 2 and "add --yes" in proc.stderr
-    assert len(listed(path, env)) == 2
-    proc = cli("purge", "--destination", "yotpo", "--yes", env=env)
-    assert proc.returncode == 0 and "purged 0 dead letter(s) of yotpo" in proc.stderr
-    proc = cli("purge", "--yes", env=env)
-    assert proc.returncode == 0 and "purged 2 dead letter(s)" in proc.stderr
-    assert listed(path, env) == []
+    status, _, err = main(capsys, "purge")
+    assert status == 2 and "deletes 2 dead letter(s)" in err and "add --yes" in err
+    assert len(JSONLinesDeadLetter(path).list()) == 2
+    status, _, err = main(capsys, "purge", "--destination", "yotpo", "--yes")
+    assert status == 0 and "purged 0 dead letter(s) of yotpo" in err
+    status, _, err = main(capsys, "purge", "--yes")
+    assert status == 0 and "purged 2 dead letter(s)" in err
+    assert JSONLinesDeadLetter(path).list() == []
 
 
 @pytest.mark.parametrize(
-    ("args", "status", "message"),
+    ("args", "message"),
     [
-        (["replay", "--config", "nowhere"], 2, "give module:factory"),
-        (["replay", "--config", "no_such_module:f"], 2, "cannot import"),
-        (["replay"], 2, "configuration error: Tracker.from_env(): no destination"),
-        (["list", "--path", "a", "--spool", "b"], 2, "not allowed with argument"),
-        (["replay", "--batch-size", "0"], 2, "must be 1 or more"),
-        (["list", "--path", "/proc/1/mem"], 2, "trackware: deadletter list: cannot"),
+        (["replay", "--config", "nowhere"], "give module:factory"),
+        (["replay", "--config", "no_such_module:f"], "cannot import"),
+        (["replay", "--config", "json:no_such_function"], "has no function"),
+        (["replay"], "configuration error: Tracker.from_env(): no destination"),
+        (["list", "--path", "a", "--spool", "b"], "not allowed with argument"),
+        (["replay", "--batch-size", "0"], "must be 1 or more"),
+        (["list", "--path", "/proc/1/mem"], "trackware: deadletter list: cannot"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(
-    args: list[str], status: int, message: str
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
 ) -> None:
-    env = {k: "" for k in os.environ if k.startswith("TRACKWARE_") and "DEAD" not in k}
-    proc = cli(*args, env=env)
-    assert proc.returncode == status, proc.stderr
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    for name in os.environ:
+        if name.startswith("TRACKWARE_") and "DEAD" not in name:
+            monkeypatch.delenv(name)
+    status, _, err = main(capsys, *args)
+    assert status == 2, err
+    assert message in err and "Traceback" not in err
 
 
 def test_dead_letters_of_a_spool_are_listed_and_replayed(
