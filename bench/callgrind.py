@@ -35,12 +35,14 @@ ROWS: dict[str, str] = {
     "flask-first": "Flask, page + sessions, first visit",
     "flask-floor": "Flask, the floor (bench/floor.py)",
     "flask-otel": "Flask, OpenTelemetry instrumentation",
+    "flask-passthrough": "Flask, a wrapper that only calls the app",
     "asgi-plain": "Starlette request, plain app",
     "asgi-returning": "ASGI, page + sessions, returning",
     "asgi-excluded": "ASGI, request excluded",
     "asgi-first": "ASGI, page + sessions, first visit",
     "asgi-floor": "ASGI, the floor (bench/floor.py)",
     "asgi-otel": "ASGI, OpenTelemetry middleware",
+    "asgi-passthrough": "ASGI, middleware that only calls the app",
     "deliver-null": "delivery to a null exporter, /event",
     "deliver-http": "delivery by HTTPExporter, /event",
 }
@@ -304,10 +306,16 @@ def targets(per_op: dict[str, float]) -> list[tuple[str, bool]]:
             )
         if excluded is not None:
             added = excluded - plain
+            passing = per_op.get(f"{prefix}-passthrough")
+            beside = (
+                ""
+                if passing is None
+                else f"; a wrapper that only calls the app +{passing - plain:,.0f}"
+            )
             out.append(
                 (
                     f"{name}, excluded request: +{added:,.0f} Ir"
-                    f" (target <= {EXCLUDED_MAX:,})",
+                    f" (target <= {EXCLUDED_MAX:,}{beside})",
                     added <= EXCLUDED_MAX,
                 )
             )

@@ -106,6 +106,26 @@ def _counts(tracker: trackware.Tracker) -> dict[str, t.Any]:
     }
 
 
+class PassWSGI:
+    """A WSGI wrapper that only calls the app: what any wrapper costs."""
+
+    def __init__(self, app: t.Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: t.Any, start_response: t.Any) -> t.Any:
+        return self.app(environ, start_response)
+
+
+class PassASGI:
+    """ASGI middleware that only calls the app: what any middleware costs."""
+
+    def __init__(self, app: t.Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        await self.app(scope, receive, send)
+
+
 # --- Flask -----------------------------------------------------------------------
 def flask_scenario(variant: str) -> Scenario:
     import flask
@@ -133,6 +153,8 @@ def flask_scenario(variant: str) -> Scenario:
 
         floor = FloorTracker(SECRET)
         app.wsgi_app = FloorWSGI(app.wsgi_app, floor)  # type: ignore[method-assign]
+    elif variant == "passthrough":
+        app.wsgi_app = PassWSGI(app.wsgi_app)  # type: ignore[method-assign]
     elif variant == "otel":
         from _common import sdk_tracer_provider
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
@@ -237,6 +259,8 @@ def asgi_scenario(variant: str) -> Scenario:
 
         floor = FloorTracker(SECRET)
         app = FloorASGI(app, floor)
+    elif variant == "passthrough":
+        app = PassASGI(app)
     elif variant == "otel":
         from _common import sdk_tracer_provider
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -376,12 +400,14 @@ SCENARIOS: dict[str, t.Callable[[], Scenario]] = {
     "flask-excluded": lambda: flask_scenario("excluded"),
     "flask-first": lambda: flask_scenario("first"),
     "flask-floor": lambda: flask_scenario("floor"),
+    "flask-passthrough": lambda: flask_scenario("passthrough"),
     "flask-otel": lambda: flask_scenario("otel"),
     "asgi-plain": lambda: asgi_scenario("plain"),
     "asgi-returning": lambda: asgi_scenario("returning"),
     "asgi-excluded": lambda: asgi_scenario("excluded"),
     "asgi-first": lambda: asgi_scenario("first"),
     "asgi-floor": lambda: asgi_scenario("floor"),
+    "asgi-passthrough": lambda: asgi_scenario("passthrough"),
     "asgi-otel": lambda: asgi_scenario("otel"),
     "deliver-null": lambda: delivery_scenario("null"),
     "deliver-http": lambda: delivery_scenario("http"),

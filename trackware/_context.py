@@ -25,7 +25,14 @@ from ._validate import (
 if t.TYPE_CHECKING:
     from ._tracker import Tracker
 
-__all__ = ["Scope", "current_scope", "identify", "scope_var", "sendable"]
+__all__ = [
+    "Scope",
+    "TrackerScope",
+    "current_scope",
+    "identify",
+    "scope_var",
+    "sendable",
+]
 
 
 class Scope:
@@ -102,6 +109,24 @@ class Scope:
             f"Scope(user_id={self.user_id!r}, anonymous_id={self.anonymous_id!r}, "
             f"context_keys={sorted(self.context)!r})"
         )
+
+
+#: The dict of a scope with no traits or context (shared: a scope's dicts
+#: are replaced, never mutated).
+_NOTHING: dict[str, t.Any] = {}
+
+
+class TrackerScope(Scope):
+    """A scope that names only a tracker: what an integration binds for a
+    request it does not track, so that what the app tracks still goes to its
+    tracker. Made with one store (``object.__new__`` and ``.tracker``): the
+    other fields read these class defaults until :func:`identify` or the app
+    sets them (on the instance, never on the class).
+    """
+
+    user_id = anonymous_id = email = phone = None
+    traits = context = _NOTHING
+    traits_cache = identity_cache = None
 
 
 def sendable(values: t.Mapping[str, t.Any] | None, what: str) -> dict[str, t.Any]:

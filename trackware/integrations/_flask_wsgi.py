@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wsgi import ClosingIterator as _ClosingIterator
 
 from .. import _log
-from .._context import Scope, scope_var
+from .._context import TrackerScope, scope_var
 from .._decorators import tracked_wrapper_of
 from ._options import Identity
 from ._request import RequestState, RequestTracker
@@ -195,19 +195,26 @@ class TrackwareWSGI:
             if len(self.views) != self.seen_views:
                 self._refresh()
             get = environ.get
-            method = get("REQUEST_METHOD", "GET")
             path = get("PATH_INFO") or "/"
-            agent = get("HTTP_USER_AGENT")
-            if not engine.wants(method, path, agent) or (
-                self.prefixes
-                and path.startswith(self.prefixes)
-                and self._rule_excluded(environ)
-            ):
+            # An excluded path first: nothing else is read of its request.
+            excluded = engine.path_cache.get(path)
+            if excluded is None:
+                excluded = engine.path_excluded(path)
+            if excluded:
                 pass
-            elif self.inside:  # the scope is opened by full_dispatch_request
-                inside = True
             else:
-                state = begin_wsgi(engine, environ, method, path, agent)
+                method = get("REQUEST_METHOD", "GET")
+                agent = get("HTTP_USER_AGENT")
+                if not engine.admits(method, agent) or (
+                    self.prefixes
+                    and path.startswith(self.prefixes)
+                    and self._rule_excluded(environ)
+                ):
+                    pass
+                elif self.inside:  # the scope is opened by full_dispatch_request
+                    inside = True
+                else:
+                    state = begin_wsgi(engine, environ, method, path, agent)
         except Exception:
             _log.error(
                 "flask-begin", "trackware: could not start tracking", exc_info=True
@@ -256,7 +263,8 @@ class TrackwareWSGI:
         # Not tracked, but what the app tracks still goes to our tracker: a
         # scope naming only the tracker (a new one: identify() writes to it),
         # bound while Flask runs and while a streamed body produces its chunks.
-        scope = Scope(tracker=tracker)
+        scope = _new(TrackerScope)
+        scope.tracker = tracker
         token = scope_var.set(scope)
         try:
             body = self.wsgi_app(environ, start_response)

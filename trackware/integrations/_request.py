@@ -91,7 +91,9 @@ class RequestTracker:
             if patterns
             else None
         )
-        self._path_cache: dict[str, bool] = {}
+        #: Verdicts on paths (bounded: no more once full); read by the
+        #: integrations before anything else of a request.
+        self.path_cache: dict[str, bool] = {}
         # Verdicts on user agents (bounded: no more once full).
         self._bot_cache: dict[str, bool] = {}
         self._state_type = state_type or RequestState
@@ -114,21 +116,25 @@ class RequestTracker:
 
     # --- decisions ----------------------------------------------------------------
     def path_excluded(self, path: str) -> bool:
-        verdict = self._path_cache.get(path)
+        verdict = self.path_cache.get(path)
         if verdict is None:
             verdict = bool(self._path_re and self._path_re.search(path))
-            if len(self._path_cache) < 4096:
-                self._path_cache[path] = verdict
+            if len(self.path_cache) < 4096:
+                self.path_cache[path] = verdict
         return verdict
 
     def wants(self, method: str, path: str, user_agent: str | None) -> bool:
         """Is this request tracked at all? (Before routing.)"""
-        if method in self._methods:
-            return False
-        excluded = self._path_cache.get(path)
+        excluded = self.path_cache.get(path)
         if excluded is None:
             excluded = self.path_excluded(path)
         if excluded:
+            return False
+        return self.admits(method, user_agent)
+
+    def admits(self, method: str, user_agent: str | None) -> bool:
+        """:meth:`wants` for a path known not to be excluded."""
+        if method in self._methods:
             return False
         if self._exclude_bots and user_agent:
             is_bot = self._bot_cache.get(user_agent)

@@ -24,8 +24,7 @@ except ImportError:  # pragma: no cover - exercised by the import-gate test
     ) from None
 
 from .. import _log
-from .._context import Scope as ContextScope  # (Scope is the ASGI scope here)
-from .._context import scope_var
+from .._context import TrackerScope, scope_var
 from .._default import adopt_default
 from ..exceptions import ConfigurationError
 from ._connection import Connection, with_cookies
@@ -60,6 +59,18 @@ SCOPE_KEY = "trackware"
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "trackware_asgi_active", default=False
 )
+
+
+class Untracked(TrackerScope):
+    """The scope bound while a TrackwareMiddleware runs a connection it does
+    not track: names only the middleware's tracker (``None``: the process
+    default), and marks the connection as handled (no other middleware
+    tracks it)."""
+
+
+_new = object.__new__
+#: Scope types that mark a connection a TrackwareMiddleware handles.
+_HANDLED = (Connection, Untracked)
 
 
 #: What the identity callable of the middleware may be.
@@ -139,6 +150,8 @@ class TrackwareMiddleware:
         self.websocket_connect_event = websocket_connect_event
         self.websocket_disconnect_event = websocket_disconnect_event
         self.flush_on_shutdown = flush_on_shutdown
+        self._paths = self.engine.path_cache
+        self._tracker = tracker
         self._query = bool(self.engine.options.query_allow)
         self._capture_ip = self.engine.options.capture_ip
         self._find_route = route_finder(app)
@@ -156,15 +169,26 @@ class TrackwareMiddleware:
     ) -> None:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
-            if (
-                SCOPE_KEY in scope
-                or _active.get()
-                or type(scope_var.get()) is Connection
-            ):
+            if SCOPE_KEY in scope or _active.get() or type(scope_var.get()) in _HANDLED:
                 # An outer TrackwareMiddleware handles this connection already.
                 await self.app(scope, receive, send)
             elif kind == "http":
-                await self._http(scope, receive, send)
+                # An excluded path first: nothing else is read of its request.
+                path: str = scope.get("path") or "/"  # type: ignore[assignment]
+                excluded = self._paths.get(path)
+                if excluded is None:
+                    excluded = self.engine.path_excluded(path)
+                if excluded:
+                    scope[SCOPE_KEY] = None  # type: ignore[literal-required]
+                    untracked = _new(Untracked)
+                    untracked.tracker = self._tracker
+                    token = scope_var.set(untracked)
+                    try:
+                        await self.app(scope, receive, send)
+                    finally:
+                        scope_var.reset(token)
+                else:
+                    await self._http(scope, receive, send)
             else:
                 await self._websocket(scope, receive, send)
         elif kind == "lifespan" and self.flush_on_shutdown and SCOPE_KEY not in scope:
@@ -189,7 +213,7 @@ class TrackwareMiddleware:
             elif name == b"referer":
                 referrer = value.decode("latin-1")
         path: str = scope.get("path") or "/"
-        if not self.engine.wants(method, path, user_agent):
+        if not self.engine.admits(method, user_agent):  # (path not excluded)
             return None
         return path, cookie, user_agent, referrer
 
@@ -272,8 +296,6 @@ class TrackwareMiddleware:
                 _active.reset(guard)
                 raise
         if state is None:
-            if guard is None:
-                guard = _active.set(True)
             await self._untracked(inner, receive, send, guard)
             return
         inner[SCOPE_KEY] = state
@@ -350,27 +372,28 @@ class TrackwareMiddleware:
         inner: t.Any,
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
-        guard: contextvars.Token[bool],
+        guard: contextvars.Token[bool] | None,
     ) -> None:
         """Run the app for a connection that is not tracked (excluded by
-        method, path or bot user agent, or its tracking failed to start).
+        method or bot user agent, or its tracking failed to start; an
+        excluded path does the same in :meth:`__call__`).
 
         Not tracked, but what the app tracks still goes to this middleware's
-        tracker, as in a tracked request: a scope naming only the tracker is
-        bound (a new one per connection, since ``identify()`` writes to it).
-        Without ``tracker=`` none is bound, and events go to the process
-        default, as a tracked request's do.
+        tracker, as in a tracked request: an :class:`Untracked` scope naming
+        only the tracker is bound (a new one per connection, since
+        ``identify()`` writes to it); without ``tracker=`` it names none, and
+        events go to the process default, as a tracked request's do. It is
+        also the double-tracking guard of the connection.
         """
-        tracker = self.engine.options.tracker
-        token = (
-            None if tracker is None else scope_var.set(ContextScope(tracker=tracker))
-        )
+        untracked = _new(Untracked)
+        untracked.tracker = self._tracker
+        token = scope_var.set(untracked)
         try:
             await self.app(inner, receive, send)
         finally:
-            if token is not None:
-                scope_var.reset(token)
-            _active.reset(guard)
+            scope_var.reset(token)
+            if guard is not None:
+                _active.reset(guard)
 
     def _finish_http(
         self,
@@ -439,7 +462,11 @@ class TrackwareMiddleware:
         inner: t.Any = dict(scope)
         inner[SCOPE_KEY] = None
         try:
-            state = await self._open(scope, inner, "GET")
+            state = (
+                None
+                if self.engine.path_excluded(scope.get("path") or "/")
+                else await self._open(scope, inner, "GET")
+            )
         except BaseException:
             _active.reset(guard)
             raise
