@@ -1,6 +1,7 @@
 """Fixtures of the Redis tests: a real Redis, never a fake.
 
-* ``redis_url`` (session): ``redis://127.0.0.1:6379/0`` when that answers
+* ``redis_url`` (session): ``redis://127.0.0.1:6379/0`` (or
+  ``TRACKWARE_TEST_REDIS_URL``, host and port only) when that answers
   ``PING``; else a throwaway ``redis-server`` on a free port when one is on
   ``PATH``; else every Redis test is skipped with one reason — except under
   ``CI=true``, where that is a failure.
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import time
 import typing as t
+import urllib.parse
 import uuid
 
 import pytest
@@ -148,12 +150,15 @@ class RedisServer:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[str]:
     pytest.importorskip("redis", reason="redis-py is not installed")
-    if _answers("127.0.0.1", 6379):
-        yield DEFAULT_URL
+    url = os.environ.get("TRACKWARE_TEST_REDIS_URL") or DEFAULT_URL
+    where = urllib.parse.urlsplit(url)
+    host, port = where.hostname or "127.0.0.1", where.port or 6379
+    if _answers(host, port):
+        yield url
         return
     if shutil.which("redis-server") is None:
         _unavailable(
-            "no Redis answers on 127.0.0.1:6379 and redis-server is not on PATH"
+            f"no Redis answers on {host}:{port} and redis-server is not on PATH"
         )
     server = RedisServer(str(tmp_path_factory.mktemp("redis")))
     server.start()
