@@ -36,6 +36,8 @@ OUTCOMES = (
 )
 
 _MAX_DETAIL = 500
+#: Delivered records are removed from the store at least this often.
+REMOVE_EVERY = 5_000
 
 
 class ReplayOutcome(t.NamedTuple):
@@ -226,7 +228,8 @@ def replay(
     if keys is not None:
         wanted = list(dict.fromkeys(keys))
         present = {r.key for r in records}
-        records = [r for r in records if r.key in set(wanted)]
+        chosen = set(wanted)
+        records = [r for r in records if r.key in chosen]
         missing = [k for k in wanted if k not in present]
     else:
         missing = []
@@ -291,47 +294,72 @@ def replay(
                 _detail(text),
             )
 
-    for dest_name, by_id in pending.items():
-        route = routes[dest_name]
-        events = [event for event, _ in by_id.values()]
-        for batch in _batches(events, route.batch_size, route.batch_bytes):
-            result = _export(route.exporter, batch)
-            delivered: list[str] = []
-            done: set[str] = set()
-            for event in result.sent:
-                group = by_id.get(event.event_id)
-                if group is not None and event.event_id not in done:
-                    done.add(event.event_id)
-                    settle(group[1], "delivered", None, None)
-                    delivered.extend(r.key for r in group[1])
-            for rejection in result.rejected:
-                group = by_id.get(rejection.event.event_id)
-                if group is not None and rejection.event.event_id not in done:
-                    done.add(rejection.event.event_id)
-                    text = rejection.reason
-                    if rejection.body and rejection.body not in text:
-                        text = f"{text}: {rejection.body}"
-                    settle(group[1], "rejected", rejection.status, text)
-            for event in result.skipped:
-                group = by_id.get(event.event_id)
-                if group is not None and event.event_id not in done:
-                    done.add(event.event_id)
-                    settle(
-                        group[1],
-                        "not_applicable",
-                        None,
-                        "the exporter skipped it (not applicable)",
-                    )
-            error = result.error or "the exporter reported no outcome for it"
-            for event in batch:  # retry, and anything the exporter left out
-                if event.event_id not in done:
-                    done.add(event.event_id)
-                    settle(by_id[event.event_id][1], "failed", result.status, error)
-            if delivered:
-                report.removed += store.remove(delivered)
+    # Delivered records leave the store in chunks: each remove() of a
+    # JSON-lines file rewrites it, so once per batch would be quadratic. A
+    # crash before a chunk is removed only means those events are sent again
+    # by the next replay, with the same ids.
+    delivered: list[str] = []
+
+    def remove_delivered() -> None:
+        if delivered:
+            report.removed += store.remove(delivered)
+            delivered.clear()
+
+    try:
+        for dest_name, by_id in pending.items():
+            _send(routes[dest_name], by_id, settle, delivered, remove_delivered)
+    finally:
+        remove_delivered()
 
     report.outcomes = [outcome[r.key] for r in records]
     report.outcomes.extend(
         ReplayOutcome(k, destination or "", None, None, "not_found") for k in missing
     )
     return report
+
+
+def _send(
+    route: _Route,
+    by_id: dict[str, tuple[Event, list[StoredDeadLetter]]],
+    settle: t.Callable[[list[StoredDeadLetter], str, int | None, str | None], None],
+    delivered: list[str],
+    remove_delivered: t.Callable[[], None],
+) -> None:
+    """One destination's events, batch by batch; each record settled, the
+    delivered ones' keys appended to ``delivered`` (removed from the store
+    every :data:`REMOVE_EVERY`)."""
+    events = [event for event, _ in by_id.values()]
+    for batch in _batches(events, route.batch_size, route.batch_bytes):
+        result = _export(route.exporter, batch)
+        done: set[str] = set()
+        for event in result.sent:
+            group = by_id.get(event.event_id)
+            if group is not None and event.event_id not in done:
+                done.add(event.event_id)
+                settle(group[1], "delivered", None, None)
+                delivered.extend(r.key for r in group[1])
+        for rejection in result.rejected:
+            group = by_id.get(rejection.event.event_id)
+            if group is not None and rejection.event.event_id not in done:
+                done.add(rejection.event.event_id)
+                text = rejection.reason
+                if rejection.body and rejection.body not in text:
+                    text = f"{text}: {rejection.body}"
+                settle(group[1], "rejected", rejection.status, text)
+        for event in result.skipped:
+            group = by_id.get(event.event_id)
+            if group is not None and event.event_id not in done:
+                done.add(event.event_id)
+                settle(
+                    group[1],
+                    "not_applicable",
+                    None,
+                    "the exporter skipped it (not applicable)",
+                )
+        error = result.error or "the exporter reported no outcome for it"
+        for event in batch:  # retry, and anything the exporter left out
+            if event.event_id not in done:
+                done.add(event.event_id)
+                settle(by_id[event.event_id][1], "failed", result.status, error)
+        if len(delivered) >= REMOVE_EVERY:
+            remove_delivered()

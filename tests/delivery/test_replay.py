@@ -220,3 +220,47 @@ def test_keys_may_be_abbreviated_to_a_unique_start() -> None:
         resolve_keys(["ab"], records)
     with pytest.raises(KeyError, match="no dead letter has the key ''"):
         resolve_keys([""], records)
+
+
+class Interrupted(BaseExporter):
+    """Accepts batches of two; the user presses Ctrl-C during call ``stop_at``."""
+
+    default_name = "sink"
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        super().__init__(max_batch_size=2)
+        self.calls = 0
+        self.stop_at = stop_at
+
+    def export(self, events: t.Sequence[Event], /) -> ExportResult:
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return ExportResult.success(events)
+
+
+def test_an_interrupted_replay_still_removes_what_was_delivered(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = JSONLinesDeadLetter(tmp_path / "dead.jsonl")
+    store.write([dead("sink", Event("e", event_id=f"id-{n}")) for n in range(8)])
+    with pytest.raises(KeyboardInterrupt):
+        replay(store, [Interrupted(stop_at=3)])
+    left = [s.event["event_id"] for s in store.list()]
+    assert left == ["id-4", "id-5", "id-6", "id-7"]
+    # Removal in chunks (every REMOVE_EVERY delivered records, and at the end).
+    removes: list[int] = []
+    original = store.remove
+
+    def counting(keys: t.Collection[str], /) -> int:
+        removes.append(len(keys))
+        return original(keys)
+
+    monkeypatch.setattr(store, "remove", counting)
+    monkeypatch.setattr("trackware._replay.REMOVE_EVERY", 3)
+    store.write([dead("sink", Event("e", event_id=f"id-{n}")) for n in range(8, 11)])
+    report = replay(store, [Picky()], batch_size=2)
+    assert report.removed == 0 and removes == []  # nothing named "ok"
+    report = replay(store, [Interrupted()])
+    assert report.counts() == {"delivered": 7} and report.removed == 7
+    assert removes == [4, 3] and store.list() == []
