@@ -977,6 +977,11 @@ class SpoolQueue:
                 acks.append((seq, mask))
         if later and self._fb is not None:
             self._fb.done(later)
+        elif spool.always:
+            # Settled means settled in the file too, before the worker moves
+            # on: a kill now re-sends nothing that was delivered.
+            with spool.db_lock:
+                spool.commit_locked()
 
     def depth(self) -> int:
         fb = self._fb
