@@ -237,23 +237,24 @@ class JSONLinesDeadLetter:
         wanted = frozenset(keys)
         if not wanted:
             return 0
-        return self._rewrite(
-            lambda line, stored: stored is not None and stored.key in wanted
-        )
+        return self._rewrite(lambda line: _line_key(line) in wanted)
 
     def purge(self, destination: str | None = None) -> int:
         """Remove every record (of ``destination`` only, when given); returns
         how many were removed. Without ``destination``, lines that are not
         records go too (they are not counted)."""
         if destination is None:
-            return self._rewrite(lambda line, stored: True)
-        return self._rewrite(
-            lambda line, stored: (
-                stored is not None and stored.destination == destination
-            )
-        )
+            return self._rewrite(lambda line: _line_key(line) is not None or None)
 
-    def _rewrite(self, drop: t.Callable[[bytes, StoredDeadLetter | None], bool]) -> int:
+        def mine(line: bytes) -> bool:
+            stored = _parse_line(line)
+            return stored is not None and stored.destination == destination
+
+        return self._rewrite(mine)
+
+    def _rewrite(self, drop: t.Callable[[bytes], bool | None]) -> int:
+        """Rewrite each file without the lines ``drop`` picks: True drops a
+        record (counted), None a line that is not one, False keeps it."""
         removed = 0
         with self._locked(create=False) as locked:
             if not locked:
@@ -262,14 +263,14 @@ class JSONLinesDeadLetter:
                 data = path.read_bytes()
                 kept: list[bytes] = []
                 dropped = 0
-                for line in data.splitlines(keepends=True):
+                for line in data.splitlines():
                     if not line.strip():
                         continue
-                    stored = _parse_line(line)
-                    if drop(line, stored):
-                        dropped += stored is not None
-                        continue
-                    kept.append(line if line.endswith(b"\n") else line + b"\n")
+                    verdict = drop(line)
+                    if verdict is False:
+                        kept.append(line + b"\n")
+                    elif verdict:
+                        dropped += 1
                 if len(kept) == sum(1 for x in data.splitlines() if x.strip()):
                     continue  # nothing of this file goes
                 removed += dropped
@@ -296,6 +297,22 @@ def _replace(path: pathlib.Path, data: bytes) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
+
+
+_KEY_LEAD = b'{"key":"'
+
+
+def _line_key(line: bytes) -> str | None:
+    """The key of a record's line, or None when it is not a record. A line
+    this class wrote starts with its key: read without parsing the JSON
+    (a pruning pass over a large file would spend most of its time there)."""
+    line = line.rstrip(b"\r\n")
+    if line.startswith(_KEY_LEAD) and line.endswith(b"}"):
+        end = line.find(b'"', len(_KEY_LEAD))
+        if end > len(_KEY_LEAD):
+            return line[len(_KEY_LEAD) : end].decode("ascii", "replace")
+    stored = _parse_line(line)
+    return None if stored is None else stored.key
 
 
 def _parse_line(line: bytes) -> StoredDeadLetter | None:
