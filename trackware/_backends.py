@@ -110,7 +110,10 @@ class Backends:
         self.spools: dict[pathlib.Path, Spool] = {}
         self.streams: RedisStreams | None = None
         self._queue_url = queue
-        self._redis_args = {"namespace": redis_namespace, "maxlen": redis_maxlen}
+        self._redis_args: dict[str, t.Any] = {
+            "namespace": redis_namespace,
+            "maxlen": redis_maxlen,
+        }
 
     def check_names(self, names: t.Collection[str]) -> None:
         """``spool={name: ...}`` names only destinations that exist."""
@@ -175,13 +178,16 @@ class Backends:
 
         return SpoolDeadLetter(next(iter(self.spools)))
 
-    def close(self, deadline: float) -> None:
-        """Hand what Redis has not taken to the fallback, then close the spools.
-        Never raises."""
+    def close(self, deadline: float) -> bool:
+        """Forward what Redis has not taken yet (what it cannot take stays in
+        the fallback, counted), then close the spools. Never raises; returns
+        whether everything reached Redis."""
+        ok = True
         if self.streams is not None:
             try:
-                self.streams.close(deadline)
+                ok = bool(self.streams.close(deadline))
             except Exception:
+                ok = False
                 _log.error(
                     "close:streams",
                     "trackware: closing the Redis streams failed",
@@ -197,3 +203,4 @@ class Backends:
                     folder,
                     exc_info=True,
                 )
+        return ok

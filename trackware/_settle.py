@@ -433,7 +433,11 @@ class Ledger:
     def give_up_queued(
         self, detail: str = "destination unavailable at shutdown"
     ) -> None:
-        """Dead-letter everything still queued (shutdown)."""
+        """Dead-letter everything still queued (shutdown), unless the queue is
+        durable (the spool: its file keeps the events, and the next process on
+        the folder, or a live sibling, adopts and delivers them)."""
+        if getattr(self.queue, "durable", False):
+            return
         items = self.queue.take(1 << 30, 1 << 62)
         if items:
             self.give_up(Batch(items, time.monotonic()), "shutdown", detail)
@@ -488,6 +492,12 @@ class Ledger:
         dropped = dict(self.dropped)
         if queue.dropped_full:
             dropped["queue_full"] = queue.dropped_full
+        # A queue that drops for reasons of its own (Redis Streams trimming
+        # a stream, say) names them.
+        more = getattr(queue, "dropped_by_reason", None)
+        if more is not None:
+            for reason, count in more().items():
+                dropped[reason] = dropped.get(reason, 0) + count
         return {
             "enqueued": queue.enqueued,
             "sent": self.sent,

@@ -543,7 +543,8 @@ class Tracker(Preparer):
                     dest.name,
                     exc_info=True,
                 )
-        self.backends.close(deadline)
+        if not self.backends.close(deadline):
+            ok = False
         for b in self._bridges:
             b.disconnect()
         _live.discard(self)
@@ -557,13 +558,19 @@ class Tracker(Preparer):
         if self.inspector is not None:
             self.inspector.close(deadline)
         if not ok:
-            left = {d.name: d.queue.in_flight() for d in self.destinations}
+            spooled = {
+                d.name: d.queue.depth()
+                for d in self.destinations
+                if getattr(d.queue, "durable", False) and d.queue.depth()
+            }
             _log.warn(
                 "shutdown-incomplete",
                 "trackware: shutdown budget of %.1fs ran out; undelivered events are "
-                "in the dead letter (in flight: %s)",
+                "in the dead letter%s",
                 budget,
-                left,
+                f", or stay in the spool for the next process: {spooled}"
+                if spooled
+                else "",
             )
         return ok
 

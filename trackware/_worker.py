@@ -109,6 +109,11 @@ class Destination:
         self.dead_letter = dead_letter
         self.event_filter = event_filter
         self._init_state()
+        # A queue that gains events by itself (the spool adopting a dead
+        # process's file) starts or wakes the worker through this.
+        set_waker = getattr(queue, "set_waker", None)
+        if set_waker is not None:
+            set_waker(self._nudge)
 
     def _init_state(self) -> None:
         """Threads, locks, retry state and accounts: built anew after fork."""
@@ -501,7 +506,8 @@ class Destination:
         """Deliver what is queued until ``deadline``, then stop.
 
         Events still queued at the deadline are dead-lettered (reason
-        ``shutdown``) so they can be replayed; none is lost silently.
+        ``shutdown``) so they can be replayed; none is lost silently. A
+        durable queue (the spool) keeps them instead, for the next process.
         """
         self.request_stop(deadline)
         thread = self._thread
