@@ -224,9 +224,11 @@ class RedisStreamQueue:
             self.enqueued += 1
             buf = self._buf
             if len(buf) >= self.max_events or self._bytes + size > self.max_bytes:
+                if size > self.max_bytes:
+                    # Larger than the whole buffer: only this event can go.
+                    self.dropped_full += 1
+                    return [event]
                 dropped = self._make_room(size)
-                if dropped and dropped[-1] is event:
-                    return dropped
             self._seq += 1
             buf.append(event)
             self._bytes += size
@@ -865,9 +867,9 @@ class RedisStreams:
             # No sender (interpreter exit): forward on this thread.
             while time.monotonic() < deadline and not self._idle():
                 if not self._round():
-                    if self.state == "down":
-                        wait = self._retry_at - time.monotonic()
-                        time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
+                    wait = self._retry_at if self.state == "down" else 0.0
+                    wait = max(wait - time.monotonic(), 0.01)
+                    time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
         elif thread is not None:
             self._wake.set()
             thread.join(max(0.0, deadline - time.monotonic()))
