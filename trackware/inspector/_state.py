@@ -309,6 +309,7 @@ class InspectorState:
                     **proc["process"],
                     "client": proc.get("client"),
                     "tracked": stats.get("tracked"),
+                    "dropped": stats.get("dropped") or {},
                 }
             )
             for name, d in (stats.get("destinations") or {}).items():

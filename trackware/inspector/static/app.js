@@ -172,8 +172,14 @@ async function showDetail(eventId) {
 function renderDestinations(data) {
   const box = document.getElementById("destinations");
   const procs = data.processes || [];
+  // Events dropped before any destination (sampled, invalid...), and copies
+  // the inspector never got (its client's buffer was full or it was away).
+  const sum = (maps) => { const out = {}; for (const m of maps) for (const [k, v] of Object.entries(m || {})) out[k] = (out[k] || 0) + v; return out; };
+  const dropped = Object.entries(sum(procs.map((p) => p.dropped))).map(([k, v]) => `${k} ${v}`).join(", ");
+  const lost = Object.values(sum(procs.map((p) => (p.client || {}).dropped))).reduce((a, b) => a + b, 0);
   document.getElementById("processes").textContent =
-    `${procs.length} process${procs.length === 1 ? "" : "es"}: ` + procs.map((p) => `${p.app} pid ${p.pid}`).join(", ");
+    `${procs.length} process${procs.length === 1 ? "" : "es"}: ` + procs.map((p) => `${p.app} pid ${p.pid}`).join(", ") +
+    (dropped ? ` · dropped before routing: ${dropped}` : "") + (lost ? ` · copies the inspector missed: ${lost}` : "");
   const cards = (data.destinations || []).map((d) => {
     addDestination(d.name);
     const row = (label, value, cls) => [el("dt", { text: label }), el("dd", { class: cls, text: value })];
