@@ -634,7 +634,9 @@ def test_redis_refusing_writes_sends_events_to_the_fallback(
             r.getMessage() for r in caplog.records if "is unavailable" in r.getMessage()
         ]
         assert len(warned) == 1
-        assert ("OutOfMemoryError" if refusal == "oom" else "ReadOnlyError") in warned[0]
+        assert ("OutOfMemoryError" if refusal == "oom" else "ReadOnlyError") in warned[
+            0
+        ]
     finally:
         trackware.signals.event_tracked.disconnect(tracked)
         client.close()
@@ -711,3 +713,30 @@ def test_paused_redis_times_out_then_everything_arrives(
         trackware.signals.event_tracked.disconnect(tracked)
         tracker.shutdown(timeout=10)
         streams.close(time.monotonic() + 5)
+
+
+def test_from_env_appends_to_the_redis_of_trackware_redis_url(
+    redis_url: str, redis_namespace: str, redis_client: redis.Redis
+) -> None:
+    """TRACKWARE_REDIS_URL / _NAMESPACE / _MAXLEN configure Tracker.from_env()."""
+    tracker = trackware.Tracker.from_env(
+        [InMemoryExporter()],
+        environ={
+            "TRACKWARE_REDIS_URL": redis_url,
+            "TRACKWARE_REDIS_NAMESPACE": redis_namespace,
+            "TRACKWARE_REDIS_MAXLEN": "50",
+        },
+        dead_letter=None,
+    )
+    try:
+        for i in range(200):
+            tracker.track("e", {"i": i})
+        assert tracker.flush(timeout=10)
+        key = stream_key(redis_namespace, "memory")
+        length = redis_client.xlen(key)
+        assert 50 <= length < 200
+        stats = backend(tracker)
+        assert stats["redis_appended"] == 200
+        assert stats["redis_trimmed"] == 200 - length
+    finally:
+        tracker.shutdown(timeout=10)
