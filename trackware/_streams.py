@@ -525,6 +525,10 @@ class RedisStreams:
                 max_bytes=max_bytes,
             )
             self._queues[destination] = queue
+            # A spool wakes the sender when it adopts a dead process's events.
+            set_waker = getattr(queue.fallback, "set_waker", None)
+            if set_waker is not None:
+                set_waker(self.kick)
             if queue.fallback.depth() or getattr(queue.fallback, "durable", False):
                 # A spool: events a previous process left there (now, or
                 # adopted later) are forwarded without waiting for a track().

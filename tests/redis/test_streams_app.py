@@ -191,6 +191,8 @@ def test_trimming_counts_entries_no_worker_read(
         assert 200 <= length < 1000
         stats = backend(tracker)
         assert stats["redis_trimmed"] == 1000 - length
+        dropped = tracker.stats()["destinations"]["memory"]["dropped"]
+        assert dropped == {"redis_trimmed": 1000 - length}
         assert int(redis_client.get(trimmed_key(redis_namespace, "memory")) or 0) == (
             1000 - length
         )
@@ -274,7 +276,7 @@ def test_unreachable_at_start_keeps_serving_and_counts(
         assert stats["redis_fallback_depth"] == 500
         assert stats["redis_errors"] >= 1
         started = time.monotonic()
-        tracker.shutdown(timeout=1.0)
+        assert not tracker.shutdown(timeout=1.0)  # events did not reach Redis
         assert time.monotonic() - started < 5
     stats = backend(tracker)
     assert stats["redis_unforwarded"] == 500
