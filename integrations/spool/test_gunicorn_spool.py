@@ -96,12 +96,6 @@ def left_in(spool: pathlib.Path) -> dict[str, int | str]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gunicorn master (--preload) adopts the killed worker's spool file "
-    "but never starts its destination worker, so those events wait for the "
-    "master's shutdown (/tmp/tw/requests/deadletter.md item 1)",
-)
 def test_gunicorn_worker_killed_while_the_destination_is_down_loses_nothing(
     tmp_path: pathlib.Path,
 ) -> None:
