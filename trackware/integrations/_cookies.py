@@ -277,6 +277,10 @@ class CookieJar:
         """The visitor id of visitor cookie ``raw`` (not in the cache), or a
         new visitor when it does not verify."""
         name = self.names[0]
+        raw = raw.strip().strip('"')
+        known = self.visitors.get(raw)
+        if known is not None:
+            return known
         opened = self.signer.open(name, raw, VISITOR_RE) if len(raw) < 100 else None
         if opened is None:
             if raw:
@@ -296,6 +300,11 @@ class CookieJar:
         """The MXO tid of tid cookie ``raw`` (not in the cache), or ``None``
         when it does not verify (the cookie is then expired)."""
         name = self.names[2]
+        raw = raw.strip().strip('"')
+        known = self.tids.get(raw)
+        if known is not None:
+            state.incoming_tid = known
+            return known
         opened = self.signer.open(name, raw, TID_RE) if len(raw) < 120 else None
         if opened is None:
             if raw:  # (an empty one is what expiring it leaves, if anything)
@@ -320,6 +329,11 @@ class CookieJar:
         if not value:
             return None
         session = self.sessions.get(value)
+        if session is None:
+            value = value.strip().strip('"')
+            if not value:
+                return None
+            session = self.sessions.get(value)
         if session is None:
             name = self.names[1]
             opened = (

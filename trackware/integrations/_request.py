@@ -190,27 +190,27 @@ class RequestTracker:
         state.query = query
         state.referrer = referrer
         state.secure = secure if self._secure is None else self._secure
-        tracker = self._tracker
         jar = self.cookies
         visitor = raw_session = tid = None
         if cookie_header:
-            # Only our own cookies are looked at (first occurrence wins).
+            # Only our own cookies are looked at (first occurrence wins). The
+            # values are looked up as sent (the caches hold what we signed);
+            # only one not found there is stripped of spaces and quotes.
             v_name, s_name, t_name = jar.names
             for name, value in jar.find(";" + cookie_header):
                 if name == v_name:
                     if visitor is None:
-                        visitor = value.strip().strip('"')
+                        visitor = value
                 elif name == s_name:
                     if raw_session is None:
-                        raw_session = value.strip().strip('"')
+                        raw_session = value
                 elif tid is None:
-                    tid = value.strip().strip('"')
+                    tid = value
         if visitor is None:
             visitor = uuid.uuid4().hex
             state.new_visitor = True
         else:  # a cookie verified recently, else checked now
             visitor = jar.visitors.get(visitor) or jar.open_visitor(visitor, state)
-        state.anonymous_id = visitor
         # Built from plain strings only (anything else is validated below), so
         # the scope takes it as is.
         context: dict[str, t.Any] = {"path": path}
@@ -272,7 +272,7 @@ class RequestTracker:
         state.traits_cache = None
         state.identity_cache = None
         state.anonymous_id = visitor
-        state.tracker = tracker
+        state.tracker = self._tracker
         state.context = context if trusted else sendable(context, "context")
         if (tid is None and not state.drop_tid) or tid is state.incoming_tid:
             # No cookie to write for the tid (unless the request binds one).
