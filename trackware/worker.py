@@ -389,16 +389,32 @@ def _worker_command(args: argparse.Namespace) -> int:
         # One line per vendor request would drown the worker's own lines.
         logging.getLogger("httpx").setLevel(logging.WARNING)
     sys.path.insert(0, os.getcwd())  # --config names the app's own modules
-    run(
-        args.config,
-        args.redis,
-        namespace=args.namespace,
-        visibility_timeout=args.visibility_timeout,
-        max_deliveries=args.max_deliveries,
-        shutdown_timeout=args.shutdown_timeout,
-        share_rate_limits=not args.no_shared_limits,
-    )
+    try:
+        run(
+            args.config,
+            args.redis,
+            namespace=args.namespace,
+            visibility_timeout=args.visibility_timeout,
+            max_deliveries=args.max_deliveries,
+            shutdown_timeout=args.shutdown_timeout,
+            share_rate_limits=not args.no_shared_limits,
+        )
+    except Exception as exc:
+        if not _is_redis_error(exc):
+            raise
+        return _redis_failed("worker", exc)
     return 0
+
+
+def _is_redis_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] == "redis"
+
+
+def _redis_failed(command: str, exc: BaseException) -> int:
+    """Redis refused or is away: one line (no URL: it may hold a password)."""
+    text = _log.scrub(f"{type(exc).__name__}: {exc}")[:300]
+    print(f"trackware {command}: Redis failed: {text}", file=sys.stderr)
+    return 1
 
 
 def _status_command(args: argparse.Namespace) -> int:
@@ -411,6 +427,10 @@ def _status_command(args: argparse.Namespace) -> int:
     client = _streams.connect(args.redis)
     try:
         report = status(client, args.namespace)
+    except Exception as exc:
+        if not _is_redis_error(exc):
+            raise
+        return _redis_failed("status", exc)
     finally:
         client.close()
     if args.json:

@@ -112,3 +112,17 @@ def test_worker_config_errors_are_reported(
 ) -> None:
     assert main(["worker", "--config", "no_colon_here", "--redis", redis_url]) == 2
     assert "package.module:factory" in capsys.readouterr().err
+
+
+def test_status_and_worker_say_when_redis_is_away(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from _support import free_port
+
+    url = f"redis://:hunter2-password@127.0.0.1:{free_port()}/0"
+    assert main(["status", "--redis", url]) == 1
+    assert main(["worker", "--config", "x:y", "--redis", url]) == 1
+    err = capsys.readouterr().err
+    assert "trackware status: Redis failed: ConnectionError" in err
+    assert "trackware worker: Redis failed: ConnectionError" in err
+    assert "hunter2" not in err
