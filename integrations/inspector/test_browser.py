@@ -13,6 +13,7 @@ the test's tmp folder); the path is printed.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -39,14 +40,21 @@ LIVE = 1_000
 
 
 def chromium() -> str:
+    """Debian's Chromium, and Playwright to drive it; else one visible skip
+    (a failure under CI=true)."""
     path = shutil.which("chromium") or (
         "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
     )
+    reason = None
     if path is None:
         reason = "no Chromium (Debian's chromium package) found: browser test skipped"
+    elif importlib.util.find_spec("playwright") is None:
+        reason = "playwright is not installed: browser test skipped"
+    if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
+    assert path is not None
     return path
 
 
