@@ -295,6 +295,10 @@ class StreamConsumerQueue:
             return
         self.claimed += len(claimed)
         ids = [entry_id for entry_id, _ in claimed]
+        with self._lock:
+            held = len(self._inflight) + len(self._buffer)
+        # This consumer's pending entries between the first and the last
+        # claimed one: the claimed ones, and at most all it already held.
         counts = {
             _text(p["message_id"]): int(p["times_delivered"])
             for p in self.client.xpending_range(
@@ -302,13 +306,13 @@ class StreamConsumerQueue:
                 _streams.GROUP,
                 min=ids[0],
                 max=ids[-1],
-                count=len(ids) * 4 + 10,
+                count=len(ids) + held + 100,
                 consumername=self.consumer,
             )
         }
-        self._accept(
-            [(i, f, counts.get(_text(i), self.max_deliveries + 1)) for i, f in claimed]
-        )
+        # (An id missing from the answer is delivered: never dead-letter an
+        # entry on a count we did not read.)
+        self._accept([(i, f, counts.get(_text(i), 0)) for i, f in claimed])
 
     def _prune_consumers(self) -> None:
         """Forget consumers (workers gone long ago) that hold nothing."""
@@ -426,6 +430,10 @@ class StreamConsumerQueue:
             self.client.xack(self.key, _streams.GROUP, *ids)
         except Exception as exc:
             self._redis_failed("ack", exc)
+            if "NOGROUP" in str(exc):
+                # The group (or the stream) is gone, and its pending list with
+                # it: there is nothing left to acknowledge.
+                return
             with self._lock:
                 # Retried by the heartbeat; if they never are, the entries are
                 # delivered again after the visibility timeout (at least once).

@@ -121,7 +121,8 @@ def run(
         handle_signals: stop on SIGTERM and SIGINT (main thread only); a
             second signal exits at once.
 
-    Returns the worker tracker's ``stats()`` at the end.
+    Returns the worker tracker's ``stats()`` at the end. One ``run()`` per
+    process (the shared rate limits are the process's).
     """
     if visibility_timeout <= 0:
         raise ConfigurationError("visibility_timeout must be > 0 seconds")
