@@ -345,11 +345,13 @@ def _load_target(spec: str | None) -> t.Any:
 
 
 def _close_target(target: t.Any) -> None:
+    """Shut the factory's tracker down, or close its exporter(s)."""
     shutdown = getattr(target, "shutdown", None)
     if callable(shutdown):
         shutdown(timeout=5.0)
         return
-    for exporter in target if isinstance(target, (list, tuple)) else ():
+    exporters = target if isinstance(target, (list, tuple)) else [target]
+    for exporter in exporters:
         with contextlib.suppress(Exception):
             exporter.close()
 
