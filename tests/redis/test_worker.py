@@ -592,3 +592,28 @@ def test_worker_refuses_track_calls_in_its_process(
     assert queue.dropped_full == 1
     assert not redis_client.exists(_streams.stream_key(redis_namespace, "sink"))
     queue.close()
+
+
+def test_worker_rides_out_a_redis_restart(
+    redis_server: t.Any, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis (a throwaway redis-server, saved on shutdown) stops under a
+    running worker and comes back: the worker reconnects and delivers what is
+    appended afterwards; nothing is delivered twice or lost."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    app = HTTPExporter("http://127.0.0.1:9/events", name="sink")
+    before, _ = append(redis_server.url, namespace, app, 50)
+    thread, stop, result = worker_thread(
+        [HTTPExporter(sink.url, name="sink")], redis_server.url, namespace
+    )
+    wait(lambda: len(sink.ids) == 50, 60, "the first 50")
+    redis_server.stop(save=True)
+    wait(lambda: "Redis read failed" in caplog.text, 30, "the worker noticing")
+    redis_server.start()
+    after, _ = append(redis_server.url, namespace, app, 50)
+    wait(lambda: len(sink.ids) == 100, 60, "the 50 appended after the restart")
+    stop.set()
+    thread.join(30)
+    assert sorted(sink.ids) == sorted(before + after)
+    backend = result["destinations"]["sink"]["backend"]
+    assert backend["redis_errors"] > 0
