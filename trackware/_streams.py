@@ -174,6 +174,9 @@ class RedisStreamQueue:
     Redis acknowledged its append (or it was dropped, counted).
     """
 
+    #: What ``put`` does when the buffer is full (Redis is slower than the app).
+    policy = "drop_oldest"
+
     def __init__(
         self,
         streams: RedisStreams,
