@@ -142,7 +142,23 @@ class StreamConsumerQueue:
         self.claim_interval = max(0.1, min(visibility_timeout / 4, 5.0))
         self.heartbeat_interval = max(0.05, visibility_timeout / 3)
         self._heartbeat = client.register_script(_HEARTBEAT_LUA)
+        self._waker: t.Callable[[], None] | None = None
         self._init_state()
+
+    #: What is not delivered stays in Redis (pending or unread) for another
+    #: worker: shutdown never dead-letters the queue's content.
+    durable = True
+
+    def set_waker(self, waker: t.Callable[[], None]) -> None:
+        """The destination's nudge (it starts its worker thread)."""
+        self._waker = waker
+
+    def wake(self) -> None:
+        """Start the destination's worker: nothing is ever offered to a
+        worker's queue, so nothing else would."""
+        waker = self._waker
+        if waker is not None:
+            waker()
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()

@@ -191,9 +191,8 @@ def run(
             max_deliveries,
         )
         try:
-            for dest in tracker.destinations:
-                start = getattr(dest, "start", None) or dest._start
-                start()
+            for queue in queues.values():
+                queue.wake()
             while not stop.wait(0.5):
                 pass
             _logger.info("trackware: worker %s stopping", consumer)
