@@ -443,10 +443,15 @@ def _add_deadletter(sub: t.Any) -> None:
     def common(p: argparse.ArgumentParser, destination: bool = True) -> None:
         where = p.add_mutually_exclusive_group()
         where.add_argument("--path", default=None, help="a JSON-lines dead-letter file")
-        where.add_argument("--spool", default=None, help="a spool folder")
+        where.add_argument(
+            "--spool", default=None, metavar="DIR", help="a spool folder"
+        )
         if destination:
             p.add_argument(
-                "--destination", default=None, help="only this destination's records"
+                "--destination",
+                default=None,
+                metavar="D",
+                help="only this destination's records",
             )
 
     ls = actions.add_parser(
@@ -483,7 +488,11 @@ def _add_deadletter(sub: t.Any) -> None:
         "--key", action="append", default=[], help="only this record (repeatable)"
     )
     rp.add_argument(
-        "--batch-size", type=_positive, default=None, help="most events per request"
+        "--batch-size",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="most events per request",
     )
     rp.add_argument("--json", action="store_true", help="one JSON outcome per line")
     rp.set_defaults(func=_deadletter, action=_dl_replay)
@@ -522,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trackware",
         description="trackware command line: local vendor emulators, test "
-        "events, the dead-letter file (reference: docs/cli.md)",
+        "events, dead letters (reference: docs/cli.md)",
     )
     parser.add_argument("--version", action="version", version=f"trackware {version()}")
     parser.add_argument(
@@ -561,10 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--phone", default=None)
     send.add_argument("--anonymous-id", default=None)
     send.set_defaults(func=_send_test)
+    _add_deadletter(sub)
 
     dead = sub.add_parser(
         "dead-letter",
-        help="print the dead-letter file's records",
+        help="print a dead-letter file's raw lines (older; see deadletter)",
         description="Print the records of a dead-letter file (JSON lines) to "
         "stdout, and their count to stderr.",
     )
@@ -578,7 +588,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--last", type=_non_negative, default=0, help="only the last N records"
     )
     dead.set_defaults(func=_dead_letter)
-    _add_deadletter(sub)
     return parser
 
 
