@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import typing as t
+import urllib.parse
 
 from . import _log
 from ._codec import encode
@@ -487,6 +488,11 @@ class RedisStreams:
             raise ConfigurationError("batch_size and the buffer bounds must be >= 1")
         self.url = url
         self.display_url = redact_url(url)
+        # A password in the URL (redis://:secret@host) never reaches a log line.
+        try:
+            _log.register_secret(urllib.parse.urlsplit(url).password)
+        except ValueError:
+            pass
         self.namespace = namespace
         self.maxlen = maxlen
         self.batch_size = batch_size

@@ -777,3 +777,29 @@ def test_from_env_appends_to_the_redis_of_trackware_redis_url(
         assert stats["redis_trimmed"] == 200 - length
     finally:
         tracker.shutdown(timeout=10)
+
+
+def test_the_password_of_the_redis_url_is_never_logged(
+    redis_namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from _support import free_port
+
+    secret = "s3cret-redis-pass"
+    url = f"redis://user:{secret}@127.0.0.1:{free_port()}/0"
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=url,
+        redis_namespace=redis_namespace,
+        dead_letter=None,
+    )
+    with caplog.at_level(logging.DEBUG, logger="trackware"):
+        tracker.track("e")
+        deadline = time.monotonic() + 10
+        while backend(tracker)["redis_fallback"] < 1:
+            assert time.monotonic() < deadline, backend(tracker)
+            time.sleep(0.02)
+        tracker.shutdown(timeout=0.5)
+    text = caplog.text + repr(tracker.backends.streams) + repr(tracker.stats())
+    assert "is unavailable" in caplog.text
+    assert "127.0.0.1" in caplog.text
+    assert secret not in text
