@@ -23,11 +23,16 @@ pytestmark = pytest.mark.slow
 GOOD_KEY = "test-synerise-api-key"
 
 #: Tracks N events through Tracker.from_env() (the environment decides the
-#: destination and its key), shuts down, prints the event ids.
+#: destination and its key), or a Tracker of the exporters a module:factory
+#: returns, shuts down, prints the event ids.
 TRACK = """
-import json, sys
+import importlib, json, sys
 from trackware import Tracker
-tracker = Tracker.from_env()
+if len(sys.argv) > 3:
+    module, _, factory = sys.argv[3].partition(":")
+    tracker = Tracker(getattr(importlib.import_module(module), factory)())
+else:
+    tracker = Tracker.from_env()
 ids = [tracker.track(sys.argv[1], {"n": n}, user_id=f"u{n}").event_id
        for n in range(int(sys.argv[2]))]
 tracker.shutdown(timeout=10)
@@ -56,8 +61,16 @@ def cli(
     return run(["-m", "trackware", "deadletter", *args], env, cwd)
 
 
-def track(event: str, count: int, env: dict[str, str]) -> list[str]:
-    proc = run(["-c", TRACK, event, str(count)], env)
+def track(
+    event: str,
+    count: int,
+    env: dict[str, str],
+    config: str | None = None,
+    cwd: pathlib.Path | None = None,
+) -> list[str]:
+    proc = run(
+        ["-c", TRACK, event, str(count), *([config] if config else [])], env, cwd
+    )
     assert proc.returncode == 0, proc.stderr
     ids: list[str] = json.loads(proc.stdout)
     return ids
@@ -132,7 +145,10 @@ def test_replay_after_the_vendor_answered_400(
 FACTORY = """
 from trackware.exporters.synerise import SyneriseExporter
 
-def exporters():
+def broken():  # no mapping, and the exporter's own contract check is off
+    return [SyneriseExporter({key!r}, base_url={url!r}, strict=False)]
+
+def exporters():  # the fix
     return [SyneriseExporter({key!r}, base_url={url!r},
                              actions={{"order": "shop.order"}})]
 """
@@ -141,18 +157,18 @@ def exporters():
 def test_replay_after_a_mapping_fix_one_key_at_a_time_through_config(
     emulator: VendorEmulator, tmp_path: pathlib.Path
 ) -> None:
-    """'order' is not a valid Synerise action: refused before sending. The fix
-    is a mapping, in a factory of the user's (--config module:factory); a
-    replay of one abbreviated key sends that event only."""
+    """'order' is not a valid Synerise action: the vendor answers 400 naming
+    the field. The fix is a mapping, in a factory of the user's (--config
+    module:factory); a replay of one abbreviated key sends that event only."""
     path = tmp_path / "dead.jsonl"
     env = {"TRACKWARE_DEAD_LETTER_PATH": str(path)}
-    ids = track("order", 2, {**env, **synerise_env(emulator, GOOD_KEY)})
-    records = listed(path, env)
-    assert [r["status"] for r in records] == [None, None]
-    assert "not dot-separated lowercase" in records[0]["reason"]
     (tmp_path / "fixed.py").write_text(
         textwrap.dedent(FACTORY.format(key=GOOD_KEY, url=emulator.url))
     )
+    ids = track("order", 2, env, "fixed:broken", tmp_path)
+    records = listed(path, env)
+    assert [r["status"] for r in records] == [400, 400]
+    assert "[0].action: must be dot-separated lowercase" in records[0]["response"]
     first = records[0]["key"]
     proc = cli(
         "replay",
