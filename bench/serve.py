@@ -2,10 +2,11 @@
 
 uvicorn (1 worker, httptools) serving Starlette and gunicorn (1 sync worker)
 serving Flask, each as a plain app, with the floor (``bench/floor.py``) and
-with trackware (page + sessions; ``--sessions`` adds trackware without page
-events). Every variant's server runs at once (idle unless loaded); ``wrk``
-loads one at a time, the variants interleaved round after round, as a
-returning visitor (the cookies its first response set). Prints the median
+with trackware (page + sessions; ``--also`` adds the p99 experiments of
+``bench/serve_apps.py``). Every variant's server runs at once (idle unless
+loaded); ``wrk`` loads one at a time, the variants interleaved round after
+round, as a returning visitor (the cookies its first response set). Prints
+the median
 req/s and p99 of the rounds, and the targets: trackware >= 0.95x the floor's
 req/s and p99 <= 1.5x plain.
 
@@ -211,13 +212,18 @@ def main(argv: list[str] | None = None) -> int:
         choices=["uvicorn", "gunicorn"],
     )
     parser.add_argument(
-        "--sessions", action="store_true", help="also trackware without page events"
+        "--also",
+        nargs="*",
+        default=[],
+        choices=["sessions", "absorb", "inline", "gather0"],
+        help="more trackware variants (bench/serve_apps.py): without page "
+        "events, with an idle worker, page events built inline, no gathering",
     )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk not installed (apt-get install wrk): the server bench is skipped")
         return 0
-    variants = ["plain", "floor", "trackware"] + (["sessions"] if args.sessions else [])
+    variants = ["plain", "floor", "trackware", *args.also]
     checks: list[tuple[str, bool]] = []
     names = {"uvicorn": "uvicorn + Starlette", "gunicorn": "gunicorn (sync) + Flask"}
     for kind in args.servers:

@@ -23,8 +23,27 @@ import trackware
 VARIANT = os.environ.get("BENCH_SERVE_VARIANT", "plain")
 
 
+#: The trackware variants (the p99 experiments besides ``trackware``):
+#: ``sessions`` without page events; ``absorb`` with a worker that never
+#: wakes (its queue holds the run: the intake thread alone); ``inline`` with
+#: page events built on the request thread (no intake thread);
+#: ``gather0`` with the intake thread draining as soon as it is woken.
+TRACKWARE_VARIANTS = ("trackware", "sessions", "absorb", "inline", "gather0")
+
+
 def _tracker() -> trackware.Tracker:
-    return trackware.Tracker([NullExporter()], dead_letter=None)
+    if VARIANT == "absorb":
+        from _common import absorbing_tracker
+
+        return absorbing_tracker()
+    tracker = trackware.Tracker([NullExporter()], dead_letter=None)
+    if VARIANT == "inline":
+        tracker.pages_deferred = False
+    elif VARIANT == "gather0":
+        from trackware import _intake
+
+        _intake.GATHER = 0.0
+    return tracker
 
 
 def _options() -> dict[str, t.Any]:
@@ -43,7 +62,7 @@ def starlette_app() -> t.Any:
     app: t.Any = Starlette(routes=[Route("/items/{item_id}", item)])
     if VARIANT == "floor":
         return FloorASGI(app, FloorTracker(SECRET))
-    if VARIANT in ("trackware", "sessions"):
+    if VARIANT in TRACKWARE_VARIANTS:
         from trackware.integrations.asgi import TrackwareMiddleware
 
         return TrackwareMiddleware(
@@ -63,7 +82,7 @@ def flask_app() -> t.Any:
 
     if VARIANT == "floor":
         app.wsgi_app = FloorWSGI(app.wsgi_app, FloorTracker(SECRET))  # type: ignore[method-assign]
-    elif VARIANT in ("trackware", "sessions"):
+    elif VARIANT in TRACKWARE_VARIANTS:
         from trackware.integrations.flask import Trackware
 
         Trackware(app, tracker=_tracker(), cookie_secret=SECRET, **_options())
