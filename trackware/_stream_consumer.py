@@ -553,8 +553,13 @@ class StreamConsumerQueue:
     def stop_reading(self) -> None:
         """Shutdown: read nothing more; hand back what was read but not taken."""
         self._stopped = True
-        with self._fetch_lock:  # a read under way ends within ``block``
-            self._hand_back_buffer()
+        # A read under way ends within ``block`` (and hands back what it read
+        # itself if it ends after this gave up waiting for it).
+        if self._fetch_lock.acquire(timeout=self.block + 1.0):
+            try:
+                self._hand_back_buffer()
+            finally:
+                self._fetch_lock.release()
 
     def close(self) -> None:
         """Stop reading and the heartbeat; hand back anything still held."""
