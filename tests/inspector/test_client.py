@@ -31,12 +31,12 @@ def inspector() -> t.Iterator[InspectorServer]:
 
 
 def synerise(url: str, **options: t.Any) -> SyneriseExporter:
+    options.setdefault("retry", FAST)
     return SyneriseExporter(
         api_key="test-synerise-api-key",
         base_url=url,
         tracker_key="test-tracker-key-0001",
         actions={"user.logged_in": "user.login"},
-        retry=FAST,
         **options,
     )
 
@@ -326,3 +326,43 @@ def test_a_forked_child_reports_as_a_process_of_its_own(
 
     seen = wait(by_pid)
     assert seen == {os.getpid(): ["parent"], pid: ["child"]}
+
+
+def test_drops_and_dead_letters_are_outcomes_too(
+    emulator: t.Any, sink: Sink, inspector: InspectorServer, make: t.Any
+) -> None:
+    """A full queue's drop, a given-up retry (dead-lettered) and an event
+    dropped before routing (sampled) all show, with their reasons."""
+    held = HTTPExporter(sink.url, name="held", events=["held"])
+    gives_up = synerise(
+        emulator.url, retry=trackware.RetryPolicy(max_attempts=2, base_delay=0.01)
+    )
+    tracker, client = make(
+        [held, gives_up],
+        inspector.url,
+        max_queue_size=2,
+        sample_rates={"never": 0.0},
+    )
+    sink.script.extend([("sleep", 2.0)])  # holds the first batch in flight
+    first = tracker.track("held", {"n": 0})
+    wait(lambda: sink.requests >= 1)
+    overflow = [tracker.track("held", {"n": n}) for n in range(1, 5)]
+    emulator.fault("synerise.batch", status=503, times=None)
+    doomed = tracker.track("user.logged_in", {"method": "sso"}, user_id="c-3")
+    tracker.track("never", {})
+    assert first is not None and doomed is not None
+    assert tracker.flush(15)
+    dropped = [e for e in overflow if e is not None][:2]  # drop_oldest: the oldest
+    for event in dropped:
+        wait(lambda e=event: outcome(inspector, e.event_id, "held") == "dropped")
+        slot = t.cast(dict, inspector.state.event(event.event_id))["outcomes"]["held"]
+        assert slot["reason"] == "queue_full"
+    wait(lambda: outcome(inspector, doomed.event_id, "synerise") == "dead_lettered")
+    slot = t.cast(dict, inspector.state.event(doomed.event_id))["outcomes"]["synerise"]
+    assert slot["reason"].startswith("retries_exhausted") and slot["status"] == 503
+
+    def sampled() -> int:
+        procs = inspector.state.destinations()["processes"]
+        return sum(p["dropped"].get("sampled", 0) for p in procs)
+
+    assert wait(sampled) == 1
