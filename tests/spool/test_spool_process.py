@@ -34,7 +34,7 @@ from trackware.exporters import HTTPExporter
 
 folder, url, durability, mode = sys.argv[1:5]
 tracker = trackware.Tracker(
-    [HTTPExporter(url, timeout=2)],
+    [HTTPExporter(url, timeout=30)],
     spool=folder,
     durability=durability,
     flush_interval=0.05,
@@ -196,7 +196,7 @@ tracker = trackware.Tracker(
 rss = []
 for i in range(n):
     tracker.track("outage", {"i": i, "page": "/offers", "pad": "x" * 40})
-    if i in (n // 10, n - 1):
+    if i in (n // 10, n // 2, n - 1):
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 stats = tracker.stats()["destinations"]["http"]
 spool = next(iter(tracker.backends.spools.values()))
@@ -225,14 +225,16 @@ def test_a_million_events_wait_in_the_file_not_in_memory(
     assert stats["queue_depth"] + stats["in_flight"] == n
     assert stats["sent"] == 0 and stats["dropped"] == {}
     assert result["size"] < 2 * 1024**3
-    # Memory: the growth from 10 % to 100 % of the events is bounded by the
-    # in-memory head (4096 events) and the commit buffer, not by n (KiB).
-    growth = result["rss"][1] - result["rss"][0]
+    # Memory (max RSS, KiB): bounded by the in-memory head (4096 events), the
+    # retry batches and the writer's buffer (20,000 entries), not by n: it
+    # stops growing once those have filled (flat over the second half).
+    rss = result["rss"]
     print(
-        f"{n} events spooled: max RSS {result['rss'][0] // 1024} MiB at 10 %, "
-        f"{result['rss'][1] // 1024} MiB at 100 %; file {result['size'] >> 20} MiB"
+        f"{n} events spooled: max RSS {rss[0] >> 10} / {rss[1] >> 10} / "
+        f"{rss[2] >> 10} MiB at 10 / 50 / 100 %; file {result['size'] >> 20} MiB"
     )
-    assert growth < 48 * 1024, growth
+    assert rss[2] - rss[1] < 16 * 1024, rss
+    assert rss[2] - rss[0] < 48 * 1024, rss
     # A new process on the folder delivers all of them, each once.
     proc = _start(_TRACK, str(tmp_path), sink.url, "batch", "idle")
     try:
@@ -275,8 +277,6 @@ def test_a_live_tracker_adopts_the_file_of_a_killed_process(
         register_atexit=False,
     )
     try:
-        # A live app (its worker is running; see docs/durable.md).
-        live = tracker.track("live").event_id
         down = f"http://127.0.0.1:{free_port()}/events"
         proc = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(_ADOPTEE), str(tmp_path), down],
@@ -292,11 +292,12 @@ def test_a_live_tracker_adopts_the_file_of_a_killed_process(
             ids.append(line.decode().strip())
         assert len(ids) == 500
         time.sleep(0.5)  # a few adopt intervals: its lock keeps the file its own
-        assert sink.ids == [live]
+        assert sink.ids == []
         proc.send_signal(signal.SIGKILL)
         _close(proc)
-        assert sink.wait_for(501, 30)
-        assert sorted(sink.ids) == sorted([live, *ids])
+        # Adopting starts this process's worker (nothing was tracked here).
+        assert sink.wait_for(500, 30)
+        assert sorted(sink.ids) == sorted(ids)
         stats = tracker.stats()["destinations"]["http"]
         assert stats["recovered"] == 500
         assert len(os.listdir(tmp_path)) <= 3  # our own file (and its WAL)

@@ -53,8 +53,8 @@ _FILE_MODE = 0o600
 #: Bytes a row costs beyond the event's own size (row header, index, page slack).
 ROW_OVERHEAD = 64
 #: Most (row, destination) entries waiting for the writer in batch mode;
-#: beyond it the full-queue policy applies (the writer is far behind).
-MAX_BUFFER = 50_000
+#: beyond it the application thread that puts commits them itself.
+MAX_BUFFER = 20_000
 
 
 def make_folder(folder: pathlib.Path) -> None:

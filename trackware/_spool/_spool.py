@@ -151,6 +151,8 @@ class Spool:
         self.failure: str | None = None
         self.corrupt_files = 0
         self.adopted_files = 0
+        #: Commits an application thread made because the buffer was full.
+        self.caller_commits = 0
         self._bits: dict[str, int] = {}
         self.by_bit: dict[int, SpoolQueue] = {}
         self._thread: threading.Thread | None = None
@@ -332,6 +334,13 @@ class Spool:
         if bad:
             self._unspoolable(bad)
         self._measure()
+
+    def commit_for_writer(self) -> None:
+        """An application thread commits the buffer (it is full)."""
+        with self.db_lock:
+            if len(self.puts) >= MAX_BUFFER:
+                self.caller_commits += 1
+                self.commit_locked()
 
     def _measure(self) -> None:
         """With ``db_lock`` held (or before the thread starts)."""
@@ -802,12 +811,17 @@ class SpoolQueue:
         spool = self.spool
         if spool.always:
             return self._put_always(event)
+        if len(spool.puts) >= MAX_BUFFER:
+            # The writer is far behind (a burst, a starved thread): this
+            # thread commits the buffer itself. Memory stays bounded, nothing
+            # is dropped for it.
+            spool.commit_for_writer()
         with spool.lock:
             if self._fb is None:
                 self.enqueued += 1
                 rowid, cost = spool.rowid(event, self._last)
                 dropped = None
-                if spool.est + cost > spool.max_bytes or len(spool.puts) >= MAX_BUFFER:
+                if spool.est + cost > spool.max_bytes:
                     dropped = self._make_room(event, cost)
                     if dropped and dropped[-1] is event:
                         return dropped
@@ -864,7 +878,7 @@ class SpoolQueue:
     def _make_room(self, event: Event, cost: int) -> list[Event]:
         """Spool ``lock`` held, the spool full. Returns what was dropped."""
         spool = self.spool
-        if cost > spool.max_bytes or len(spool.puts) >= MAX_BUFFER:
+        if cost > spool.max_bytes:
             self._dropped += 1
             return [event]
         if self.policy == "drop_oldest":
@@ -1041,6 +1055,7 @@ class SpoolQueue:
             "spool_left": self.left,
             "spool_unreadable": self.unreadable,
             "spool_corrupt_files": spool.corrupt_files,
+            "spool_caller_commits": spool.caller_commits,
             "spool_file": str(spool.path) if spool.path else None,
         }
 

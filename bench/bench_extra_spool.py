@@ -1,0 +1,201 @@
+"""Benchmarks of the durable SQLite spool (issue 10), printed as a markdown table.
+
+Rows: ``track()`` median with the memory queue and with the spool in each
+mode (and with ``spool_fsync=True``); events/s through the spool to a
+loopback sink with one worker; events/s into the spool with the destination
+down; replay of the spooled events by a new process after a restart.
+Wall clock on this machine; not a test.
+
+    python bench/bench_extra_spool.py [--events N] [--replay N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import typing as t
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _sink import RemoteSink
+
+import trackware
+from trackware.exporters import HTTPExporter
+
+PROPS = {"offer_id": "o-1", "amount": 3, "channel": "OLB"}
+pc = time.perf_counter_ns
+
+
+def median_us(fn: t.Callable[[], object], n: int) -> float:
+    samples = []
+    for _ in range(n):
+        t0 = pc()
+        fn()
+        samples.append(pc() - t0)
+    empty = []
+    for _ in range(n):
+        t0 = pc()
+        empty.append(pc() - t0)
+    return (statistics.median(samples) - statistics.median(empty)) / 1000
+
+
+def track_median(url: str, n: int, **options: t.Any) -> float:
+    tracker = trackware.Tracker(
+        [HTTPExporter(url)],
+        max_queue_size=n + 10,
+        max_queue_bytes=1 << 31,
+        dead_letter=None,
+        register_atexit=False,
+        **options,
+    )
+    tracker.track("warm-up", PROPS)
+    value = median_us(lambda: tracker.track("offer.activated", PROPS), n)
+    tracker.flush(120)
+    tracker.shutdown(30)
+    return value
+
+
+def through(url: str, n: int, folder: str) -> float:
+    """events/s: track n into the spool (batch) and deliver with one worker."""
+    tracker = trackware.Tracker(
+        [HTTPExporter(url)], spool=folder, dead_letter=None, register_atexit=False
+    )
+    t0 = time.perf_counter()
+    for i in range(n):
+        tracker.track("offer.activated", {"i": i, **PROPS})
+    ok = tracker.flush(600)
+    elapsed = time.perf_counter() - t0
+    assert ok and tracker.stats()["destinations"]["http"]["sent"] == n
+    tracker.shutdown(30)
+    return n / elapsed
+
+
+_SPOOL_DOWN = """
+import os, sys, time
+import trackware
+from trackware.exporters import HTTPExporter
+
+folder, n = sys.argv[1], int(sys.argv[2])
+tracker = trackware.Tracker(
+    [HTTPExporter("http://127.0.0.1:9/down", timeout=1)], spool=folder,
+    spool_max_bytes=4 * 1024**3, dead_letter=None, register_atexit=False,
+    retry=trackware.RetryPolicy(max_attempts=None, max_delay=5),
+)
+props = {"offer_id": "o-1", "amount": 3, "channel": "OLB"}
+t0 = time.perf_counter()
+for i in range(n):
+    tracker.track("offer.activated", {"i": i, **props})
+for spool in tracker.backends.spools.values():
+    spool.close()
+print(n / (time.perf_counter() - t0), flush=True)
+os._exit(0)
+"""
+
+
+def replay(url: str, sink: RemoteSink, n: int, folder: str) -> tuple[float, float]:
+    """(events/s into the spool with the destination down, events/s delivered
+    by a new process that adopts the file)."""
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SPOOL_DOWN), folder, str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=3600,
+    )
+    into = float(out.stdout.strip())
+    before = sink.count
+    t0 = time.perf_counter()
+    tracker = trackware.Tracker(
+        [HTTPExporter(url)], spool=folder, dead_letter=None, register_atexit=False
+    )
+    tracker.track("start", PROPS)  # starts the worker
+    ok = sink.wait_for(before + n + 1, 3600)
+    elapsed = time.perf_counter() - t0
+    assert ok, sink.count - before
+    tracker.shutdown(30)
+    return into, n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--throughput", type=int, default=200_000)
+    parser.add_argument("--replay", type=int, default=1_000_000)
+    args = parser.parse_args()
+    sink = RemoteSink()
+    url = sink.url + "/events"
+    root = tempfile.mkdtemp(prefix="bench-spool-")
+    rows: list[tuple[str, str, str, bool | None]] = []
+    try:
+        n = args.events
+        memory = track_median(url, n)
+        rows.append(("track() memory queue", f"{memory:.2f} µs", "", None))
+        batch = track_median(url, n, spool=f"{root}/b")
+        rows.append(
+            (
+                'track() spool, durability="batch"',
+                f"{batch:.2f} µs",
+                "≤ 5 µs",
+                batch <= 5,
+            )
+        )
+        always = track_median(url, n, spool=f"{root}/a", durability="always")
+        rows.append(
+            (
+                'track() spool, durability="always"',
+                f"{always:.2f} µs",
+                "≤ 12 µs",
+                always <= 12,
+            )
+        )
+        fsync = track_median(
+            url, min(n, 2000), spool=f"{root}/f", durability="always", spool_fsync=True
+        )
+        rows.append(
+            ('track() spool, "always" + spool_fsync=True', f"{fsync:.1f} µs", "", None)
+        )
+        rate = through(url, args.throughput, f"{root}/t")
+        rows.append(
+            (
+                "events/s through the spool, 1 worker (track + deliver)",
+                f"{rate:,.0f}",
+                "≥ 100,000",
+                rate >= 100_000,
+            )
+        )
+        into, out = replay(url, sink, args.replay, f"{root}/r")
+        rows.append(
+            (
+                f"events/s into the spool, destination down ({args.replay:,})",
+                f"{into:,.0f}",
+                "",
+                None,
+            )
+        )
+        rows.append(
+            (
+                f"replay of {args.replay:,} spooled events after a restart",
+                f"{out:,.0f}/s",
+                "≥ 50,000/s",
+                out >= 50_000,
+            )
+        )
+    finally:
+        sink.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    print("| row | value | target | met |")
+    print("|---|---|---|---|")
+    for name, value, target, met in rows:
+        mark = "" if met is None else ("met" if met else "missed")
+        print(f"| {name} | {value} | {target} | {mark} |")
+
+
+if __name__ == "__main__":
+    main()
