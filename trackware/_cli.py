@@ -531,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trackware",
         description="trackware command line: local vendor emulators, test "
-        "events, dead letters (reference: docs/cli.md)",
+        "events, dead letters, the inspector, Redis Streams workers "
+        "(reference: docs/cli.md)",
     )
     parser.add_argument("--version", action="version", version=f"trackware {version()}")
     parser.add_argument(
@@ -588,6 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--last", type=_non_negative, default=0, help="only the last N records"
     )
     dead.set_defaults(func=_dead_letter)
+
+    # The inspector sidecar, and the Redis Streams worker and status: their
+    # modules add their own commands (nothing heavy is imported until one runs).
+    from . import worker
+    from .inspector import _cli as inspector_cli
+
+    inspector_cli.register(sub)
+    worker.register(sub)
     return parser
 
 
