@@ -481,7 +481,7 @@ class InspectorClient:
                 {
                     "kind": "outcome",
                     "event_id": event.event_id,
-                    "event": _summary(event),
+                    "event": {"name": event.name, "user_id": event.user_id},
                     "destination": destination,
                     "outcome": outcome,
                     "reason": reason,
@@ -682,7 +682,10 @@ def _exchanges_of(
 ) -> list[dict[str, t.Any]]:
     """The exchanges whose request carried ``event`` (its id, or the UUID
     vendors get for it); all of the batch's when none names it."""
-    ids = {event.event_id, stable_uuid(event.event_id)}
+    if not exchanges:
+        return shown
+    event_id = event.event_id
+    ids = {event_id, stable_uuid(event_id)}
     mine = [
         shown[i]
         for i, x in enumerate(exchanges)
