@@ -145,10 +145,50 @@ def test_streamed_body_and_websocket_of_excluded_requests(
 def test_excluded_request_without_a_tracker_uses_the_process_default(
     recorder: t.Any,
 ) -> None:
-    """With no tracker= the middleware binds none: the app's events go to
+    """With no tracker= the scope bound names none: the app's events go to
     the process default, as those of tracked requests do."""
     trackware.set_tracker(recorder.tracker)
     app = TrackwareMiddleware(starlette_app())
     asyncio.run(send_all(app, [("GET", "/", CURL), ("GET", "/", BROWSER)]))
     assert len(recorder.events("app.event")) == 2
     assert len(recorder.pages()) == 1
+
+
+def test_identify_in_an_excluded_request_stays_in_that_request(
+    recorder: t.Any,
+) -> None:
+    """An excluded connection's scope (Untracked: its fields class defaults
+    until set) takes identify() on the instance; the next request, and the
+    class, are untouched; a second middleware inside does not track it."""
+    from trackware._context import TrackerScope
+
+    async def login(request: Request) -> Response:
+        trackware.identify("c-9", email="c9@example.com")
+        trackware.track("app.login")
+        return PlainTextResponse("ok")
+
+    async def after(request: Request) -> Response:
+        trackware.track("app.next")
+        return PlainTextResponse("ok")
+
+    inner = TrackwareMiddleware(
+        Starlette(routes=[Route("/health/login", login), Route("/health/next", after)]),
+        tracker=recorder.tracker,
+        exclude_paths=[],  # the inner one would track them: the outer handles them
+    )
+    app = TrackwareMiddleware(inner, tracker=recorder.tracker)
+    asyncio.run(
+        send_all(
+            app, [("GET", "/health/login", BROWSER), ("GET", "/health/next", BROWSER)]
+        )
+    )
+    login_event, next_event = recorder.events()
+    assert (login_event.name, login_event.user_id) == ("app.login", "c-9")
+    assert login_event.email == "c9@example.com"
+    assert (next_event.name, next_event.user_id, next_event.email) == (
+        "app.next",
+        None,
+        None,
+    )
+    assert recorder.pages() == []
+    assert TrackerScope.user_id is None and TrackerScope.email is None

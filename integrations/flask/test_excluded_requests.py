@@ -102,3 +102,43 @@ def test_streamed_body_of_an_excluded_request(
     assert tracker.flush(10)
     assert [e.name for e in memory.events] == ["app.streamed"]
     assert _default.current is tracker
+
+
+def test_identify_in_an_excluded_request_stays_in_that_request(
+    tracker: trackware.Tracker, memory: InMemoryExporter
+) -> None:
+    """An excluded request's scope (a TrackerScope, its fields class
+    defaults until set) takes identify() on the instance: the next excluded
+    request on the same thread, and the class, are untouched."""
+    from trackware._context import TrackerScope
+
+    app = flask.Flask("excluded-identify")
+    app.secret_key = "test-secret-key-not-for-production"
+
+    @app.route("/health/login")
+    def login() -> str:
+        trackware.identify("c-9", traits={"tier": "gold"}, email="c9@example.com")
+        trackware.track("app.login")
+        return "ok"
+
+    @app.route("/health/next")
+    def after() -> str:
+        trackware.track("app.next")
+        return "ok"
+
+    Trackware(app, tracker=tracker)
+    client = app.test_client()
+    for path in ("/health/login", "/health/next"):
+        assert client.get(path, headers={"User-Agent": BROWSER}).status_code == 200
+    assert tracker.flush(10)
+    login_event, next_event = memory.events
+    assert (login_event.name, login_event.user_id) == ("app.login", "c-9")
+    assert login_event.email == "c9@example.com"
+    assert login_event.traits == {"tier": "gold"}
+    assert (next_event.name, next_event.user_id, next_event.email) == (
+        "app.next",
+        None,
+        None,
+    )
+    assert next_event.traits == {}
+    assert TrackerScope.user_id is None and TrackerScope.traits == {}
