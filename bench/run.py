@@ -228,6 +228,11 @@ def main() -> int:
     parser.add_argument(
         "--no-extras", action="store_true", help="skip bench/bench_extra_*.py"
     )
+    parser.add_argument(
+        "--no-servers",
+        action="store_true",
+        help="skip the real-server bench (bench/serve.py: uvicorn, gunicorn, wrk)",
+    )
     args = parser.parse_args()
     if args.extras_only:
         run_extras()
@@ -272,6 +277,12 @@ def main() -> int:
         flask_main([])
         print()
         asgi_main([])
+        if not args.no_servers:
+            # Real servers under wrk, plain / floor / trackware interleaved.
+            from serve import main as serve_main
+
+            print()
+            serve_main([])
     if not args.no_extras:
         run_extras()
     return 0
