@@ -34,7 +34,7 @@ from ._tracker import Tracker
 from .exceptions import ConfigurationError
 from .exporters import Exporter
 
-__all__ = ["load_exporters", "main", "register", "run", "status"]
+__all__ = ["load_exporters", "main", "register", "resolve", "run", "status"]
 
 _logger = logging.getLogger("trackware")
 
@@ -52,18 +52,7 @@ def load_exporters(
     factory the app uses). The dead letter is ``DEFAULT_DEAD_LETTER`` unless a
     tracker brings its own.
     """
-    obj = target
-    if isinstance(obj, str):
-        module_name, _, attr = obj.partition(":")
-        if not module_name or not attr:
-            raise ConfigurationError(
-                f"--config must look like 'package.module:factory', got {obj!r}"
-            )
-        obj = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    if callable(obj) and not isinstance(obj, (Tracker, Exporter)):
-        obj = obj()
+    obj = resolve(target)
     if isinstance(obj, Tracker):
         return [d.exporter for d in obj.destinations], obj.dead_letter
     if isinstance(obj, Exporter):
@@ -79,6 +68,24 @@ def load_exporters(
             f"exporters (or a factory returning one), got {type(obj).__name__}"
         )
     return exporters, DEFAULT_DEAD_LETTER
+
+
+def resolve(target: t.Any) -> t.Any:
+    """``target`` imported (``"package.module:name"``) and, if it is a
+    factory, called: a Tracker, an exporter or exporters."""
+    obj = target
+    if isinstance(obj, str):
+        module_name, _, attr = obj.partition(":")
+        if not module_name or not attr:
+            raise ConfigurationError(
+                f"--config must look like 'package.module:factory', got {obj!r}"
+            )
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    if callable(obj) and not isinstance(obj, (Tracker, Exporter)):
+        obj = obj()
+    return obj
 
 
 def run(
@@ -390,8 +397,16 @@ def _worker_command(args: argparse.Namespace) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     sys.path.insert(0, os.getcwd())  # --config names the app's own modules
     try:
+        # The app's factory is built first: a wrong --config is reported as
+        # such, never as a trackware bug.
+        target = resolve(args.config)
+    except (ConfigurationError, ImportError, AttributeError) as exc:
+        text = _log.scrub(f"{type(exc).__name__}: {exc}")[:500]
+        print(f"trackware worker: --config {args.config}: {text}", file=sys.stderr)
+        return 2
+    try:
         run(
-            args.config,
+            target,
             args.redis,
             namespace=args.namespace,
             visibility_timeout=args.visibility_timeout,
@@ -399,6 +414,10 @@ def _worker_command(args: argparse.Namespace) -> int:
             shutdown_timeout=args.shutdown_timeout,
             share_rate_limits=not args.no_shared_limits,
         )
+    except ConfigurationError as exc:
+        text = _log.scrub(str(exc))[:500]
+        print(f"trackware worker: {text}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if not _is_redis_error(exc):
             raise

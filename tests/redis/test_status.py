@@ -112,6 +112,13 @@ def test_worker_config_errors_are_reported(
 ) -> None:
     assert main(["worker", "--config", "no_colon_here", "--redis", redis_url]) == 2
     assert "package.module:factory" in capsys.readouterr().err
+    assert main(["worker", "--config", "no_such_module_x:f", "--redis", redis_url]) == 2
+    assert "ModuleNotFoundError" in capsys.readouterr().err
+    assert (
+        main(["worker", "--config", "trackware:no_such_name", "--redis", redis_url])
+        == 2
+    )
+    assert "AttributeError" in capsys.readouterr().err
 
 
 def test_status_and_worker_say_when_redis_is_away(
@@ -121,7 +128,12 @@ def test_status_and_worker_say_when_redis_is_away(
 
     url = f"redis://:hunter2-password@127.0.0.1:{free_port()}/0"
     assert main(["status", "--redis", url]) == 1
-    assert main(["worker", "--config", "x:y", "--redis", url]) == 1
+    assert (
+        main(
+            ["worker", "--config", "trackware.testing:InMemoryExporter", "--redis", url]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "trackware status: Redis failed: ConnectionError" in err
     assert "trackware worker: Redis failed: ConnectionError" in err
