@@ -6,9 +6,8 @@ with trackware (page + sessions; ``--also`` adds the p99 experiments of
 ``bench/serve_apps.py``). Every variant's server runs at once (idle unless
 loaded); ``wrk`` loads one at a time, the variants interleaved round after
 round, as a returning visitor (the cookies its first response set). Prints
-the median
-req/s and p99 of the rounds, and the targets: trackware >= 0.95x the floor's
-req/s and p99 <= 1.5x plain.
+the median req/s and p99 of the rounds, and the targets: trackware >= 0.95x
+the floor's req/s and p99 <= 1.5x plain.
 
 Run: ``.venv-bench/bin/python bench/serve.py [--rounds 5] [--seconds 5]``
 (needs ``wrk``: ``apt-get install wrk``; uvicorn, httptools, gunicorn from
@@ -18,6 +17,7 @@ bench/requirements.txt).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -227,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[tuple[str, bool]] = []
     names = {"uvicorn": "uvicorn + Starlette", "gunicorn": "gunicorn (sync) + Flask"}
     for kind in args.servers:
+        missing = [
+            m
+            for m in (("uvicorn", "httptools") if kind == "uvicorn" else ("gunicorn",))
+            if importlib.util.find_spec(m) is None
+        ]
+        if missing:
+            print(f"\n({', '.join(missing)} not installed: {kind} skipped)")
+            continue
         medians = run(kind, variants, args.rounds, args.seconds, args.connections)
         checks += report(
             f"{names[kind]}, {args.connections} connections, {args.rounds} x "
