@@ -189,6 +189,20 @@ def test_the_inspector_page_shows_two_servers_events_live(
         assert "unknown_field" in json.dumps(refused.reply)
         page.screenshot(path=str(artifacts / "02-yotpo-rejection.png"), full_page=True)
 
+        # Filters: by outcome, by name, by user.
+        page.select_option("#f-outcome", "rejected")
+        expect(rows).to_have_count(1, timeout=2_000)
+        expect(rows.first).to_have_attribute("data-name", "order.shipped")
+        page.select_option("#f-outcome", "")
+        page.fill("#f-name", "offer.")
+        expect(rows).to_have_count(3, timeout=2_000)  # 2 viewed, 1 activated
+        page.fill("#f-name", "")
+        page.fill("#f-user", "c-42")
+        expect(rows.first).to_have_attribute("data-user", "c-42", timeout=2_000)
+        users = {rows.nth(i).get_attribute("data-user") for i in range(rows.count())}
+        assert users == {"c-42"}
+        page.fill("#f-user", "")
+
         def exact_body(event_row: t.Any, dest: str, route: str, shot: str) -> None:
             """Open the event once ``dest`` sent it: the request body shown is
             the one the emulator received (for the request naming the event)."""
