@@ -231,7 +231,7 @@ async function replay(destination, processId, keys, button, status) {
 function replayDone(result) {
   const key = pendingReplays.get(result.id);
   pendingReplays.delete(result.id);
-  const log = document.getElementById("replays") || document.body.appendChild(el("div", { id: "replays", class: "muted", "aria-live": "polite" }));
+  const log = document.getElementById("replays");
   let text;
   if (result.ok) {
     text = (result.report && result.report.summary) || "replayed";
@@ -241,7 +241,7 @@ function replayDone(result) {
   } else {
     text = `replay failed: ${result.error}`;
   }
-  log.append(el("p", { class: "replay-result", "data-id": result.id, "data-ok": String(!!result.ok), text }));
+  log.prepend(el("p", { class: "replay-result", "data-id": result.id, "data-ok": String(!!result.ok), text }));
   if (key !== undefined) {
     replayStatus.set(key, text);
     for (const node of document.querySelectorAll(`li[data-key="${CSS.escape(key)}"] .replay-status`)) node.textContent = text;
