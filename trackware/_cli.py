@@ -318,30 +318,15 @@ def _dl_show(args: argparse.Namespace) -> int:
 
 
 def _load_target(spec: str | None) -> t.Any:
-    """The Tracker or exporters ``--config module:factory`` returns, else
+    """The Tracker or exporters ``--config module:factory`` gives, else
     ``Tracker.from_env()``."""
     if spec is None:
         from . import Tracker
 
         return Tracker.from_env()
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(
-            f"--config {spec!r}: give module:factory (a function returning a "
-            "Tracker or a list of exporters)"
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"--config: cannot import {module_name}: {exc}"
-        ) from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigurationError(f"--config: {module_name} has no function {attr!r}")
-    return factory()
+    from ._loader import resolve
+
+    return resolve(spec)
 
 
 def _close_target(target: t.Any) -> None:

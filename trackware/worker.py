@@ -17,7 +17,6 @@ streams. The operations guide is docs/worker.md.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -26,13 +25,18 @@ import sys
 import threading
 import typing as t
 
-from . import _log, _streams
-from ._config import DEFAULT_DEAD_LETTER, dead_letter_from
-from ._retry import RetryPolicy
-from ._stream_consumer import StreamConsumerQueue, StreamDeadLetter, consumer_name
-from ._tracker import Tracker
+from . import _log
 from .exceptions import ConfigurationError
-from .exporters import Exporter
+
+if t.TYPE_CHECKING:
+    from ._retry import RetryPolicy
+    from ._stream_consumer import StreamConsumerQueue
+    from ._tracker import Tracker
+    from .exporters import Exporter
+
+# The command line imports this module to register its commands: what
+# delivery needs (the tracker, the exporters, httpx, redis) is imported when
+# a command runs.
 
 __all__ = ["load_exporters", "main", "register", "resolve", "run", "status"]
 
@@ -52,6 +56,10 @@ def load_exporters(
     factory the app uses). The dead letter is ``DEFAULT_DEAD_LETTER`` unless a
     tracker brings its own.
     """
+    from ._config import DEFAULT_DEAD_LETTER
+    from ._tracker import Tracker
+    from .exporters import Exporter
+
     obj = resolve(target)
     if isinstance(obj, Tracker):
         return [d.exporter for d in obj.destinations], obj.dead_letter
@@ -73,19 +81,9 @@ def load_exporters(
 def resolve(target: t.Any) -> t.Any:
     """``target`` imported (``"package.module:name"``) and, if it is a
     factory, called: a Tracker, an exporter or exporters."""
-    obj = target
-    if isinstance(obj, str):
-        module_name, _, attr = obj.partition(":")
-        if not module_name or not attr:
-            raise ConfigurationError(
-                f"--config must look like 'package.module:factory', got {obj!r}"
-            )
-        obj = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    if callable(obj) and not isinstance(obj, (Tracker, Exporter)):
-        obj = obj()
-    return obj
+    from ._loader import resolve as _resolve
+
+    return _resolve(target)
 
 
 def run(
@@ -135,6 +133,11 @@ def run(
         raise ConfigurationError("visibility_timeout must be > 0 seconds")
     if max_deliveries < 1:
         raise ConfigurationError("max_deliveries must be >= 1")
+    from . import _streams
+    from ._config import dead_letter_from
+    from ._stream_consumer import StreamConsumerQueue, StreamDeadLetter, consumer_name
+    from ._tracker import Tracker
+
     stop = stop or threading.Event()
     client = _streams.connect(redis_url)
     client.ping()
@@ -248,6 +251,8 @@ def status(client: t.Any, namespace: str = "default") -> dict[str, t.Any]:
     """Per destination of ``namespace``: stream length, backlog (entries the
     group has not read), pending count, age of the oldest pending entry,
     consumers with their idle time, dead letters and trimmed entries."""
+    from . import _streams
+
     prefix = _streams.stream_key(namespace, "")
     names: set[str] = set()
     for key in client.scan_iter(match=prefix + "*", count=1000, _type="stream"):
@@ -400,7 +405,10 @@ def _worker_command(args: argparse.Namespace) -> int:
         # The app's factory is built first: a wrong --config is reported as
         # such, never as a trackware bug.
         target = resolve(args.config)
-    except (ConfigurationError, ImportError, AttributeError) as exc:
+    except ConfigurationError as exc:
+        print(f"trackware worker: {_log.scrub(str(exc))[:500]}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the app's own module failed while importing
         text = _log.scrub(f"{type(exc).__name__}: {exc}")[:500]
         print(f"trackware worker: --config {args.config}: {text}", file=sys.stderr)
         return 2
@@ -443,6 +451,8 @@ def _status_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from . import _streams
+
     client = _streams.connect(args.redis)
     try:
         report = status(client, args.namespace)

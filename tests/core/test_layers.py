@@ -55,7 +55,15 @@ FRONT = {
     "_inspect",
     "_backends",
 }
-TOP_MODULES = {"_cli", "__main__", "inspector", "metrics", "worker", "deadletter"}
+TOP_MODULES = {
+    "_cli",
+    "__main__",
+    "_loader",
+    "inspector",
+    "metrics",
+    "worker",
+    "deadletter",
+}
 NAMES = ["foundation", "exporters", "delivery", "front", "top"]
 
 

@@ -244,9 +244,9 @@ def test_list_show_and_purge(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["replay", "--config", "nowhere"], "give module:factory"),
+        (["replay", "--config", "nowhere"], "give package.module:factory"),
         (["replay", "--config", "no_such_module:f"], "cannot import"),
-        (["replay", "--config", "json:no_such_function"], "has no function"),
+        (["replay", "--config", "json:no_such_function"], "has no 'no_such_function'"),
         (["replay"], "configuration error: Tracker.from_env(): no destination"),
         (["list", "--path", "a", "--spool", "b"], "not allowed with argument"),
         (["replay", "--batch-size", "0"], "must be 1 or more"),
