@@ -314,13 +314,15 @@ class Spool:
                 if values:
                     conn.executemany(_UPSERT, values)
                 if settled:
+                    ranges = _ranges(settled)
                     conn.executemany(
-                        "UPDATE events SET pending = pending & ~? WHERE seq = ?",
-                        [(m, s) for s, m in settled.items()],
+                        "UPDATE events SET pending = pending & ~? "
+                        "WHERE seq BETWEEN ? AND ?",
+                        ranges,
                     )
                     conn.executemany(
-                        "DELETE FROM events WHERE seq = ? AND pending = 0",
-                        [(s,) for s in settled],
+                        "DELETE FROM events WHERE seq BETWEEN ? AND ? AND pending = 0",
+                        [(lo, hi) for _, lo, hi in ranges],
                     )
                 conn.execute("COMMIT")
             except BaseException:
@@ -1074,6 +1076,20 @@ class SpoolQueue:
             f"<SpoolQueue {self.name!r} depth={self.depth()} "
             f"in_flight={self.in_flight()} state={self.extra_stats()['spool_state']}>"
         )
+
+
+def _ranges(settled: dict[int, int]) -> list[tuple[int, int, int]]:
+    """``(mask, first, last)`` runs of consecutive seqs settled for the same
+    destinations: a batch usually settles one run (one statement, not one per
+    row)."""
+    out: list[tuple[int, int, int]] = []
+    for seq in sorted(settled):
+        mask = settled[seq]
+        if out and out[-1][0] == mask and out[-1][2] == seq - 1:
+            out[-1] = (mask, out[-1][1], seq)
+        else:
+            out.append((mask, seq, seq))
+    return out
 
 
 _shared: dict[pathlib.Path, Spool] = {}
