@@ -1,5 +1,6 @@
-"""The intake: page events the integrations record, built and routed in order
-on a thread of the tracker's own (``trackware-intake``), off the request thread.
+"""The intake: page events the integrations record, routed in order on a
+thread of the tracker's own (``trackware-intake``), off the request thread
+(and built there first when recorded as a record to build).
 
 A :class:`Tracker` owns one :class:`Intake`; integrations reach it through
 ``Tracker.record_page(record)``, where ``record`` is a :class:`PageRecord`.
@@ -25,15 +26,20 @@ PENDING_MAX = 4096
 GATHER = 0.05
 
 
-class PageRecord(t.Protocol):
-    """What an integration records when a request ends: every value taken from
-    the request then (its identity included), so that it may be built later
-    on another thread."""
+class Buildable(t.Protocol):
+    """A record to build later, on another thread: every value taken when the
+    request ended (its identity included)."""
 
     def build(self) -> Event | None:
         """The page event; ``None`` when the record tracked it through
         ``Tracker.track()`` itself instead."""
         ...
+
+
+#: What an integration records when a request ends: its page event, built
+#: (the integrations' common case: the intake thread only routes it, in
+#: order), or a record the intake thread builds first.
+PageRecord: t.TypeAlias = "Event | Buildable"
 
 
 class Intake:

@@ -17,7 +17,7 @@ import uuid
 
 from .. import _log, get_tracker
 from .._context import Scope, scope_var, sendable
-from .._page import PageView
+from .._page import PageView, build_page
 from .._tracker import Tracker
 from ._cookies import CookieJar, Session
 from ._options import Identity, TrackingOptions
@@ -370,32 +370,64 @@ class RequestTracker:
             ):
                 if self._identity is not None:
                     self.apply_identity(state)
-                # Identity is taken now: the scope may change after the request.
-                view = _new_view(PageView)
-                view.tracker = tracker = state.tracker or get_tracker()
-                view.name = page_event
-                view.request = state
-                view.status = status
-                view.route = route
-                view.endpoint = endpoint
-                view.blueprint = blueprint
-                view.error = None if error is None else type(error).__name__
-                view.duration = _perf_counter() - state.start
-                view.user_id = state.user_id
-                view.email = state.email
-                view.phone = state.phone
-                traits = view.traits = state.traits
-                view.context = state.context
+                tracker = state.tracker or get_tracker()
+                traits = state.traits
+                error_name = None if error is None else type(error).__name__
+                duration = _perf_counter() - state.start
                 if (
                     type(tracker) is Tracker  # (not a subclass, nor a stand-in)
                     and tracker.pages_deferred
                     and not traits
                     and not (state.query and self._query_allow)
                 ):
-                    # The common case: built and routed by the tracker's
-                    # intake thread.
-                    tracker.record_page(view)
+                    # The common case: the event is built here, now (identity
+                    # included: the scope may change after the request), and
+                    # waits in the tracker's intake, whose thread routes it
+                    # in order with what is tracked next.
+                    try:
+                        event = build_page(
+                            tracker,
+                            page_event,
+                            state,
+                            status,
+                            route,
+                            endpoint,
+                            blueprint,
+                            error_name,
+                            duration,
+                            state.user_id,
+                            state.email,
+                            state.phone,
+                            traits,
+                            state.context,
+                        )
+                    except Exception as exc:
+                        _log.error(
+                            "track-internal",
+                            "trackware: a page event failed internally: %s",
+                            type(exc).__name__,
+                            exc_info=True,
+                        )
+                        tracker.count_dropped(None, "internal_error")
+                    else:
+                        if event is not None:
+                            tracker.record_page(event)
                 else:
+                    view = _new_view(PageView)
+                    view.tracker = tracker
+                    view.name = page_event
+                    view.request = state
+                    view.status = status
+                    view.route = route
+                    view.endpoint = endpoint
+                    view.blueprint = blueprint
+                    view.error = error_name
+                    view.duration = duration
+                    view.user_id = state.user_id
+                    view.email = state.email
+                    view.phone = state.phone
+                    view.traits = traits
+                    view.context = state.context
                     self._track_page(view)
         except Exception:
             _log.error(
