@@ -365,6 +365,13 @@ class RedisStreamQueue:
     def _buffered(self) -> int:
         return len(self._buf)
 
+    def _nearly_full(self) -> bool:
+        """Three quarters of the buffer's bounds used."""
+        return (
+            len(self._buf) * 4 >= self.max_events * 3
+            or self._bytes * 4 >= self.max_bytes * 3
+        )
+
     def _take_buffer(self, limit: int) -> list[Event]:
         """The buffer's head (up to ``limit``), now in flight."""
         with self._lock:
@@ -638,6 +645,19 @@ class RedisStreams:
     def _next_batch(self, queue: RedisStreamQueue) -> _Batch | None:
         limit = self.batch_size
         from_fallback: list[QueuedEvent] | None = None
+        if queue._nearly_full():
+            # Redis answers, but slower than the app tracks: keep the events
+            # in the fallback (a spool keeps them on disk) rather than let the
+            # buffer drop the oldest; they are forwarded first, in order.
+            queue._spill()
+            _log.warn(
+                f"redis-slow:{queue.destination}",
+                "trackware: Redis at %s takes events for %s slower than they are "
+                "tracked; the buffer goes to the fallback queue (stats: "
+                "redis_fallback)",
+                self.display_url,
+                queue.destination,
+            )
         if queue._held:
             from_fallback = queue._held
             queue._held = []

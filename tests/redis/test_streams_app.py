@@ -803,3 +803,43 @@ def test_the_password_of_the_redis_url_is_never_logged(
     assert "is unavailable" in caplog.text
     assert "127.0.0.1" in caplog.text
     assert secret not in text
+
+
+def test_redis_slower_than_the_app_spills_to_the_fallback_instead_of_dropping(
+    redis_url: str, redis_namespace: str, redis_client: redis.Redis
+) -> None:
+    """The sender cannot keep up (10 events per round trip here): past three
+    quarters of its buffer the events go to the fallback, are forwarded
+    first, and none is dropped; the stream has them in the app's order."""
+    streams = RedisStreams(
+        redis_url,
+        namespace=redis_namespace,
+        fallback=lambda name: MemoryQueue(100_000, 1 << 30),
+        batch_size=10,
+        buffer_events=5000,
+    )
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue_factory=lambda exporter: streams.queue(exporter.name),
+        dead_letter=None,
+    )
+    ids: list[str] = []
+
+    def tracked(sender: object, event: t.Any, **kw: object) -> None:
+        ids.append(event.event_id)
+
+    trackware.signals.event_tracked.connect(tracked)
+    try:
+        for i in range(20_000):
+            tracker.track("e", {"i": i})
+        assert tracker.flush(timeout=60)
+        stats = tracker.stats()["destinations"]["memory"]
+        assert stats["dropped"] == {}
+        assert stats["backend"]["redis_fallback"] > 0
+        assert stats["backend"]["redis_errors"] == 0
+        got = entries(redis_client, stream_key(redis_namespace, "memory"))
+        assert [f[ID_FIELD].decode() for _, f in got] == ids
+    finally:
+        trackware.signals.event_tracked.disconnect(tracked)
+        tracker.shutdown(timeout=10)
+        streams.close(time.monotonic() + 10)
