@@ -15,9 +15,22 @@ import typing as t
 from ._event import SIZE_SLOT, TIME_SLOT, Event
 from .exceptions import ConfigurationError
 
-__all__ = ["EventQueue", "MemoryQueue", "QueuedEvent", "QUEUE_FULL_POLICIES"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_EVENTS",
+    "QUEUE_FULL_POLICIES",
+    "EventQueue",
+    "MemoryQueue",
+    "QueuedEvent",
+]
 
 QUEUE_FULL_POLICIES = ("drop_oldest", "drop_newest", "block")
+
+#: The default bound of a destination's in-memory queue: a burst of 100,000
+#: ordinary events fits whole, and the queue stays under 64 MiB of counted
+#: event bytes (``Event.size``).
+DEFAULT_MAX_EVENTS = 100_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 QueuedEvent = tuple[int, Event]
@@ -78,9 +91,16 @@ class EventQueue(t.Protocol):
 class MemoryQueue:
     """A bounded in-memory FIFO (by event count and by approximate bytes).
 
+    The default bound holds a burst of 100,000 ordinary events (up to about
+    670 counted bytes each; a ``track()`` call with a few properties counts
+    about 160, a page event with its request context about 400) even when
+    the worker sends none of them meanwhile, and stays bounded at 64 MiB of
+    counted event bytes (the Python objects take roughly 1.5-3x that; the
+    figures: docs/architecture/event.md). It was 10,000 events / 8 MiB.
+
     Args:
-        max_events: most events held.
-        max_bytes: most approximate bytes held.
+        max_events: most events held (default 100,000).
+        max_bytes: most approximate bytes held (default 64 MiB).
         policy: what ``put`` does when full: ``drop_oldest`` (default; the
             newest events usually matter most), ``drop_newest``, or ``block``
             (wait up to ``block_timeout`` seconds for space, then drop the new
@@ -90,8 +110,8 @@ class MemoryQueue:
 
     def __init__(
         self,
-        max_events: int = 10_000,
-        max_bytes: int = 8 * 1024 * 1024,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         *,
         policy: str = "drop_oldest",
         block_timeout: float = 0.1,

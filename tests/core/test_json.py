@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from trackware._json import dumps, json_default, to_jsonable
+from trackware._json import dumps, encode_checked, json_default, to_jsonable
 
 
 class Colour(enum.Enum):
@@ -86,3 +86,60 @@ def test_dumps_refuses_what_json_cannot_hold() -> None:
         dumps({"x": object()})
     with pytest.raises(TypeError, match="set is not JSON serializable"):
         json_default({1, 2})
+
+
+class Name(str, enum.Enum):
+    A = "a"
+
+
+class Text(str):
+    pass
+
+
+class Mapping(dict):  # type: ignore[type-arg]
+    def items(self):  # type: ignore[no-untyped-def]
+        return [("changed", 1)]
+
+
+#: Values whose JSON text differs between encoders unless handled: tiny and
+#: huge floats, integers past 64 bits, control characters and non-ASCII
+#: text, rich values, enums, subclasses of the plain types.
+CORPUS: list[object] = [
+    {"f": [0.0, -0.0, 0.1, 1e-4, 9.9e-5, 1.5e-5, 1e-5, 3e-7, 1e-9, 1e-10, 5e-324]},
+    {"f": [1e15, 1e16, 1.2345678901234567e16, 1e22, 1.7976931348623157e308, 100.0]},
+    {"i": [2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**40, -(10**300)]},
+    {"s": "".join(map(chr, range(0x30))) + '\u2028\x7f é ☕ 😀 \\ " /'},
+    {"strings that look like floats": ["0.00001", "type-1a", "e-5", "1e-07"]},
+    RICH,
+    {"enums": [Name.A, Level.HIGH, Colour.NESTED], "sub": Text("x")},
+    {"dict subclass": Mapping(a=1)},
+    {"deep": [[[[{"a": [1, {"b": None}]}]]]], "empty": [{}, [], ""]},
+    [1, "top-level list"],
+    "top-level text",
+    dt.time(1, 2),  # refused by both
+]
+
+
+@pytest.mark.parametrize("value", CORPUS, ids=range(len(CORPUS)))
+def test_encode_checked_writes_the_bytes_dumps_writes(value: object) -> None:
+    """With or without orjson (the ``orjson`` extra): what vendors receive
+    does not depend on it."""
+    try:
+        expected = dumps(value).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        with pytest.raises(type(exc)):
+            encode_checked(value)
+        return
+    assert encode_checked(value) == expected
+    assert expected == json.dumps(
+        value, default=json_default, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+def test_a_structure_containing_itself_is_refused() -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises((ValueError, RecursionError)):
+        dumps(loop)
+    with pytest.raises((ValueError, RecursionError)):
+        encode_checked(loop)

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from trackware import ConfigurationError, Event, EventQueue, MemoryQueue
+from trackware._queue import DEFAULT_MAX_BYTES
 
 
 def events(n: int, prefix: str = "e") -> list[Event]:
@@ -227,3 +228,55 @@ def test_reset_after_fork_forgets_the_parents_events() -> None:
 def test_bad_settings_are_configuration_errors(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         MemoryQueue(**kwargs)  # type: ignore[arg-type]
+
+
+ORDINARY = {
+    "track() with a few properties": Event(
+        "offer.activated",
+        {"offer_id": "o-1001", "amount": 3, "channel": "OLB"},
+        user_id="c-42",
+    ),
+    "a page event with its request context": Event(
+        "page.viewed",
+        {"title": "Offers"},
+        anonymous_id="0b9f0f7c-2d1e-4a55-9b1e-3f1c2b1e8d0c",
+        context={
+            "path": "/offers/1001",
+            "route": "/offers/<offer_id>",
+            "method": "GET",
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
+            "Chrome/120 Safari/537.36",
+            "referrer": "https://shop.example/",
+            "session_id": "5f0c6b3e9a1d4e2f8b7c6d5e4f3a2b1c",
+            "status": 200,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ORDINARY))
+def test_the_default_bound_holds_a_100k_burst_of_ordinary_events(name: str) -> None:
+    """Even when the worker sends nothing meanwhile (a slow vendor), 100,000
+    ordinary events fit whole at the defaults: none is dropped."""
+    q = MemoryQueue()
+    event = ORDINARY[name]
+    for _ in range(100_000):
+        assert q.put(event) is None
+    assert q.depth() == 100_000
+    assert q.dropped_full == 0
+    assert q.nbytes() == 100_000 * event.size <= DEFAULT_MAX_BYTES
+    # One more is one too many: the oldest goes (drop_oldest).
+    assert q.put(event.replace(event_id="one-more")) == [event]
+    assert q.depth() == 100_000
+
+
+def test_the_default_bound_stays_bounded_in_bytes() -> None:
+    """Large events meet the 64 MiB bound long before the count bound."""
+    big = Event("export.ready", {"blob": "x" * (1 << 20)})
+    q = MemoryQueue()
+    fits = DEFAULT_MAX_BYTES // big.size
+    for _ in range(fits):
+        assert q.put(big) is None
+    assert q.put(big.replace(event_id="one-more")) == [big]
+    assert q.depth() == fits
+    assert q.nbytes() <= DEFAULT_MAX_BYTES

@@ -11,7 +11,8 @@ import uuid
 
 from .. import _env, _log
 from .._event import Event
-from .._json import dumps
+from .._json import ORJSON, dumps, encode_checked
+from .._json import encode_text as _text
 from ..exceptions import ContractViolation
 
 if t.TYPE_CHECKING:
@@ -23,6 +24,7 @@ __all__ = [
     "Exporter",
     "Rejection",
     "encode_event",
+    "event_json",
     "env_options",
     "iso_time_problem",
     "report_progress",
@@ -52,12 +54,57 @@ def encode_event(payload: object) -> str:
         text = dumps(payload)
         text.encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
-        detail = str(exc).split("\n", 1)[0][:200]
-        raise ContractViolation(
-            f"json: every event must be encodable as JSON (UTF-8) on its own; "
-            f"this one is not ({type(exc).__name__}: {detail})"
-        ) from None
+        raise _not_encodable(exc) from None
     return text
+
+
+def event_json(event: Event) -> bytes:
+    """``encode_event(event.to_dict())`` as UTF-8 bytes, checked alone as
+    :func:`encode_event` checks (raising :class:`ContractViolation` as it
+    does), the same bytes, made faster: through orjson when it is installed
+    (``trackware._json``), else from a template of the ten fields, with only
+    the non-empty mappings going through the encoder."""
+    try:
+        if ORJSON:
+            return encode_checked(event.to_dict())
+        return _event_text(event).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _not_encodable(exc) from None
+
+
+_EVENT_TEMPLATE = (
+    '{"event_id":%s,"name":%s,"timestamp":"%s","user_id":%s,"anonymous_id":%s,'
+    '"email":%s,"phone":%s,"traits":%s,"properties":%s,"context":%s}'
+)
+
+
+def _event_text(event: Event) -> str:
+    """``dumps(event.to_dict())``, field by field (tests/exporters compare)."""
+    data = event.to_dict()
+    return _EVENT_TEMPLATE % (
+        _text(data["event_id"]),
+        _text(data["name"]),
+        data["timestamp"],
+        _optional(data["user_id"]),
+        _optional(data["anonymous_id"]),
+        _optional(data["email"]),
+        _optional(data["phone"]),
+        dumps(data["traits"]) if data["traits"] else "{}",
+        dumps(data["properties"]) if data["properties"] else "{}",
+        dumps(data["context"]) if data["context"] else "{}",
+    )
+
+
+def _optional(value: str | None) -> str:
+    return "null" if value is None else _text(value)
+
+
+def _not_encodable(exc: Exception) -> ContractViolation:
+    detail = str(exc).split("\n", 1)[0][:200]
+    return ContractViolation(
+        f"json: every event must be encodable as JSON (UTF-8) on its own; "
+        f"this one is not ({type(exc).__name__}: {detail})"
+    )
 
 
 #: Epoch seconds of 1000-01-01 and of the end of 9999-12-31 (UTC): ISO-8601

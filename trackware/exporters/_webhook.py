@@ -7,8 +7,9 @@ import typing as t
 
 from .._auth import Credentials, no_credentials
 from .._event import Event
+from .._json import encode_fast
 from ..exceptions import AuthError, ConfigurationError, ContractViolation
-from ._base import ExportResult, encode_event
+from ._base import ExportResult, encode_event, event_json
 from ._http import BaseHTTPExporter, HTTPRequest
 from ._urls import register_header_secrets, register_url_secrets, split_userinfo
 
@@ -90,56 +91,59 @@ class HTTPExporter(BaseHTTPExporter):
         self, events: t.Sequence[Event]
     ) -> tuple[list[HTTPRequest], ExportResult]:
         result = ExportResult()
+        if self.body in ("batch", "array"):
+            # With orjson, the whole array in one call: the same bytes as
+            # joined one by one (when it cannot be, _json says so and each
+            # event is encoded alone, as below).
+            whole = encode_fast([event.to_dict() for event in events])
+            if whole is not None:
+                return [self._request(list(events), self._body(whole))], result
         # Each event is encoded alone before it joins the batch: one value
         # JSON cannot carry rejects its event only, not the whole request.
+        # The body is then joined from those bytes once (never re-encoded).
         batch: list[Event] = []
-        encoded: list[str] = []
+        encoded: list[bytes] = []
         for event in events:
             try:
-                text = encode_event(event.to_dict())
+                data = event_json(event)
             except ContractViolation as exc:
                 result.reject(event, str(exc))
                 continue
             batch.append(event)
-            encoded.append(text)
+            encoded.append(data)
         if not batch:
             return [], result
-        bodies: list[tuple[list[Event], str]]
+        bodies: list[tuple[list[Event], bytes]]
         if callable(self.body):
             try:
-                bodies = [(batch, encode_event(self.body(batch)))]
+                text = encode_event(self.body(batch))
             except ContractViolation as exc:
                 for event in batch:
                     result.reject(event, f"the body callable's result: {exc}")
                 return [], result
+            bodies = [(batch, text.encode("utf-8"))]
         elif self.body == "single":
-            bodies = [([e], text) for e, text in zip(batch, encoded, strict=True)]
-        elif self.body == "array":
-            bodies = [(batch, "[" + ",".join(encoded) + "]")]
+            bodies = [([e], data) for e, data in zip(batch, encoded, strict=True)]
         else:
-            sent_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            bodies = [
-                (
-                    batch,
-                    '{"events":[' + ",".join(encoded) + f'],"sent_at":"{sent_at}"}}',
-                )
-            ]
-        requests = []
-        for evs, text in bodies:
-            headers = dict(self.headers)
-            headers.setdefault("Content-Type", "application/json")
-            if self.body == "single":
-                headers["Idempotency-Key"] = evs[0].event_id
-            requests.append(
-                HTTPRequest(
-                    evs,
-                    self.method,
-                    self.url,
-                    content=text.encode("utf-8"),
-                    headers=headers,
-                )
-            )
-        return requests, result
+            bodies = [(batch, self._body(b"[" + b",".join(encoded) + b"]"))]
+        return [self._request(evs, content) for evs, content in bodies], result
+
+    def _body(self, array: bytes) -> bytes:
+        """The request body of a ``"batch"`` or ``"array"`` exporter around
+        the events' JSON ``array``."""
+        if self.body == "array":
+            return array
+        sent_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return b'{"events":' + array + b',"sent_at":"' + sent_at.encode() + b'"}'
+
+    def _request(self, events: list[Event], content: bytes) -> HTTPRequest:
+        headers = dict(self.headers)
+        headers.setdefault("Content-Type", "application/json")
+        if self.body == "single":
+            headers["Idempotency-Key"] = events[0].event_id
+        return HTTPRequest(
+            events, self.method, self.url, content=content, headers=headers
+        )
 
     def credentials(self, request: HTTPRequest) -> Credentials:
         return no_credentials if self.auth is None else self._callable_headers
