@@ -843,3 +843,48 @@ def test_redis_slower_than_the_app_spills_to_the_fallback_instead_of_dropping(
         trackware.signals.event_tracked.disconnect(tracked)
         tracker.shutdown(timeout=10)
         streams.close(time.monotonic() + 10)
+
+
+def test_flush_waits_for_events_forwarded_from_a_spool_fallback(
+    redis_server: RedisServer, tmp_path: t.Any
+) -> None:
+    """With a spool as the fallback: while Redis is away flush() is False (the
+    events are not in Redis); once it is back, flush() returns when the
+    spooled events are in the stream, in order."""
+    import redis as redis_py
+
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_server.url,
+        redis_namespace="spool-flush",
+        spool=str(tmp_path / "spool"),
+        dead_letter=None,
+    )
+    ids: list[str] = []
+
+    def tracked(sender: object, event: t.Any, **kw: object) -> None:
+        ids.append(event.event_id)
+
+    trackware.signals.event_tracked.connect(tracked)
+    try:
+        redis_server.stop(save=False)
+        for i in range(300):
+            tracker.track("e", {"i": i})
+        deadline = time.monotonic() + 10
+        while backend(tracker)["redis_fallback"] < 300:
+            assert time.monotonic() < deadline, backend(tracker)
+            time.sleep(0.02)
+        assert not tracker.flush(timeout=0.3)
+        assert tracker.stats()["destinations"]["memory"]["spooled"] >= 300
+        redis_server.start()
+        assert tracker.flush(timeout=20)
+        client = redis_py.Redis.from_url(redis_server.url)
+        try:
+            got = entries(client, stream_key("spool-flush", "memory"))
+        finally:
+            client.close()
+        assert [f[ID_FIELD].decode() for _, f in got] == ids
+        assert backend(tracker)["redis_forwarded"] == 300
+    finally:
+        trackware.signals.event_tracked.disconnect(tracked)
+        tracker.shutdown(timeout=10)
