@@ -263,13 +263,11 @@ def test_a_million_events_wait_in_the_file_not_in_memory(
 
 
 _ADOPTEE = """
-import os, sys
+import os
 import trackware
-from trackware.exporters import HTTPExporter
 
-tracker = trackware.Tracker(
-    [HTTPExporter(sys.argv[2], timeout=1)], spool=sys.argv[1], durability="always"
-)
+# TRACKWARE_HTTP_URL, TRACKWARE_SPOOL, TRACKWARE_SPOOL_DURABILITY=always
+tracker = trackware.Tracker.from_env()
 ids = [tracker.track("left", {"i": i}).event_id for i in range(500)]
 os.write(1, ("\\n".join(ids) + "\\nready\\n").encode())
 while True:
@@ -288,8 +286,15 @@ def test_a_live_tracker_adopts_the_file_of_a_killed_process(
     )
     try:
         down = f"http://127.0.0.1:{free_port()}/events"
+        env = dict(os.environ)
+        env.update(
+            TRACKWARE_HTTP_URL=down,
+            TRACKWARE_SPOOL=str(tmp_path),
+            TRACKWARE_SPOOL_DURABILITY="always",
+        )
         proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(_ADOPTEE), str(tmp_path), down],
+            [sys.executable, "-c", textwrap.dedent(_ADOPTEE)],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
