@@ -592,8 +592,9 @@ class Spool:
         bad = []
         for seq, body in rows:
             try:
-                out.append((seq, decode(body)))
-            except ValueError:
+                # str: json.loads skips detecting the bytes' encoding.
+                out.append((seq, decode(body.decode("utf-8"))))
+            except (ValueError, AttributeError):  # garbage, or not bytes
                 bad.append(seq)
         return out, bad
 
