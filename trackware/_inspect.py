@@ -62,6 +62,8 @@ SNAPSHOT_INTERVAL = 1.0
 TIMEOUT = 2.0
 #: The most of a request or response body kept, characters.
 BODY_MAX = 64 * 1024
+#: The largest POST, bytes (the sidecar takes up to 8 MiB): more is split.
+POST_MAX = 4 * 1024 * 1024
 #: Exchanges remembered per thread until a signal claims them.
 EXCHANGES_PER_THREAD = 8
 #: Dead letters listed per destination in a snapshot, at most.
@@ -373,6 +375,7 @@ class InspectorClient:
         self._post(records, results)
 
     def _post(self, records: list[dict[str, t.Any]], results: list[t.Any]) -> None:
+        """POST ``records`` (in parts when too large for one request)."""
         payload = {
             "process": self.process,
             "records": records,
@@ -382,7 +385,12 @@ class InspectorClient:
         try:
             body = _log.scrub(dumps(payload)).encode("utf-8")
         except Exception:
-            self._count_lost(len(records), "unencodable")
+            self._count_lost(_weight(records), "unencodable")
+            return
+        if len(body) > POST_MAX and len(records) > 1:
+            mid = len(records) // 2
+            self._post(records[:mid], results)
+            self._post(records[mid:], [])
             return
         headers = {"Content-Type": "application/json"}
         if self._token:
@@ -394,13 +402,13 @@ class InspectorClient:
             answer = response.read(1 << 20)
             status = response.status
         except (OSError, http.client.HTTPException) as exc:
-            self._failed(len(records), f"unreachable ({type(exc).__name__})")
+            self._failed(_weight(records), f"unreachable ({type(exc).__name__})")
             return
         if status != 200:
-            self._failed(len(records), f"refused (HTTP {status})")
+            self._failed(_weight(records), f"refused (HTTP {status})")
             return
         self._posted += 1
-        self._records_sent += len(records)
+        self._records_sent += _weight(records)
         if self._failures:
             _log.logger.info("trackware: the inspector at %s answers again", self.url)
         self._failures = 0
@@ -475,21 +483,27 @@ class InspectorClient:
                 outcome = "dead_lettered"
             else:
                 outcome = "rejected"
-        out = []
-        for event in events:
-            out.append(
-                {
-                    "kind": "outcome",
-                    "event_id": event.event_id,
-                    "event": {"name": event.name, "user_id": event.user_id},
-                    "destination": destination,
-                    "outcome": outcome,
-                    "reason": reason,
-                    "status": status,
-                    "exchanges": _exchanges_of(event, exchanges, shown),
-                }
-            )
-        return out
+        # One record per batch: its exchanges once, each event naming the
+        # ones that carried it (a batch body is not repeated per event).
+        return [
+            {
+                "kind": "outcomes",
+                "destination": destination,
+                "outcome": outcome,
+                "reason": reason,
+                "status": status,
+                "exchanges": shown,
+                "events": [
+                    {
+                        "event_id": event.event_id,
+                        "name": event.name,
+                        "user_id": event.user_id,
+                        "exchanges": _exchanges_of(event, exchanges),
+                    }
+                    for event in events
+                ],
+            }
+        ]
 
     def _event_record(self, event: Event) -> dict[str, t.Any]:
         data = event.to_dict()
@@ -616,6 +630,12 @@ _lifecycle.on_fork(_after_fork_all)
 # --- helpers -------------------------------------------------------------------------
 
 
+def _weight(records: list[dict[str, t.Any]]) -> int:
+    """How many event copies ``records`` hold (a batch's outcomes: one per
+    event)."""
+    return sum(len(r["events"]) if "events" in r else 1 for r in records)
+
+
 def _summary(event: Event) -> dict[str, t.Any]:
     return {"name": event.name, "user_id": event.user_id}
 
@@ -677,21 +697,18 @@ def _plain(value: t.Any) -> t.Any:
     return str(value)
 
 
-def _exchanges_of(
-    event: Event, exchanges: list[_tap.Exchange], shown: list[dict[str, t.Any]]
-) -> list[dict[str, t.Any]]:
-    """The exchanges whose request carried ``event`` (its id, or the UUID
-    vendors get for it); all of the batch's when none names it."""
+def _exchanges_of(event: Event, exchanges: list[_tap.Exchange]) -> list[int] | None:
+    """The indexes of the exchanges whose request carried ``event`` (its id,
+    or the UUID vendors get for it); ``None`` (all of the batch's) when none
+    names it."""
     if not exchanges:
-        return shown
+        return None
     event_id = event.event_id
-    ids = {event_id, stable_uuid(event_id)}
+    ids = [event_id.encode(), stable_uuid(event_id).encode()]
     mine = [
-        shown[i]
-        for i, x in enumerate(exchanges)
-        if any(i_.encode() in x.request_body for i_ in ids)
+        i for i, x in enumerate(exchanges) if any(id_ in x.request_body for id_ in ids)
     ]
-    return mine or shown
+    return mine or None
 
 
 def _exchange_dict(exchange: _tap.Exchange) -> dict[str, t.Any]:

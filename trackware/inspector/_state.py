@@ -120,6 +120,8 @@ class InspectorState:
             self._event(pid, process, record)
         elif kind == "outcome":
             self._outcome(pid, process, record)
+        elif kind == "outcomes":
+            self._batch(pid, process, record)
         elif kind == "stats":
             self.processes[pid]["stats"] = record
             self._publish("destinations", {"destinations": self._destinations()})
@@ -194,6 +196,37 @@ class InspectorState:
         else:
             self._set_outcome(entry, str(dest), outcome)
         self._publish("event" if new else "update", _summary(entry))
+
+    def _batch(self, pid: str, process: Json, record: Json) -> None:
+        """One batch's outcome: its exchanges are shared by its events (each
+        keeps those naming it, or all)."""
+        shared = record.get("exchanges")
+        shared = shared if isinstance(shared, list) else []
+        for item in record.get("events") or []:
+            if not isinstance(item, dict):
+                continue
+            picks = item.get("exchanges")
+            if isinstance(picks, list):
+                mine = [
+                    shared[i]
+                    for i in picks
+                    if isinstance(i, int) and 0 <= i < len(shared)
+                ]
+            else:
+                mine = shared
+            self._outcome(
+                pid,
+                process,
+                {
+                    "event_id": item.get("event_id"),
+                    "event": {"name": item.get("name"), "user_id": item.get("user_id")},
+                    "destination": record.get("destination"),
+                    "outcome": record.get("outcome"),
+                    "reason": record.get("reason"),
+                    "status": record.get("status"),
+                    "exchanges": mine,
+                },
+            )
 
     def _set_outcome(self, entry: Json, dest: str, outcome: Json) -> None:
         slot = entry["outcomes"].get(dest)
