@@ -70,8 +70,16 @@ def artifacts(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @contextlib.contextmanager
 def inspector_process(port: int) -> t.Iterator[str]:
+    # `trackware inspect` once the command line has it, else its module.
+    wired = subprocess.run(
+        [sys.executable, "-m", "trackware", "inspect", "--help"],
+        capture_output=True,
+    )
+    command = (
+        ["trackware", "inspect"] if wired.returncode == 0 else ["trackware.inspector"]
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trackware.inspector", "--port", str(port)],
+        [sys.executable, "-m", *command, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
