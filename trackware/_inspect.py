@@ -196,9 +196,7 @@ class InspectorClient:
         tracker = self._tracker()
         if self.invalid is not None:
             self._closed = True
-            _log.error(
-                "inspector:url", "trackware: %s; not sending to it", self.invalid
-            )
+            _log.error("inspector:url", "trackware: %s; it is off", self.invalid)
             return
         if tracker is None:
             return
