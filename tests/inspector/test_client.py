@@ -390,3 +390,23 @@ def test_big_batches_and_big_events_reach_the_inspector_whole(
     last = t.cast(dict, inspector.state.event(ids[-1]))["outcomes"]["sink"]
     assert len(last["exchanges"]) == 1 and last["exchanges"][0]["status"] == 200
     assert sum(client.stats()["dropped"].values()) == 0
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1/", "http://h:99999"])
+def test_a_bad_inspector_url_turns_it_off_and_never_fails_the_app(
+    url: str, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="trackware")
+    tracker = trackware.Tracker(
+        [HTTPExporter(sink.url)], flush_interval=0.02, register_atexit=False
+    )
+    try:
+        client = _inspect.attach(tracker, url)
+        assert client.invalid
+        assert not list(signals.event_tracked.receivers_for(tracker))
+        assert tracker.track("page", {}) is not None and tracker.flush(10)
+        assert sink.wait_for(1)
+        assert any("it is off" in r.getMessage() for r in caplog.records)
+        client.close()
+    finally:
+        tracker.shutdown(timeout=2)
