@@ -244,6 +244,9 @@ def _isolate(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[Non
     otherwise be scrubbed from the text a later test reads)."""
     monkeypatch.setenv("TRACKWARE_DEAD_LETTER_PATH", str(tmp_path / "dead.jsonl"))
     monkeypatch.delenv("TRACKWARE_DISABLED", raising=False)
+    # A developer's exported inspector must not attach to every test tracker.
+    monkeypatch.delenv("TRACKWARE_INSPECTOR", raising=False)
+    monkeypatch.delenv("TRACKWARE_INSPECTOR_TOKEN", raising=False)
     from trackware import _default, _log
 
     monkeypatch.setattr(_default, "current", None)

@@ -31,6 +31,7 @@ import sys
 import typing as t
 
 from . import _env, _log
+from ._argtypes import non_negative, port, positive_int
 from ._deadletter import default_dead_letter_path
 from ._event import Event
 from .exceptions import ConfigurationError, InvalidEventError
@@ -474,7 +475,7 @@ def _add_deadletter(sub: t.Any) -> None:
     )
     rp.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help="most events per request",
@@ -486,30 +487,6 @@ def _add_deadletter(sub: t.Any) -> None:
     common(purge)
     purge.add_argument("--yes", action="store_true", help="really delete them")
     purge.set_defaults(func=_deadletter, action=_dl_purge)
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _non_negative(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -538,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (127.0.0.1)"
     )
     emulate.add_argument(
-        "--port", type=_port, default=8900, help="0 picks a free port (8900)"
+        "--port", type=port, default=8900, help="0 picks a free port (8900)"
     )
     emulate.set_defaults(func=_emulate)
 
@@ -571,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         "$XDG_STATE_HOME/trackware/dead-letter.jsonl",
     )
     dead.add_argument(
-        "--last", type=_non_negative, default=0, help="only the last N records"
+        "--last", type=non_negative, default=0, help="only the last N records"
     )
     dead.set_defaults(func=_dead_letter)
 

@@ -26,6 +26,7 @@ import threading
 import typing as t
 
 from . import _log
+from ._argtypes import positive_int, positive_seconds
 from .exceptions import ConfigurationError
 
 if t.TYPE_CHECKING:
@@ -365,20 +366,6 @@ def format_status(report: dict[str, t.Any]) -> str:
 # --- command line --------------------------------------------------------------------
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
 def _redis_default() -> str | None:
     return os.environ.get("TRACKWARE_REDIS_URL") or None
 
@@ -496,19 +483,19 @@ def register(sub: t.Any) -> None:
     )
     worker.add_argument(
         "--visibility-timeout",
-        type=_positive,
+        type=positive_seconds,
         default=60.0,
         help="seconds before a dead worker's entries are taken over (60)",
     )
     worker.add_argument(
         "--max-deliveries",
-        type=_count,
+        type=positive_int,
         default=5,
         help="hand-outs of an entry before it is dead-lettered (5)",
     )
     worker.add_argument(
         "--shutdown-timeout",
-        type=_positive,
+        type=positive_seconds,
         default=10.0,
         help="seconds SIGTERM allows to finish the batch in hand (10)",
     )

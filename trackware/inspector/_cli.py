@@ -8,17 +8,9 @@ import os
 import sys
 import typing as t
 
+from .._argtypes import port
+
 __all__ = ["main", "register"]
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range: {value}")
-    return value
 
 
 def register(sub: t.Any) -> argparse.ArgumentParser:
@@ -37,7 +29,7 @@ def register(sub: t.Any) -> argparse.ArgumentParser:
         help="address to listen on (127.0.0.1; another interface needs --token)",
     )
     parser.add_argument(
-        "--port", type=_port, default=8969, help="0 picks a free port (8969)"
+        "--port", type=port, default=8969, help="0 picks a free port (8969)"
     )
     parser.add_argument(
         "--token",
