@@ -81,7 +81,7 @@ class Spool:
         policy: str = "drop_oldest",
         block_timeout: float = 0.1,
         memory_fallback: t.Callable[[], EventQueue] | None = None,
-        memory_events: int = 4096,
+        memory_events: int = 10_000,
     ) -> None:
         if durability not in DURABILITY_MODES:
             raise ConfigurationError(
