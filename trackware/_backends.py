@@ -17,7 +17,7 @@ import pathlib
 import typing as t
 
 from . import _log
-from ._queue import EventQueue, MemoryQueue
+from ._queue import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, EventQueue, MemoryQueue
 from .exceptions import ConfigurationError
 from .exporters._base import Exporter
 
@@ -156,8 +156,14 @@ class Backends:
             if self.streams is None:
                 from ._streams import RedisStreams
 
+                # The buffer absorbs what is tracked while the sender waits
+                # on Redis: at least the tracker's own queue bounds.
                 self.streams = RedisStreams(
-                    self._queue_url, fallback=self._fallback, **self._redis_args
+                    self._queue_url,
+                    fallback=self._fallback,
+                    buffer_events=max(DEFAULT_MAX_EVENTS, self._memory_args[0]),
+                    buffer_bytes=max(DEFAULT_MAX_BYTES, self._memory_args[1]),
+                    **self._redis_args,
                 )
             return self.streams.queue(exporter.name)
         return self._spool_queue(exporter.name) or self.memory_queue()

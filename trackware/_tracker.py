@@ -24,6 +24,7 @@ from ._bridge import Bridge
 from ._config import TrackerStats
 from ._event import Event
 from ._prepare import EventHook, Preparer
+from ._queue import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS
 from ._retry import RetryPolicy
 from ._settle import count_value
 from ._worker import Destination
@@ -83,8 +84,10 @@ class Tracker(Preparer):
 
     Args:
         exporters: where events go.
-        max_queue_size: events each destination's queue holds at most.
-        max_queue_bytes: approximate bytes each destination's queue holds at most.
+        max_queue_size: events each destination's queue holds at most
+            (default 100,000: a burst of that many ordinary events is held).
+        max_queue_bytes: approximate bytes each destination's queue holds at
+            most (default 64 MiB).
         max_batch_size: events per export call (default: each exporter's own
             batch size; an exporter's cap always wins if lower).
         max_batch_bytes: approximate bytes per export call; also the largest
@@ -146,8 +149,8 @@ class Tracker(Preparer):
         self,
         exporters: Exporter | t.Iterable[Exporter] = (),
         *,
-        max_queue_size: int = 10_000,
-        max_queue_bytes: int = 8 * 1024 * 1024,
+        max_queue_size: int = DEFAULT_MAX_EVENTS,
+        max_queue_bytes: int = DEFAULT_MAX_BYTES,
         max_batch_size: int | None = None,
         max_batch_bytes: int = 1024 * 1024,
         flush_interval: float = 1.0,
