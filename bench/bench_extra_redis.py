@@ -103,25 +103,9 @@ def track_rounds(tr: trackware.Tracker, rounds: int, calls: int) -> list[float]:
 def append_rate(url: str, namespace: str, n: int) -> tuple[float, int, int]:
     """Events/s from track() of the first event until Redis acknowledged the
     last (flush), one process; how many Redis holds; how many were dropped.
-    The buffer is made large enough for the whole run (the tracker's queue
-    bounds do not reach it yet), so the rate is of events kept."""
-    from trackware._queue import MemoryQueue
-    from trackware._streams import RedisStreams
-
-    streams = RedisStreams(
-        url,
-        namespace=namespace,
-        maxlen=10_000_000,
-        fallback=lambda name: MemoryQueue(n, 1 << 34),
-        buffer_events=n,
-        buffer_bytes=1 << 34,
-    )
-    tr = trackware.Tracker(
-        [NullExporter(name="absorb")],
-        queue_factory=lambda exporter: streams.queue(exporter.name),
-        dead_letter=None,
-        register_atexit=False,
-    )
+    The tracker's queue bounds (which the Redis buffer takes when larger than
+    its own) hold the whole run, so the rate is of events kept."""
+    tr = tracker(url, namespace)
     track = tr.track
     t0 = time.perf_counter()
     for i in range(n):
@@ -130,7 +114,6 @@ def append_rate(url: str, namespace: str, n: int) -> tuple[float, int, int]:
     elapsed = time.perf_counter() - t0
     stats = tr.stats()["destinations"]["absorb"]
     tr.shutdown(timeout=30)
-    streams.close(time.monotonic() + 30)
     if not ok:
         print(f"  (flush did not finish: {stats['backend']})")
     dropped = sum(stats["dropped"].values())

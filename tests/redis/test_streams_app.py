@@ -506,7 +506,7 @@ def test_a_thread_storm_never_blocks_on_a_stopped_redis(
                 break
             assert time.monotonic() < deadline, stats
             time.sleep(0.02)
-        # The fallback is a MemoryQueue with the tracker's bounds (10,000).
+        # The fallback is a MemoryQueue with the tracker's bounds (> 8,000).
         assert stats["redis_fallback"] == 8000
     finally:
         tracker.shutdown(timeout=1)
