@@ -888,3 +888,24 @@ def test_flush_waits_for_events_forwarded_from_a_spool_fallback(
     finally:
         trackware.signals.event_tracked.disconnect(tracked)
         tracker.shutdown(timeout=10)
+
+
+def test_shutdown_forwards_what_is_buffered(
+    redis_url: str, redis_namespace: str, redis_client: redis.Redis
+) -> None:
+    """shutdown() right after tracking (no flush): the buffered events are
+    appended before it returns, and it says so."""
+    tracker = trackware.Tracker(
+        [InMemoryExporter()],
+        queue=redis_url,
+        redis_namespace=redis_namespace,
+        dead_letter=None,
+    )
+    for i in range(5000):
+        tracker.track("e", {"i": i})
+    assert tracker.shutdown(timeout=30)
+    assert redis_client.xlen(stream_key(redis_namespace, "memory")) == 5000
+    stats = backend(tracker)
+    assert stats["redis_state"] == "closed"
+    assert stats["redis_unforwarded"] == 0
+    assert stats["redis_appended"] == 5000
