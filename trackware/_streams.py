@@ -9,6 +9,7 @@ trackware`` never imports it.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
 import threading
 import time
@@ -493,6 +494,11 @@ class RedisStreams:
             )
         if batch_size < 1 or buffer_events < 1 or buffer_bytes < 1:
             raise ConfigurationError("batch_size and the buffer bounds must be >= 1")
+        if importlib.util.find_spec("redis") is None:
+            raise ConfigurationError(
+                "queue='redis://...' needs the redis package: "
+                "pip install 'trackware[redis]'"
+            )
         self.url = url
         self.display_url = redact_url(url)
         # A password in the URL (redis://:secret@host) never reaches a log line.
@@ -678,7 +684,7 @@ class RedisStreams:
         for event in events:
             try:
                 data = encode(event)
-            except (TypeError, ValueError) as exc:
+            except Exception as exc:
                 queue.unencodable += 1
                 _log.error(
                     f"redis-encode:{queue.destination}",

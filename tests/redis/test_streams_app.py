@@ -909,3 +909,21 @@ def test_shutdown_forwards_what_is_buffered(
     assert stats["redis_state"] == "closed"
     assert stats["redis_unforwarded"] == 0
     assert stats["redis_appended"] == 5000
+
+
+def test_without_the_redis_package_the_tracker_says_so() -> None:
+    out = run_script(
+        """
+        import sys
+        sys.modules["redis"] = None  # as if redis-py were not installed
+        import trackware
+        from trackware.exceptions import ConfigurationError
+        from trackware.testing import InMemoryExporter
+        try:
+            trackware.Tracker([InMemoryExporter()], queue="redis://127.0.0.1:1/0")
+        except ConfigurationError as exc:
+            print(exc)
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'trackware[redis]'" in out.stdout
