@@ -44,7 +44,9 @@ class Server:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        env = dict(os.environ, BENCH_SERVE_VARIANT=variant, PYTHONPATH=HERE)
+        # (A PYTHONPATH given, e.g. another checkout's tree, stays after bench/.)
+        path = os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, BENCH_SERVE_VARIANT=variant, PYTHONPATH=path)
         bindir = os.path.dirname(sys.executable)
         if kind == "uvicorn":
             cmd = [
