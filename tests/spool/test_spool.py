@@ -11,6 +11,7 @@ import os
 import pathlib
 import sqlite3
 import stat
+import threading
 import typing as t
 
 import pytest
@@ -159,21 +160,27 @@ def test_a_spool_queue_for_queue_factory(tmp_path: pathlib.Path, sink: Sink) -> 
     queue.spool.close()
 
 
+@pytest.mark.parametrize("durability", ["batch", "always"])
 @pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest", "block"])
 def test_a_full_spool_applies_the_policy_and_counts(
-    tmp_path: pathlib.Path, spools: list[Spool], policy: str
+    tmp_path: pathlib.Path, spools: list[Spool], policy: str, durability: str
 ) -> None:
     spool = _spool(
-        spools, tmp_path, max_bytes=64 * 1024, policy=policy, block_timeout=0.01
+        spools,
+        tmp_path,
+        max_bytes=64 * 1024,
+        policy=policy,
+        block_timeout=0.005,
+        durability=durability,
     )
     q = spool.queue("a")
-    events = [Event("e", {"pad": "x" * 400}) for _ in range(400)]
+    events = [Event("e", {"pad": "x" * 400}) for _ in range(250)]
     dropped: list[Event] = []
     for ev in events:
         dropped.extend(q.put(ev) or [])
     assert dropped and q.dropped_full == len(dropped)
     kept = _drain(q)
-    assert len(kept) + len(dropped) == 400 == q.enqueued
+    assert len(kept) + len(dropped) == 250 == q.enqueued
     kept_ids = [e.event_id for _, e in kept]
     if policy == "drop_oldest":
         assert kept_ids == [e.event_id for e in events[-len(kept) :]]
@@ -182,6 +189,41 @@ def test_a_full_spool_applies_the_policy_and_counts(
     spool.close()
     assert spool.path is not None
     assert not spool.path.exists()  # all settled
+
+
+@pytest.mark.parametrize("durability", ["batch", "always"])
+def test_block_waits_for_settled_events_to_make_room(
+    tmp_path: pathlib.Path, spools: list[Spool], durability: str
+) -> None:
+    spool = _spool(
+        spools,
+        tmp_path,
+        max_bytes=64 * 1024,
+        policy="block",
+        block_timeout=5.0,
+        durability=durability,
+    )
+    q = spool.queue("a")
+    stop = threading.Event()
+    got: list[tuple[int, Event]] = []
+
+    def worker() -> None:
+        while not stop.is_set() or q.depth():
+            items = q.take(20, 1 << 30)
+            if items:
+                q.done(items)
+                got.extend(items)
+            else:
+                stop.wait(0.001)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    events = [Event("e", {"pad": "x" * 400}) for _ in range(600)]  # 4x the limit
+    dropped = [d for ev in events for d in (q.put(ev) or [])]
+    stop.set()
+    thread.join(30)
+    assert dropped == [] and q.dropped_full == 0
+    assert [e.event_id for _, e in got] == [e.event_id for e in events]
 
 
 def test_garbage_and_truncated_files_are_moved_aside_once(

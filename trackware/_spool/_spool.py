@@ -841,6 +841,15 @@ class SpoolQueue:
             body: bytes | None = encode(event)  # before the locks: ~half the cost
         except (TypeError, ValueError):
             body = None  # kept in memory (spool.write_now counts it)
+        if self.policy == "block":
+            # Wait for room here, not below: settling (which makes room)
+            # needs the connection this thread is about to hold.
+            need = event[SIZE_SLOT] + ROW_OVERHEAD
+            with spool.lock:
+                spool.room.wait_for(
+                    lambda: spool.est + need <= spool.max_bytes,
+                    timeout=spool.block_timeout,
+                )
         with spool.db_lock:
             if spool.conn is not None:
                 with spool.lock:
@@ -848,7 +857,7 @@ class SpoolQueue:
                     rowid, cost = spool.rowid(event, self._last)
                     dropped = None
                     if spool.est + cost > spool.max_bytes:
-                        dropped = self._make_room(event, cost)
+                        dropped = self._make_room(event, cost, wait=False)
                         if dropped and dropped[-1] is event:
                             return dropped
                     spool.est += cost
@@ -878,7 +887,7 @@ class SpoolQueue:
             else:
                 self._cursor = rowid
 
-    def _make_room(self, event: Event, cost: int) -> list[Event]:
+    def _make_room(self, event: Event, cost: int, *, wait: bool = True) -> list[Event]:
         """Spool ``lock`` held, the spool full. Returns what was dropped."""
         spool = self.spool
         if cost > spool.max_bytes:
@@ -899,7 +908,7 @@ class SpoolQueue:
                 return dropped
             self._dropped += len(dropped) + 1
             return [*dropped, event]
-        if self.policy == "block":
+        if self.policy == "block" and wait:
             spool.wake()
             if spool.room.wait_for(
                 lambda: spool.est + cost <= spool.max_bytes, timeout=spool.block_timeout
