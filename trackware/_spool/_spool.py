@@ -805,6 +805,12 @@ class SpoolQueue:
         fb = self._fb
         return self._dropped + (fb.dropped_full if fb is not None else 0)
 
+    @dropped_full.setter
+    def dropped_full(self, value: int) -> None:
+        # A settable attribute in the EventQueue protocol.
+        fb = self._fb
+        self._dropped = value - (fb.dropped_full if fb is not None else 0)
+
     def put(self, event: Event, /) -> list[Event] | None:
         fb = self._fb
         if fb is not None:
