@@ -19,7 +19,10 @@ The design: docs/architecture/front.md ("A light import").
 from __future__ import annotations
 
 import importlib
-import typing as t
+
+# Not typing.TYPE_CHECKING: importing typing costs more than the rest of
+# this module (type checkers take any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -72,7 +75,9 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-if t.TYPE_CHECKING:
+if TYPE_CHECKING:
+    import typing as t
+
     from . import exporters as exporters
     from . import signals as signals
     from ._auth import TokenCache as TokenCache
@@ -114,6 +119,9 @@ if t.TYPE_CHECKING:
     from .exporters import Exporter as Exporter
     from .exporters import ExportResult as ExportResult
     from .exporters import Rejection as Rejection
+
+
+del TYPE_CHECKING
 
 
 def __getattr__(name: str) -> t.Any:

@@ -19,7 +19,10 @@ The vendor packages are imported when first named, as attributes too
 from __future__ import annotations
 
 import importlib
-import typing as t
+
+# Not typing.TYPE_CHECKING: importing typing costs more than the rest of
+# this module (type checkers take any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
 
 #: Public name -> the module (relative to this package) that defines it; a
 #: vendor package maps to itself. Adding a public name is one line here (and
@@ -47,7 +50,9 @@ _VENDORS = ("cardlytics", "mxo", "synerise", "yotpo")
 
 __all__ = sorted(_EXPORTS)
 
-if t.TYPE_CHECKING:
+if TYPE_CHECKING:
+    import typing as t
+
     from .._auth import CachedToken as CachedToken
     from .._auth import Credentials as Credentials
     from .._auth import TokenAuth as TokenAuth
@@ -63,6 +68,9 @@ if t.TYPE_CHECKING:
     from ._local import ConsoleExporter as ConsoleExporter
     from ._local import JSONLinesExporter as JSONLinesExporter
     from ._webhook import HTTPExporter as HTTPExporter
+
+
+del TYPE_CHECKING
 
 
 def __getattr__(name: str) -> t.Any:

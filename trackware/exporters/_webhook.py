@@ -7,7 +7,7 @@ import typing as t
 
 from .._auth import Credentials, no_credentials
 from .._event import Event
-from .._json import encode_fast
+from .._json import ORJSON, encode_fast
 from ..exceptions import AuthError, ConfigurationError, ContractViolation
 from ._base import ExportResult, encode_event, event_json
 from ._http import BaseHTTPExporter, HTTPRequest
@@ -91,7 +91,7 @@ class HTTPExporter(BaseHTTPExporter):
         self, events: t.Sequence[Event]
     ) -> tuple[list[HTTPRequest], ExportResult]:
         result = ExportResult()
-        if self.body in ("batch", "array"):
+        if ORJSON and self.body in ("batch", "array"):
             # With orjson, the whole array in one call: the same bytes as
             # joined one by one (when it cannot be, _json says so and each
             # event is encoded alone, as below).
