@@ -384,7 +384,16 @@ def check_installed_package(bin_dir: Path, wheel: Path) -> None:
     )
     assert found["version"] == version
     assert found["license"] == "MIT"
-    assert set(found["extras"]) == {"flask", "asgi", "redis", "phone", "all"}
+    assert set(found["extras"]) == {
+        "flask",
+        "asgi",
+        "redis",
+        "phone",
+        "prometheus",
+        "opentelemetry",
+        "orjson",
+        "all",
+    }
     labels = {url.partition(",")[0] for url in found["urls"]}
     assert labels == {"Homepage", "Documentation", "Changelog", "Issues"}
 
