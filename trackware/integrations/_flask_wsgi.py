@@ -99,10 +99,10 @@ def begin_wsgi(
         path,
         get("HTTP_COOKIE"),
         agent,
-        query=query,
-        secure=get("wsgi.url_scheme") == "https",
-        referrer=get("HTTP_REFERER"),
-        client_ip=get("REMOTE_ADDR") if options.capture_ip else None,
+        query,
+        get("wsgi.url_scheme") == "https",
+        get("HTTP_REFERER"),
+        get("REMOTE_ADDR") if options.capture_ip else None,
     )
 
 
@@ -318,15 +318,7 @@ class TrackwareWSGI:
             endpoint = rule.endpoint
             if "." in endpoint:  # as Request.blueprint
                 blueprint = endpoint.rpartition(".")[0]
-        self.engine.finish(
-            state,
-            status,
-            route=route,
-            endpoint=endpoint,
-            blueprint=blueprint,
-            error=error,
-            close=True,
-        )
+        self.engine.finish(state, status, route, endpoint, blueprint, error, close=True)
 
     def _refresh(self) -> None:
         """The app's views changed (or this is its first request, or an

@@ -99,6 +99,8 @@ class RequestTracker:
         self._state_type = state_type or RequestState
         self._routes = frozenset(options.exclude_routes)
         self._endpoints = frozenset(options.exclude_endpoints)
+        #: Any route or endpoint excluded (else the page event skips the check).
+        self._route_filter = bool(self._routes or self._endpoints)
         self._bots = tuple(b.lower() for b in options.bot_agents)
         self._query_allow = frozenset(options.query_allow)
         # Options read per request, as attributes of their own.
@@ -169,7 +171,6 @@ class RequestTracker:
         path: str,
         cookie_header: str | None,
         user_agent: str | None,
-        *,
         query: t.Mapping[str, str] | None = None,
         secure: bool = False,
         referrer: str | None = None,
@@ -352,21 +353,21 @@ class RequestTracker:
         self,
         state: RequestState,
         status: int | None,
-        *,
         route: str | None,
         endpoint: str | None,
         blueprint: str | None = None,
         error: BaseException | None = None,
+        *,
         close: bool,
     ) -> None:
         """Record the page event (unless excluded); with ``close``, close the
-        request's scope (:meth:`close`). Never raises."""
+        request's scope (:meth:`close`). Never raises. (The integrations pass
+        the others by position: cheaper than keywords.)"""
         try:
             page_event = self._page_name
-            if (
-                page_event
-                and route not in self._routes
-                and endpoint not in self._endpoints
+            if page_event and not (
+                self._route_filter
+                and (route in self._routes or endpoint in self._endpoints)
             ):
                 if self._identity is not None:
                     self.apply_identity(state)

@@ -419,9 +419,7 @@ class TrackwareMiddleware:
                     status = 499  # the client left before a response started
             elif error is not None:
                 status = 500
-            self.engine.finish(
-                state, status, route=route, endpoint=endpoint, error=error, close=False
-            )
+            self.engine.finish(state, status, route, endpoint, None, error, close=False)
         except Exception:
             _log.error(
                 "asgi-finish",
