@@ -8,15 +8,30 @@ idempotency key), the same float timestamp and the same size. Events are
 encoded after ``track()`` checked and redacted them: what is stored is what
 would be sent. Values JSON has no type for (a ``datetime`` property, say) come
 back as the text the exporters would have written for them.
+
+With the optional ``orjson`` installed, both directions use it where it
+gives exactly the standard library's values (about four times faster; the
+spool and Redis Streams encode every event and read many back). ``encode``
+falls back to the standard library for what orjson refuses (integers beyond
+64 bits, dict keys that are not strings, types it does not know). A record
+orjson wrote begins ``[1.0,`` (the same format number, 1, to every reader);
+only those are parsed with orjson, which reads every integer it writes
+exactly, but would read a larger one, as the standard library may write,
+as a float. Other records (written before, or by the fall-back) are parsed
+with ``json``. The text may differ (orjson writes ``1e-05`` as
+``0.00001``); the values read back do not. Events reach the codec
+validated (finite numbers only: orjson would write a NaN as ``null`` where
+``json`` refuses it).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import typing as t
 
 from ._event import Event, make_event
-from ._json import dumps
+from ._json import dumps, json_default
 
 __all__ = ["FORMAT", "decode", "encode"]
 
@@ -26,19 +41,68 @@ FORMAT = 1
 _loads = json.loads
 _OPTIONAL_TEXT = (str, type(None))
 
+_orjson: t.Any
+try:
+    # Through importlib: the type checker need not have the extra installed.
+    _orjson = importlib.import_module("orjson")
+except ImportError:  # the optional extra is not installed
+    _orjson = None
+#: True when the codec uses orjson.
+ORJSON = _orjson is not None
+# Dates, times, dataclasses and subclasses of the plain types go to
+# json_default, which writes them as the standard encoder does.
+_OPTIONS = (
+    _orjson.OPT_PASSTHROUGH_DATETIME
+    | _orjson.OPT_PASSTHROUGH_DATACLASS
+    | _orjson.OPT_PASSTHROUGH_SUBCLASS
+    if _orjson is not None
+    else 0
+)
+# The format number as orjson writes it: marks the records orjson may read.
+_FAST_FORMAT = 1.0
+_FAST_B = b"[1.0,"
+_FAST_S = "[1.0,"
+
 
 def encode(event: Event) -> bytes:
     """``event`` as UTF-8 JSON bytes (raises ``TypeError``/``ValueError`` for a
     value JSON cannot carry, e.g. a lone surrogate or NaN)."""
+    if _orjson is not None:
+        try:
+            out: bytes = _orjson.dumps(
+                [_FAST_FORMAT, event.event_id, *event[1:]],
+                default=json_default,
+                option=_OPTIONS,
+            )
+        except Exception:  # beyond 64 bits, a non-str key...: the standard way
+            pass
+        else:
+            # A copy of exactly its size: orjson's own buffers, held by the
+            # thousands in a spool writer's batch, fragmented the heap (max
+            # RSS grew ~1.5 KiB per event spooled; flat with the copy).
+            return bytes(memoryview(out))
     return dumps([FORMAT, event.event_id, *event[1:]]).encode("utf-8", "strict")
+
+
+def _parse(data: bytes | str) -> t.Any:
+    if _orjson is not None and (
+        data[:5] == _FAST_B if type(data) is bytes else data[:5] == _FAST_S
+    ):
+        try:
+            return _orjson.loads(data)
+        except Exception:  # what orjson refuses, json may still read
+            pass
+    return _loads(data)
 
 
 def decode(data: bytes | str) -> Event:
     """The event ``encode`` wrote. Raises ``ValueError`` for anything else
     (a truncated record, garbage, another format): the caller counts it."""
     try:
-        fields = _loads(data)
+        fields = _parse(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not an encoded event: {exc}") from None
+    except TypeError as exc:  # not bytes or text
         raise ValueError(f"not an encoded event: {exc}") from None
     if type(fields) is not list or len(fields) != 12 or fields[0] != FORMAT:
         raise ValueError("not an encoded event (wrong shape or format)")

@@ -314,16 +314,21 @@ class Spool:
                 if values:
                     conn.executemany(_UPSERT, values)
                 if settled:
+                    # Rows no other destination waits for are deleted, the
+                    # others updated: each row is written once (an UPDATE
+                    # then a DELETE wrote every row twice).
                     ranges = _ranges(settled)
                     conn.executemany(
-                        "UPDATE events SET pending = pending & ~? "
-                        "WHERE seq BETWEEN ? AND ?",
-                        ranges,
+                        "DELETE FROM events WHERE seq BETWEEN ? AND ? "
+                        "AND pending & ~? = 0",
+                        [(lo, hi, mask) for mask, lo, hi in ranges],
                     )
-                    conn.executemany(
-                        "DELETE FROM events WHERE seq BETWEEN ? AND ? AND pending = 0",
-                        [(lo, hi) for _, lo, hi in ranges],
-                    )
+                    if len(self._bits) > 1:
+                        conn.executemany(
+                            "UPDATE events SET pending = pending & ~? "
+                            "WHERE seq BETWEEN ? AND ? AND pending & ?",
+                            [(mask, lo, hi, mask) for mask, lo, hi in ranges],
+                        )
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -592,9 +597,10 @@ class Spool:
         bad = []
         for seq, body in rows:
             try:
-                # str: json.loads skips detecting the bytes' encoding.
-                out.append((seq, decode(body.decode("utf-8"))))
-            except (ValueError, AttributeError):  # garbage, or not bytes
+                if type(body) is not bytes:
+                    raise ValueError("not a blob")
+                out.append((seq, decode(body)))
+            except ValueError:  # garbage
                 bad.append(seq)
         return out, bad
 
