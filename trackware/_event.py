@@ -13,6 +13,7 @@ import math
 import random
 import time
 import typing as t
+import uuid
 
 from ._validate import (
     CONTEXT,
@@ -35,7 +36,7 @@ from ._validate import (
 )
 from .exceptions import InvalidEventError
 
-__all__ = ["Event", "JSONValue", "make_event", "new_event_id"]
+__all__ = ["Event", "JSONValue", "make_event", "new_event_id", "wire_dict"]
 
 JSONValue: t.TypeAlias = (
     "str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]"
@@ -299,6 +300,36 @@ def make_event(
             size,
         ),
     )
+
+
+_new_uuid = uuid.UUID.__new__
+_set_slot = object.__setattr__
+
+
+def wire_dict(event: Event) -> dict[str, t.Any]:
+    """:meth:`Event.to_dict` for orjson (``trackware._json.encode_fast``): the
+    same fields, with a random id as a ``uuid.UUID`` instead of its text.
+    orjson writes a UUID as the same text in C, which saves formatting it in
+    Python (about 4k instructions an event on the delivery thread). Not for
+    other encoders or callers: the UUID is built without ``__init__`` (only
+    its ``int``, which is all its text needs)."""
+    raw, name, props, uid, anon, email, phone, traits, ctx, ts, _ = event
+    if type(raw) is not str:
+        value = _new_uuid(uuid.UUID)
+        _set_slot(value, "int", (raw & _UUID4_MASK) | _UUID4_BITS)
+        raw = value
+    return {
+        "event_id": raw,
+        "name": name,
+        "timestamp": iso_time(ts),
+        "user_id": uid,
+        "anonymous_id": anon,
+        "email": email,
+        "phone": phone,
+        "traits": traits,
+        "properties": props,
+        "context": ctx,
+    }
 
 
 def checked(

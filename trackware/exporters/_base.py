@@ -10,7 +10,7 @@ import typing as t
 import uuid
 
 from .. import _env, _log
-from .._event import Event
+from .._event import Event, wire_dict
 from .._json import ORJSON, dumps, encode_checked
 from .._json import encode_text as _text
 from ..exceptions import ContractViolation
@@ -66,7 +66,7 @@ def event_json(event: Event) -> bytes:
     the non-empty mappings going through the encoder."""
     try:
         if ORJSON:
-            return encode_checked(event.to_dict())
+            return encode_checked(wire_dict(event))
         return _event_text(event).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise _not_encodable(exc) from None

@@ -6,7 +6,7 @@ import time
 import typing as t
 
 from .._auth import Credentials, no_credentials
-from .._event import Event
+from .._event import Event, wire_dict
 from .._json import ORJSON, encode_fast
 from ..exceptions import AuthError, ConfigurationError, ContractViolation
 from ._base import ExportResult, encode_event, event_json
@@ -95,7 +95,7 @@ class HTTPExporter(BaseHTTPExporter):
             # With orjson, the whole array in one call: the same bytes as
             # joined one by one (when it cannot be, _json says so and each
             # event is encoded alone, as below).
-            whole = encode_fast([event.to_dict() for event in events])
+            whole = encode_fast([wire_dict(event) for event in events])
             if whole is not None:
                 return [self._request(list(events), self._body(whole))], result
         # Each event is encoded alone before it joins the batch: one value
