@@ -186,17 +186,26 @@ class TrackwareWSGI:
         self.page = bool(options.page_event)
         self.secure_auto = options.cookie_secure is None
         self.tracker = options.tracker
+        #: The engine's verdicts on paths (read first on every request).
+        self.paths = engine.path_cache
 
     def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        get = environ.get
+        path = get("PATH_INFO") or "/"
+        # A path known to be excluded first: nothing else is read of its
+        # request (a dict lookup; try costs nothing until something raises).
+        try:
+            known = self.paths.get(path) and len(self.views) == self.seen_views
+        except Exception:  # (an unhashable PATH_INFO: a broken server)
+            known = False
+        if known:
+            return self._untracked(environ, start_response)
         engine = self.engine
         state: t.Any = None  # a FlaskState (the engine's _state_type)
         inside = False
         try:
             if len(self.views) != self.seen_views:
                 self._refresh()
-            get = environ.get
-            path = get("PATH_INFO") or "/"
-            # An excluded path first: nothing else is read of its request.
             excluded = engine.path_cache.get(path)
             if excluded is None:
                 excluded = engine.path_excluded(path)
