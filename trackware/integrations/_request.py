@@ -2,9 +2,10 @@
 
 :class:`RequestTracker` decides whether a request is tracked, opens the
 request's scope (a :class:`RequestState`) from trackware's cookies, tracks
-the session events, and at the end hands the page event to the tracker as a
-:class:`~trackware._page.PageView`. No framework imports and no I/O: the
-integrations translate their request and response objects into plain values.
+the session events, and at the end builds the page event
+(:func:`~trackware._page.build_page`) and hands it to the tracker's intake.
+No framework imports and no I/O: the integrations translate their request
+and response objects into plain values.
 """
 
 from __future__ import annotations
