@@ -229,8 +229,147 @@ def child_json(n: int) -> dict[str, t.Any]:
     return out
 
 
+def child_drain_regions(kind: str, url: str) -> dict[str, t.Any]:
+    """For callgrind (``drain_instructions``): two backlogs, ``DRAIN_N0`` and
+    ``DRAIN_N`` events, each drained by one worker (or the bare consumer)
+    between two ``os.getloadavg()`` markers."""
+    import gc
+    import queue
+    import threading
+
+    if kind == "trackware-stdlib":
+        sys.modules["orjson"] = None  # type: ignore[assignment]
+    if kind == "bare":
+        import datetime
+        import uuid
+
+        import httpx
+
+        client = httpx.Client(timeout=10)
+        utc = datetime.timezone.utc
+        backlog: queue.SimpleQueue[dict[str, t.Any]] = queue.SimpleQueue()
+
+        def fill(k: int) -> None:
+            for i in range(k):
+                backlog.put(
+                    {
+                        "event_id": str(uuid.uuid4()),
+                        "name": "offer.activated",
+                        "timestamp": datetime.datetime.now(utc).isoformat(),
+                        "properties": {"i": i, **PROPS},
+                    }
+                )
+
+        def drain() -> None:
+            while True:
+                try:
+                    batch = [backlog.get_nowait()]
+                except queue.Empty:
+                    return
+                while len(batch) < BATCH:
+                    try:
+                        batch.append(backlog.get_nowait())
+                    except queue.Empty:
+                        break
+                client.post(
+                    url + "/events",
+                    content=json.dumps({"events": batch}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+
+    else:
+        import trackware
+        from trackware.exporters import HTTPExporter
+
+        gate = threading.Event()
+
+        class Gated(HTTPExporter):
+            def export(self, events: t.Sequence[trackware.Event], /) -> t.Any:
+                gate.wait(600)
+                return super().export(events)
+
+        tracker = trackware.Tracker(
+            [Gated(url + "/events", name="http")],
+            max_queue_size=1 << 20,
+            max_queue_bytes=1 << 34,
+            flush_interval=3600.0,
+            dead_letter=None,
+            register_atexit=False,
+        )
+
+        def fill(k: int) -> None:
+            tracker.flush(600)
+            gate.clear()
+            for i in range(k):
+                tracker.track("offer.activated", {"i": i, **PROPS})
+            time.sleep(0.5)  # the worker waits at the gate
+
+        def drain() -> None:
+            gate.set()
+            tracker.flush(600)
+
+    fill(1000)
+    drain()
+    for k in (DRAIN_N0, DRAIN_N):
+        fill(k)
+        gc.collect()
+        gc.disable()
+        os.getloadavg()
+        drain()
+        os.getloadavg()
+        gc.enable()
+    return {"n0": DRAIN_N0, "n": DRAIN_N}
+
+
+#: The backlogs of the drain rows under callgrind.
+DRAIN_N0, DRAIN_N = 1_000, 6_000
+
+
+def drain_instructions(url: str) -> dict[str, float]:
+    """Instructions per event (all threads) of a backlog drained by one
+    worker, batches of ``BATCH``: trackware with and without orjson, and the
+    bare consumer."""
+    from callgrind import totals
+
+    workdir = tempfile.mkdtemp(prefix="trackware-drain-")
+    env = _env()
+    out: dict[str, float] = {}
+    try:
+        for kind in ("bare", "trackware", "trackware-stdlib"):
+            dump = os.path.join(workdir, kind)
+            subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--dump-before=getloadavg",
+                    f"--callgrind-out-file={dump}",
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--child",
+                    "drain-regions",
+                    kind,
+                    url,
+                ],
+                env=env,
+                cwd=workdir,
+                check=True,
+                capture_output=True,
+                timeout=1800,
+            )
+            first = totals(f"{dump}.2")
+            second = totals(f"{dump}.4")
+            out[kind] = (second - first) / (DRAIN_N - DRAIN_N0)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
 def _child(args: list[str]) -> int:
     mode = args[0]
+    if mode == "drain-regions":
+        result = child_drain_regions(args[1], args[2])
+        print(json.dumps(result), flush=True)
+        os._exit(0)
     if mode == "deliver":
         result = child_deliver(args[1], args[2], int(args[3]), args[4] == "drain")
     elif mode == "burst":
@@ -480,6 +619,7 @@ def delivery_rows(rounds: int) -> list[Row]:
                         orjson_on = result["orjson"]
                     rates[kind, mode].append(result["rate"])
         burst = run_child("burst", sink.url, str(BURST))
+        drain_ir = drain_instructions(sink.url) if shutil.which("valgrind") else {}
     finally:
         sink.stop()
     encode = run_child("json", "20000")
@@ -501,6 +641,23 @@ def delivery_rows(rounds: int) -> list[Row]:
                     f"bare SimpleQueue + httpx + json {bare:,.0f}",
                     ">= 1.5x the bare pipeline",
                     rate >= 1.5 * bare,
+                )
+            )
+    if drain_ir:
+        bare_ir = drain_ir["bare"]
+        for kind, label in (
+            ("trackware", "with orjson" if orjson_on else "orjson not installed"),
+            ("trackware-stdlib", "stdlib json"),
+        ):
+            ir = drain_ir[kind]
+            rows.append(
+                (
+                    f"delivery, a backlog drained by one worker ({label}): "
+                    "instructions per event",
+                    f"{ir:,.0f} ({bare_ir / ir:.2f}x the bare pipeline's speed)",
+                    f"bare SimpleQueue + httpx + json {bare_ir:,.0f}",
+                    ">= 1.5x",
+                    bare_ir / ir >= 1.5,
                 )
             )
     rows.append(
