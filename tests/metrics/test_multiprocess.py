@@ -47,12 +47,21 @@ if pid == 0:
         assert tracker.flush(10)
         mine = tracker.stats()
         os.write(write, json.dumps(mine).encode())
-        want = before["tracked"] + mine["tracked"]
-        name = key("trackware_tracked_events_total")
+        # Until the child's own thread has synced ALL of its figures (not
+        # only a first one: it syncs every 0.05 s, possibly mid-flush).
+        want = prometheus_expected([before, mine])
+
+        def synced():
+            try:
+                assert_matches(scrape(), want)
+            except AssertionError:
+                return False
+            return True
+
         deadline = time.monotonic() + 20
-        while scrape().get(name) != want and time.monotonic() < deadline:
+        while not synced() and time.monotonic() < deadline:
             time.sleep(0.02)
-        code = 0 if scrape().get(name) == want else 4
+        code = 0 if synced() else 4
     finally:
         os._exit(code)  # no exit sync: the child's thread did it
 os.close(write)
