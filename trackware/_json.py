@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import decimal
 import enum
 import importlib
 import json
 import json.encoder
+import sys
 import typing as t
 import uuid
+
+if t.TYPE_CHECKING:
+    import decimal
 
 __all__ = [
     "ORJSON",
@@ -32,12 +35,21 @@ __all__ = [
     "encode_checked",
     "encode_fast",
     "encode_text",
+    "is_decimal",
     "json_default",
     "to_jsonable",
 ]
 
 _UTC = _dt.timezone.utc
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def is_decimal(value: object) -> t.TypeGuard[decimal.Decimal]:
+    """Is ``value`` a ``decimal.Decimal``? Without importing decimal (12M
+    instructions, on the import path of ``track()``): a Decimal exists only
+    once its module was imported."""
+    module = sys.modules.get("decimal")
+    return module is not None and isinstance(value, module.Decimal)
 
 
 def json_default(value: object) -> object:
@@ -48,7 +60,7 @@ def json_default(value: object) -> object:
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, _dt.date):
         return value.isoformat()
-    if isinstance(value, decimal.Decimal):
+    if is_decimal(value):
         # A JSON number: vendors take numbers for amounts. Exact decimals with
         # more precision than a double carries are rounded here.
         return float(value)

@@ -7,7 +7,6 @@ with a message that says which rule, where, and how to fix it.
 from __future__ import annotations
 
 import datetime as _dt
-import decimal
 import enum
 import math
 import sys
@@ -15,7 +14,7 @@ import typing as t
 import uuid
 from collections.abc import Mapping
 
-from ._json import json_default
+from ._json import is_decimal, json_default
 from ._redact import MAX_KEY_LENGTH, REDACTED
 
 #: Dicts and lists nest at most this deep (a cycle fails this too).
@@ -293,7 +292,7 @@ def _walk_other(value: t.Any, depth: int, acc: list[t.Any], redact: t.Any) -> t.
     if tp is _dt.date or tp is uuid.UUID:
         acc[0] += 40
         return value
-    if isinstance(value, decimal.Decimal):
+    if is_decimal(value):
         if not value.is_finite():
             raise _not_finite(value)
         try:

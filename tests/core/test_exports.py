@@ -74,13 +74,14 @@ def test_the_vendor_packages_are_attributes_on_first_use() -> None:
     assert "yotpo" in dir(trackware.exporters)
 
 
-HEAVY = ("httpx", "httpcore", "wrapt", "asyncio", "ssl", "certifi")
+HEAVY = ("httpx", "httpcore", "wrapt", "asyncio", "ssl", "certifi", "decimal")
 
 
 def test_import_and_track_import_nothing_heavy() -> None:
     """``import trackware``, then what ``track()`` needs (a tracker with a
     local exporter, an event tracked): no HTTP client, no vendor exporter,
-    no wrapt, no asyncio. An HTTP exporter brings httpx when it is named."""
+    no wrapt, no asyncio, no decimal (``_json.is_decimal``). An HTTP exporter
+    brings httpx when it is named."""
     result = run_script(
         """
         import json, sys
@@ -90,7 +91,7 @@ def test_import_and_track_import_nothing_heavy() -> None:
             return sorted(
                 m for m in sys.modules
                 if m.split(".")[0] in ("httpx", "httpcore", "wrapt", "asyncio",
-                                       "ssl", "certifi")
+                                       "ssl", "certifi", "decimal")
                 or m.startswith("trackware.exporters.")
             )
 
