@@ -287,8 +287,8 @@ def targets(per_op: dict[str, float]) -> list[tuple[str, bool]]:
             ratio = added / floor_added
             out.append(
                 (
-                    f"{name}, page + sessions, returning: trackware +{added:,.0f}"
-                    f" vs the floor +{floor_added:,.0f} Ir = {ratio:.2f}x"
+                    f"{name}, page + sessions, returning: trackware {added:+,.0f}"
+                    f" vs the floor {floor_added:+,.0f} Ir = {ratio:.2f}x"
                     f" (target <= {factor:g}x)",
                     ratio <= factor,
                 )
@@ -298,8 +298,8 @@ def targets(per_op: dict[str, float]) -> list[tuple[str, bool]]:
             times = otel_added / added
             out.append(
                 (
-                    f"{name}: OpenTelemetry +{otel_added:,.0f} Ir vs trackware"
-                    f" +{added:,.0f} = {times:.1f}x cheaper"
+                    f"{name}: OpenTelemetry {otel_added:+,.0f} Ir vs trackware"
+                    f" {added:+,.0f} = {times:.1f}x cheaper"
                     f" (target >= {OTEL_FACTOR:g}x)",
                     times >= OTEL_FACTOR,
                 )
@@ -310,11 +310,11 @@ def targets(per_op: dict[str, float]) -> list[tuple[str, bool]]:
             beside = (
                 ""
                 if passing is None
-                else f"; a wrapper that only calls the app +{passing - plain:,.0f}"
+                else f"; a wrapper that only calls the app {passing - plain:+,.0f}"
             )
             out.append(
                 (
-                    f"{name}, excluded request: +{added:,.0f} Ir"
+                    f"{name}, excluded request: {added:+,.0f} Ir"
                     f" (target <= {EXCLUDED_MAX:,}{beside})",
                     added <= EXCLUDED_MAX,
                 )
