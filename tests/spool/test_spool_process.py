@@ -221,7 +221,7 @@ os._exit(0)  # ends without delivering, like a process killed after commit
 def test_a_million_events_wait_in_the_file_not_in_memory(
     tmp_path: pathlib.Path, sink: Sink
 ) -> None:
-    n = int(os.environ.get("TRACKWARE_SPOOL_VOLUME", "100000"))
+    n = int(os.environ.get("TRACKWARE_SPOOL_VOLUME", "200000"))
     down = f"http://127.0.0.1:{free_port()}/events"  # nothing listens
     proc = _start(_VOLUME, str(tmp_path), down, str(n))
     with proc:
@@ -243,7 +243,9 @@ def test_a_million_events_wait_in_the_file_not_in_memory(
         f"{n} events spooled: max RSS {rss[0] >> 10} / {rss[1] >> 10} / "
         f"{rss[2] >> 10} MiB at 10 / 50 / 100 %; file {result['size'] >> 20} MiB"
     )
-    assert rss[2] - rss[1] < 16 * 1024, rss
+    # Held in memory, the second half (n/2 events, >= 500 bytes each in
+    # Python) would add >= 48 MiB at the CI size; allocator noise is a few MiB.
+    assert rss[2] - rss[1] < 24 * 1024, rss
     assert rss[2] - rss[0] < 48 * 1024, rss
     # A new process on the folder delivers all of them, each once.
     proc = _start(_TRACK, str(tmp_path), sink.url, "batch", "idle")
