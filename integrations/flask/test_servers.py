@@ -29,6 +29,7 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130"
 def start(command: list[str], sink: Sink, port: int) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env["TRACKWARE_TEST_SINK_URL"] = sink.url
+    env["PYTHONFAULTHANDLER"] = "1"  # a server that hangs shows where (SIGABRT)
     env["PYTHONPATH"] = APPS + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
         command,
@@ -74,9 +75,13 @@ def stop(proc: subprocess.Popen[str], sig: signal.Signals) -> str:
     try:
         out, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        pytest.fail(f"server did not exit within 60 s of {sig.name}:\n{out}")
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        pytest.fail(f"server did not exit within 60 s of {sig.name}:\n{out[-8000:]}")
     return out
 
 
