@@ -67,7 +67,11 @@ test-oldest: $(OLDEST_VENV)/.installed
 		integrations/asgi/test_starlette.py integrations/asgi/test_cookie_forgery.py \
 		integrations/asgi/test_routes.py -m "not slow" $(PYTEST_ARGS)
 
-test: lint typecheck test-core test-integrations test-oldest
+# The three suites run side by side, each in its own environment: most of their
+# time is spent waiting on the subprocesses, servers and sockets they test, not
+# on the CPU. Each suite's output is printed whole when it ends.
+test: lint typecheck
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-core test-integrations test-oldest
 
 demo: $(VENV)/.installed
 	$(PY) example_apps/demo.py
