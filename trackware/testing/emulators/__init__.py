@@ -188,8 +188,12 @@ def serve(host: str = "127.0.0.1", port: int = 8900) -> None:
     emulator.start()
     log(emulator.banner())
     try:
+        # Short sleeps, not one long one: POSIX may deliver a process-directed
+        # SIGINT to any thread not blocking it, one of the server's say; Python
+        # then runs its handler on the main thread only when that thread next
+        # runs bytecode, and a sleep(3600) would hold Ctrl-C off for an hour.
         while True:
-            time.sleep(3600)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
