@@ -26,6 +26,10 @@ APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/130"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(command: list[str], sink: Sink, port: int) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env["TRACKWARE_TEST_SINK_URL"] = sink.url
@@ -38,6 +42,10 @@ def start(command: list[str], sink: Sink, port: int) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Ctrl-C as a terminal sends it: a test run started in the background
+        # of a non-interactive shell (`make test &`) ignores SIGINT, and a
+        # child inherits that (Python keeps an ignored SIGINT ignored).
+        preexec_fn=_default_sigint,
     )
     try:  # its readiness probe is untracked
         wait_until_serving(proc, f"http://127.0.0.1:{port}/ready")

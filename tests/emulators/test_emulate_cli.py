@@ -10,6 +10,7 @@ import pathlib
 import queue
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +35,10 @@ class Emulate:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Ctrl-C as a terminal sends it, even from a test run started in
+            # the background of a non-interactive shell, which ignores SIGINT
+            # (a child inherits that).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
