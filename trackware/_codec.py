@@ -26,14 +26,14 @@ validated (finite numbers only: orjson would write a NaN as ``null`` where
 
 from __future__ import annotations
 
-import importlib
 import json
 import typing as t
 
 from ._event import Event, make_event
-from ._json import dumps, json_default
+from ._json import ORJSON, ORJSON_OPTIONS, dumps, json_default
+from ._json import orjson_module as _orjson
 
-__all__ = ["FORMAT", "decode", "encode"]
+__all__ = ["FORMAT", "ORJSON", "decode", "encode"]
 
 #: The first element of every encoded event; ``decode`` refuses others.
 FORMAT = 1
@@ -41,23 +41,6 @@ FORMAT = 1
 _loads = json.loads
 _OPTIONAL_TEXT = (str, type(None))
 
-_orjson: t.Any
-try:
-    # Through importlib: the type checker need not have the extra installed.
-    _orjson = importlib.import_module("orjson")
-except ImportError:  # the optional extra is not installed
-    _orjson = None
-#: True when the codec uses orjson.
-ORJSON = _orjson is not None
-# Dates, times, dataclasses and subclasses of the plain types go to
-# json_default, which writes them as the standard encoder does.
-_OPTIONS = (
-    _orjson.OPT_PASSTHROUGH_DATETIME
-    | _orjson.OPT_PASSTHROUGH_DATACLASS
-    | _orjson.OPT_PASSTHROUGH_SUBCLASS
-    if _orjson is not None
-    else 0
-)
 # The format number as orjson writes it: marks the records orjson may read.
 _FAST_FORMAT = 1.0
 _FAST_B = b"[1.0,"
@@ -72,7 +55,7 @@ def encode(event: Event) -> bytes:
             out: bytes = _orjson.dumps(
                 [_FAST_FORMAT, event.event_id, *event[1:]],
                 default=json_default,
-                option=_OPTIONS,
+                option=ORJSON_OPTIONS,
             )
         except Exception:  # beyond 64 bits, a non-str key...: the standard way
             pass

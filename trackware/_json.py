@@ -31,6 +31,8 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "ORJSON",
+    "ORJSON_OPTIONS",
+    "orjson_module",
     "dumps",
     "encode_checked",
     "encode_fast",
@@ -112,23 +114,25 @@ def dumps(obj: object) -> str:
     return "".join(_direct(obj, 0))
 
 
-_orjson: t.Any
+#: The orjson module when the optional extra is installed, else ``None``
+#: (the event codec uses it too).
+orjson_module: t.Any
 try:
     # Through importlib: the type checker need not have the extra installed.
-    _orjson = importlib.import_module("orjson")
+    orjson_module = importlib.import_module("orjson")
 except ImportError:  # the optional extra is not installed
-    _orjson = None
+    orjson_module = None
 
 #: True when ``encode_checked`` uses orjson.
-ORJSON = _orjson is not None
+ORJSON = orjson_module is not None
 # Dates, times, dataclasses and subclasses of the plain types go to
 # json_default, as the standard encoder sends them (what it refuses, the
 # standard way refuses too).
-_ORJSON_OPTIONS = (
-    _orjson.OPT_PASSTHROUGH_DATETIME
-    | _orjson.OPT_PASSTHROUGH_DATACLASS
-    | _orjson.OPT_PASSTHROUGH_SUBCLASS
-    if _orjson is not None
+ORJSON_OPTIONS = (
+    orjson_module.OPT_PASSTHROUGH_DATETIME
+    | orjson_module.OPT_PASSTHROUGH_DATACLASS
+    | orjson_module.OPT_PASSTHROUGH_SUBCLASS
+    if orjson_module is not None
     else 0
 )
 
@@ -156,10 +160,12 @@ def encode_fast(obj: object) -> bytes | None:
     bytes, else ``None`` (orjson not installed, a value it refuses or writes
     otherwise). For data trackware validated: finite numbers only (orjson
     would write NaN as ``null`` where ``dumps`` raises ``ValueError``)."""
-    if _orjson is None:
+    if orjson_module is None:
         return None
     try:
-        out: bytes = _orjson.dumps(obj, default=json_default, option=_ORJSON_OPTIONS)
+        out: bytes = orjson_module.dumps(
+            obj, default=json_default, option=ORJSON_OPTIONS
+        )
     except Exception:
         return None  # beyond 64 bits, a type orjson refuses: the standard way says
     return out if _same_as_dumps(out) else None
