@@ -1,13 +1,33 @@
-"""What the benchmarks share: an exporter that does nothing, a tracker whose
-queue absorbs a whole run, the ASGI request they send, and the OpenTelemetry
-SDK's tracer provider for the comparisons."""
+"""What the benchmarks share: the properties they track, the median timer,
+an exporter that does nothing, a tracker whose queue absorbs a whole run, the
+ASGI request they send, and the OpenTelemetry SDK's tracer provider for the
+comparisons."""
 
 from __future__ import annotations
 
+import statistics
+import time
 import typing as t
 
 import trackware
 from trackware.exporters import BaseExporter, ExportResult
+
+PROPS = {"offer_id": "o-1", "amount": 3, "channel": "OLB"}
+pc = time.perf_counter_ns
+
+
+def median_ns(fn: t.Callable[[], object], n: int) -> float:
+    """Median of ``n`` single-call timings, minus the timer's own cost."""
+    samples = []
+    for _ in range(n):
+        t0 = pc()
+        fn()
+        samples.append(pc() - t0)
+    empty = []
+    for _ in range(n):
+        t0 = pc()
+        empty.append(pc() - t0)
+    return statistics.median(samples) - statistics.median(empty)
 
 
 class NullExporter(BaseExporter):

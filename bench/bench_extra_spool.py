@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,26 +34,15 @@ import typing as t
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _common import PROPS, median_ns
 from _sink import RemoteSink
 
 import trackware
 from trackware.exporters import BaseExporter, ExportResult, HTTPExporter
 
-PROPS = {"offer_id": "o-1", "amount": 3, "channel": "OLB"}
-pc = time.perf_counter_ns
-
 
 def median_us(fn: t.Callable[[], object], n: int) -> float:
-    samples = []
-    for _ in range(n):
-        t0 = pc()
-        fn()
-        samples.append(pc() - t0)
-    empty = []
-    for _ in range(n):
-        t0 = pc()
-        empty.append(pc() - t0)
-    return (statistics.median(samples) - statistics.median(empty)) / 1000
+    return median_ns(fn, n) / 1000
 
 
 def track_median(url: str, n: int, **options: t.Any) -> float:

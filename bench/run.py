@@ -13,7 +13,6 @@ import glob
 import logging
 import os
 import queue
-import statistics
 import subprocess
 import sys
 import threading
@@ -23,28 +22,11 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import NullExporter
+from _common import PROPS, NullExporter, median_ns
 from _sink import RemoteSink
 
 import trackware
 from trackware.exporters import HTTPExporter
-
-PROPS = {"offer_id": "o-1", "amount": 3, "channel": "OLB"}
-pc = time.perf_counter_ns
-
-
-def median_ns(fn: t.Callable[[], object], n: int) -> float:
-    """Median of ``n`` single-call timings, minus the timer's own cost."""
-    samples = []
-    for _ in range(n):
-        t0 = pc()
-        fn()
-        samples.append(pc() - t0)
-    empty = []
-    for _ in range(n):
-        t0 = pc()
-        empty.append(pc() - t0)
-    return statistics.median(samples) - statistics.median(empty)
 
 
 def bench_track(n: int) -> list[tuple[str, float]]:
