@@ -149,6 +149,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for(
+    predicate: t.Callable[[], t.Any], timeout: float = 10.0, what: str | None = None
+) -> t.Any:
+    """Poll ``predicate`` until it returns something truthy, and return that;
+    fail the test, naming ``what`` (or the predicate), after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
 def wait_until_serving(proc: t.Any, url: str, timeout: float = 60.0) -> None:
     """Wait until the server ``proc`` answers 2xx at ``url``; fail, with its
     output, if it exits first (the caller stops it if it never answers)."""

@@ -13,7 +13,7 @@ import time
 import typing as t
 
 import pytest
-from _support import Sink, free_port
+from _support import Sink, free_port, wait_for
 
 import trackware
 from trackware import _inspect, _tap, signals
@@ -39,18 +39,6 @@ def synerise(url: str, **options: t.Any) -> SyneriseExporter:
         actions={"user.logged_in": "user.login"},
         **options,
     )
-
-
-def wait(predicate: t.Callable[[], t.Any], timeout: float = 10.0) -> t.Any:
-    """Poll ``predicate`` until it returns something truthy (or fail)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true within {timeout} s: {predicate}")
-        time.sleep(0.02)
 
 
 def outcome(server: InspectorServer, event_id: str, dest: str) -> str | None:
@@ -100,7 +88,7 @@ def test_the_event_the_body_as_sent_and_each_outcome_reach_the_inspector(
         skipped = tracker.track("order.placed", {"keep": False}, user_id="c-42")
         assert login is not None and skipped is not None
         assert tracker.flush(10)
-        wait(lambda: outcome(inspector, login.event_id, "synerise") == "sent")
+        wait_for(lambda: outcome(inspector, login.event_id, "synerise") == "sent")
         event = inspector.state.event(login.event_id)
         assert event is not None
         assert event["name"] == "user.logged_in" and event["user_id"] == "c-42"
@@ -134,12 +122,12 @@ def test_a_rejection_carries_the_vendors_answer_and_a_retry_its_reason(
     assert tracker.flush(10)
     assert retried is not None and refused is not None
 
-    wait(lambda: outcome(inspector, refused.event_id, "synerise") == "rejected")
+    wait_for(lambda: outcome(inspector, refused.event_id, "synerise") == "rejected")
     slot = t.cast(dict, inspector.state.event(refused.event_id))["outcomes"]["synerise"]
     assert slot["status"] == 400
     assert json.loads(slot["exchanges"][0]["response_body"])["rule"] == "time"
 
-    wait(lambda: outcome(inspector, retried.event_id, "synerise") == "sent")
+    wait_for(lambda: outcome(inspector, retried.event_id, "synerise") == "sent")
     history = t.cast(dict, inspector.state.event(retried.event_id))["outcomes"][
         "synerise"
     ]["history"]
@@ -159,7 +147,7 @@ def test_nothing_the_exporters_would_redact_reaches_the_inspector(
         user_id="c-42",
     )
     assert event is not None and tracker.flush(10)
-    wait(lambda: outcome(inspector, event.event_id, "synerise") == "sent")
+    wait_for(lambda: outcome(inspector, event.event_id, "synerise") == "sent")
     client.close(time.monotonic() + 2)  # everything it had is posted
     login = emulator.recorded("synerise.login")[-1]
     reply = login.reply
@@ -222,7 +210,7 @@ def test_the_app_keeps_serving_whatever_the_inspector_does(
     assert tracker.flush(30)
     assert sink.wait_for(count)
     assert len(set(sink.ids)) == count
-    wait(lambda: client.stats()["failures"] >= 1)
+    wait_for(lambda: client.stats()["failures"] >= 1)
     stats = client.stats()
     assert stats["posted"] == 0
     # At most the buffer (50) and one POST's worth are still held: every
@@ -270,27 +258,29 @@ def test_replay_from_the_page_runs_in_the_app_and_reports_back(
     emulator.fault("synerise.batch", status=400, body={"error": "try later"})
     event = tracker.track("user.logged_in", {"method": "sso"}, user_id="c-9")
     assert event is not None and tracker.flush(10)
-    wait(lambda: outcome(inspector, event.event_id, "synerise") == "rejected")
+    wait_for(lambda: outcome(inspector, event.event_id, "synerise") == "rejected")
 
     def listed() -> list[dict[str, t.Any]]:
         rows = inspector.state.destinations()["destinations"]
         return [x for r in rows if r["name"] == "synerise" for x in r["dead_letters"]]
 
-    letter = wait(listed)[0]
+    letter = wait_for(listed)[0]
     assert letter["event_id"] == event.event_id
     assert letter["process"] == client.process["id"]
     command = inspector.state.queue_replay(
         letter["process"], "synerise", [letter["key"]]
     )
-    result = wait(lambda: (r := inspector.state.result(command)) and "ok" in r and r)
+    result = wait_for(
+        lambda: (r := inspector.state.result(command)) and "ok" in r and r
+    )
     assert result["ok"], result
     assert [o["outcome"] for o in result["report"]["outcomes"]] == ["delivered"]
-    wait(lambda: outcome(inspector, event.event_id, "synerise") == "replayed")
+    wait_for(lambda: outcome(inspector, event.event_id, "synerise") == "replayed")
     assert dead.list() == []
     assert any(
         event.event_id in r.body.decode() for r in emulator.recorded("synerise.batch")
     )
-    wait(lambda: not listed())
+    wait_for(lambda: not listed())
 
 
 def test_a_forked_child_reports_as_a_process_of_its_own(
@@ -321,7 +311,7 @@ def test_a_forked_child_reports_as_a_process_of_its_own(
                 out.setdefault(event["pid"], []).append(who)
         return out if len(out) == 2 else {}
 
-    seen = wait(by_pid)
+    seen = wait_for(by_pid)
     assert seen == {os.getpid(): ["parent"], pid: ["child"]}
 
 
@@ -342,7 +332,7 @@ def test_drops_and_dead_letters_are_outcomes_too(
     )
     sink.script.extend([("sleep", 2.0)])  # holds the first batch in flight
     first = tracker.track("held", {"n": 0})
-    wait(lambda: sink.requests >= 1)
+    wait_for(lambda: sink.requests >= 1)
     overflow = [tracker.track("held", {"n": n}) for n in range(1, 5)]
     emulator.fault("synerise.batch", status=503, times=None)
     doomed = tracker.track("user.logged_in", {"method": "sso"}, user_id="c-3")
@@ -351,10 +341,10 @@ def test_drops_and_dead_letters_are_outcomes_too(
     assert tracker.flush(15)
     dropped = [e for e in overflow if e is not None][:2]  # drop_oldest: the oldest
     for event in dropped:
-        wait(lambda e=event: outcome(inspector, e.event_id, "held") == "dropped")
+        wait_for(lambda e=event: outcome(inspector, e.event_id, "held") == "dropped")
         slot = t.cast(dict, inspector.state.event(event.event_id))["outcomes"]["held"]
         assert slot["reason"] == "queue_full"
-    wait(lambda: outcome(inspector, doomed.event_id, "synerise") == "dead_lettered")
+    wait_for(lambda: outcome(inspector, doomed.event_id, "synerise") == "dead_lettered")
     slot = t.cast(dict, inspector.state.event(doomed.event_id))["outcomes"]["synerise"]
     assert slot["reason"].startswith("retries_exhausted") and slot["status"] == 503
 
@@ -362,7 +352,7 @@ def test_drops_and_dead_letters_are_outcomes_too(
         procs = inspector.state.destinations()["processes"]
         return sum(p["dropped"].get("sampled", 0) for p in procs)
 
-    assert wait(sampled) == 1
+    assert wait_for(sampled) == 1
 
 
 def test_big_batches_and_big_events_reach_the_inspector_whole(
@@ -386,7 +376,7 @@ def test_big_batches_and_big_events_reach_the_inspector_whole(
     assert tracker.flush(30)
     assert sink.requests == 1  # one batch, one body
     ids = [e.event_id for e in events if e is not None]
-    wait(lambda: all(outcome(inspector, i, "sink") == "sent" for i in ids), 30)
+    wait_for(lambda: all(outcome(inspector, i, "sink") == "sent" for i in ids), 30)
     last = t.cast(dict, inspector.state.event(ids[-1]))["outcomes"]["sink"]
     assert len(last["exchanges"]) == 1 and last["exchanges"][0]["status"] == 200
     assert sum(client.stats()["dropped"].values()) == 0

@@ -27,7 +27,7 @@ import typing as t
 import uuid
 
 import pytest
-from _support import Sink
+from _support import Sink, wait_for
 
 import trackware
 from trackware import _streams
@@ -169,14 +169,6 @@ def fleet(tmp_path: t.Any, redis_url: str, redis_namespace: str) -> t.Iterator[F
         f.close()
 
 
-def wait(predicate: t.Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def consumers(client: redis.Redis, key: str) -> dict[str, int]:
     """Consumer name -> pending entries, in the trackware group of ``key``."""
     try:
@@ -223,7 +215,7 @@ def test_three_workers_deliver_two_apps_events_with_one_worker_killed(
     key = _streams.stream_key(fleet.namespace, "sink")
     for _ in range(3):
         fleet.worker("--visibility-timeout", "3")
-    wait(lambda: len(consumers(redis_client, key)) == 3, 60, "3 workers reading")
+    wait_for(lambda: len(consumers(redis_client, key)) == 3, 60, "3 workers reading")
     apps = [fleet.app(per_app) for _ in range(2)]
     total = 2 * per_app
     victim = fleet.workers[0]
@@ -231,7 +223,7 @@ def test_three_workers_deliver_two_apps_events_with_one_worker_killed(
     assert name is not None
     # Kill it while it holds entries, with the backlog still being worked off:
     # frozen (SIGSTOP) its pending list cannot change; killed once it holds some.
-    wait(lambda: len(sink.ids) >= total // 10, 120, "delivery under way")
+    wait_for(lambda: len(sink.ids) >= total // 10, 120, "delivery under way")
     deadline = time.monotonic() + 60
     while True:
         os.killpg(victim.pid, signal.SIGSTOP)
@@ -248,8 +240,8 @@ def test_three_workers_deliver_two_apps_events_with_one_worker_killed(
         assert proc.wait(180) == 0
         expected.extend(json.loads(out.read_text()))
     assert len(set(expected)) == total
-    wait(lambda: set(sink.ids) >= set(expected), 120, "every event delivered")
-    wait(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
+    wait_for(lambda: set(sink.ids) >= set(expected), 120, "every event delivered")
+    wait_for(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
     counts = collections.Counter(sink.ids)
     assert set(counts) == set(expected)  # no event missing, none foreign
     duplicates = {i for i, n in counts.items() if n > 1}
@@ -272,7 +264,7 @@ def test_killed_worker_entries_are_taken_over_after_the_visibility_timeout(
     fleet.env.update(WCFG_KIND="sink", WCFG_URL=sink.url, WCFG_BATCH="10")
     key = _streams.stream_key(fleet.namespace, "sink")
     victim = fleet.worker("--visibility-timeout", "2")
-    wait(lambda: len(consumers(redis_client, key)) == 1, 60, "the first worker")
+    wait_for(lambda: len(consumers(redis_client, key)) == 1, 60, "the first worker")
     proc, out = fleet.app(150)
     assert proc.wait(120) == 0
     expected = json.loads(out.read_text())
@@ -280,14 +272,14 @@ def test_killed_worker_entries_are_taken_over_after_the_visibility_timeout(
     assert name is not None
     # Mid-batch: a request of its is at the sink and it holds entries.
     start = sink.requests
-    wait(lambda: sink.requests > start, 30, "the victim sending")
+    wait_for(lambda: sink.requests > start, 30, "the victim sending")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     held = held_event_ids(redis_client, key, name)
     assert held
     survivor = fleet.worker("--visibility-timeout", "2")
-    wait(lambda: set(sink.ids) >= set(expected), 120, "every event delivered")
-    wait(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
+    wait_for(lambda: set(sink.ids) >= set(expected), 120, "every event delivered")
+    wait_for(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
     assert set(sink.ids) == set(expected)
     assert {i for i, n in collections.Counter(sink.ids).items() if n > 1} <= held
     assert consumers(redis_client, key).get(name, 0) == 0
@@ -306,14 +298,14 @@ def test_sigterm_finishes_the_batch_in_hand_and_hands_back_the_rest(
     fleet.env.update(WCFG_KIND="sink", WCFG_URL=sink.url, WCFG_BATCH="10")
     key = _streams.stream_key(fleet.namespace, "sink")
     first = fleet.worker("--shutdown-timeout", "5")
-    wait(lambda: len(consumers(redis_client, key)) == 1, 60, "the worker")
+    wait_for(lambda: len(consumers(redis_client, key)) == 1, 60, "the worker")
     proc, out = fleet.app(100)
     assert proc.wait(120) == 0
     expected = json.loads(out.read_text())
     name = consumer_of(redis_client, key, first.pid)
     assert name is not None
     start = sink.requests
-    wait(lambda: sink.requests > start, 30, "a request under way")
+    wait_for(lambda: sink.requests > start, 30, "a request under way")
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0, fleet.log(0)
     assert consumers(redis_client, key).get(name, 0) == 0
@@ -321,8 +313,8 @@ def test_sigterm_finishes_the_batch_in_hand_and_hands_back_the_rest(
     assert len(sink.ids) > 0
     assert sink.requests == len(sink.bodies)
     fleet.worker("--shutdown-timeout", "5")
-    wait(lambda: set(sink.ids) >= set(expected), 120, "every event delivered")
-    wait(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
+    wait_for(lambda: set(sink.ids) >= set(expected), 120, "every event delivered")
+    wait_for(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
     assert sorted(sink.ids) == sorted(expected)  # each exactly once
 
 
@@ -438,9 +430,9 @@ def test_poisoned_event_ends_in_the_dead_letter_stream_and_blocks_nothing(
         )
         dead_key = _streams.dead_key(redis_namespace, events)
         key = _streams.stream_key(redis_namespace, events)
-        wait(lambda: redis_client.xlen(dead_key) == 1, 60, "the dead-letter entry")
-        wait(lambda: len(set(server.ids)) == 199, 60, "the other events")
-        wait(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
+        wait_for(lambda: redis_client.xlen(dead_key) == 1, 60, "the dead-letter entry")
+        wait_for(lambda: len(set(server.ids)) == 199, 60, "the other events")
+        wait_for(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
         stop.set()
         thread.join(30)
     finally:
@@ -485,9 +477,9 @@ def test_entry_handed_out_more_than_max_deliveries_is_dead_lettered(
         visibility_timeout=0.5,
     )
     dead_key = _streams.dead_key(redis_namespace, "sink")
-    wait(lambda: redis_client.xlen(dead_key) == 2, 30, "two dead-letter entries")
-    wait(lambda: len(sink.ids) == 4, 30, "the other events")
-    wait(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
+    wait_for(lambda: redis_client.xlen(dead_key) == 2, 30, "two dead-letter entries")
+    wait_for(lambda: len(sink.ids) == 4, 30, "the other events")
+    wait_for(lambda: pending(redis_client, key) == 0, 30, "nothing pending")
     stop.set()
     thread.join(30)
     errors = sorted(
@@ -521,7 +513,7 @@ def test_a_live_worker_keeps_its_slow_entries_from_being_taken_over(
             **options,
         ),
     ]
-    wait(lambda: len(sink.ids) >= 30, 60, "every event")
+    wait_for(lambda: len(sink.ids) >= 30, 60, "every event")
     for _thread, stop, _ in workers:
         stop.set()
     for thread, _, _ in workers:
@@ -554,11 +546,11 @@ def test_yotpo_rate_limit_holds_across_three_workers(
         key = _streams.stream_key(fleet.namespace, "yotpo")
         for _ in range(3):
             fleet.worker()
-        wait(lambda: len(consumers(redis_client, key)) == 3, 60, "3 workers")
+        wait_for(lambda: len(consumers(redis_client, key)) == 3, 60, "3 workers")
         proc, out = fleet.app(24)
         assert proc.wait(120) == 0
         expected = json.loads(out.read_text())
-        wait(lambda: len(api.events) >= len(expected), 60, "every event at Yotpo")
+        wait_for(lambda: len(api.events) >= len(expected), 60, "every event at Yotpo")
         times = sorted(r.at for r in emu.recorded("yotpo.event"))
         for proc in fleet.workers:
             proc.send_signal(signal.SIGTERM)
@@ -606,12 +598,12 @@ def test_worker_rides_out_a_redis_restart(
     thread, stop, result = worker_thread(
         [HTTPExporter(sink.url, name="sink")], redis_server.url, namespace
     )
-    wait(lambda: len(sink.ids) == 50, 60, "the first 50")
+    wait_for(lambda: len(sink.ids) == 50, 60, "the first 50")
     redis_server.stop(save=True)
-    wait(lambda: "Redis read failed" in caplog.text, 30, "the worker noticing")
+    wait_for(lambda: "Redis read failed" in caplog.text, 30, "the worker noticing")
     redis_server.start()
     after, _ = append(redis_server.url, namespace, app, 50)
-    wait(lambda: len(sink.ids) == 100, 60, "the 50 appended after the restart")
+    wait_for(lambda: len(sink.ids) == 100, 60, "the 50 appended after the restart")
     stop.set()
     thread.join(30)
     assert sorted(sink.ids) == sorted(before + after)
